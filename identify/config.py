@@ -1,0 +1,98 @@
+"""Settings: defaults, then `$IDENTIFY_DATA_DIR/identify.toml`, then `IDENTIFY_*` environment variables.
+
+One place owns every tunable so the CLI, the index builder and the web app agree on them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from identify.errors import IdentifyError
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Fusion (Jia et al. 2021) and decision thresholds; see identify.fusion for how each is used."""
+
+    weight_knn: float = 0.5  # lambda: share of the kNN vote in the fused score
+    k: int = 20  # neighbours that vote
+    temperature: float = 0.07  # T on cosine similarity (DINO's value)
+    confident_score: float = 0.5  # fused top-1 at or above this can be confident
+    min_margin: float = 0.15  # top-1 minus top-2 below this needs review
+    no_match_similarity: float = 0.5  # nearest reference below this cosine similarity is "far"
+    no_match_classifier: float = 0.3  # classifier top-1 below this is "unsure"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 <= self.weight_knn <= 1.0, "weight_knn must lie in [0, 1]"),
+            (self.k >= 1, "k must be at least 1"),
+            (self.temperature > 0, "temperature must be positive"),
+            (0.0 <= self.confident_score <= 1.0, "confident_score must lie in [0, 1]"),
+            (0.0 <= self.min_margin <= 1.0, "min_margin must lie in [0, 1]"),
+            (-1.0 <= self.no_match_similarity <= 1.0, "no_match_similarity must lie in [-1, 1]"),
+            (0.0 <= self.no_match_classifier <= 1.0, "no_match_classifier must lie in [0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise IdentifyError("bad_config", message)
+
+    def replace(self, **changes: Any) -> "FusionConfig":
+        """A copy with the given fields changed; None values are ignored (unset CLI options)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise IdentifyError("bad_config", f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def _fusion_from(table: Mapping[str, Any], env: Mapping[str, str]) -> FusionConfig:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(FusionConfig):
+        kind = int if f.type in ("int", int) else float
+        if f.name in table:
+            values[f.name] = _coerce(f"fusion.{f.name}", table[f.name], kind)
+        env_name = f"IDENTIFY_{f.name.upper()}"
+        if env_name in env:
+            values[f.name] = _coerce(env_name, env[env_name], kind)
+    return FusionConfig(**values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise IdentifyError("bad_config", f"{path} is not valid TOML: {exc}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for this process, read fresh from the environment each call."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("IDENTIFY_DATA_DIR", "var")).expanduser().resolve()
+    file_config = _read_toml(data_dir / "identify.toml")
+    default_url = f"sqlite:///{data_dir / 'identify.db'}"
+    database_url = env.get("IDENTIFY_DATABASE_URL") or file_config.get("database_url") or default_url
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        fusion=_fusion_from(file_config.get("fusion", {}), env),
+    )

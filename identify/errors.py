@@ -1,0 +1,19 @@
+"""The one exception type users see: a stable code, a one-line message and the HTTP status it maps to."""
+
+from __future__ import annotations
+
+
+class IdentifyError(Exception):
+    """An error the user can act on. `code` is stable (clients branch on it); `message` is for people."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
