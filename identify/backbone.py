@@ -1,0 +1,153 @@
+"""The backbone: one birder classification network, loaded by pretrained name or from a `.pt` checkpoint.
+
+`forward` returns class probabilities and embeddings from one pass (birder's `infer_batch`), so what the
+classifier says and what the neighbours are always come from the same look at the photo."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from identify.checkpoints import read_checkpoint, resolve_network
+from identify.errors import IdentifyError
+from identify.images import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What makes two embeddings comparable: the weights (sha256), the network, the input it expects."""
+
+    name: str
+    network: str
+    sha256: str
+    classes: list[str]
+    signature: dict[str, Any]
+    rgb_stats: dict[str, Any]
+    size: tuple[int, int]
+    embedding_dim: int
+
+
+@dataclass(frozen=True)
+class BackboneOutput:
+    probabilities: np.ndarray  # (batch, classes) float32, rows sum to 1
+    embeddings: np.ndarray  # (batch, embedding_dim) float32, as the network gives them (not normalised)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class Backbone:
+    def __init__(self, net: torch.nn.Module, identity: ModelIdentity, device: torch.device, half: bool = False):
+        self.net = net
+        self.identity = identity
+        self.device = device
+        if half and device.type != "cuda":
+            log.warning("half precision needs a CUDA device; running in float32 on %s", device)
+        self.half = half and device.type == "cuda"
+
+    @property
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """Birder's own inference transform for this model's size and normalisation."""
+        import birder
+
+        return birder.classification_transform(self.identity.size, self.identity.rgb_stats)
+
+    def _autocast(self) -> Any:
+        return torch.autocast(device_type="cuda", dtype=torch.float16) if self.half else nullcontext()
+
+    def forward(self, batch: torch.Tensor) -> BackboneOutput:
+        """Probabilities and embeddings for a batch of transformed images (B, 3, H, W), in one pass."""
+        from birder.inference.classification import infer_batch
+
+        with torch.inference_mode(), self._autocast():
+            probabilities, embeddings = infer_batch(self.net, batch.to(self.device), return_embedding=True)
+        assert embeddings is not None
+        return BackboneOutput(probabilities.astype(np.float32), embeddings.astype(np.float32))
+
+    def forward_images(self, images: list[Image.Image]) -> BackboneOutput:
+        transform = self.transform
+        return self.forward(torch.stack([transform(image) for image in images]))
+
+    def detection_features(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Multi-scale feature maps for detection heads (birder's `DetectorBackbone`), for library users."""
+        if not hasattr(self.net, "detection_features"):
+            raise IdentifyError("no_detection_features", f"{self.identity.network} has no detection features")
+        with torch.inference_mode(), self._autocast():
+            return self.net.detection_features(batch.to(self.device))
+
+
+def _identity(name: str, network: str, sha256: str, net: torch.nn.Module, info: Any) -> ModelIdentity:
+    from birder.common.lib import class_list_from_class_to_idx, get_size_from_signature
+
+    return ModelIdentity(
+        name=name,
+        network=network,
+        sha256=sha256,
+        classes=list(class_list_from_class_to_idx(info.class_to_idx)),
+        signature=info.signature,
+        rgb_stats={key: list(value) for key, value in info.rgb_stats.items()},
+        size=tuple(get_size_from_signature(info.signature)),
+        embedding_dim=int(net.embedding_size),
+    )
+
+
+def _model_info(model_info: Any) -> Any:
+    """birder 0.8 returns a ModelInfo NamedTuple; older releases a plain 4-tuple in the same order."""
+    from birder.common.fs_ops import ModelInfo
+
+    return model_info if hasattr(model_info, "class_to_idx") else ModelInfo(*model_info)
+
+
+def load_checkpoint_backbone(path: Path, *, network: str | None = None, device: torch.device | None = None,
+                             half: bool = False) -> Backbone:
+    from birder.common.fs_ops import load_model
+
+    device = device or default_device()
+    payload = read_checkpoint(path)
+    network = resolve_network(path, payload, network)
+    try:
+        net, info = load_model(device, network, path=path, inference=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise IdentifyError("bad_checkpoint", f"{path} does not load as {network}: {exc}") from None
+    return Backbone(net, _identity(path.stem, network, sha256_file(path), net, _model_info(info)), device, half)
+
+
+def load_pretrained_backbone(name: str, *, device: torch.device | None = None, half: bool = False) -> Backbone:
+    """A model from birder's registry, read from birder's models directory (downloaded there if missing)."""
+    import birder
+    from birder.common.lib import get_pretrained_model_url
+    from birder.conf import settings
+    from birder.model_registry import registry
+
+    device = device or default_device()
+    weights_file = Path(settings.MODELS_DIR) / get_pretrained_model_url(name, "pt")[0]
+    try:
+        net, model_info = birder.load_pretrained_model(name, inference=True, device=device, progress_bar=False)
+    except Exception as exc:  # download (URLError, SSL, hash) or load failure: one line for the user
+        where = "found" if weights_file.exists() else "missing, and the download failed"
+        raise IdentifyError("model_unavailable", f"{name}: weights {weights_file} {where} ({exc})") from None
+    network = registry.get_pretrained_metadata(name)["net"]["network"]
+    return Backbone(net, _identity(name, network, sha256_file(weights_file), net, _model_info(model_info)), device, half)
+
+
+def load_backbone(model: str, *, network: str | None = None, device: torch.device | None = None,
+                  half: bool = False) -> Backbone:
+    """`model` is a path to a birder `.pt` checkpoint or the name of a pretrained birder model."""
+    from birder.model_registry import registry
+
+    path = Path(model).expanduser()
+    if path.is_file() or path.suffix == ".pt":
+        return load_checkpoint_backbone(path, network=network, device=device, half=half)
+    if registry.pretrained_exists(model):
+        return load_pretrained_backbone(model, device=device, half=half)
+    raise IdentifyError("unknown_model", f"{model!r} is neither a checkpoint file nor a birder pretrained model name")
