@@ -1,0 +1,186 @@
+"""SQL schema, the system of record: every embedding the service relies on lives here as float32 bytes.
+
+FAISS indexes are derived from these rows and can always be rebuilt from them. Schema changes go through
+Alembic (`migrations/`); `identify db upgrade` applies them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# Stable constraint names, so migrations can alter them on every backend (SQLite included).
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Model(Base):
+    """A backbone's weights. Embeddings of different models live in different vector spaces."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    network: Mapped[str] = mapped_column(String(200))
+    signature: Mapped[dict[str, Any]]
+    classes: Mapped[list[str]]
+    embedding_dim: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Species(Base):
+    __tablename__ = "species"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Index(Base):
+    """A named set of references embedded by one model; published as a FAISS index under the data dir."""
+
+    __tablename__ = "indexes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    model: Mapped[Model] = relationship()
+
+
+class ReferenceImage(Base):
+    """A labelled photo. One row per file content (sha256), whatever folder or index it came from."""
+
+    __tablename__ = "reference_images"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    species_id: Mapped[int] = mapped_column(ForeignKey("species.id"), index=True)
+    lat: Mapped[Optional[float]]
+    lon: Mapped[Optional[float]]
+    observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    source: Mapped[Optional[str]] = mapped_column(String(500))
+    sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sightings.id"))  # promoted by a curator
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    species: Mapped[Species] = relationship()
+
+
+class IndexMember(Base):
+    __tablename__ = "index_members"
+    index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id"), primary_key=True)
+    reference_id: Mapped[int] = mapped_column(ForeignKey("reference_images.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Embedding(Base):
+    """A reference's embedding under one model: float32 bytes, as the network gave them."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("reference_id", "model_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference_id: Mapped[int] = mapped_column(ForeignKey("reference_images.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IndexBuild(Base):
+    """One run of the index builder: what it did and where it published."""
+
+    __tablename__ = "index_builds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # running, published, failed
+    index_type: Mapped[Optional[str]] = mapped_column(String(100))
+    embedded: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    count: Mapped[int] = mapped_column(default=0)
+    path: Mapped[Optional[str]] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+
+
+class Sighting(Base):
+    """An uploaded photo, its embedding and where curation stands. `version` guards concurrent reviews."""
+
+    __tablename__ = "sightings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    photo_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    lat: Mapped[Optional[float]]
+    lon: Mapped[Optional[float]]
+    observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), index=True)
+    observer: Mapped[Optional[str]] = mapped_column(String(200))
+    note: Mapped[Optional[str]] = mapped_column(Text)
+    decision: Mapped[str] = mapped_column(String(20), index=True)  # confident, needs_review, no_match
+    uncertainty: Mapped[float] = mapped_column(Float, index=True)  # review queue order: highest first
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open, confirmed, corrected, rejected
+    species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"))  # the accepted answer
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class Prediction(Base):
+    """One ranked species of a sighting's identification, with both parts of its fused score."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("sighting_id", "rank"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sighting_id: Mapped[int] = mapped_column(ForeignKey("sightings.id"))
+    rank: Mapped[int]
+    species_id: Mapped[int] = mapped_column(ForeignKey("species.id"))
+    score: Mapped[float]
+    classifier: Mapped[float]
+    knn: Mapped[float]
+
+
+class Curator(Base):
+    __tablename__ = "curators"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    token_hash: Mapped[Optional[str]] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Review(Base):
+    """The audit trail: every curator action on a sighting, never updated or deleted."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sighting_id: Mapped[int] = mapped_column(ForeignKey("sightings.id"), index=True)
+    curator_id: Mapped[int] = mapped_column(ForeignKey("curators.id"))
+    action: Mapped[str] = mapped_column(String(20))  # confirm, correct, reject
+    species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"))
+    note: Mapped[Optional[str]] = mapped_column(Text)
+    version: Mapped[int]  # the sighting version this review was made against
+    added_as_reference: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

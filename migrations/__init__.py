@@ -1,0 +1,1 @@
+"""Alembic migrations of the identify schema (installed as the package `identify.migrations`)."""
