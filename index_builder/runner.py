@@ -1,0 +1,168 @@
+"""Drives a build: hash the sources, skip what SQL already holds, embed the rest in batches, publish."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from identify.backbone import Backbone
+from identify.config import Settings
+from identify.errors import IdentifyError
+from identify.images import sha256_file
+from identify.storage import Store
+from identify.vectors import build_faiss_index, check_compatible, new_manifest, plan_index, publish, read_manifest
+from index_builder.dataset import ReferenceDataset, default_workers, loader
+from index_builder.sources import ReferenceSource
+from index_builder.writer import EmbeddingWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildReport:
+    embedded: int = 0  # newly embedded photos
+    skipped: int = 0  # unreadable, corrupt or non-image files, and label conflicts
+    total: int = 0  # files seen in the source
+    already_indexed: int = 0  # embedded by an earlier run (same content hash, same model)
+    duplicates: int = 0  # same content as another file of this run
+    count: int = 0  # vectors in the published index
+    index: str = ""
+    index_type: str = ""
+    published: bool = False  # False when nothing changed and the published index was kept
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    name: str
+    index_type: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None
+    progress: bool = True
+
+
+def _hash_all(paths: Sequence[Path]) -> list[str | None]:
+    def digest(path: Path) -> str | None:
+        try:
+            return sha256_file(path)
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # I/O bound: threads overlap the reads
+        return list(pool.map(digest, paths))
+
+
+class IndexBuild:
+    def __init__(self, settings: Settings, backbone: Backbone, store: Store, options: BuildOptions) -> None:
+        if options.batch_size < 1:
+            raise IdentifyError("bad_batch_size", "--batch-size must be at least 1")
+        plan_index(0, options.index_type)  # reject a bad --index-type before any work
+        self.settings = settings
+        self.backbone = backbone
+        self.store = store
+        self.options = options
+        self.report = BuildReport()
+
+    def _fail(self, source: ReferenceSource, code: str, message: str) -> None:
+        log.warning("skipped %s: %s", source.path, message)
+        self.report.skipped += 1
+        self.report.failures.append({"path": str(source.path), "code": code, "message": message})
+
+    def _triage(self, sources: Sequence[ReferenceSource], model_id: int, index_id: int) -> list[tuple[ReferenceSource, str]]:
+        """The (source, sha256) pairs still to embed; counts and records everything else."""
+        hashes = _hash_all([s.path for s in sources])
+        known = self.store.known_references(model_id, [h for h in hashes if h])
+        seen: set[str] = set()
+        to_embed, already = [], []
+        for source, sha in zip(sources, hashes):
+            if sha is None:
+                self._fail(source, "unreadable_file", "cannot be read")
+            elif sha in seen:
+                self.report.duplicates += 1
+            elif sha in known and known[sha].species != source.species:
+                self._fail(source, "label_conflict", f"same photo is already a reference of {known[sha].species}")
+            elif sha in known and known[sha].embedded:
+                already.append(known[sha].id)
+            else:
+                to_embed.append((source, sha))
+            if sha:
+                seen.add(sha)
+        self.report.already_indexed = len(already)
+        self.store.add_members(index_id, already)
+        return to_embed
+
+    def _embed(self, pending: list[tuple[ReferenceSource, str]], writer: EmbeddingWriter) -> None:
+        dataset = ReferenceDataset([source for source, _ in pending], self.backbone.transform)
+        workers = default_workers() if self.options.workers is None else self.options.workers
+        with tqdm(total=len(pending), unit="img", desc="embedding", disable=not self.options.progress) as bar:
+            for batch in loader(dataset, self.options.batch_size, workers):
+                for position, code, message in batch.failures:
+                    self._fail(pending[position][0], code, message)
+                if batch.tensors is not None:
+                    output = self.backbone.forward(batch.tensors)
+                    chosen = [pending[p] for p in batch.positions]
+                    writer.write([s for s, _ in chosen], [h for _, h in chosen], output.embeddings)
+                    self.report.embedded += len(chosen)
+                bar.update(len(batch.positions) + len(batch.failures))
+
+    def _publish(self, index_id: int, model_id: int) -> None:
+        identity = self.backbone.identity
+        ids, vectors = self.store.index_vectors(index_id, model_id, identity.embedding_dim)
+        if len(ids) == 0:
+            raise IdentifyError("nothing_embedded", f"no photo could be embedded into {self.options.name!r}")
+        plan = plan_index(len(ids), self.options.index_type)
+        manifest = new_manifest(identity, plan, len(ids), int(ids.max()))
+        link = publish(build_faiss_index(ids, vectors, plan), manifest, self.settings.indexes_dir, self.options.name)
+        self.report.published = True
+        self.report.count, self.report.index_type, self.report.index = len(ids), plan.index_type, str(link)
+
+    def _is_current(self, index_id: int) -> bool:
+        """True when the published index already holds every member (nothing to rebuild)."""
+        manifest = read_manifest(self.settings.indexes_dir, self.options.name)
+        requested = self.options.index_type
+        if manifest is None or (requested != "auto" and requested != manifest.index_type):
+            return False
+        if manifest.count != self.store.member_count(index_id):
+            return False
+        self.report.count, self.report.index_type = manifest.count, manifest.index_type
+        self.report.index = str(self.settings.indexes_dir / self.options.name)
+        return True
+
+    def run(self, sources: Sequence[ReferenceSource]) -> BuildReport:
+        started = time.perf_counter()
+        identity = self.backbone.identity
+        published = read_manifest(self.settings.indexes_dir, self.options.name)
+        if published is not None:
+            check_compatible(published, identity, self.options.name)
+        model_id = self.store.register_model(identity)
+        index_id = self.store.open_index(self.options.name, model_id)
+        build_id = self.store.start_build(index_id)
+        self.report.total = len(sources)
+        try:
+            pending = self._triage(sources, model_id, index_id)
+            embed_started = time.perf_counter()
+            self._embed(pending, EmbeddingWriter(self.store, index_id, model_id))
+            embed_seconds = time.perf_counter() - embed_started
+            if self.report.embedded or not self._is_current(index_id):
+                self._publish(index_id, model_id)
+        except BaseException:
+            self.store.finish_build(build_id, "failed", embedded=self.report.embedded, skipped=self.report.skipped)
+            raise
+        self.report.seconds = round(time.perf_counter() - started, 3)
+        self.report.images_per_second = round(self.report.embedded / embed_seconds, 2) if self.report.embedded else 0.0
+        self.store.finish_build(
+            build_id, "published" if self.report.published else "unchanged", index_type=self.report.index_type,
+            embedded=self.report.embedded, skipped=self.report.skipped, count=self.report.count, path=self.report.index,
+        )
+        return self.report

@@ -1,0 +1,111 @@
+"""What to embed: a class-folder tree (`Species_name/*.jpg`) or a CSV manifest (`path,species[,lat,lon,
+observed_at,source]`). Everything is validated before any work starts, so a bad manifest changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from identify.errors import IdentifyError
+
+REQUIRED_COLUMNS = ("path", "species")
+OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source")
+
+
+@dataclass(frozen=True)
+class ReferenceSource:
+    path: Path
+    species: str
+    lat: float | None = None
+    lon: float | None = None
+    observed_at: datetime | None = None
+    source: str | None = None
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Regular files below `folder`, hidden files and folders (.DS_Store, .thumbnails) left out."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def from_folder(root: Path) -> list[ReferenceSource]:
+    """Every visible file under each top-level folder, labelled with that folder's name."""
+    if not root.is_dir():
+        raise IdentifyError("images_not_found", f"{root} is not a folder")
+    sources = [
+        ReferenceSource(path, species_dir.name)
+        for species_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for path in _visible_files(species_dir)
+    ]
+    if not sources:
+        raise IdentifyError("no_images", f"{root} holds no species folders with files (layout: Species_name/photo.jpg)")
+    return sources
+
+
+def parse_coordinate(raw: str, name: str, limit: float) -> float | None:
+    if raw.strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise IdentifyError("bad_coordinates", f"{name} {raw!r} is not a number") from None
+    if not math.isfinite(value) or abs(value) > limit:
+        raise IdentifyError("bad_coordinates", f"{name} {raw!r} is outside [-{limit:g}, {limit:g}]")
+    return value
+
+
+def parse_timestamp(raw: str) -> datetime | None:
+    """ISO 8601; a time without a zone is taken as UTC."""
+    if raw.strip() == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise IdentifyError("bad_date", f"{raw!r} is not an ISO 8601 date or time") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:
+    path = Path(row["path"].strip())
+    species = row["species"].strip()
+    if not row["path"].strip() or not species:
+        raise IdentifyError("bad_manifest", "path and species must not be empty")
+    return ReferenceSource(
+        path=path if path.is_absolute() else base / path,
+        species=species,
+        lat=parse_coordinate(row.get("lat") or "", "lat", 90),
+        lon=parse_coordinate(row.get("lon") or "", "lon", 180),
+        observed_at=parse_timestamp(row.get("observed_at") or ""),
+        source=(row.get("source") or "").strip() or None,
+    )
+
+
+def from_manifest(csv_path: Path) -> list[ReferenceSource]:
+    """Rows of a CSV manifest; relative paths are relative to the CSV's folder. Raises on the first bad row."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise IdentifyError("bad_manifest", f"{csv_path} lacks column(s) {', '.join(missing)} "
+                                    f"(needs {','.join(REQUIRED_COLUMNS)}, optional {','.join(OPTIONAL_COLUMNS)})")
+            sources = []
+            for line, row in enumerate(reader, start=2):
+                row = {(k or "").strip(): v or "" for k, v in row.items()}
+                try:
+                    sources.append(_row_source(row, csv_path.parent))
+                except IdentifyError as exc:
+                    raise IdentifyError(exc.code, f"{csv_path} line {line}: {exc.message}") from None
+    except FileNotFoundError:
+        raise IdentifyError("manifest_not_found", f"no manifest at {csv_path}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise IdentifyError("bad_manifest", f"{csv_path} is not a UTF-8 CSV file ({exc})") from None
+    if not sources:
+        raise IdentifyError("no_images", f"{csv_path} lists no photos")
+    return sources

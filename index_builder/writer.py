@@ -1,0 +1,35 @@
+"""Records a batch of embeddings in SQL, one transaction per batch: an interrupted build keeps every batch
+it finished, and the next run skips those photos by content hash."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from identify.storage import NewReference, Store
+from index_builder.sources import ReferenceSource
+
+
+class EmbeddingWriter:
+    def __init__(self, store: Store, index_id: int, model_id: int) -> None:
+        self.store = store
+        self.index_id = index_id
+        self.model_id = model_id
+
+    def write(self, sources: Sequence[ReferenceSource], hashes: Sequence[str], vectors: np.ndarray) -> list[int]:
+        """Returns the reference ids, in the order given."""
+        references = [
+            NewReference(
+                file_sha256=sha,
+                path=str(source.path),
+                species=source.species,
+                vector=vector,
+                lat=source.lat,
+                lon=source.lon,
+                observed_at=source.observed_at,
+                source=source.source,
+            )
+            for source, sha, vector in zip(sources, hashes, vectors)
+        ]
+        return self.store.add_references(self.index_id, self.model_id, references)
