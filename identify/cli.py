@@ -92,8 +92,8 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
         raise IdentifyError("bad_arguments", "give exactly one of --images DIR or --manifest CSV")
     sources = from_folder(images) if images is not None else from_manifest(manifest)  # type: ignore[arg-type]
     settings = _settings()
+    backbone = load_backbone(model, network=network, half=half)  # before SQL: a bad model changes nothing
     store = _store(settings)
-    backbone = load_backbone(model, network=network, half=half)
     options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output)
     report = IndexBuild(settings, backbone, store, options).run(sources)
     if json_output:
@@ -135,12 +135,13 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     from identify.backbone import load_backbone
     from identify.identifier import Identifier
     from identify.images import read_image_file
+    from identify.vectors import load_index
 
     settings = _settings()
-    store = _store(settings)
-    backbone = load_backbone(model, network=network)
     config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
-    identifier = Identifier.open(backbone, settings, index_name, store, config)
+    backbone = load_backbone(model, network=network)
+    index = load_index(settings.indexes_dir, index_name)
+    identifier = Identifier(backbone, index, _store(settings), config, index_name)
     failed = 0
     for photo in photos:
         try:
@@ -194,7 +195,7 @@ def downgrade(revision: str) -> None:
 
     engine = make_engine(_settings().database_url)
     downgrade_database(engine, revision)
-    click.echo(f"database at revision {current_revision(engine)}")
+    click.echo(f"database at revision {current_revision(engine) or 'base (empty)'}")
 
 
 @db.command()

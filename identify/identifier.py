@@ -11,10 +11,10 @@ import numpy as np
 from PIL import Image
 
 from identify.backbone import Backbone
-from identify.config import FusionConfig, Settings
+from identify.config import FusionConfig
 from identify.fusion import Decision, Neighbour, SpeciesScore, decide, fuse
 from identify.storage import Store
-from identify.vectors import VectorIndex, check_compatible, load_index
+from identify.vectors import VectorIndex, check_compatible
 
 TOP_SPECIES = 5
 
@@ -55,19 +55,13 @@ class Identification:
 
 
 class Identifier:
-    def __init__(self, backbone: Backbone, index: VectorIndex, store: Store, config: FusionConfig) -> None:
-        check_compatible(index.manifest, backbone.identity, "in use")
+    def __init__(self, backbone: Backbone, index: VectorIndex, store: Store, config: FusionConfig,
+                 index_name: str = "in use") -> None:
+        check_compatible(index.manifest, backbone.identity, index_name)  # one model, one vector space
         self.backbone = backbone
         self.index = index
         self.store = store
         self.config = config
-
-    @classmethod
-    def open(cls, backbone: Backbone, settings: Settings, index_name: str, store: Store,
-             config: FusionConfig | None = None) -> "Identifier":
-        index = load_index(settings.indexes_dir, index_name)
-        check_compatible(index.manifest, backbone.identity, index_name)
-        return cls(backbone, index, store, config or settings.fusion)
 
     def identify(self, images: Sequence[Image.Image]) -> list[Identification]:
         """One identification per image, from one batched forward pass and one batched search."""

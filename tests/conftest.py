@@ -1,0 +1,118 @@
+"""Shared fixtures: random-weight birder checkpoints, generated species photos, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+POSTGRES_ADMIN_URL = os.environ.get("IDENTIFY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia"]
+
+
+def write_birder_checkpoint(network: str, classes: list[str], size: int, path: Path) -> Path:
+    """A random-weight checkpoint exactly as birder writes one (no `network` entry: birder does not store it)."""
+    import birder
+    from birder.data.transforms.classification import get_rgb_stats
+    from birder.model_registry import registry
+    from birder.net.base import get_signature
+
+    torch.manual_seed(0)
+    net = registry.net_factory(network, len(classes), 3, size=(size, size)).eval()
+    torch.save(
+        {
+            "state": net.state_dict(),
+            "birder_version": birder.__version__,
+            "task": net.task,
+            "signature": get_signature(input_shape=(1, 3, size, size), num_outputs=len(classes)),
+            "class_to_idx": {name: i for i, name in enumerate(classes)},
+            "rgb_stats": get_rgb_stats("birder"),
+        },
+        path,
+    )
+    return path
+
+
+def species_photo(species_index: int, variant: int, size: int = 96) -> Image.Image:
+    """A photo of a made-up species: its own colour and shape, with position and noise varying."""
+    rng = random.Random(1000 * species_index + variant)
+    base = [(200, 40, 40), (40, 160, 60), (40, 60, 200), (200, 180, 40)][species_index % 4]
+    image = Image.new("RGB", (size, size), tuple(min(255, max(0, c + rng.randint(-25, 25))) for c in base))
+    draw = ImageDraw.Draw(image)
+    x, y = rng.randint(5, size // 2), rng.randint(5, size // 2)
+    if species_index % 2:
+        draw.ellipse([x, y, x + size // 3, y + size // 3], fill=(255, 255, 255))
+    else:
+        draw.rectangle([x, y, x + size // 3, y + size // 4], fill=(0, 0, 0))
+    noise = np.random.default_rng(1000 * species_index + variant).integers(-10, 10, (size, size, 3))
+    return Image.fromarray(np.clip(np.asarray(image).astype(np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def make_species_folder(root: Path, species: list[str], per: int, first_variant: int = 0) -> Path:
+    for s_index, name in enumerate(species):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for variant in range(first_variant, first_variant + per):
+            species_photo(s_index, variant).save(root / name / f"{name}_{variant}.jpg", quality=92)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mobilenet_v3_small_0_25 at 96 px over SPECIES, in a file whose name does not say the network."""
+    return write_birder_checkpoint("mobilenet_v3_small_0_25", SPECIES, 96, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model (other weights and embedding size), named as birder names files."""
+    return write_birder_checkpoint("mobilenet_v3_small_0_5", SPECIES, 96,
+                                   tmp_path_factory.mktemp("ckpt") / "mobilenet_v3_small_0_5_test.pt")
+
+
+@pytest.fixture
+def refs(tmp_path: Path) -> Path:
+    return make_species_folder(tmp_path / "refs", SPECIES, per=6)
+
+
+def _postgres_database() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"identify_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # the issue requires PostgreSQL: a missing server fails, it does not skip
+        pytest.fail(f"local PostgreSQL at {POSTGRES_ADMIN_URL} is needed for the SQL tests: {exc}")
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'identify.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data dir, with the default SQLite database inside it."""
+    path = tmp_path / "var"
+    monkeypatch.setenv("IDENTIFY_DATA_DIR", str(path))
+    monkeypatch.delenv("IDENTIFY_DATABASE_URL", raising=False)
+    return path

@@ -1,0 +1,172 @@
+"""The index builder end to end through `identify build-index` / `identify predict`, on SQLite and PostgreSQL."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from identify.backbone import Backbone, load_backbone
+from identify.cli import main
+from identify.config import load_settings
+from identify.schema import Embedding, IndexMember, ReferenceImage
+from identify.storage import Store, make_engine, upgrade_database
+from index_builder.runner import BuildOptions, IndexBuild
+from index_builder.sources import from_folder
+from tests.conftest import SPECIES, make_species_folder
+
+
+def identify(*args: str, env: dict | None = None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def row_counts(database_url: str) -> tuple[int, int, int]:
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        counts = tuple(connection.scalar(select(func.count()).select_from(table))
+                       for table in (ReferenceImage, Embedding, IndexMember))
+    engine.dispose()
+    return counts  # type: ignore[return-value]
+
+
+def test_build_skip_resume_and_predict(refs, tiny_checkpoint, data_dir, database_url):
+    """The issue's acceptance line: 3 species x 6 photos + 1 corrupt; a re-run embeds 0; predict finds the species."""
+    (refs / SPECIES[0] / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    env = {"IDENTIFY_DATABASE_URL": database_url}
+    args = ["build-index", "--model", tiny_checkpoint, "--images", refs, "--name", "bar", "--json"]
+    first = identify(*args, env=env)
+    assert first.exit_code == 0, first.output
+    summary = last_json(first.stdout)
+    assert (summary["embedded"], summary["skipped"], summary["total"]) == (18, 1, 19)
+    assert summary["failures"][0]["path"].endswith("broken.jpg")
+    manifest = json.loads((Path(summary["index"]) / "manifest.json").read_text())
+    assert (manifest["count"], manifest["metric"], manifest["index_type"], manifest["dim"]) == (18, "cosine", "flat", 144)
+    again = last_json(identify(*args, env=env).stdout)
+    assert (again["embedded"], again["already_indexed"], again["count"]) == (0, 18, 18)
+    assert row_counts(database_url) == (18, 18, 18)
+
+    photo = refs / SPECIES[1] / f"{SPECIES[1]}_0.jpg"
+    result = identify("predict", "--model", tiny_checkpoint, "--index", "bar", photo, "--json", env=env)
+    assert result.exit_code == 0, result.output
+    answer = last_json(result.stdout)
+    assert answer["neighbours"][0]["species"] == SPECIES[1] and answer["neighbours"][0]["similarity"] > 0.999
+    assert answer["decision"] in ("confident", "needs_review", "no_match")
+    assert [s["name"] for s in answer["species"]][0] == SPECIES[1]  # its own photo is among the references
+
+
+def test_new_photos_are_added_and_the_index_republished(refs, tiny_checkpoint, data_dir):
+    args = ["build-index", "--model", tiny_checkpoint, "--images", refs, "--workers", "0", "--json"]
+    assert last_json(identify(*args).stdout)["count"] == 18
+    make_species_folder(refs, SPECIES, per=2, first_variant=100)
+    summary = last_json(identify(*args).stdout)
+    assert (summary["embedded"], summary["already_indexed"], summary["count"]) == (6, 18, 24)
+
+
+class PowerCut(Backbone):
+    """A backbone that dies after `survive` batches, as a killed process would."""
+
+    def __init__(self, real: Backbone, survive: int) -> None:
+        super().__init__(real.net, real.identity, real.device)
+        self.left = survive
+
+    def forward(self, batch):  # type: ignore[no-untyped-def]
+        if self.left == 0:
+            raise RuntimeError("power cut")
+        self.left -= 1
+        return super().forward(batch)
+
+
+def test_interrupted_build_resumes_without_duplicates(refs, tiny_checkpoint, data_dir):
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    upgrade_database(engine)
+    store = Store(engine)
+    sources = from_folder(refs)
+    options = BuildOptions("birds", batch_size=4, workers=0, progress=False)
+    backbone = load_backbone(str(tiny_checkpoint))
+    with pytest.raises(RuntimeError, match="power cut"):
+        IndexBuild(settings, PowerCut(backbone, survive=2), store, options).run(sources)
+    assert row_counts(settings.database_url) == (8, 8, 8)  # the two finished batches were kept
+    assert not (settings.indexes_dir / "birds").exists()  # nothing half-published
+    report = IndexBuild(settings, backbone, store, options).run(sources)
+    assert (report.embedded, report.already_indexed, report.count) == (10, 8, 18)
+    assert row_counts(settings.database_url) == (18, 18, 18)
+
+
+def test_duplicates_and_label_conflicts_are_counted_not_embedded(refs, tiny_checkpoint, data_dir):
+    photo = (refs / SPECIES[0] / f"{SPECIES[0]}_0.jpg").read_bytes()
+    (refs / SPECIES[0] / "copy.jpg").write_bytes(photo)
+    args = ["build-index", "--model", tiny_checkpoint, "--images", refs, "--workers", "0", "--json"]
+    summary = last_json(identify(*args).stdout)
+    assert (summary["embedded"], summary["duplicates"]) == (18, 1)
+    (refs / SPECIES[1] / "mislabelled.jpg").write_bytes(photo)
+    summary = last_json(identify(*args).stdout)
+    assert summary["skipped"] == 1 and summary["failures"][0]["code"] == "label_conflict"
+
+
+def test_csv_manifest_with_optional_columns(refs, tiny_checkpoint, data_dir):
+    rows = ["path,species,lat,lon,observed_at,source"]
+    rows += [f"{SPECIES[i]}/{SPECIES[i]}_{j}.jpg,{SPECIES[i]},51.5,-0.12,2024-05-01T06:30:00,atlas" for i in range(3) for j in range(2)]
+    (refs / "refs.csv").write_text("\n".join(rows) + "\n")
+    summary = last_json(identify("build-index", "--model", tiny_checkpoint, "--manifest", refs / "refs.csv",
+                                 "--workers", "0", "--json").stdout)
+    assert (summary["embedded"], summary["count"]) == (6, 6)
+    engine = make_engine(load_settings().database_url)
+    with engine.connect() as connection:
+        lat, source = connection.execute(select(ReferenceImage.lat, ReferenceImage.source)).first()
+    assert (lat, source) == (51.5, "atlas")
+
+
+def assert_refused(result, code: str) -> None:
+    assert result.exit_code == 1
+    assert result.stderr.strip().count("\n") == 0 and f"error: {code}:" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content, code", [
+    ("path,lat\nx.jpg,1\n", "bad_manifest"),  # no species column
+    ("path,species,lat\na.jpg,sp,91\n", "bad_coordinates"),
+    ("path,species,observed_at\na.jpg,sp,yesterday\n", "bad_date"),
+])
+def test_bad_manifest_changes_nothing(tmp_path, tiny_checkpoint, data_dir, content, code):
+    (tmp_path / "refs.csv").write_text(content)
+    result = identify("build-index", "--model", tiny_checkpoint, "--manifest", tmp_path / "refs.csv")
+    assert_refused(result, code)
+    assert not data_dir.exists()
+
+
+def test_unknown_model_and_missing_checkpoint_are_one_line_errors(refs, tmp_path, data_dir):
+    assert_refused(identify("build-index", "--model", "no_such_model", "--images", refs), "unknown_model")
+    assert_refused(identify("build-index", "--model", tmp_path / "gone.pt", "--images", refs), "model_not_found")
+    assert_refused(identify("build-index", "--model", "x", "--images", refs, "--manifest", "m.csv"), "bad_arguments")
+    assert not data_dir.exists()
+
+
+def test_index_of_another_model_is_refused_and_kept(refs, tiny_checkpoint, other_checkpoint, data_dir):
+    assert identify("build-index", "--model", tiny_checkpoint, "--images", refs, "--name", "birds",
+                    "--workers", "0").exit_code == 0
+    manifest = (data_dir / "indexes" / "birds" / "manifest.json").read_text()
+    result = identify("build-index", "--model", other_checkpoint, "--images", refs, "--name", "birds", "--json")
+    assert_refused(result, "index_model_mismatch")
+    assert last_json(result.stdout)["error"]["code"] == "index_model_mismatch"
+    assert (data_dir / "indexes" / "birds" / "manifest.json").read_text() == manifest
+    photo = refs / SPECIES[0] / f"{SPECIES[0]}_0.jpg"
+    assert_refused(identify("predict", "--model", other_checkpoint, "--index", "birds", photo), "index_model_mismatch")
+
+
+def test_predict_reports_a_bad_photo_and_goes_on(refs, tiny_checkpoint, data_dir, tmp_path):
+    identify("build-index", "--model", tiny_checkpoint, "--images", refs, "--workers", "0")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    good = refs / SPECIES[2] / f"{SPECIES[2]}_3.jpg"
+    result = identify("predict", "--model", tiny_checkpoint, tmp_path / "notes.txt", good, "--json")
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert lines[0]["error"]["code"] == "not_an_image"
+    assert lines[1]["neighbours"][0]["species"] == SPECIES[2]
+    text = identify("predict", "--model", tiny_checkpoint, good).stdout
+    assert "nearest references" in text and SPECIES[2] in text

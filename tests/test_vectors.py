@@ -1,0 +1,102 @@
+"""FAISS indexes: type by size, ids are SQL ids, atomic publish with manifest, refusal of another model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from identify.backbone import ModelIdentity
+from identify.errors import IdentifyError
+from identify.vectors import (
+    FLAT_LIMIT,
+    VectorIndex,
+    build_faiss_index,
+    check_compatible,
+    load_index,
+    new_manifest,
+    plan_index,
+    publish,
+)
+
+
+def identity(sha: str = "a", dim: int = 16) -> ModelIdentity:
+    return ModelIdentity("m", "net", sha * 64, [], {}, {}, (96, 96), dim)
+
+
+def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_index_type_follows_collection_size():
+    assert plan_index(10).index_type == "flat"
+    assert plan_index(FLAT_LIMIT).index_type == "flat"
+    big = plan_index(1_000_000)
+    assert big.index_type == "ivf" and big.factory == "IVF4000,Flat" and 1 <= big.nprobe <= 4000
+    assert plan_index(10, "hnsw").factory == "HNSW32"
+    assert plan_index(1000, "ivf").factory == "IVF25,Flat"  # few vectors: fewer lists, each well trained
+    with pytest.raises(IdentifyError):
+        plan_index(10, "lsh")
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+def test_search_returns_sql_ids_and_cosine_similarity(index_type):
+    vectors = unit_vectors(2000, 16) * 3.0  # not unit length: the index normalises
+    ids = np.arange(2000, dtype=np.int64) * 10 + 7  # SQL ids, not positions
+    plan = plan_index(len(ids), index_type)
+    index = VectorIndex(build_faiss_index(ids, vectors, plan), new_manifest(identity(), plan, 2000, int(ids.max())))
+    similarities, found = index.search(vectors[[5, 99]], k=3)
+    assert found[:, 0].tolist() == [ids[5], ids[99]]
+    assert similarities[:, 0] == pytest.approx([1.0, 1.0], abs=1e-4)
+    second = (found[0, 1] - 7) // 10  # back from SQL id to position
+    assert similarities[0, 1] == pytest.approx(float(vectors[5] @ vectors[second]) / 9.0, abs=1e-4)
+
+
+def test_search_asks_no_more_than_the_index_holds():
+    plan = plan_index(2)
+    index = VectorIndex(build_faiss_index(np.array([1, 2]), unit_vectors(2, 8), plan), new_manifest(identity(dim=8), plan, 2, 2))
+    similarities, ids = index.search(unit_vectors(1, 8), k=20)
+    assert ids.shape == (1, 2)
+
+
+def publish_version(indexes_dir, count: int):
+    vectors = unit_vectors(count, 16)
+    plan = plan_index(count)
+    manifest = new_manifest(identity(), plan, count, count)
+    return publish(build_faiss_index(np.arange(1, count + 1), vectors, plan), manifest, indexes_dir, "birds")
+
+
+def test_publish_swaps_versions_atomically_and_keeps_one_previous(tmp_path):
+    link = publish_version(tmp_path, 5)
+    assert json.loads((link / "manifest.json").read_text())["count"] == 5
+    assert {"model", "model_sha256", "dim", "metric", "count", "index_type", "created"} <= json.loads(
+        (link / "manifest.json").read_text()).keys()
+    first_version = link.resolve()
+    publish_version(tmp_path, 6)
+    publish_version(tmp_path, 7)
+    loaded = load_index(tmp_path, "birds")
+    assert loaded.count == 7 and loaded.manifest.count == 7
+    versions = sorted(p.name for p in (tmp_path / ".versions" / "birds").iterdir())
+    assert len(versions) == 2 and first_version.name not in versions
+    assert not list(tmp_path.glob(".birds.*.tmp"))
+
+
+def test_index_of_another_model_or_size_is_refused(tmp_path):
+    publish_version(tmp_path, 5)
+    manifest = load_index(tmp_path, "birds").manifest
+    check_compatible(manifest, identity(), "birds")
+    for other, code in [(identity("b"), "index_model_mismatch"), (identity(dim=8), "index_dim_mismatch")]:
+        with pytest.raises(IdentifyError) as error:
+            check_compatible(manifest, other, "birds")
+        assert error.value.code == code
+
+
+def test_missing_or_damaged_index_is_a_clear_error(tmp_path):
+    with pytest.raises(IdentifyError) as error:
+        load_index(tmp_path, "nothing")
+    assert error.value.code == "unknown_index"
+    link = publish_version(tmp_path, 5)
+    (link.resolve() / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(IdentifyError) as error:
+        load_index(tmp_path, "birds")
+    assert error.value.code == "index_corrupt"
