@@ -135,12 +135,12 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     from identify.backbone import load_backbone
     from identify.identifier import Identifier
     from identify.images import read_image_file
-    from identify.vectors import load_index
+    from identify.vectors import load_index, to_search_device
 
     settings = _settings()
     config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
     backbone = load_backbone(model, network=network)
-    index = load_index(settings.indexes_dir, index_name)
+    index = to_search_device(load_index(settings.indexes_dir, index_name))
     identifier = Identifier(backbone, index, _store(settings), config, index_name)
     failed = 0
     for photo in photos:

@@ -150,19 +150,21 @@ def build_faiss_index(ids: np.ndarray, vectors: np.ndarray, plan: IndexPlan) -> 
 
 
 def _train_ivf(faiss: Any, index: Any, unit: np.ndarray) -> None:
+    """Spherical k-means for the coarse quantizer, on the GPUs when there are any (the costly part).
+
+    CPU and GPU share this path; only the index that assigns points to centroids moves."""
     ivf = faiss.extract_index_ivf(index)
     sample = unit
     if len(unit) > 256 * ivf.nlist:  # k-means needs no more than ~256 points per centroid
         sample = unit[np.random.default_rng(0).choice(len(unit), 256 * ivf.nlist, replace=False)]
+    clustering = faiss.Clustering(unit.shape[1], ivf.nlist)
+    clustering.spherical = True  # centroids on the unit sphere, as the vectors are
+    assigner = faiss.IndexFlatIP(unit.shape[1])
     if gpu_count() > 0:
-        # Train the coarse quantizer on the GPUs (the costly part), then keep the CPU index for writing.
-        clustering = faiss.Clustering(unit.shape[1], ivf.nlist)
-        gpu_quantizer = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(unit.shape[1]))
-        clustering.train(sample, gpu_quantizer)
-        ivf.quantizer.add(faiss.vector_to_array(clustering.centroids).reshape(ivf.nlist, -1))
-        ivf.is_trained = True
-    else:
-        index.train(sample)
+        assigner = faiss.index_cpu_to_all_gpus(assigner)
+    clustering.train(np.ascontiguousarray(sample), assigner)
+    ivf.quantizer.add(faiss.vector_to_array(clustering.centroids).reshape(ivf.nlist, -1))
+    ivf.is_trained = index.is_trained = True
 
 
 def to_search_device(index: VectorIndex) -> VectorIndex:
