@@ -174,16 +174,22 @@ def db() -> None:
     """Database schema (Alembic migrations)."""
 
 
+def _migrate(step: Callable[..., None], revision: str) -> None:
+    from identify.storage import current_revision, make_engine
+
+    engine = make_engine(_settings().database_url)
+    step(engine, revision)
+    click.echo(f"database at revision {current_revision(engine) or 'base (empty)'}")
+
+
 @db.command()
 @click.option("--revision", default="head", show_default=True)
 @reports_errors
 def upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
-    from identify.storage import current_revision, make_engine, upgrade_database
+    from identify.storage import upgrade_database
 
-    engine = make_engine(_settings().database_url)
-    upgrade_database(engine, revision)
-    click.echo(f"database at revision {current_revision(engine)}")
+    _migrate(upgrade_database, revision)
 
 
 @db.command()
@@ -191,11 +197,9 @@ def upgrade(revision: str) -> None:
 @reports_errors
 def downgrade(revision: str) -> None:
     """Revert migrations down to REVISION (`base` removes every table)."""
-    from identify.storage import current_revision, downgrade_database, make_engine
+    from identify.storage import downgrade_database
 
-    engine = make_engine(_settings().database_url)
-    downgrade_database(engine, revision)
-    click.echo(f"database at revision {current_revision(engine) or 'base (empty)'}")
+    _migrate(downgrade_database, revision)
 
 
 @db.command()

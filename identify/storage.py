@@ -127,10 +127,6 @@ class Store:
                 session.flush()
             return model.id
 
-    def index_model_sha256(self, name: str) -> str | None:
-        with self.session() as session:
-            return session.scalar(select(Model.sha256).join(Index, Index.model_id == Model.id).where(Index.name == name))
-
     def open_index(self, name: str, model_id: int) -> int:
         """The id of index `name`, created for `model_id` if new. Refuses an index of another model."""
         with self.sessions.begin() as session:
@@ -205,19 +201,17 @@ class Store:
                 ids.append(row.id)
         return ids
 
-    def _add_member(self, session: Session, index_id: int, reference_id: int) -> None:
-        if session.get(IndexMember, (index_id, reference_id)) is None:
-            session.add(IndexMember(index_id=index_id, reference_id=reference_id))
+    def _add_member(self, session: Session, index_id: int, reference_id: int) -> bool:
+        """Make a reference a member of an index; False when it already was."""
+        if session.get(IndexMember, (index_id, reference_id)) is not None:
+            return False
+        session.add(IndexMember(index_id=index_id, reference_id=reference_id))
+        return True
 
     def add_members(self, index_id: int, reference_ids: Iterable[int]) -> int:
         """Make already-embedded references members of an index; returns how many were new members."""
-        added = 0
         with self.sessions.begin() as session:
-            for reference_id in reference_ids:
-                if session.get(IndexMember, (index_id, reference_id)) is None:
-                    session.add(IndexMember(index_id=index_id, reference_id=reference_id))
-                    added += 1
-        return added
+            return sum(self._add_member(session, index_id, reference_id) for reference_id in reference_ids)
 
     def member_count(self, index_id: int) -> int:
         with self.session() as session:
