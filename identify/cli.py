@@ -85,7 +85,7 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
                 index_type: str, batch_size: int, workers: int | None, half: bool, json_output: bool) -> None:
     """Embed labelled reference photos and publish a FAISS index. Re-runs embed only new photos."""
     from identify.backbone import load_backbone
-    from index_builder.runner import BuildOptions, IndexBuild
+    from index_builder.runner import BuildOptions, IndexBuilder
     from index_builder.sources import from_folder, from_manifest
 
     if (images is None) == (manifest is None):
@@ -95,7 +95,7 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
     backbone = load_backbone(model, network=network, half=half)  # before SQL: a bad model changes nothing
     store = _store(settings)
     options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output)
-    report = IndexBuild(settings, backbone, store, options).run(sources)
+    report = IndexBuilder(settings, backbone, store, options).run(sources)
     if json_output:
         summary = report.to_dict()
         click.echo(json.dumps(summary))

@@ -63,7 +63,7 @@ def _hash_all(paths: Sequence[Path]) -> list[str | None]:
         return list(pool.map(digest, paths))
 
 
-class IndexBuild:
+class IndexBuilder:
     def __init__(self, settings: Settings, backbone: Backbone, store: Store, options: BuildOptions) -> None:
         if options.batch_size < 1:
             raise IdentifyError("bad_batch_size", "--batch-size must be at least 1")

@@ -12,7 +12,7 @@ from identify.cli import main
 from identify.config import load_settings
 from identify.schema import Embedding, IndexMember, ReferenceImage
 from identify.storage import Store, make_engine, upgrade_database
-from index_builder.runner import BuildOptions, IndexBuild
+from index_builder.runner import BuildOptions, IndexBuilder
 from index_builder.sources import from_folder
 from tests.conftest import SPECIES, make_species_folder
 
@@ -90,10 +90,10 @@ def test_interrupted_build_resumes_without_duplicates(refs, tiny_checkpoint, dat
     options = BuildOptions("birds", batch_size=4, workers=0, progress=False)
     backbone = load_backbone(str(tiny_checkpoint))
     with pytest.raises(RuntimeError, match="power cut"):
-        IndexBuild(settings, PowerCut(backbone, survive=2), store, options).run(sources)
+        IndexBuilder(settings, PowerCut(backbone, survive=2), store, options).run(sources)
     assert row_counts(settings.database_url) == (8, 8, 8)  # the two finished batches were kept
     assert not (settings.indexes_dir / "birds").exists()  # nothing half-published
-    report = IndexBuild(settings, backbone, store, options).run(sources)
+    report = IndexBuilder(settings, backbone, store, options).run(sources)
     assert (report.embedded, report.already_indexed, report.count) == (10, 8, 18)
     assert row_counts(settings.database_url) == (18, 18, 18)
 
