@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,8 @@ class IndexBuilder:
         return to_embed
 
     def _embed(self, pending: list[tuple[ReferenceSource, str]], writer: EmbeddingWriter) -> None:
+        if not pending:
+            return
         dataset = ReferenceDataset([source for source, _ in pending], self.backbone.transform)
         workers = default_workers() if self.options.workers is None else self.options.workers
         with tqdm(total=len(pending), unit="img", desc="embedding", disable=not self.options.progress) as bar:
@@ -157,7 +160,8 @@ class IndexBuilder:
             if self.report.embedded or not self._is_current(index_id):
                 self._publish(index_id, model_id)
         except BaseException:
-            self.store.finish_build(build_id, "failed", embedded=self.report.embedded, skipped=self.report.skipped)
+            with contextlib.suppress(Exception):  # the original error matters more than this bookkeeping
+                self.store.finish_build(build_id, "failed", embedded=self.report.embedded, skipped=self.report.skipped)
             raise
         self.report.seconds = round(time.perf_counter() - started, 3)
         self.report.images_per_second = round(self.report.embedded / embed_seconds, 2) if self.report.embedded else 0.0
