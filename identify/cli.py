@@ -209,3 +209,7 @@ def current() -> None:
     from identify.storage import current_revision, make_engine
 
     click.echo(current_revision(make_engine(_settings().database_url)) or "empty (run: identify db upgrade)")
+
+
+if __name__ == "__main__":
+    main()

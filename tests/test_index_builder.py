@@ -170,3 +170,41 @@ def test_predict_reports_a_bad_photo_and_goes_on(refs, tiny_checkpoint, data_dir
     assert lines[1]["neighbours"][0]["species"] == SPECIES[2]
     text = identify("predict", "--model", tiny_checkpoint, good).stdout
     assert "nearest references" in text and SPECIES[2] in text
+
+
+def test_killed_build_process_loses_nothing_and_resumes(tmp_path, data_dir):
+    """A real crash: SIGKILL the build once some batches are committed; the re-run completes without duplicates."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from tests.conftest import write_birder_checkpoint
+
+    refs = make_species_folder(tmp_path / "many", SPECIES, per=30)
+    checkpoint = write_birder_checkpoint("xcit_nano12_p16", SPECIES, 256, tmp_path / "xcit_nano12_p16.pt")
+    database_url = load_settings().database_url
+    command = [sys.executable, "-m", "identify.cli", "build-index", "--model", str(checkpoint), "--images", str(refs),
+               "--batch-size", "4", "--workers", "0", "--json"]
+    build = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    def embedded_so_far() -> int:
+        try:
+            return row_counts(database_url)[1]
+        except OperationalError:  # the database or its tables are not there yet
+            return 0
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and build.poll() is None and embedded_so_far() < 8:
+        time.sleep(0.05)
+    assert build.poll() is None, "the build finished before it could be killed"
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    kept = row_counts(database_url)
+    assert kept[0] == kept[1] == kept[2] and kept[1] % 4 == 0  # whole batches only, every row consistent
+    resumed = subprocess.run(command, env=dict(os.environ), capture_output=True, text=True, check=True)
+    summary = last_json(resumed.stdout)
+    assert summary["embedded"] + summary["already_indexed"] == 90 and summary["count"] == 90
+    assert row_counts(database_url) == (90, 90, 90)
