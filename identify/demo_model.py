@@ -46,9 +46,9 @@ def convert_demo_model(out: Path) -> Path:
     source = list(_source_state().values())
     if len(source) != len(target):
         raise IdentifyError("demo_model_mismatch", f"source has {len(source)} tensors, {NETWORK} has {len(target)}")
-    for (key, expected), tensor in zip(target.items(), source):
+    for (key, expected), tensor in zip(target.items(), source, strict=True):
         if expected.shape != tensor.shape:
             raise IdentifyError("demo_model_mismatch", f"{key}: {tuple(tensor.shape)} != {tuple(expected.shape)}")
-    net.load_state_dict(dict(zip(target.keys(), source)))
+    net.load_state_dict(dict(zip(target.keys(), source, strict=True)))
     class_to_idx = {name: index for index, name in enumerate(classes)}
     return write_checkpoint(net, NETWORK, class_to_idx, SIZE, get_rgb_stats(RGB_MODE), out)

@@ -51,7 +51,7 @@ def knn_distribution(neighbours: Sequence[Neighbour], k: int, temperature: float
     weights = np.exp((similarities - similarities.max()) / temperature)  # shifted: same ratios, no overflow
     weights /= weights.sum()
     votes: dict[str, float] = {}
-    for neighbour, weight in zip(top, weights):
+    for neighbour, weight in zip(top, weights, strict=True):
         votes[neighbour.species] = votes.get(neighbour.species, 0.0) + float(weight)
     return votes
 
@@ -62,7 +62,7 @@ def fuse(
     """Every species with a non-zero fused score, best first. Without neighbours the classifier decides alone."""
     knn = knn_distribution(neighbours, config.k, config.temperature)
     weight = config.weight_knn if knn else 0.0
-    classifier = {name: float(p) for name, p in zip(classes, probabilities)}
+    classifier = {name: float(p) for name, p in zip(classes, probabilities, strict=True)}
     scores = []
     for name in classifier.keys() | knn.keys():
         p_clf, p_knn = classifier.get(name, 0.0), knn.get(name, 0.0)

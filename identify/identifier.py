@@ -72,7 +72,7 @@ class Identifier:
         for row, probabilities in enumerate(output.probabilities):
             neighbours = [
                 NeighbourInfo(int(ref_id), known[int(ref_id)].species, float(sim), known[int(ref_id)].path)
-                for sim, ref_id in zip(similarities[row], ids[row])
+                for sim, ref_id in zip(similarities[row], ids[row], strict=True)
                 if ref_id >= 0 and int(ref_id) in known
             ]
             results.append(self._explain(probabilities, neighbours, output.embeddings[row]))

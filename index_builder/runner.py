@@ -86,7 +86,7 @@ class IndexBuilder:
         known = self.store.known_references(model_id, [h for h in hashes if h])
         seen: set[str] = set()
         to_embed, already = [], []
-        for source, sha in zip(sources, hashes):
+        for source, sha in zip(sources, hashes, strict=True):
             if sha is None:
                 self._fail(source, "unreadable_file", "cannot be read")
             elif sha in seen:

@@ -30,6 +30,6 @@ class EmbeddingWriter:
                 observed_at=source.observed_at,
                 source=source.source,
             )
-            for source, sha, vector in zip(sources, hashes, vectors)
+            for source, sha, vector in zip(sources, hashes, vectors, strict=True)
         ]
         return self.store.add_references(self.index_id, self.model_id, references)
