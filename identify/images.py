@@ -16,11 +16,6 @@ from identify.errors import IdentifyError
 
 # 80 megapixels: above any camera a naturalist carries, far below what a decompression bomb asks for.
 DEFAULT_MAX_PIXELS = 80_000_000
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic"})
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -133,10 +133,6 @@ class VectorIndex:
             return np.empty((n, 0), dtype=np.float32), np.empty((n, 0), dtype=np.int64)
         return self.index.search(normalised(queries), k)
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids):
-            self.index.add_with_ids(normalised(vectors), np.ascontiguousarray(ids, dtype=np.int64))
-
 
 def build_faiss_index(ids: np.ndarray, vectors: np.ndarray, plan: IndexPlan) -> Any:
     """A trained, filled `IDMap2` index (inner product) over the normalised vectors; on GPU when present."""
