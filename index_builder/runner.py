@@ -17,7 +17,7 @@ from identify.config import Settings
 from identify.errors import IdentifyError
 from identify.images import sha256_file
 from identify.storage import Store
-from identify.vectors import build_faiss_index, check_compatible, new_manifest, plan_index, publish, read_manifest
+from identify.vectors import Manifest, build_faiss_index, check_compatible, new_manifest, plan_index, publish, read_manifest
 from index_builder.dataset import ReferenceDataset, default_workers, loader
 from index_builder.sources import ReferenceSource
 from index_builder.writer import EmbeddingWriter
@@ -130,9 +130,8 @@ class IndexBuilder:
         self.report.published = True
         self.report.count, self.report.index_type, self.report.index = len(ids), plan.index_type, str(link)
 
-    def _is_current(self, index_id: int) -> bool:
-        """True when the published index already holds every member (nothing to rebuild)."""
-        manifest = read_manifest(self.settings.indexes_dir, self.options.name)
+    def _is_current(self, index_id: int, manifest: Manifest | None) -> bool:
+        """True when the published index (`manifest`) already holds every member (nothing to rebuild)."""
         requested = self.options.index_type
         if manifest is None or (requested != "auto" and requested != manifest.index_type):
             return False
@@ -157,7 +156,7 @@ class IndexBuilder:
             embed_started = time.perf_counter()
             self._embed(pending, EmbeddingWriter(self.store, index_id, model_id))
             embed_seconds = time.perf_counter() - embed_started
-            if self.report.embedded or not self._is_current(index_id):
+            if self.report.embedded or not self._is_current(index_id, published):
                 self._publish(index_id, model_id)
         except BaseException:
             with contextlib.suppress(Exception):  # the original error matters more than this bookkeeping
