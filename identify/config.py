@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from identify.errors import IdentifyError
+from identify.images import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -46,33 +47,69 @@ class FusionConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    """What the web app serves and its limits."""
+
+    model: str | None = None  # birder pretrained name or .pt path
+    index: str = "default"  # name of a published index
+    max_upload_mb: float = 20.0  # bigger uploads get 413
+    max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard
+    refresh_seconds: float = 2.0  # how often a process looks in SQL for rows other processes added
+    secret_key: str | None = None  # signs session cookies; generated into <data dir>/secret_key when unset
+    secure_cookies: bool = False  # set when served over HTTPS
+
+    def __post_init__(self) -> None:
+        if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.refresh_seconds < 0:
+            raise IdentifyError("bad_config", "max_upload_mb and max_pixels must be positive, refresh_seconds >= 0")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
     @property
     def indexes_dir(self) -> Path:
         return self.data_dir / "indexes"
 
 
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(raw).strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+
+
 def _coerce(name: str, raw: Any, kind: type) -> Any:
     try:
-        return kind(raw)
+        return _boolean(raw) if kind is bool else kind(raw)
     except (TypeError, ValueError):
         raise IdentifyError("bad_config", f"{name}={raw!r} is not a valid {kind.__name__}") from None
 
 
-def _fusion_from(table: Mapping[str, Any], env: Mapping[str, str]) -> FusionConfig:
+KINDS = {"int": int, "float": float, "bool": bool, "str": str, "str | None": str}
+
+
+def _section(cls: type, table_name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """`cls` from its [table] in identify.toml, each field overridden by IDENTIFY_<FIELD> in the environment."""
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(FusionConfig):
-        kind = int if f.type in ("int", int) else float
+    for f in dataclasses.fields(cls):
+        kind = KINDS[f.type if isinstance(f.type, str) else f.type.__name__]
         if f.name in table:
-            values[f.name] = _coerce(f"fusion.{f.name}", table[f.name], kind)
+            values[f.name] = _coerce(f"{table_name}.{f.name}", table[f.name], kind)
         env_name = f"IDENTIFY_{f.name.upper()}"
-        if env_name in env:
+        if env.get(env_name, "") != "":
             values[f.name] = _coerce(env_name, env[env_name], kind)
-    return FusionConfig(**values)
+    return cls(**values)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -94,5 +131,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
-        fusion=_fusion_from(file_config.get("fusion", {}), env),
+        fusion=_section(FusionConfig, "fusion", file_config.get("fusion", {}), env),
+        service=_section(ServiceConfig, "service", file_config.get("service", {}), env),
     )

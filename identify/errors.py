@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class IdentifyError(Exception):
     """An error the user can act on. `code` is stable (clients branch on it); `message` is for people."""
@@ -11,6 +13,7 @@ class IdentifyError(Exception):
         self.code = code
         self.message = message
         self.status = status
+        self.details: dict[str, Any] = {}  # more for the client, e.g. the current state on a 409
 
     def to_dict(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}

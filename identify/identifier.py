@@ -12,6 +12,7 @@ from PIL import Image
 
 from identify.backbone import Backbone
 from identify.config import FusionConfig
+from identify.live_index import LiveIndex
 from identify.fusion import Decision, Neighbour, SpeciesScore, decide, fuse
 from identify.storage import Store
 from identify.vectors import VectorIndex, check_compatible
@@ -25,6 +26,7 @@ class NeighbourInfo:
     species: str
     similarity: float
     path: str
+    file_sha256: str  # names its thumbnail
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Identification:
 
 
 class Identifier:
-    def __init__(self, backbone: Backbone, index: VectorIndex, store: Store, config: FusionConfig,
+    def __init__(self, backbone: Backbone, index: VectorIndex | LiveIndex, store: Store, config: FusionConfig,
                  index_name: str = "in use") -> None:
         check_compatible(index.manifest, backbone.identity, index_name)  # one model, one vector space
         self.backbone = backbone
@@ -71,7 +73,8 @@ class Identifier:
         results = []
         for row, probabilities in enumerate(output.probabilities):
             neighbours = [
-                NeighbourInfo(int(ref_id), known[int(ref_id)].species, float(sim), known[int(ref_id)].path)
+                NeighbourInfo(int(ref_id), known[int(ref_id)].species, float(sim), known[int(ref_id)].path,
+                              known[int(ref_id)].file_sha256)
                 for sim, ref_id in zip(similarities[row], ids[row], strict=True)
                 if ref_id >= 0 and int(ref_id) in known
             ]

@@ -67,6 +67,14 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return _to_rgb(ImageOps.exif_transpose(image))
 
 
+def image_format(data: bytes) -> str | None:
+    """Pillow's name for the format of `data` (JPEG, PNG...), from the header alone."""
+    try:
+        return Image.open(io.BytesIO(data)).format
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
 def read_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     try:
         data = path.read_bytes()

@@ -133,6 +133,7 @@ class Sighting(Base):
     __tablename__ = "sightings"
     id: Mapped[int] = mapped_column(primary_key=True)
     photo_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    photo_name: Mapped[str] = mapped_column(String(80), server_default="")  # the stored file's generated name
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     lat: Mapped[Optional[float]]
@@ -142,8 +143,13 @@ class Sighting(Base):
     note: Mapped[Optional[str]] = mapped_column(Text)
     decision: Mapped[str] = mapped_column(String(20), index=True)  # confident, needs_review, no_match
     uncertainty: Mapped[float] = mapped_column(Float, index=True)  # review queue order: highest first
-    status: Mapped[str] = mapped_column(String(20), default="open")  # open, confirmed, corrected, rejected
-    species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"))  # the accepted answer
+    reasons: Mapped[Optional[list[str]]]  # why the decision is not confident
+    # The neighbours the answer was based on, as [[reference_id, similarity], ...]: the explanation is kept as
+    # given, even after the index changes.
+    neighbours: Mapped[Optional[list[Any]]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="open", index=True)  # open, confirmed, corrected, rejected
+    # The current answer: the top-1 prediction until a curator confirms or corrects it; None once rejected.
+    species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 

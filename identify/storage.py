@@ -8,7 +8,7 @@ import importlib.util
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, select
@@ -70,6 +70,35 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+IN_CHUNK = 500  # ids per IN (...) query: under every backend's bound-parameter limit
+
+
+def rows_to_arrays(rows: list[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 ids, float32 vectors) from rows of (id, vector bytes)."""
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
+    return ids, vectors
+
+
+def species_id_for(session: Session, name: str) -> int:
+    """The id of species `name`, created when new."""
+    species_id = session.scalar(select(Species.id).where(Species.name == name))
+    if species_id is None:
+        species = Species(name=name)
+        session.add(species)
+        session.flush()
+        species_id = species.id
+    return species_id
+
+
+def add_member(session: Session, index_id: int, reference_id: int) -> bool:
+    """Make a reference a member of an index; False when it already was."""
+    if session.get(IndexMember, (index_id, reference_id)) is not None:
+        return False
+    session.add(IndexMember(index_id=index_id, reference_id=reference_id))
+    return True
 
 
 @dataclass(frozen=True)
@@ -150,26 +179,17 @@ class Store:
         found: dict[str, KnownReference] = {}
         wanted = list(hashes)
         with self.session() as session:
-            for start in range(0, len(wanted), 500):  # stay under every backend's bound-parameter limit
+            for start in range(0, len(wanted), IN_CHUNK):
                 rows = session.execute(
                     select(ReferenceImage.file_sha256, ReferenceImage.id, Species.name, Embedding.id)
                     .join(Species, Species.id == ReferenceImage.species_id)
                     .outerjoin(
                         Embedding, (Embedding.reference_id == ReferenceImage.id) & (Embedding.model_id == model_id)
                     )
-                    .where(ReferenceImage.file_sha256.in_(wanted[start : start + 500]))
+                    .where(ReferenceImage.file_sha256.in_(wanted[start : start + IN_CHUNK]))
                 )
                 found.update({sha: KnownReference(ref_id, species, emb is not None) for sha, ref_id, species, emb in rows})
         return found
-
-    def _species_id(self, session: Session, name: str) -> int:
-        species_id = session.scalar(select(Species.id).where(Species.name == name))
-        if species_id is None:
-            species = Species(name=name)
-            session.add(species)
-            session.flush()
-            species_id = species.id
-        return species_id
 
     def add_references(self, index_id: int, model_id: int, references: list[NewReference]) -> list[int]:
         """Record references, their embeddings and index membership in one transaction; returns their ids.
@@ -183,7 +203,7 @@ class Store:
                     row = ReferenceImage(
                         file_sha256=ref.file_sha256,
                         path=ref.path,
-                        species_id=self._species_id(session, ref.species),
+                        species_id=species_id_for(session, ref.species),
                         lat=ref.lat,
                         lon=ref.lon,
                         observed_at=ref.observed_at,
@@ -197,21 +217,14 @@ class Store:
                 if has_embedding is None:
                     vector = np.ascontiguousarray(ref.vector, dtype=np.float32)
                     session.add(Embedding(reference_id=row.id, model_id=model_id, vector=vector.tobytes()))
-                self._add_member(session, index_id, row.id)
+                add_member(session, index_id, row.id)
                 ids.append(row.id)
         return ids
-
-    def _add_member(self, session: Session, index_id: int, reference_id: int) -> bool:
-        """Make a reference a member of an index; False when it already was."""
-        if session.get(IndexMember, (index_id, reference_id)) is not None:
-            return False
-        session.add(IndexMember(index_id=index_id, reference_id=reference_id))
-        return True
 
     def add_members(self, index_id: int, reference_ids: Iterable[int]) -> int:
         """Make already-embedded references members of an index; returns how many were new members."""
         with self.sessions.begin() as session:
-            return sum(self._add_member(session, index_id, reference_id) for reference_id in reference_ids)
+            return sum(add_member(session, index_id, reference_id) for reference_id in reference_ids)
 
     def member_count(self, index_id: int) -> int:
         with self.session() as session:
@@ -237,8 +250,7 @@ class Store:
                 ).all()
                 if not rows:
                     return
-                ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-                vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
+                ids, vectors = rows_to_arrays(rows, dim)
                 yield ids, vectors
                 last = int(ids[-1])
 
@@ -247,6 +259,48 @@ class Store:
         if not chunks:
             return np.empty(0, dtype=np.int64), np.empty((0, dim), dtype=np.float32)
         return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+    def member_ids_after(self, index_id: int, model_id: int, after_id: int) -> list[int]:
+        """Ids above `after_id` of the index's members that `model_id` has embedded, ascending."""
+        with self.session() as session:
+            return list(session.scalars(
+                select(IndexMember.reference_id)
+                .join(Embedding, Embedding.reference_id == IndexMember.reference_id)
+                .where(IndexMember.index_id == index_id, Embedding.model_id == model_id,
+                       IndexMember.reference_id > after_id)
+                .order_by(IndexMember.reference_id)
+            ))
+
+    def reference_vectors(self, model_id: int, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, raw vectors) of these references under `model_id`."""
+        rows: list[Any] = []
+        with self.session() as session:
+            for start in range(0, len(ids), IN_CHUNK):
+                rows += session.execute(
+                    select(Embedding.reference_id, Embedding.vector)
+                    .where(Embedding.model_id == model_id, Embedding.reference_id.in_(ids[start : start + IN_CHUNK]))
+                ).all()
+        return rows_to_arrays(rows, dim)
+
+    def index_id(self, name: str) -> int:
+        with self.session() as session:
+            index_id = session.scalar(select(Index.id).where(Index.name == name))
+        if index_id is None:
+            raise IdentifyError("unknown_index", f"no index named {name!r} in the database (run identify build-index)", 404)
+        return index_id
+
+    def reference_by_sha256(self, file_sha256: str) -> ReferenceInfo | None:
+        with self.session() as session:
+            row = session.execute(
+                select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256)
+                .join(Species, Species.id == ReferenceImage.species_id)
+                .where(ReferenceImage.file_sha256 == file_sha256)
+            ).first()
+        return ReferenceInfo(*row) if row else None
+
+    def species_names(self) -> list[str]:
+        with self.session() as session:
+            return list(session.scalars(select(Species.name).order_by(Species.name)))
 
     def references(self, ids: Iterable[int]) -> dict[int, ReferenceInfo]:
         wanted = [int(i) for i in ids]

@@ -32,7 +32,7 @@ INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 KEEP_VERSIONS = 2  # the current version and the one before it, for a manual rollback
 
 
-def _faiss() -> Any:
+def faiss_module() -> Any:
     try:
         import faiss
     except ImportError:
@@ -43,7 +43,7 @@ def _faiss() -> Any:
 
 
 def gpu_count() -> int:
-    faiss = _faiss()
+    faiss = faiss_module()
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
@@ -114,7 +114,7 @@ class VectorIndex:
         self._apply_search_parameters()
 
     def _apply_search_parameters(self) -> None:
-        faiss = _faiss()
+        faiss = faiss_module()
         inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "index") else self.index
         if self.manifest.nprobe is not None and hasattr(inner, "nprobe"):
             inner.nprobe = self.manifest.nprobe
@@ -136,7 +136,7 @@ class VectorIndex:
 
 def build_faiss_index(ids: np.ndarray, vectors: np.ndarray, plan: IndexPlan) -> Any:
     """A trained, filled `IDMap2` index (inner product) over the normalised vectors; on GPU when present."""
-    faiss = _faiss()
+    faiss = faiss_module()
     unit = normalised(vectors)
     index = faiss.index_factory(unit.shape[1], f"IDMap2,{plan.factory}", faiss.METRIC_INNER_PRODUCT)
     if plan.index_type == "ivf":
@@ -167,7 +167,7 @@ def to_search_device(index: VectorIndex) -> VectorIndex:
     """The same index on all GPUs when there are any (FAISS batches the queries there), else unchanged."""
     if gpu_count() == 0:
         return index
-    faiss = _faiss()
+    faiss = faiss_module()
     try:
         return VectorIndex(faiss.index_cpu_to_all_gpus(index.index), index.manifest)
     except RuntimeError as exc:  # an index type without a GPU implementation (HNSW) stays on the CPU
@@ -181,7 +181,7 @@ def _version_stamp() -> str:
 
 def publish(index: Any, manifest: Manifest, indexes_dir: Path, name: str) -> Path:
     """Write the index and manifest beside the current version, then swap the `<name>` link by rename."""
-    faiss = _faiss()
+    faiss = faiss_module()
     versions = indexes_dir / ".versions" / name
     version_dir = versions / manifest.version
     version_dir.mkdir(parents=True)
@@ -228,7 +228,7 @@ def read_manifest(indexes_dir: Path, name: str) -> Manifest | None:
 
 def load_index(indexes_dir: Path, name: str) -> VectorIndex:
     """The published index `name`. Both files are read from one resolved version, never from two."""
-    faiss = _faiss()
+    faiss = faiss_module()
     link = indexes_dir / name
     if not link.exists():
         raise IdentifyError("unknown_index", f"no index named {name!r} under {indexes_dir}", 404)

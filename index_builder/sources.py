@@ -4,12 +4,12 @@ observed_at,source]`). Everything is validated before any work starts, so a bad 
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from identify.errors import IdentifyError
+from identify.metadata import parse_coordinate, parse_timestamp
 
 REQUIRED_COLUMNS = ("path", "species")
 OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source")
@@ -45,29 +45,6 @@ def from_folder(root: Path) -> list[ReferenceSource]:
     if not sources:
         raise IdentifyError("no_images", f"{root} holds no species folders with files (layout: Species_name/photo.jpg)")
     return sources
-
-
-def parse_coordinate(raw: str, name: str, limit: float) -> float | None:
-    if raw.strip() == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise IdentifyError("bad_coordinates", f"{name} {raw!r} is not a number") from None
-    if not math.isfinite(value) or abs(value) > limit:
-        raise IdentifyError("bad_coordinates", f"{name} {raw!r} is outside [-{limit:g}, {limit:g}]")
-    return value
-
-
-def parse_timestamp(raw: str) -> datetime | None:
-    """ISO 8601; a time without a zone is taken as UTC."""
-    if raw.strip() == "":
-        return None
-    try:
-        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise IdentifyError("bad_date", f"{raw!r} is not an ISO 8601 date or time") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:

@@ -1,0 +1,99 @@
+"""A FAISS index that follows SQL while a server runs.
+
+SQL is the system of record: references a curator adds and sightings other worker processes store are rows
+there first. A `LiveIndex` starts from a base (a published index, or nothing) and, at most every
+`refresh_seconds`, adds the rows committed since it last looked. Rows this process commits are added at once.
+
+Ids come from SQL sequences, which commit out of order under concurrency: row 11 can be visible before row
+10 commits. So each refresh looks back over the last LOOKBACK ids and adds those it has not seen, instead of
+trusting a single high-water mark."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from identify.vectors import Manifest, VectorIndex, faiss_module, normalised
+
+LOOKBACK = 1000  # ids below the highest seen that may still commit late
+
+IdsAfter = Callable[[int], list[int]]  # ids of rows with id > n, ascending
+VectorsOf = Callable[[list[int]], tuple[np.ndarray, np.ndarray]]  # (ids, raw vectors) of these rows
+
+
+def empty_index(dim: int) -> Any:
+    """An exact inner-product index whose ids are SQL ids."""
+    faiss = faiss_module()
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+class LiveIndex:
+    """Thread-safe search over `base` plus the rows SQL gained after `floor_id` (the base's newest id)."""
+
+    def __init__(self, base: VectorIndex, floor_id: int, ids_after: IdsAfter, vectors_of: VectorsOf,
+                 refresh_seconds: float = 2.0) -> None:
+        self.base = base
+        self.manifest: Manifest = base.manifest
+        self._floor = floor_id
+        self._high = floor_id
+        self._recent: set[int] = set()  # ids above the look-back line that are in the index
+        self._ids_after = ids_after
+        self._vectors_of = vectors_of
+        self._refresh_seconds = refresh_seconds
+        self._refreshed_at = float("-inf")
+        self._lock = threading.RLock()
+
+    @property
+    def count(self) -> int:
+        return self.base.count
+
+    def add(self, ids: Iterable[int], vectors: np.ndarray) -> None:
+        """Add rows this process has committed, unless a refresh already brought them."""
+        ids = [int(i) for i in ids]
+        with self._lock:
+            keep = [row for row, i in enumerate(ids) if i not in self._recent and i > self._floor]
+            if not keep:
+                return
+            chosen = np.asarray([ids[row] for row in keep], dtype=np.int64)
+            self.base.index.add_with_ids(normalised(np.asarray(vectors)[keep]), chosen)
+            self._recent.update(int(i) for i in chosen)
+            self._high = max(self._high, int(chosen.max()))
+            self._forget_old()
+
+    def _forget_old(self) -> None:
+        line = self._high - LOOKBACK
+        if len(self._recent) > 2 * LOOKBACK:
+            self._recent = {i for i in self._recent if i > line}
+
+    def refresh(self, force: bool = False) -> int:
+        """Add rows committed by any process since the last look; returns how many were added."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._refreshed_at < self._refresh_seconds:
+                return 0
+            self._refreshed_at = now
+            start = max(self._floor, self._high - LOOKBACK)
+            missing = [i for i in self._ids_after(start) if i not in self._recent]
+            if not missing:
+                return 0
+            ids, vectors = self._vectors_of(missing)
+            before = self.base.count
+            self.add(ids, vectors)
+            return self.base.count - before
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, ids), best first; `allowed` restricts the result to those ids (FAISS IDSelector)."""
+        self.refresh()
+        with self._lock:
+            if allowed is None:
+                return self.base.search(queries, k)
+            faiss = faiss_module()
+            n = len(queries)
+            k = min(k, self.base.count, len(allowed))
+            if k == 0:
+                return np.empty((n, 0), dtype=np.float32), np.empty((n, 0), dtype=np.int64)
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            return self.base.index.search(normalised(queries), k, params=faiss.SearchParameters(sel=selector))

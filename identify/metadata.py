@@ -1,0 +1,136 @@
+"""Where and when a photo was taken: parsing what people type (coordinates, ISO 8601, bounding boxes) and
+what cameras write (EXIF DateTimeOriginal and GPS). The index builder's CSV and the web forms share these."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from PIL import ExifTags, Image
+
+from identify.errors import IdentifyError
+
+
+@dataclass(frozen=True)
+class PhotoMetadata:
+    observed_at: datetime | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """GeoJSON order: west, south, east, north (degrees)."""
+
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+
+
+def _blank(raw: str | None) -> bool:
+    return raw is None or raw.strip() == ""
+
+
+def parse_coordinate(raw: str | None, name: str, limit: float) -> float | None:
+    """A latitude (limit 90) or longitude (limit 180) in decimal degrees; blank means unknown."""
+    if _blank(raw):
+        return None
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise IdentifyError("bad_coordinates", f"{name} {raw!r} is not a number") from None
+    if not math.isfinite(value) or abs(value) > limit:
+        raise IdentifyError("bad_coordinates", f"{name} {raw!r} is outside [-{limit:g}, {limit:g}]")
+    return value
+
+
+def parse_position(lat: str | None, lon: str | None) -> tuple[float | None, float | None]:
+    """Both or neither: half a position cannot be searched or mapped."""
+    latitude, longitude = parse_coordinate(lat, "lat", 90), parse_coordinate(lon, "lon", 180)
+    if (latitude is None) != (longitude is None):
+        raise IdentifyError("bad_coordinates", "give both lat and lon, or neither")
+    return latitude, longitude
+
+
+def parse_timestamp(raw: str | None, name: str = "observed_at") -> datetime | None:
+    """ISO 8601 (a date alone means its midnight), as UTC; a time without a zone is taken as UTC."""
+    if _blank(raw):
+        return None
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))  # type: ignore[union-attr]
+    except ValueError:
+        raise IdentifyError("bad_date", f"{name} {raw!r} is not an ISO 8601 date or time") from None
+    return as_utc(value)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """UTC, so every backend stores and compares the same instant (SQLite keeps no zone: naive means UTC)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def parse_bbox(raw: str | None) -> BoundingBox | None:
+    """`west,south,east,north` in degrees (GeoJSON order); west > east crosses the antimeridian."""
+    if _blank(raw):
+        return None
+    parts = raw.split(",")  # type: ignore[union-attr]
+    if len(parts) != 4:
+        raise IdentifyError("bad_coordinates", f"bbox {raw!r} must be west,south,east,north")
+    west, east = (parse_coordinate(parts[i], "bbox longitude", 180) for i in (0, 2))
+    south, north = (parse_coordinate(parts[i], "bbox latitude", 90) for i in (1, 3))
+    if None in (west, south, east, north):
+        raise IdentifyError("bad_coordinates", f"bbox {raw!r} has an empty value")
+    if south > north:  # type: ignore[operator]
+        raise IdentifyError("bad_coordinates", f"bbox {raw!r}: south is above north")
+    return BoundingBox(west, south, east, north)  # type: ignore[arg-type]
+
+
+def _exif_time(value: object, offset: object) -> datetime | None:
+    """EXIF `YYYY:MM:DD HH:MM:SS`, with OffsetTimeOriginal when the camera wrote one, else taken as UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.strptime(value.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    zone = timezone.utc
+    if isinstance(offset, str) and len(offset.strip("\x00")) == 6:
+        text = offset.strip("\x00")
+        try:
+            sign = -1 if text[0] == "-" else 1
+            zone = timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6])))
+        except ValueError:
+            pass
+    return as_utc(moment.replace(tzinfo=zone))
+
+
+def _gps_degrees(value: object, ref: object, limit: float) -> float | None:
+    try:
+        degrees, minutes, seconds = (float(part) for part in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    result = degrees + minutes / 60 + seconds / 3600
+    if isinstance(ref, str) and ref.strip("\x00").upper() in ("S", "W"):
+        result = -result
+    return result if math.isfinite(result) and abs(result) <= limit else None
+
+
+def exif_metadata(data: bytes) -> PhotoMetadata:
+    """Date and position from a photo's EXIF. Missing or malformed EXIF gives None fields, never an error:
+    EXIF is a hint, and the photo itself has already been validated by `decode_image`."""
+    try:
+        exif = Image.open(io.BytesIO(data)).getexif()
+        details = exif.get_ifd(ExifTags.IFD.Exif)
+        gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on odd EXIF; none of them should fail an upload
+        return PhotoMetadata()
+    observed_at = _exif_time(details.get(ExifTags.Base.DateTimeOriginal), details.get(ExifTags.Base.OffsetTimeOriginal))
+    lat = _gps_degrees(gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLatitudeRef), 90)
+    lon = _gps_degrees(gps.get(ExifTags.GPS.GPSLongitude), gps.get(ExifTags.GPS.GPSLongitudeRef), 180)
+    if lat is None or lon is None:
+        lat = lon = None
+    return PhotoMetadata(observed_at or _exif_time(exif.get(ExifTags.Base.DateTime), None), lat, lon)

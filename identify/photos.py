@@ -1,0 +1,93 @@
+"""Stored photos and thumbnails under the data dir, named by content hash.
+
+    photos/<sha[:2]>/<sha256>.<ext>   the uploaded bytes, unchanged (EXIF kept)
+    thumbnails/<sha256>.jpg           320 px, upright RGB
+
+Files are served only by these generated names (`resolve` refuses anything else), so no user-chosen path ever
+reaches the file system. Writes go to a temporary file renamed into place: a reader never sees half a photo."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+THUMBNAIL_SIZE = 320
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "MPO": "jpg"}
+PHOTO_NAME = re.compile(r"^([0-9a-f]{64})\.(jpg|png|webp|gif|tif|bmp|img)$")
+THUMBNAIL_NAME = re.compile(r"^([0-9a-f]{64})\.jpg$")
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    sha256: str
+    name: str  # generated: <sha256>.<ext>
+    created: bool  # False when the same bytes were stored before
+
+
+def photo_name(sha256: str, image_format: str | None) -> str:
+    return f"{sha256}.{EXTENSIONS.get(image_format or '', 'img')}"
+
+
+def _write_atomically(path: Path, write: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            write(out)  # type: ignore[operator]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PhotoStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.photos = data_dir / "photos"
+        self.thumbnails = data_dir / "thumbnails"
+
+    def photo_path(self, name: str) -> Path:
+        return self.photos / name[:2] / name
+
+    def save(self, data: bytes, image_format: str | None) -> StoredPhoto:
+        sha256 = hashlib.sha256(data).hexdigest()
+        name = photo_name(sha256, image_format)
+        path = self.photo_path(name)
+        if path.exists():
+            return StoredPhoto(sha256, name, created=False)
+        _write_atomically(path, lambda out: out.write(data))
+        return StoredPhoto(sha256, name, created=True)
+
+    def discard(self, photo: StoredPhoto) -> None:
+        """Undo `save` of a photo this request created (its SQL row was never committed)."""
+        if photo.created:
+            self.photo_path(photo.name).unlink(missing_ok=True)
+            self.thumbnail_path(photo.sha256).unlink(missing_ok=True)
+
+    def thumbnail_path(self, sha256: str) -> Path:
+        return self.thumbnails / f"{sha256}.jpg"
+
+    def make_thumbnail(self, sha256: str, image: Image.Image) -> Path:
+        path = self.thumbnail_path(sha256)
+        if not path.exists():
+            small = image.copy()
+            small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            _write_atomically(path, lambda out: small.save(out, "JPEG", quality=85))
+        return path
+
+    def resolve_photo(self, name: str) -> Path | None:
+        """The file behind a generated photo name, or None: any other name never touches the disk."""
+        if not PHOTO_NAME.match(name):
+            return None
+        path = self.photo_path(name)
+        return path if path.is_file() else None
+
+    def resolve_thumbnail(self, name: str) -> tuple[str, Path] | None:
+        """(sha256, path) for a generated thumbnail name; the path may not exist yet (made on first use)."""
+        match = THUMBNAIL_NAME.match(name)
+        return (match.group(1), self.thumbnail_path(match.group(1))) if match else None

@@ -1,0 +1,362 @@
+"""Sightings in SQL: storing an identified upload, reading it back, filtering for the similar-sightings lookup,
+the review queue, and curator reviews (optimistic `version`, audit trail, promotion to a reference).
+
+Every write is one transaction: a sighting and its predictions land together or not at all, and a review,
+its audit row and the reference it creates land together or not at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from identify.errors import IdentifyError
+from identify.metadata import BoundingBox, as_utc
+from identify.photos import PhotoStore
+from identify.schema import (
+    Curator,
+    Embedding,
+    Index,
+    Model,
+    Prediction,
+    ReferenceImage,
+    Review,
+    Sighting,
+    Species,
+)
+from identify.storage import IN_CHUNK, Store, add_member, rows_to_arrays, species_id_for
+
+ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected"}
+UNCERTAIN = ("needs_review", "no_match")
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    name: str
+    score: float
+    classifier: float
+    knn: float
+
+
+@dataclass(frozen=True)
+class NewSighting:
+    photo_sha256: str
+    photo_name: str
+    model_id: int
+    embedding: np.ndarray
+    decision: str
+    reasons: Sequence[str]
+    uncertainty: float
+    predictions: Sequence[PredictionRow]  # best first
+    neighbours: Sequence[tuple[int, float]]  # (reference id, similarity), nearest first
+    lat: float | None = None
+    lon: float | None = None
+    observed_at: datetime | None = None
+    observer: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    id: int
+    curator: str
+    action: str
+    species: str | None
+    note: str | None
+    version: int
+    added_as_reference: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SightingRecord:
+    id: int
+    photo_sha256: str
+    photo_name: str
+    decision: str
+    reasons: list[str]
+    uncertainty: float
+    status: str
+    species: str | None  # the current answer: top-1 until a curator decides
+    version: int
+    lat: float | None
+    lon: float | None
+    observed_at: datetime | None
+    observer: str | None
+    note: str | None
+    created_at: datetime
+    model_name: str
+    model_sha256: str
+    predictions: list[PredictionRow] = field(default_factory=list)
+    neighbours: list[tuple[int, float]] = field(default_factory=list)
+    reviews: list[ReviewRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SightingFilters:
+    species: str | None = None
+    start: datetime | None = None  # on or after (observed_at, else upload time)
+    end: datetime | None = None  # on or before
+    bbox: BoundingBox | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(value is not None for value in (self.species, self.start, self.end, self.bbox))
+
+
+@dataclass(frozen=True)
+class ReviewRequest:
+    sighting_id: int
+    curator_id: int
+    action: str
+    version: int
+    species: str | None = None
+    note: str | None = None
+    add_as_reference: bool = False
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    sighting: SightingRecord
+    reference_id: int | None  # the new (or reused) reference when add_as_reference was asked
+    reference_vector: np.ndarray | None
+
+
+def _when(model: type[Sighting]) -> Any:
+    return func.coalesce(model.observed_at, model.created_at)
+
+
+class SightingStore:
+    def __init__(self, store: Store, photos: PhotoStore) -> None:
+        self.store = store
+        self.photos = photos
+        self.sessions = store.sessions
+
+    # ---- writing an upload -------------------------------------------------------------------------------
+    def add(self, new: NewSighting) -> int:
+        with self.sessions.begin() as session:
+            sighting = Sighting(
+                photo_sha256=new.photo_sha256,
+                photo_name=new.photo_name,
+                model_id=new.model_id,
+                embedding=np.ascontiguousarray(new.embedding, dtype=np.float32).tobytes(),
+                lat=new.lat,
+                lon=new.lon,
+                observed_at=new.observed_at,
+                observer=new.observer,
+                note=new.note,
+                decision=new.decision,
+                reasons=list(new.reasons),
+                uncertainty=new.uncertainty,
+                neighbours=[[int(i), round(float(s), 6)] for i, s in new.neighbours],
+                status="open",
+                species_id=species_id_for(session, new.predictions[0].name) if new.predictions else None,
+            )
+            session.add(sighting)
+            session.flush()
+            for rank, p in enumerate(new.predictions, start=1):
+                session.add(Prediction(sighting_id=sighting.id, rank=rank, species_id=species_id_for(session, p.name),
+                                       score=p.score, classifier=p.classifier, knn=p.knn))
+            return sighting.id
+
+    # ---- reading -----------------------------------------------------------------------------------------
+    def get(self, sighting_id: int, with_reviews: bool = True) -> SightingRecord:
+        with self.sessions() as session:
+            return self._record(session, sighting_id, with_reviews)
+
+    def _record(self, session: Session, sighting_id: int, with_reviews: bool = True) -> SightingRecord:
+        row = session.execute(
+            select(Sighting, Species.name, Model.name, Model.sha256)
+            .join(Model, Model.id == Sighting.model_id)
+            .outerjoin(Species, Species.id == Sighting.species_id)
+            .where(Sighting.id == sighting_id)
+        ).first()
+        if row is None:
+            raise IdentifyError("unknown_sighting", f"no sighting {sighting_id}", 404)
+        sighting, species, model_name, model_sha256 = row
+        predictions = [
+            PredictionRow(name, score, classifier, knn)
+            for name, score, classifier, knn in session.execute(
+                select(Species.name, Prediction.score, Prediction.classifier, Prediction.knn)
+                .join(Species, Species.id == Prediction.species_id)
+                .where(Prediction.sighting_id == sighting_id)
+                .order_by(Prediction.rank)
+            )
+        ]
+        return SightingRecord(
+            id=sighting.id, photo_sha256=sighting.photo_sha256, photo_name=sighting.photo_name,
+            decision=sighting.decision, reasons=list(sighting.reasons or []), uncertainty=sighting.uncertainty,
+            status=sighting.status, species=species, version=sighting.version, lat=sighting.lat, lon=sighting.lon,
+            observed_at=as_utc(sighting.observed_at), observer=sighting.observer, note=sighting.note,
+            created_at=as_utc(sighting.created_at), model_name=model_name, model_sha256=model_sha256,
+            predictions=predictions,
+            neighbours=[(int(i), float(s)) for i, s in sighting.neighbours or []],
+            reviews=self._reviews(session, sighting_id) if with_reviews else [],
+        )
+
+    def _reviews(self, session: Session, sighting_id: int) -> list[ReviewRecord]:
+        rows = session.execute(
+            select(Review, Curator.name, Species.name)
+            .join(Curator, Curator.id == Review.curator_id)
+            .outerjoin(Species, Species.id == Review.species_id)
+            .where(Review.sighting_id == sighting_id)
+            .order_by(Review.id)
+        )
+        return [
+            ReviewRecord(r.id, curator, r.action, species, r.note, r.version, r.added_as_reference,
+                         as_utc(r.created_at))
+            for r, curator, species in rows
+        ]
+
+    def many(self, ids: Sequence[int]) -> dict[int, SightingRecord]:
+        with self.sessions() as session:
+            return {i: self._record(session, i, with_reviews=False) for i in ids}
+
+    def embedding(self, sighting_id: int) -> np.ndarray:
+        with self.sessions() as session:
+            blob = session.scalar(select(Sighting.embedding).where(Sighting.id == sighting_id))
+        if blob is None:
+            raise IdentifyError("unknown_sighting", f"no sighting {sighting_id}", 404)
+        return np.frombuffer(blob, dtype=np.float32)
+
+    def by_photo(self, photo_sha256: str) -> str | None:
+        """The stored name of a photo some sighting uploaded, or None."""
+        with self.sessions() as session:
+            return session.scalar(select(Sighting.photo_name).where(Sighting.photo_sha256 == photo_sha256).limit(1))
+
+    # ---- the similar-sightings index follows these -------------------------------------------------------
+    def ids_after(self, model_id: int, after_id: int) -> list[int]:
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(Sighting.id).where(Sighting.model_id == model_id, Sighting.id > after_id).order_by(Sighting.id)
+            ))
+
+    def vectors(self, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        rows: list[Any] = []
+        with self.sessions() as session:
+            for start in range(0, len(ids), IN_CHUNK):
+                rows += session.execute(
+                    select(Sighting.id, Sighting.embedding).where(Sighting.id.in_(ids[start : start + IN_CHUNK]))
+                ).all()
+        return rows_to_arrays(rows, dim)
+
+    def matching_ids(self, model_id: int, filters: SightingFilters) -> np.ndarray:
+        """Ids of the sightings that pass the filters (the FAISS search is then restricted to them)."""
+        query = select(Sighting.id).where(Sighting.model_id == model_id)
+        with self.sessions() as session:
+            if filters.species is not None:
+                species_id = session.scalar(select(Species.id).where(Species.name == filters.species))
+                if species_id is None:
+                    raise IdentifyError("unknown_species", f"no species named {filters.species!r}")
+                query = query.where(Sighting.species_id == species_id)
+            if filters.start is not None:
+                query = query.where(_when(Sighting) >= filters.start)
+            if filters.end is not None:
+                query = query.where(_when(Sighting) <= filters.end)
+            if filters.bbox is not None:
+                box = filters.bbox
+                query = query.where(Sighting.lat >= box.min_lat, Sighting.lat <= box.max_lat)
+                if box.min_lon <= box.max_lon:
+                    query = query.where(Sighting.lon >= box.min_lon, Sighting.lon <= box.max_lon)
+                else:  # the box crosses the antimeridian
+                    query = query.where((Sighting.lon >= box.min_lon) | (Sighting.lon <= box.max_lon))
+            return np.fromiter(session.scalars(query), dtype=np.int64)
+
+    # ---- curation ----------------------------------------------------------------------------------------
+    def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
+        """Open sightings that are not confident, most uncertain first; (one page, total)."""
+        where = (Sighting.status == "open", Sighting.decision.in_(UNCERTAIN))
+        with self.sessions() as session:
+            total = session.scalar(select(func.count()).select_from(Sighting).where(*where)) or 0
+            ids = session.scalars(
+                select(Sighting.id).where(*where).order_by(Sighting.uncertainty.desc(), Sighting.id)
+                .offset((page - 1) * per_page).limit(per_page)
+            ).all()
+            return [self._record(session, i, with_reviews=False) for i in ids], total
+
+    def review(self, request: ReviewRequest, index_name: str, model_classes: Sequence[str]) -> ReviewOutcome:
+        """Apply a curator's review if `request.version` is current; else 409 with the current state."""
+        if request.action not in ACTIONS:
+            raise IdentifyError("bad_review", f"action must be one of {', '.join(ACTIONS)}")
+        with self.sessions.begin() as session:
+            sighting = session.get(Sighting, request.sighting_id)
+            if sighting is None:
+                raise IdentifyError("unknown_sighting", f"no sighting {request.sighting_id}", 404)
+            species_id = self._reviewed_species(session, sighting, request, model_classes)
+            changed = session.execute(
+                update(Sighting)
+                .where(Sighting.id == request.sighting_id, Sighting.version == request.version)
+                .values(status=ACTIONS[request.action], species_id=species_id, version=Sighting.version + 1)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed != 1:
+                raise self._stale(request)
+            reference_id = None
+            if request.add_as_reference:
+                reference_id = self._promote(session, sighting, species_id, index_name)  # type: ignore[arg-type]
+            session.add(Review(sighting_id=sighting.id, curator_id=request.curator_id, action=request.action,
+                               species_id=species_id, note=request.note, version=request.version,
+                               added_as_reference=reference_id is not None))
+            vector = np.frombuffer(sighting.embedding, dtype=np.float32) if reference_id is not None else None
+        return ReviewOutcome(self.get(request.sighting_id), reference_id, vector)
+
+    def _stale(self, request: ReviewRequest) -> IdentifyError:
+        current = self.get(request.sighting_id, with_reviews=False)
+        error = IdentifyError("stale_version", f"sighting {request.sighting_id} is at version {current.version}, "
+                              f"not {request.version}: someone reviewed it meanwhile", 409)
+        error.details = {"sighting": current}
+        return error
+
+    def _reviewed_species(self, session: Session, sighting: Sighting, request: ReviewRequest,
+                          model_classes: Sequence[str]) -> int | None:
+        if request.action == "reject":
+            if request.add_as_reference:
+                raise IdentifyError("bad_review", "a rejected sighting cannot become a reference")
+            return None
+        if request.action == "confirm":
+            if sighting.species_id is None:
+                raise IdentifyError("bad_review", "nothing to confirm: the sighting has no species; use correct")
+            current = session.get(Species, sighting.species_id)
+            if request.species and current is not None and request.species != current.name:
+                raise IdentifyError("bad_review", f"confirm keeps {current.name}; use correct to change the species")
+            return sighting.species_id
+        if not request.species:
+            raise IdentifyError("bad_review", "correct needs the species")
+        known = session.scalar(select(Species.id).where(Species.name == request.species))
+        if known is None and request.species not in model_classes:
+            raise IdentifyError("unknown_species", f"{request.species!r} is neither a species of the references nor "
+                                "a class of the model")
+        return known if known is not None else species_id_for(session, request.species)
+
+    def _promote(self, session: Session, sighting: Sighting, species_id: int, index_name: str) -> int:
+        """Make the sighting's photo a reference of `index_name`, with the embedding it was identified by."""
+        index = session.scalar(select(Index).where(Index.name == index_name))
+        if index is None:
+            raise IdentifyError("unknown_index", f"no index named {index_name!r}", 404)
+        if index.model_id != sighting.model_id:
+            raise IdentifyError("index_model_mismatch", f"sighting {sighting.id} was embedded by another model "
+                                f"than index {index_name!r}", 409)
+        reference = session.scalar(select(ReferenceImage).where(ReferenceImage.file_sha256 == sighting.photo_sha256))
+        if reference is None:
+            reference = ReferenceImage(
+                file_sha256=sighting.photo_sha256, path=str(self.photos.photo_path(sighting.photo_name)),
+                species_id=species_id,
+                lat=sighting.lat, lon=sighting.lon, observed_at=sighting.observed_at,
+                source=f"sighting {sighting.id}", sighting_id=sighting.id,
+            )
+            session.add(reference)
+            session.flush()
+        elif reference.species_id != species_id:
+            held = session.get(Species, reference.species_id)
+            raise IdentifyError("reference_conflict", f"this photo is already reference {reference.id}, labelled "
+                                f"{held.name if held else '?'}", 409)
+        has_vector = session.scalar(select(Embedding.id).where(Embedding.reference_id == reference.id,
+                                                               Embedding.model_id == sighting.model_id))
+        if has_vector is None:
+            session.add(Embedding(reference_id=reference.id, model_id=sighting.model_id, vector=sighting.embedding))
+        add_member(session, index.id, reference.id)
+        return reference.id
