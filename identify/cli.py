@@ -169,6 +169,57 @@ def convert_demo_model_command(out: Path | None) -> None:
     click.echo(str(convert_demo_model(out)))
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1), help="Requests served at once.")
+@reports_errors
+def serve(host: str, port: int, threads: int) -> None:
+    """Run the web app and API with waitress (IDENTIFY_MODEL and IDENTIFY_INDEX say what it serves).
+
+    For several worker processes, run gunicorn instead (see the README)."""
+    from waitress import create_server
+
+    from identify.web import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    # waitress reads a whole body before the app sees it: let it take a little over the app's limit, so the
+    # app answers an oversize upload with its JSON 413 instead of a dropped connection.
+    server = create_server(app, host=host, port=port, threads=threads,
+                           max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"])
+    address = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{server.effective_port}/"
+    click.echo(f"identify: serving {settings.service.model} with index {settings.service.index!r} on {address}")
+    server.run()
+
+
+@main.command("create-curator")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--generate-password", is_flag=True, help="Make up a password and print it.")
+@click.option("--reset", is_flag=True, help="Set a new password (and token) for an existing curator.")
+@reports_errors
+def create_curator(name: str, password_stdin: bool, generate_password: bool, reset: bool) -> None:
+    """Create a curator who may review sightings; prints their API token (shown once)."""
+    import secrets
+
+    from identify.curators import Curators
+
+    if password_stdin and generate_password:
+        raise IdentifyError("bad_arguments", "give --password-stdin or --generate-password, not both")
+    if generate_password:
+        password = secrets.token_urlsafe(12)
+    elif password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    token = Curators(_store(_settings())).create(name, password, replace=reset)
+    click.echo(f"curator {name!r} {'reset' if reset else 'created'}")
+    if generate_password:
+        click.echo(f"password: {password}")
+    click.echo(f"API token (shown once; send as 'Authorization: Bearer <token>'): {token}")
+
+
 @main.group()
 def db() -> None:
     """Database schema (Alembic migrations)."""

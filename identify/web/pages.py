@@ -1,0 +1,124 @@
+"""Server-rendered pages: upload-and-match, a sighting with its similar sightings, the curator's review queue,
+and the stored files (served only by their generated names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
+
+from identify.errors import IdentifyError
+from identify.service import parse_filters, parse_sighting_fields
+from identify.sightings import ReviewRequest
+from identify.web.auth import current_curator, login_required, service
+
+bp = Blueprint("pages", __name__)
+
+QUEUE_PAGE = 20
+SIMILAR_ON_PAGE = 8
+DECISION_TEXT = {"confident": "Confident", "needs_review": "Needs review", "no_match": "No match"}
+REASON_TEXT = {
+    "low_score": "The best score is low.",
+    "small_margin": "The top two species are close.",
+    "disagreement": "The classifier and the similar reference photos disagree.",
+    "far_from_references": "No reference photo is similar.",
+    "classifier_unsure": "The classifier is unsure.",
+}
+
+
+@bp.app_context_processor
+def wording() -> dict[str, Any]:
+    return {"decision_text": DECISION_TEXT, "reason_text": REASON_TEXT}
+
+
+@bp.get("/")
+def upload() -> Any:
+    return render_template("upload.html", form={})
+
+
+@bp.post("/")
+def upload_post() -> Any:
+    try:
+        fields = parse_sighting_fields(request.form)
+        upload = request.files.get("image")
+        if upload is None or upload.filename == "":
+            raise IdentifyError("missing_image", "choose a photo first")
+        identified = service().identify_upload(upload.read(), fields)
+    except IdentifyError as exc:
+        return render_template("upload.html", error=exc, form=request.form), exc.status
+    return redirect(url_for("pages.sighting", sighting_id=identified.sighting_id))
+
+
+@bp.get("/sightings/<int:sighting_id>")
+def sighting(sighting_id: int) -> Any:
+    svc = service()
+    record = svc.sighting(sighting_id)
+    filter_error = None
+    try:
+        similar = svc.similar_to_sighting(sighting_id, SIMILAR_ON_PAGE, parse_filters(request.args))
+    except IdentifyError as exc:
+        similar, filter_error = [], exc
+    curator = current_curator()
+    return render_template(
+        "sighting.html", sighting=record, neighbours=svc.neighbours_of(record), similar=similar,
+        filters=request.args, filter_error=filter_error, curator=curator,
+        species_names=svc.species_names() if curator else [],
+    )
+
+
+@bp.get("/review")
+@login_required
+def review_queue() -> Any:
+    svc = service()
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page = 1
+    records, total = svc.queue(page, QUEUE_PAGE)
+    return render_template("review.html", items=records, page=page, total=total, per_page=QUEUE_PAGE,
+                           species_names=svc.species_names())
+
+
+@bp.post("/sightings/<int:sighting_id>/review")
+@login_required
+def review(sighting_id: int) -> Any:
+    curator = current_curator()
+    assert curator is not None
+    back = request.form.get("back") or url_for("pages.review_queue")
+    if not back.startswith("/") or back.startswith("//"):
+        back = url_for("pages.review_queue")
+    try:
+        version = int(request.form.get("version", ""))
+    except ValueError:
+        flash("The form lacks the sighting's version; reload the page.", "error")
+        return redirect(back)
+    try:
+        outcome = service().review(ReviewRequest(
+            sighting_id=sighting_id, curator_id=curator.id, action=request.form.get("action", ""), version=version,
+            species=request.form.get("species", "").strip() or None, note=request.form.get("note", "").strip() or None,
+            add_as_reference=request.form.get("add_as_reference") in ("1", "on", "true"),
+        ))
+    except IdentifyError as exc:
+        flash(f"Sighting {sighting_id}: {exc.message}", "error")
+        return redirect(back)
+    extra = f"; reference {outcome.reference_id} added" if outcome.reference_id else ""
+    flash(f"Sighting {sighting_id}: {outcome.sighting.status} as {outcome.sighting.species or 'no species'}{extra}.")
+    return redirect(back)
+
+
+@bp.get("/media/photos/<name>")
+def photo(name: str) -> Any:
+    path = service().photos.resolve_photo(name)
+    if path is None:
+        abort(404)
+    return send_file(path, max_age=31536000)  # content-addressed: a name never changes its bytes
+
+
+@bp.get("/media/thumbnails/<name>")
+def thumbnail(name: str) -> Any:
+    svc = service()
+    resolved = svc.photos.resolve_thumbnail(name)
+    path = svc.thumbnail(resolved[0]) if resolved else None
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype="image/jpeg", max_age=31536000)

@@ -1,0 +1,95 @@
+"""JSON shapes of the API, built from the core's records (the pages render the same records)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import url_for
+
+from identify.identifier import Identification, NeighbourInfo
+from identify.sightings import ReviewRecord, SightingRecord
+from identify.service import SimilarSighting
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def thumbnail_url(sha256: str) -> str:
+    return url_for("pages.thumbnail", name=f"{sha256}.jpg")
+
+
+def photo_url(name: str) -> str:
+    return url_for("pages.photo", name=name)
+
+
+def species_json(name: str, score: float, classifier: float, knn: float) -> dict[str, Any]:
+    return {"name": name, "score": round(score, 6), "classifier": round(classifier, 6), "knn": round(knn, 6)}
+
+
+def neighbours_json(neighbours: list[NeighbourInfo]) -> list[dict[str, Any]]:
+    return [
+        {"reference_id": n.reference_id, "species": n.species, "similarity": round(n.similarity, 6),
+         "thumbnail_url": thumbnail_url(n.file_sha256)}
+        for n in neighbours
+    ]
+
+
+def identification_json(sighting_id: int, result: Identification) -> dict[str, Any]:
+    return {
+        "sighting_id": sighting_id,
+        "url": url_for("pages.sighting", sighting_id=sighting_id),
+        "decision": result.decision.decision,
+        "reasons": list(result.decision.reasons),
+        "uncertainty": round(result.decision.uncertainty, 6),
+        "species": [species_json(s.name, s.score, s.classifier, s.knn) for s in result.species],
+        "neighbours": neighbours_json(result.neighbours),
+        "model": {"name": result.model_name, "sha256": result.model_sha256},
+    }
+
+
+def review_json(review: ReviewRecord) -> dict[str, Any]:
+    return {"id": review.id, "curator": review.curator, "action": review.action, "species": review.species,
+            "note": review.note, "version": review.version, "added_as_reference": review.added_as_reference,
+            "created_at": _iso(review.created_at)}
+
+
+def sighting_summary_json(record: SightingRecord) -> dict[str, Any]:
+    """What lists (queue, similar sightings) show of a sighting."""
+    return {
+        "sighting_id": record.id,
+        "url": url_for("pages.sighting", sighting_id=record.id),
+        "photo_url": photo_url(record.photo_name),
+        "thumbnail_url": thumbnail_url(record.photo_sha256),
+        "decision": record.decision,
+        "uncertainty": round(record.uncertainty, 6),
+        "status": record.status,
+        "answer": record.species,
+        "version": record.version,
+        "top": [species_json(p.name, p.score, p.classifier, p.knn) for p in record.predictions[:1]],
+        "lat": record.lat,
+        "lon": record.lon,
+        "observed_at": _iso(record.observed_at),
+        "created_at": _iso(record.created_at),
+    }
+
+
+def sighting_json(record: SightingRecord, neighbours: list[NeighbourInfo] | None = None) -> dict[str, Any]:
+    out = sighting_summary_json(record)
+    out.update({
+        "reasons": record.reasons,
+        "observer": record.observer,
+        "note": record.note,
+        "species": [species_json(p.name, p.score, p.classifier, p.knn) for p in record.predictions],
+        "model": {"name": record.model_name, "sha256": record.model_sha256},
+        "reviews": [review_json(r) for r in record.reviews],
+    })
+    out.pop("top")
+    if neighbours is not None:
+        out["neighbours"] = neighbours_json(neighbours)
+    return out
+
+
+def similar_json(hits: list[SimilarSighting]) -> list[dict[str, Any]]:
+    return [{**sighting_summary_json(hit.sighting), "similarity": round(hit.similarity, 6)} for hit in hits]
