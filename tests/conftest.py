@@ -116,3 +116,66 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("IDENTIFY_DATA_DIR", str(path))
     monkeypatch.delenv("IDENTIFY_DATABASE_URL", raising=False)
     return path
+
+
+def jpeg_bytes(image: Image.Image, **save_options: object) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **save_options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tiny_checkpoint: Path):
+    from identify.backbone import load_backbone
+
+    return load_backbone(str(tiny_checkpoint))
+
+
+def build_reference_index(settings, backbone, refs: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Build and publish index `name` over `refs`, in this process."""
+    from identify.storage import Store, make_engine, upgrade_database
+    from index_builder.runner import BuildOptions, IndexBuilder
+    from index_builder.sources import from_folder
+
+    engine = make_engine(settings.database_url)
+    upgrade_database(engine)
+    IndexBuilder(settings, backbone, Store(engine), BuildOptions(name, batch_size=8, workers=0, progress=False)).run(
+        from_folder(refs)
+    )
+    engine.dispose()
+
+
+@pytest.fixture
+def web_settings(tmp_path: Path, database_url: str, tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
+    """Settings of a service over the tiny model. One neighbour votes (k=1), so an answer follows the nearest
+    reference, and confidence needs 0.9, so photos of random-weight models land in the review queue."""
+    from identify.config import FusionConfig, ServiceConfig, Settings
+
+    return Settings(
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        fusion=FusionConfig(k=1, confident_score=0.9),
+        service=ServiceConfig(model=str(tiny_checkpoint), index="birds", refresh_seconds=0, secret_key="test-key"),
+    )
+
+
+@pytest.fixture
+def make_service(web_settings, tiny_backbone, refs):  # type: ignore[no-untyped-def]
+    """A factory of services (each one a 'worker process') over one database and one published index."""
+    from identify.service import IdentificationService
+    from identify.storage import Store, make_engine
+
+    build_reference_index(web_settings, tiny_backbone, refs, "birds")
+    engines = []
+
+    def make(settings=None):  # type: ignore[no-untyped-def]
+        settings = settings or web_settings
+        engine = make_engine(settings.database_url)
+        engines.append(engine)
+        return IdentificationService(settings, tiny_backbone, Store(engine))
+
+    yield make
+    for engine in engines:
+        engine.dispose()

@@ -1,0 +1,337 @@
+"""The JSON API through Flask's test client, on SQLite and PostgreSQL: the identify -> review -> reference loop,
+conflicts between curators, other workers catching up, similar sightings, and every bad input."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from tests.conftest import SPECIES, jpeg_bytes, species_photo
+from identify.schema import Prediction, Review, Sighting
+from identify.web import create_app
+
+NEW_BIRD = species_photo(3, 0)  # a colour and shape none of the references has
+
+
+@pytest.fixture
+def service(make_service):  # type: ignore[no-untyped-def]
+    return make_service()
+
+
+@pytest.fixture
+def client(service):  # type: ignore[no-untyped-def]
+    return create_app(service.settings, service).test_client()
+
+
+@pytest.fixture
+def token(service) -> str:  # type: ignore[no-untyped-def]
+    return service.curators.create("ana", "correct horse battery")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def upload(client, data: bytes, path: str = "/api/v1/identify", **fields: str):  # type: ignore[no-untyped-def]
+    return client.post(path, data={"image": (io.BytesIO(data), "bird.jpg"), **fields})
+
+
+def count_rows(service, model) -> int:  # type: ignore[no-untyped-def]
+    with service.store.session() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def stored_files(service) -> list[str]:  # type: ignore[no-untyped-def]
+    root = service.settings.data_dir
+    return sorted(p.name for d in ("photos", "thumbnails") for p in (root / d).rglob("*") if p.is_file())
+
+
+def test_identify_answers_the_documented_contract(client):
+    response = upload(client, jpeg_bytes(species_photo(0, 50)))
+    assert response.status_code == 201
+    body = response.get_json()
+    assert list(body)[:2] == ["sighting_id", "url"]
+    assert body["decision"] in ("confident", "needs_review", "no_match")
+    assert 1 <= len(body["species"]) <= 5
+    assert set(body["species"][0]) == {"name", "score", "classifier", "knn"}
+    scores = [s["score"] for s in body["species"]]
+    assert scores == sorted(scores, reverse=True)
+    assert set(body["neighbours"][0]) == {"reference_id", "species", "similarity", "thumbnail_url"}
+    assert set(body["model"]) == {"name", "sha256"} and len(body["model"]["sha256"]) == 64
+    assert response.headers["Location"].endswith(f"/api/v1/sightings/{body['sighting_id']}")
+    assert client.get(body["neighbours"][0]["thumbnail_url"]).mimetype == "image/jpeg"
+
+
+def test_the_whole_loop_correction_becomes_a_reference(client, service, token):
+    first = upload(client, jpeg_bytes(NEW_BIRD)).get_json()
+    assert first["decision"] == "needs_review"
+    wrong = first["species"][0]["name"]
+    corrected = next(s for s in SPECIES if s not in (wrong, first["neighbours"][0]["species"]))
+
+    queue = client.get("/api/v1/review/queue", headers=bearer(token)).get_json()
+    assert [item["sighting_id"] for item in queue["items"]] == [first["sighting_id"]]
+    version = queue["items"][0]["version"]
+
+    reviewed = client.post(f"/api/v1/sightings/{first['sighting_id']}/review", headers=bearer(token),
+                           json={"action": "correct", "species": corrected, "version": version,
+                                 "note": "white patch", "add_as_reference": True})
+    assert reviewed.status_code == 200, reviewed.get_json()
+    body = reviewed.get_json()
+    assert body["status"] == "corrected" and body["answer"] == corrected and body["version"] == version + 1
+    assert body["reviews"][0]["curator"] == "ana" and body["reviews"][0]["added_as_reference"] is True
+
+    again = upload(client, jpeg_bytes(NEW_BIRD)).get_json()
+    assert again["species"][0]["name"] == corrected
+    nearest = again["neighbours"][0]
+    assert nearest["reference_id"] == body["reference_id"] and nearest["species"] == corrected
+    assert nearest["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert client.get("/api/v1/review/queue", headers=bearer(token)).get_json()["items"][0]["sighting_id"] == again["sighting_id"]
+
+
+def test_a_stale_version_is_refused_with_the_current_state(client, service, token):
+    other = service.curators.create("ben", "another long one")
+    sighting_id = upload(client, jpeg_bytes(NEW_BIRD)).get_json()["sighting_id"]
+    url = f"/api/v1/sightings/{sighting_id}/review"
+    assert client.post(url, headers=bearer(token), json={"action": "confirm", "version": 1}).status_code == 200
+    late = client.post(url, headers=bearer(other), json={"action": "correct", "species": SPECIES[0], "version": 1})
+    assert late.status_code == 409
+    body = late.get_json()
+    assert body["error"]["code"] == "stale_version"
+    assert body["sighting"]["version"] == 2 and body["sighting"]["status"] == "confirmed"
+    assert count_rows(service, Review) == 1  # the refused review left no trace
+
+
+def test_another_worker_and_a_restarted_one_catch_up_from_sql(make_service, token):
+    first, second = make_service(), make_service()
+    client_a = create_app(first.settings, first).test_client()
+    client_b = create_app(second.settings, second).test_client()
+    sighting_id = upload(client_a, jpeg_bytes(NEW_BIRD)).get_json()["sighting_id"]
+    # B never saw the upload, yet finds it among similar sightings: it read SQL.
+    hits = client_b.post("/api/v1/similar", data={"image": (io.BytesIO(jpeg_bytes(NEW_BIRD)), "b.jpg")}).get_json()
+    assert hits["similar"][0]["sighting_id"] == sighting_id
+    reviewed = client_a.post(f"/api/v1/sightings/{sighting_id}/review", headers=bearer(token),
+                             json={"action": "correct", "species": SPECIES[2], "version": 1, "add_as_reference": True})
+    reference_id = reviewed.get_json()["reference_id"]
+    for client in (client_b, create_app(first.settings, make_service()).test_client()):  # B, and a restart
+        answer = upload(client, jpeg_bytes(NEW_BIRD)).get_json()
+        assert answer["neighbours"][0]["reference_id"] == reference_id
+
+
+def test_review_needs_a_curator(client, token):
+    sighting_id = upload(client, jpeg_bytes(NEW_BIRD)).get_json()["sighting_id"]
+    url = f"/api/v1/sightings/{sighting_id}/review"
+    for headers in ({}, bearer("idt_not-a-token"), bearer("garbage")):
+        response = client.post(url, headers=headers, json={"action": "confirm", "version": 1})
+        assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorised"
+        assert client.get("/api/v1/review/queue", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("review", "status", "code"),
+    [
+        ({"action": "correct", "species": "Pica_pica", "version": 1}, 400, "unknown_species"),
+        ({"action": "correct", "version": 1}, 400, "bad_review"),
+        ({"action": "approve", "version": 1}, 400, "bad_review"),
+        ({"action": "confirm"}, 400, "bad_review"),
+        ({"action": "reject", "version": 1, "add_as_reference": True}, 400, "bad_review"),
+        ({"action": "confirm", "version": 1, "add_as_reference": "maybe"}, 400, "bad_field"),
+    ],
+)
+def test_bad_reviews_change_nothing(client, service, token, review, status, code):
+    sighting_id = upload(client, jpeg_bytes(NEW_BIRD)).get_json()["sighting_id"]
+    response = client.post(f"/api/v1/sightings/{sighting_id}/review", headers=bearer(token), json=review)
+    assert response.status_code == status and response.get_json()["error"]["code"] == code
+    assert client.get(f"/api/v1/sightings/{sighting_id}").get_json()["version"] == 1
+    assert count_rows(service, Review) == 0
+
+
+def test_unknown_sighting_is_404(client, token):
+    for response in (client.get("/api/v1/sightings/999"), client.get("/api/v1/sightings/999/similar"),
+                     client.post("/api/v1/sightings/999/review", headers=bearer(token),
+                                 json={"action": "confirm", "version": 1})):
+        assert response.status_code == 404 and response.get_json()["error"]["code"] == "unknown_sighting"
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+BAD_UPLOADS = {
+    "empty_file": (b"", {}, 400),
+    "not_an_image": (b"hello, I am text\n" * 10, {}, 400),
+    "truncated_image": (jpeg_bytes(species_photo(0, 1))[:400], {}, 400),
+    "too_many_pixels": (_png(Image.new("L", (3000, 3000))), {}, 413),  # over the 4 Mpx limit set below
+    "bad_coordinates": (jpeg_bytes(species_photo(0, 1)), {"lat": "91", "lon": "0"}, 400),
+    "bad_date": (jpeg_bytes(species_photo(0, 1)), {"observed_at": "last tuesday"}, 400),
+    "bad_field": (jpeg_bytes(species_photo(0, 1)), {"note": "x" * 5000}, 400),
+}
+
+
+@pytest.mark.parametrize("code", list(BAD_UPLOADS))
+def test_bad_uploads_get_a_code_and_store_nothing(make_service, web_settings, code):
+    from dataclasses import replace
+
+    settings = replace(web_settings, service=replace(web_settings.service, max_pixels=4_000_000))
+    service = make_service(settings)
+    client = create_app(settings, service).test_client()
+    data, fields, status = BAD_UPLOADS[code]
+    response = upload(client, data, **fields)
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == code
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert count_rows(service, Sighting) == 0 and count_rows(service, Prediction) == 0
+    assert stored_files(service) == []
+
+
+def test_missing_image_and_oversize_uploads(make_service, web_settings):
+    from dataclasses import replace
+
+    settings = replace(web_settings, service=replace(web_settings.service, max_upload_mb=0.05))
+    service = make_service(settings)
+    client = create_app(settings, service).test_client()
+    response = client.post("/api/v1/identify", data={"note": "no photo"})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "missing_image"
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8))
+    over_limit = jpeg_bytes(noisy, quality=95)  # ~0.2 MB: over 0.05 MB, under the 1 MB form slack
+    assert 0.05 * 2**20 < len(over_limit) < 2**20
+    over_body = over_limit + bytes(2 * 2**20)  # over the whole request limit: refused before reading
+    for data in (over_limit, over_body):
+        response = upload(client, data)
+        assert response.status_code == 413 and response.get_json()["error"]["code"] == "file_too_large"
+    assert count_rows(service, Sighting) == 0 and stored_files(service) == []
+
+
+def _exif_jpeg(image: Image.Image, orientation: int | None = None, gps: bool = False, taken: str | None = None) -> bytes:
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    if taken:
+        exif.get_ifd(0x8769)[0x9003] = taken  # DateTimeOriginal
+        exif.get_ifd(0x8769)[0x9011] = "+02:00"  # OffsetTimeOriginal
+    if gps:
+        exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 30.0, 0.0), 3: "W", 4: (1.0, 15.0, 0.0)})
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def test_date_and_position_come_from_exif_unless_given(client):
+    data = _exif_jpeg(species_photo(1, 3), gps=True, taken="2026:05:01 07:30:00")
+    body = client.get(upload(client, data).get_json()["url"].replace("/sightings", "/api/v1/sightings")).get_json()
+    assert body["lat"] == pytest.approx(52.5) and body["lon"] == pytest.approx(-1.25)
+    assert datetime.fromisoformat(body["observed_at"]) == datetime(2026, 5, 1, 5, 30, tzinfo=timezone.utc)
+    given = upload(client, data, lat="-33.9", lon="18.4", observed_at="2026-06-02T10:00:00+00:00").get_json()
+    body = client.get(f"/api/v1/sightings/{given['sighting_id']}").get_json()
+    assert (body["lat"], body["lon"]) == (-33.9, 18.4) and body["observed_at"].startswith("2026-06-02T10:00:00")
+
+
+def _cmyk_jpeg() -> bytes:
+    return jpeg_bytes(species_photo(2, 2).convert("CMYK"))
+
+
+def _sixteen_bit_png() -> bytes:
+    grey = (np.asarray(species_photo(2, 2).convert("L")).astype(np.uint16) * 256)
+    return _png(Image.fromarray(grey.astype(np.uint16)))
+
+
+def _palette_png() -> bytes:
+    return _png(species_photo(2, 2).convert("P", palette=Image.Palette.ADAPTIVE))
+
+
+def _transparent_png() -> bytes:
+    return _png(Image.new("RGBA", (64, 64), (0, 0, 0, 0)))
+
+
+@pytest.mark.parametrize("make", [_cmyk_jpeg, _sixteen_bit_png, _palette_png, _transparent_png])
+def test_unusual_modes_are_accepted(client, service, make):
+    response = upload(client, make())
+    assert response.status_code == 201, response.get_json()
+
+
+def test_rotated_and_transparent_photos_are_handled_correctly(client, service):
+    rotated = _exif_jpeg(Image.new("RGB", (120, 60), (200, 40, 40)), orientation=6)  # stored landscape, shown portrait
+    body = upload(client, rotated).get_json()
+    sha = client.get(f"/api/v1/sightings/{body['sighting_id']}").get_json()["thumbnail_url"].rsplit("/", 1)[1][:-4]
+    assert Image.open(service.photos.thumbnail_path(sha)).size[0] < Image.open(service.photos.thumbnail_path(sha)).size[1]
+    body = upload(client, _transparent_png()).get_json()
+    sha = client.get(f"/api/v1/sightings/{body['sighting_id']}").get_json()["thumbnail_url"].rsplit("/", 1)[1][:-4]
+    assert Image.open(service.photos.thumbnail_path(sha)).convert("RGB").getpixel((10, 10)) >= (250, 250, 250)
+
+
+def _upload_at(client, variant: int, when: str, lat: float, lon: float) -> int:  # type: ignore[no-untyped-def]
+    data = jpeg_bytes(species_photo(0, variant))
+    return upload(client, data, observed_at=when, lat=str(lat), lon=str(lon)).get_json()["sighting_id"]
+
+
+def test_similar_sightings_exclude_itself_and_honour_filters(client):
+    london = _upload_at(client, 60, "2026-04-01T08:00:00Z", 51.5, -0.1)
+    paris = _upload_at(client, 61, "2026-05-01T08:00:00Z", 48.9, 2.35)
+    cairo = _upload_at(client, 62, "2026-06-01T08:00:00Z", 30.0, 31.2)
+    url = f"/api/v1/sightings/{london}/similar"
+    everything = client.get(url).get_json()["similar"]
+    assert sorted(hit["sighting_id"] for hit in everything) == sorted([paris, cairo])
+    similarities = [hit["similarity"] for hit in everything]
+    assert similarities == sorted(similarities, reverse=True)
+    assert [h["sighting_id"] for h in client.get(url, query_string={"bbox": "-10,35,30,60"}).get_json()["similar"]] == [paris]
+    assert [h["sighting_id"] for h in client.get(url, query_string={"from": "2026-05-15"}).get_json()["similar"]] == [cairo]
+    assert [h["sighting_id"] for h in client.get(url, query_string={"to": "2026-05-15", "k": "5"}).get_json()["similar"]] == [paris]
+    assert len(client.get(url, query_string={"k": "1"}).get_json()["similar"]) == 1
+    answer = client.get(f"/api/v1/sightings/{paris}").get_json()["answer"]
+    only = client.get(url, query_string={"species": answer}).get_json()["similar"]
+    assert only and all(hit["answer"] == answer for hit in only)
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [({"k": "0"}, "bad_k"), ({"k": "many"}, "bad_k"), ({"bbox": "1,2,3"}, "bad_coordinates"),
+     ({"bbox": "0,50,10,40"}, "bad_coordinates"), ({"from": "2026-02-30"}, "bad_date"),
+     ({"from": "2026-05-02", "to": "2026-05-01"}, "bad_date"), ({"species": "Pica_pica"}, "unknown_species")],
+)
+def test_bad_similar_filters(client, query, code):
+    sighting_id = upload(client, jpeg_bytes(NEW_BIRD)).get_json()["sighting_id"]
+    response = client.get(f"/api/v1/sightings/{sighting_id}/similar", query_string=query)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == code
+
+
+def test_similar_to_a_photo_stores_nothing(client, service):
+    first = upload(client, jpeg_bytes(species_photo(1, 70))).get_json()["sighting_id"]
+    files = stored_files(service)
+    response = upload(client, jpeg_bytes(species_photo(1, 70)), path="/api/v1/similar")
+    assert response.status_code == 200
+    assert response.get_json()["similar"][0]["sighting_id"] == first
+    assert response.get_json()["similar"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert count_rows(service, Sighting) == 1 and stored_files(service) == files
+
+
+def test_queue_is_most_uncertain_first_and_paginated(client, service, token):
+    for variant in range(5):
+        upload(client, jpeg_bytes(species_photo(variant % 4, 80 + variant)))
+    first = client.get("/api/v1/review/queue", headers=bearer(token), query_string={"per_page": 2}).get_json()
+    second = client.get(first["next"], headers=bearer(token)).get_json()
+    items = first["items"] + second["items"]
+    assert first["total"] == 5  # the tiny model is never confident at 0.9
+    uncertainties = [item["uncertainty"] for item in items]
+    assert uncertainties == sorted(uncertainties, reverse=True)
+    assert len({item["sighting_id"] for item in items}) == 4 and first["page"] == 1 and second["page"] == 2
+    assert second["next"] is not None
+
+
+def test_openapi_documents_every_route(client):
+    document = client.get("/api/v1/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) >= {"/identify", "/sightings/{sighting_id}", "/sightings/{sighting_id}/similar",
+                                       "/similar", "/review/queue", "/sightings/{sighting_id}/review"}
+    response = document["paths"]["/identify"]["post"]["responses"]["201"]
+    assert response["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Identification"
+
+
+def test_unknown_routes_and_methods_answer_json(client):
+    assert client.get("/api/v1/nothing").get_json()["error"]["code"] == "not_found"
+    assert client.get("/api/v1/identify").get_json()["error"]["code"] == "method_not_allowed"
