@@ -179,3 +179,61 @@ def make_service(web_settings, tiny_backbone, refs):  # type: ignore[no-untyped-
     yield make
     for engine in engines:
         engine.dispose()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, tiny_backbone) -> Iterator[dict]:
+    """A real `identify serve` on loopback over the tiny model, with an index and a curator; its base URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from identify.config import FusionConfig, ServiceConfig, Settings
+    from identify.curators import Curators
+    from identify.storage import Store, make_engine
+
+    root = tmp_path_factory.mktemp("served")
+    settings = Settings(root / "var", f"sqlite:///{root / 'var' / 'identify.db'}", FusionConfig(k=1),
+                        ServiceConfig(index="birds"))
+    build_reference_index(settings, tiny_backbone, make_species_folder(root / "refs", SPECIES, per=4), "birds")
+    engine = make_engine(settings.database_url)
+    Curators(Store(engine)).create("ana", "correct horse battery")
+    engine.dispose()
+    port = free_port()
+    env = {**os.environ, "IDENTIFY_DATA_DIR": str(settings.data_dir), "IDENTIFY_MODEL": str(tiny_checkpoint),
+           "IDENTIFY_INDEX": "birds", "IDENTIFY_K": "1", "IDENTIFY_CONFIDENT_SCORE": "0.9"}
+    env.pop("IDENTIFY_DATABASE_URL", None)
+    log = open(root / "serve.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "identify"), "serve", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{base}/api/v1/openapi.json", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    break
+                time.sleep(0.25)
+        else:
+            pytest.fail(f"identify serve did not answer: {(root / 'serve.log').read_text()[-2000:]}")
+        if server.poll() is not None:
+            pytest.fail(f"identify serve exited: {(root / 'serve.log').read_text()[-2000:]}")
+        yield {"base": base, "log": root / "serve.log", "root": root}
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

@@ -27,10 +27,12 @@ def store(database_url):
 def test_migrations_create_exactly_the_models_schema_and_go_back(database_url):
     engine = make_engine(database_url)
     upgrade_database(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     upgrade_database(engine)  # idempotent
+    downgrade_database(engine, "0001")
+    assert "photo_name" not in {c["name"] for c in inspect(engine).get_columns("sightings")}
     downgrade_database(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade_database(engine)

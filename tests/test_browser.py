@@ -1,0 +1,94 @@
+"""The pages in a real browser: headless Debian Chromium driven by Playwright, against `identify serve`.
+
+Screenshots go to $IDENTIFY_SCREENSHOTS (default var/test-screenshots). Chromium must be installed
+(`make test` installs Debian's `chromium` when it is missing); a missing browser fails these tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.conftest import SPECIES, jpeg_bytes, species_photo
+
+CHROMIUM = os.environ.get("IDENTIFY_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags, Chromium keeps trying to reach Google's hosts from a closed network.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(os.environ.get("IDENTIFY_SCREENSHOTS", "var/test-screenshots"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (make test does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_upload_a_photo_and_see_the_result(page, served, tmp_path):
+    photo = tmp_path / "bird.jpg"
+    photo.write_bytes(jpeg_bytes(species_photo(3, 7, size=256)))
+    page.goto(served["base"] + "/")
+    shot(page, "1-upload")
+    page.set_input_files("#image", str(photo))
+    expect(page.locator("#preview")).to_be_visible()
+    page.click("#identify-button")
+    page.wait_for_url("**/sightings/*")
+    expect(page.locator("#decision")).to_contain_text("Needs review")
+    expect(page.locator("table.species tbody tr")).to_have_count(3)
+    expect(page.locator("#why")).to_contain_text("The classifier says")
+    expect(page.locator("section[aria-labelledby=refs-heading] img").first).to_be_visible()
+    assert page.evaluate("document.querySelector('section[aria-labelledby=refs-heading] img').naturalWidth") > 0
+    shot(page, "2-result")
+
+
+def test_log_in_and_review_from_the_queue_with_the_keyboard(page, served, tmp_path):
+    photo = tmp_path / "bird.jpg"
+    photo.write_bytes(jpeg_bytes(species_photo(3, 8, size=256)))
+    page.goto(served["base"] + "/")
+    page.set_input_files("#image", str(photo))
+    page.click("#identify-button")
+    page.wait_for_url("**/sightings/*")
+    sighting = page.url.rsplit("/", 1)[1]
+
+    page.click("text=Curator login")
+    page.fill("input[name=name]", "ana")
+    page.fill("input[name=password]", "correct horse battery")
+    shot(page, "3-login")
+    page.click("button:has-text('Log in')")
+    page.wait_for_url("**/review*")
+    item = page.locator(f"#item-{sighting}")
+    expect(item).to_be_visible()
+    shot(page, "4-queue")
+    item.focus()
+    page.keyboard.press("e")  # edit the species, then Enter corrects
+    field = item.locator("input[name=species]")
+    expect(field).to_be_focused()
+    field.fill(SPECIES[1])
+    page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    expect(page.locator(".flash")).to_contain_text(f"Sighting {sighting}: corrected as {SPECIES[1]}")
+    expect(page.locator(f"#item-{sighting}")).to_have_count(0)
+    shot(page, "5-reviewed")
+    page.goto(f"{served['base']}/sightings/{sighting}")
+    expect(page.locator("#answer")).to_have_text(SPECIES[1].replace("_", " "))
+    expect(page.locator(".history")).to_contain_text("ana corrected")

@@ -1,0 +1,150 @@
+"""The server-rendered pages through Flask's test client: upload-and-match, login, the review queue, CSRF,
+cookies and stored files."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from identify.schema import Review, Sighting
+from identify.web import create_app
+from tests.conftest import SPECIES, jpeg_bytes, species_photo
+
+PHOTO = jpeg_bytes(species_photo(3, 0))
+
+
+@pytest.fixture
+def service(make_service):  # type: ignore[no-untyped-def]
+    service = make_service()
+    service.curators.create("ana", "correct horse battery")
+    return service
+
+
+@pytest.fixture
+def client(service):  # type: ignore[no-untyped-def]
+    return create_app(service.settings, service).test_client()
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+def upload_page(client, data: bytes = PHOTO):  # type: ignore[no-untyped-def]
+    token = csrf_token(client.get("/").get_data(as_text=True))
+    return client.post("/", data={"csrf_token": token, "image": (io.BytesIO(data), "bird.jpg")})
+
+
+def log_in(client, name: str = "ana", password: str = "correct horse battery"):  # type: ignore[no-untyped-def]
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    return client.post("/login", data={"csrf_token": token, "name": name, "password": password, "next": "/review"})
+
+
+def rows(service, model) -> int:  # type: ignore[no-untyped-def]
+    with service.store.session() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_upload_page_identifies_and_explains(client):
+    response = upload_page(client)
+    assert response.status_code == 302 and response.headers["Location"] == "/sightings/1"
+    html = client.get("/sightings/1").get_data(as_text=True)
+    assert "Needs review" in html and "Why" in html and "The classifier says" in html
+    assert re.search(r'src="/media/thumbnails/[0-9a-f]{64}\.jpg"', html)  # the nearest reference photos
+    assert re.search(r'src="/media/photos/[0-9a-f]{64}\.jpg"', html)
+    assert "Review (version" not in html  # the public sees no review form
+
+
+def test_upload_page_shows_errors_in_place_and_stores_nothing(client, service):
+    response = upload_page(client, b"plain text, no picture")
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert "not_an_image" in html and 'id="upload-form"' in html and "Traceback" not in html
+    assert rows(service, Sighting) == 0
+
+
+def test_forms_without_the_csrf_token_are_refused(client, service):
+    response = client.post("/", data={"image": (io.BytesIO(PHOTO), "bird.jpg")})
+    assert response.status_code == 400 and "csrf_failed" in response.get_data(as_text=True)
+    assert rows(service, Sighting) == 0
+    assert client.post("/login", data={"name": "ana", "password": "correct horse battery"}).status_code == 400
+
+
+def test_login_sets_a_safe_cookie_and_wrong_passwords_fail(client):
+    assert client.get("/review").headers["Location"].startswith("/login?next=/review")
+    assert log_in(client, password="wrong password").status_code == 401
+    assert log_in(client, name="nobody").status_code == 401
+    response = log_in(client)
+    assert response.status_code == 302 and response.headers["Location"] == "/review"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_login_never_redirects_off_site(client):
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    response = client.post("/login", data={"csrf_token": token, "name": "ana", "password": "correct horse battery",
+                                           "next": "//evil.example/"})
+    assert response.headers["Location"] == "/review"
+
+
+def test_review_from_the_queue_page(client, service):
+    upload_page(client)
+    log_in(client)
+    html = client.get("/review").get_data(as_text=True)
+    assert "Sighting 1" in html and 'name="version" value="1"' in html and "Keys:" in html
+    form = {"csrf_token": csrf_token(html), "version": "1", "action": "correct", "species": SPECIES[0],
+            "add_as_reference": "1", "back": "/review"}
+    response = client.post("/sightings/1/review", data=form)
+    assert response.status_code == 302 and response.headers["Location"] == "/review"
+    html = client.get("/review").get_data(as_text=True)
+    assert "corrected as Passer_domesticus; reference" in html and "Nothing to review" in html
+    stale = client.post("/sightings/1/review", data={**form, "action": "confirm", "add_as_reference": ""})  # old version
+    assert "someone reviewed it meanwhile" in client.get(stale.headers["Location"]).get_data(as_text=True)
+    assert rows(service, Review) == 1
+    sighting = client.get("/sightings/1").get_data(as_text=True)
+    assert "Review (version 2)" in sighting and "ana corrected" in sighting and "added as reference" in sighting
+
+
+def test_the_public_cannot_review(client, service):
+    upload_page(client)
+    token = csrf_token(client.get("/").get_data(as_text=True))
+    response = client.post("/sightings/1/review", data={"csrf_token": token, "version": "1", "action": "reject"})
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert rows(service, Review) == 0
+
+
+def test_cookie_authenticated_api_writes_need_the_csrf_header(client, service):
+    upload_page(client)
+    log_in(client)
+    review = {"action": "confirm", "version": 1}
+    refused = client.post("/api/v1/sightings/1/review", json=review)
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "csrf_failed"
+    token = csrf_token(client.get("/review").get_data(as_text=True))
+    accepted = client.post("/api/v1/sightings/1/review", json=review, headers={"X-CSRFToken": token})
+    assert accepted.status_code == 200 and accepted.get_json()["status"] == "confirmed"
+
+
+def test_logout_ends_the_session(client):
+    log_in(client)
+    token = csrf_token(client.get("/review").get_data(as_text=True))
+    client.post("/logout", data={"csrf_token": token})
+    assert client.get("/review").status_code == 302
+
+
+def test_stored_files_are_served_only_by_generated_names(client, service):
+    upload_page(client)
+    photo = re.search(r'/media/photos/[0-9a-f]{64}\.jpg', client.get("/sightings/1").get_data(as_text=True)).group(0)
+    assert client.get(photo).status_code == 200
+    for path in ("/media/photos/secret_key", "/media/photos/..%2Fsecret_key", "/media/photos/../identify.db",
+                 "/media/thumbnails/" + "0" * 64 + ".jpg", "/media/thumbnails/secret_key"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_unknown_pages_render_an_error_page(client):
+    response = client.get("/sightings/999")
+    assert response.status_code == 404 and "unknown_sighting" in response.get_data(as_text=True)
+    assert response.mimetype == "text/html"
