@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FAISS ?= cpu
 INSTALLED := $(VENV)/.installed-$(FAISS)
 
-.PHONY: test demo install clean
+.PHONY: test demo install clean chromium
 
 install: $(INSTALLED)
 
@@ -15,11 +15,19 @@ $(INSTALLED): pyproject.toml constraints/offline.txt
 	$(BIN)/python -m pip install --quiet --constraint constraints/offline.txt --editable '.[$(FAISS),test]'
 	touch $@
 
-test: $(INSTALLED)
+test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest -q
+
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		{ echo "the browser tests need Chromium: sudo apt-get install chromium"; exit 1; }
 
 # The demo: a real model (ImageNet EfficientNet-Lite0) and real photos (scikit-image's), all offline.
 DEMO := var/demo
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 8000
 demo: $(INSTALLED)
 	$(BIN)/python -m identify.demo $(DEMO) > /dev/null
 	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify convert-demo-model --out $(DEMO)/models/efficientnet_lite0_imagenet.pt
@@ -27,6 +35,10 @@ demo: $(INSTALLED)
 		--images $(DEMO)/gallery --name demo
 	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify predict --model $(DEMO)/models/efficientnet_lite0_imagenet.pt \
 		--index demo $(DEMO)/queries/*.jpg
+	@echo "A curator for the review queue (log in at /login):"
+	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify create-curator demo --generate-password --reset
+	IDENTIFY_DATA_DIR=$(DEMO) IDENTIFY_MODEL=$(DEMO)/models/efficientnet_lite0_imagenet.pt IDENTIFY_INDEX=demo \
+		$(BIN)/identify serve --host $(DEMO_HOST) --port $(DEMO_PORT)
 
 clean:
 	rm -rf $(VENV) var/demo

@@ -214,7 +214,7 @@ def create_curator(name: str, password_stdin: bool, generate_password: bool, res
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     token = Curators(_store(_settings())).create(name, password, replace=reset)
-    click.echo(f"curator {name!r} {'reset' if reset else 'created'}")
+    click.echo(f"curator {name!r} {'ready (password and token set anew)' if reset else 'created'}")
     if generate_password:
         click.echo(f"password: {password}")
     click.echo(f"API token (shown once; send as 'Authorization: Bearer <token>'): {token}")

@@ -12,8 +12,8 @@ from PIL import Image
 
 from identify.backbone import Backbone
 from identify.config import FusionConfig
-from identify.live_index import LiveIndex
 from identify.fusion import Decision, Neighbour, SpeciesScore, decide, fuse
+from identify.live_index import LiveIndex
 from identify.storage import Store
 from identify.vectors import VectorIndex, check_compatible
 

@@ -111,6 +111,7 @@ class IdentificationService:
         self.index_name = settings.service.index
         identity = backbone.identity
         self.model_id = store.register_model(identity)
+        store.ensure_species(identity.classes)  # predictions name them; create them before requests race to
         index_id = store.index_id(self.index_name)
         dim = identity.embedding_dim
         published = to_search_device(load_index(settings.indexes_dir, self.index_name))
@@ -182,13 +183,12 @@ class IdentificationService:
                 for i, s in record.neighbours if i in known]
 
     def _similar(self, embedding: np.ndarray, k: int, filters: SightingFilters, exclude: int | None) -> list[SimilarSighting]:
-        allowed = None
-        if filters.any or exclude is not None:
-            allowed = self.sightings.matching_ids(self.model_id, filters) if filters.any else None
+        """The k nearest sightings that pass the filters (SQL picks the ids, FAISS searches only those)."""
+        allowed = self.sightings.matching_ids(self.model_id, filters) if filters.any else None
         if allowed is not None and exclude is not None:
             allowed = allowed[allowed != exclude]
-        similarities, ids = self.similar_index.search(embedding[None, :], k + (exclude is not None and allowed is None),
-                                                      allowed)
+        room_for_itself = 1 if exclude is not None and allowed is None else 0
+        similarities, ids = self.similar_index.search(embedding[None, :], k + room_for_itself, allowed)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], similarities[0], strict=True) if i >= 0 and i != exclude][:k]
         records = self.sightings.many([i for i, _ in hits])
         return [SimilarSighting(records[i], s) for i, s in hits]

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from identify.backbone import ModelIdentity
@@ -297,6 +297,18 @@ class Store:
                 .where(ReferenceImage.file_sha256 == file_sha256)
             ).first()
         return ReferenceInfo(*row) if row else None
+
+    def ensure_species(self, names: Iterable[str]) -> None:
+        """Create the species rows that are missing, so that concurrent requests never race to create one."""
+        for _attempt in range(3):
+            try:
+                with self.sessions.begin() as session:
+                    have = set(session.scalars(select(Species.name)))
+                    session.add_all(Species(name=name) for name in dict.fromkeys(names) if name not in have)
+                return
+            except IntegrityError:  # another process (a worker starting beside us) added some first
+                continue
+        raise IdentifyError("database_conflict", "could not record the model's species names", 503)
 
     def species_names(self) -> list[str]:
         with self.session() as session:

@@ -32,3 +32,31 @@ def test_convert_demo_model_writes_into_the_data_dir_by_default(data_dir):
     result = run("convert-demo-model")
     assert result.exit_code == 0
     assert (data_dir / "models" / "efficientnet_lite0_imagenet.pt").is_file()
+
+
+def test_help_lists_the_service_commands():
+    text = run("--help").output
+    assert "serve" in text and "create-curator" in text
+
+
+def test_create_curator_prints_a_token_and_refuses_a_second_one(data_dir):
+    from identify.curators import Curators
+    from identify.storage import Store, make_engine
+
+    result = CliRunner().invoke(main, ["create-curator", "ana", "--password-stdin"], input="correct horse battery\n")
+    assert result.exit_code == 0 and "API token" in result.output
+    token = result.output.rsplit(" ", 1)[1].strip()
+    engine = make_engine(f"sqlite:///{data_dir / 'identify.db'}")
+    curators = Curators(Store(engine))
+    assert curators.check_token(token).name == "ana"
+    assert curators.check_password("ana", "correct horse battery").name == "ana"
+    engine.dispose()
+    again = CliRunner().invoke(main, ["create-curator", "ana", "--password-stdin"], input="another password\n")
+    assert again.exit_code == 1 and "error: curator_exists:" in again.stderr
+    short = CliRunner().invoke(main, ["create-curator", "bo", "--password-stdin"], input="short\n")
+    assert short.exit_code == 1 and "error: weak_password:" in short.stderr
+
+
+def test_serve_without_a_model_says_so(data_dir):
+    result = run("serve", env={"IDENTIFY_MODEL": ""})
+    assert result.exit_code == 1 and "error: no_model:" in result.stderr

@@ -335,3 +335,31 @@ def test_openapi_documents_every_route(client):
 def test_unknown_routes_and_methods_answer_json(client):
     assert client.get("/api/v1/nothing").get_json()["error"]["code"] == "not_found"
     assert client.get("/api/v1/identify").get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_concurrent_uploads_are_all_stored(web_settings, refs, tmp_path):
+    """Threads of one worker at once, with a model whose classes are not yet species rows: the first uploads
+    race to create them, and every upload must still be stored once."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from identify.backbone import load_backbone
+    from identify.service import IdentificationService
+    from identify.storage import Store, make_engine
+    from tests.conftest import build_reference_index, write_birder_checkpoint
+
+    classes = ["Alauda_arvensis", "Sturnus_vulgaris", "Turdus_merula"]
+    checkpoint = write_birder_checkpoint("mobilenet_v3_small_0_25", classes, 96, tmp_path / "mobilenet_v3_small_0_25_x.pt")
+    settings = replace(web_settings, service=replace(web_settings.service, model=str(checkpoint)))
+    backbone = load_backbone(str(checkpoint))
+    build_reference_index(settings, backbone, refs, "birds")
+    service = IdentificationService(settings, backbone, Store(make_engine(settings.database_url)))
+    app = create_app(settings, service)
+
+    def one(variant: int) -> int:
+        return upload(app.test_client(), jpeg_bytes(species_photo(variant % 4, 200 + variant))).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(one, range(12)))
+    assert statuses == [201] * 12
+    assert count_rows(service, Sighting) == 12 and service.similar_index.count == 12
