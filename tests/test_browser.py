@@ -61,11 +61,17 @@ def test_upload_a_photo_and_see_the_result(page, served, tmp_path):
     shot(page, "2-result")
 
 
-def test_log_in_and_review_from_the_queue_with_the_keyboard(page, served, tmp_path):
-    photo = tmp_path / "bird.jpg"
-    photo.write_bytes(jpeg_bytes(species_photo(3, 8, size=256)))
+def test_drop_a_photo_log_in_and_review_from_the_queue_with_the_keyboard(page, served):
     page.goto(served["base"] + "/")
-    page.set_input_files("#image", str(photo))
+    # Drag and drop: a file dropped on the zone becomes the form's photo.
+    dropped = page.evaluate_handle(
+        """(bytes) => { const transfer = new DataTransfer();
+                        transfer.items.add(new File([new Uint8Array(bytes)], 'bird.jpg', {type: 'image/jpeg'}));
+                        return transfer; }""",
+        list(jpeg_bytes(species_photo(3, 8, size=256))),
+    )
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": dropped})
+    expect(page.locator("#preview")).to_have_attribute("alt", "Preview of bird.jpg")
     page.click("#identify-button")
     page.wait_for_url("**/sightings/*")
     sighting = page.url.rsplit("/", 1)[1]
