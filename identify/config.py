@@ -79,7 +79,8 @@ class Settings:
         return self.data_dir / "indexes"
 
 
-def _boolean(raw: Any) -> bool:
+def parse_boolean(raw: Any) -> bool:
+    """true/false, 1/0, yes/no, on/off (any case); an empty string is false. Raises ValueError otherwise."""
     if isinstance(raw, bool):
         return raw
     if str(raw).strip().lower() in ("1", "true", "yes", "on"):
@@ -91,7 +92,7 @@ def _boolean(raw: Any) -> bool:
 
 def _coerce(name: str, raw: Any, kind: type) -> Any:
     try:
-        return _boolean(raw) if kind is bool else kind(raw)
+        return parse_boolean(raw) if kind is bool else kind(raw)
     except (TypeError, ValueError):
         raise IdentifyError("bad_config", f"{name}={raw!r} is not a valid {kind.__name__}") from None
 

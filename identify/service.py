@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
 
 from identify.backbone import Backbone, load_backbone
-from identify.config import Settings
+from identify.config import Settings, parse_boolean
 from identify.curators import Curators
 from identify.errors import IdentifyError
 from identify.identifier import Identification, Identifier, NeighbourInfo
@@ -53,8 +53,8 @@ class SightingFields:
     note: str | None = None
 
 
-def _text(raw: str | None, name: str) -> str | None:
-    value = (raw or "").strip()
+def _text(raw: object, name: str) -> str | None:
+    value = str(raw or "").strip()
     if len(value) > MAX_TEXT:
         raise IdentifyError("bad_field", f"{name} is longer than {MAX_TEXT} characters")
     return value or None
@@ -74,16 +74,38 @@ def parse_filters(args: Mapping[str, str]) -> SightingFilters:
     return SightingFilters(_text(args.get("species"), "species"), start, end, parse_bbox(args.get("bbox")))
 
 
-def parse_k(raw: str | None, default: int = 10) -> int:
-    if raw is None or raw.strip() == "":
+def parse_count(raw: str | None, name: str, default: int, limit: int, code: str = "bad_field") -> int:
+    """A whole number in [1, limit]; blank gives the default."""
+    if raw is None or str(raw).strip() == "":
         return default
     try:
-        k = int(raw)
+        value = int(raw)
     except ValueError:
-        raise IdentifyError("bad_k", f"k {raw!r} is not a whole number") from None
-    if not 1 <= k <= MAX_SIMILAR:
-        raise IdentifyError("bad_k", f"k must lie in [1, {MAX_SIMILAR}]")
-    return k
+        raise IdentifyError(code, f"{name} {raw!r} is not a whole number") from None
+    if not 1 <= value <= limit:
+        raise IdentifyError(code, f"{name} must lie in [1, {limit}]")
+    return value
+
+
+def parse_k(raw: str | None, default: int = 10) -> int:
+    return parse_count(raw, "k", default, MAX_SIMILAR, "bad_k")
+
+
+def parse_review(sighting_id: int, curator_id: int, body: Mapping[str, Any]) -> ReviewRequest:
+    """A curator's review from a JSON object or a form: action, version, species, note, add_as_reference."""
+    try:
+        version = int(body.get("version"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise IdentifyError("bad_review", "version (the sighting's version you reviewed) is required") from None
+    try:
+        add_as_reference = parse_boolean(body.get("add_as_reference") or False)
+    except ValueError:
+        raise IdentifyError("bad_field", f"add_as_reference {body.get('add_as_reference')!r} is not true or false") from None
+    return ReviewRequest(
+        sighting_id=sighting_id, curator_id=curator_id, action=str(body.get("action") or ""), version=version,
+        species=_text(body.get("species"), "species"), note=_text(body.get("note"), "note"),
+        add_as_reference=add_as_reference,
+    )
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request, url_for
 
 from identify.errors import IdentifyError
-from identify.service import parse_filters, parse_k, parse_sighting_fields
-from identify.sightings import ReviewRequest
+from identify.service import parse_count, parse_filters, parse_k, parse_review, parse_sighting_fields
 from identify.web import views
 from identify.web.auth import api_curator, service
 from identify.web.openapi import openapi_document
@@ -16,6 +15,7 @@ from identify.web.openapi import openapi_document
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 PER_PAGE_LIMIT = 100
+MAX_PAGE = 1_000_000
 
 
 def uploaded_image() -> bytes:
@@ -24,29 +24,6 @@ def uploaded_image() -> bytes:
     if upload is None:
         raise IdentifyError("missing_image", "send the photo as the multipart form field `image`")
     return upload.read()
-
-
-def positive_int(name: str, default: int, limit: int | None = None) -> int:
-    raw = request.values.get(name, "")
-    if raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise IdentifyError("bad_field", f"{name} {raw!r} is not a whole number") from None
-    if value < 1 or (limit is not None and value > limit):
-        raise IdentifyError("bad_field", f"{name} must lie in [1, {limit}]" if limit else f"{name} must be at least 1")
-    return value
-
-
-def flag(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if str(raw).strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(raw).strip().lower() in ("", "0", "false", "no", "off", "none"):
-        return False
-    raise IdentifyError("bad_field", f"add_as_reference {raw!r} is not true or false")
 
 
 @bp.get("/openapi.json")
@@ -93,7 +70,8 @@ def similar_to_photo() -> Any:
 @bp.get("/review/queue")
 def review_queue() -> Any:
     api_curator()
-    page, per_page = positive_int("page", 1), positive_int("per_page", 20, PER_PAGE_LIMIT)
+    page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
+    per_page = parse_count(request.args.get("per_page"), "per_page", 20, PER_PAGE_LIMIT)
     records, total = service().queue(page, per_page)
     more = page * per_page < total
     return jsonify({
@@ -115,17 +93,7 @@ def _review_body() -> dict[str, Any]:
 @bp.post("/sightings/<int:sighting_id>/review")
 def review(sighting_id: int) -> Any:
     curator = api_curator()
-    body = _review_body()
-    version = body.get("version")
-    try:
-        version = int(version)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise IdentifyError("bad_review", "version (the sighting's version you reviewed) is required") from None
-    outcome = service().review(ReviewRequest(
-        sighting_id=sighting_id, curator_id=curator.id, action=str(body.get("action") or ""), version=version,
-        species=(str(body.get("species") or "").strip() or None), note=(str(body.get("note") or "").strip() or None),
-        add_as_reference=flag(body.get("add_as_reference", False)),
-    ))
+    outcome = service().review(parse_review(sighting_id, curator.id, _review_body()))
     result = views.sighting_json(outcome.sighting)
     result["reference_id"] = outcome.reference_id
     return jsonify(result)

@@ -70,8 +70,8 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path on this site: a login link must not send people elsewhere."""
+def local_path(target: str | None) -> str:
+    """`target` if it is a path on this site, else the review queue: links must not send people elsewhere."""
     if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
         return target
     return url_for("pages.review_queue")
@@ -87,7 +87,7 @@ def login() -> Any:
             session["curator_id"] = curator.id
             session.permanent = True
             flash(f"Logged in as {curator.name}.")
-            return redirect(_safe_next(request.form.get("next")))
+            return redirect(local_path(request.form.get("next")))
         error = "Wrong name or password."
     status = 401 if error else 200
     return render_template("login.html", error=error, next=request.values.get("next", "")), status

@@ -8,9 +8,8 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 
 from identify.errors import IdentifyError
-from identify.service import parse_filters, parse_sighting_fields
-from identify.sightings import ReviewRequest
-from identify.web.auth import current_curator, login_required, service
+from identify.service import parse_filters, parse_review, parse_sighting_fields
+from identify.web.auth import current_curator, local_path, login_required, service
 
 bp = Blueprint("pages", __name__)
 
@@ -84,20 +83,9 @@ def review_queue() -> Any:
 def review(sighting_id: int) -> Any:
     curator = current_curator()
     assert curator is not None
-    back = request.form.get("back") or url_for("pages.review_queue")
-    if not back.startswith("/") or back.startswith("//"):
-        back = url_for("pages.review_queue")
+    back = local_path(request.form.get("back"))
     try:
-        version = int(request.form.get("version", ""))
-    except ValueError:
-        flash("The form lacks the sighting's version; reload the page.", "error")
-        return redirect(back)
-    try:
-        outcome = service().review(ReviewRequest(
-            sighting_id=sighting_id, curator_id=curator.id, action=request.form.get("action", ""), version=version,
-            species=request.form.get("species", "").strip() or None, note=request.form.get("note", "").strip() or None,
-            add_as_reference=request.form.get("add_as_reference") in ("1", "on", "true"),
-        ))
+        outcome = service().review(parse_review(sighting_id, curator.id, request.form))
     except IdentifyError as exc:
         flash(f"Sighting {sighting_id}: {exc.message}", "error")
         return redirect(back)
