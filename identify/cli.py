@@ -158,6 +158,80 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
         sys.exit(1)
 
 
+def _labelled(path: Path):  # type: ignore[no-untyped-def]
+    from index_builder.sources import from_folder, from_manifest
+
+    return from_manifest(path) if path.is_file() else from_folder(path)
+
+
+def _embedded_photos(model: str, network: str | None, references: Path, queries: Path, batch_size: int,
+                     workers: int | None, progress: bool):  # type: ignore[no-untyped-def]
+    """EvaluationData from labelled photos: one forward pass per photo, decoding in DataLoader workers."""
+    from identify.backbone import load_backbone
+    from identify.evaluation import EvaluationData
+    from index_builder.dataset import default_workers, embed_sources
+
+    reference_sources, query_sources = _labelled(references), _labelled(queries)  # validated before the model
+    backbone = load_backbone(model, network=network)
+    workers = default_workers() if workers is None else workers
+    refs = embed_sources(backbone, reference_sources, batch_size, workers, progress, "references")
+    asked = embed_sources(backbone, query_sources, batch_size, workers, progress, "queries")
+    skipped = len(refs.failures) + len(asked.failures)
+    return EvaluationData(
+        classes=backbone.identity.classes, probabilities=asked.probabilities, query_embeddings=asked.embeddings,
+        query_labels=[query_sources[p].species for p in asked.positions], reference_embeddings=refs.embeddings,
+        reference_labels=[reference_sources[p].species for p in refs.positions], kind="labelled photos",
+        description=f"model {backbone.identity.name} ({backbone.identity.sha256[:12]}); references {references}, "
+                    f"queries {queries}" + (f"; {skipped} unreadable photos skipped" if skipped else ""),
+    )
+
+
+@main.command()
+@click.option("--model", help="Birder pretrained model name or path to a .pt checkpoint.")
+@network_option
+@click.option("--references", type=click.Path(path_type=Path, exists=True), help="Species folders or a CSV manifest.")
+@click.option("--queries", type=click.Path(path_type=Path, exists=True), help="Labelled queries, same layouts.")
+@click.option("--simulate", is_flag=True, help="Measure on the seeded simulation instead of photos.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the simulation.")
+@click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: <data dir>/evaluation].")
+@click.option("--write-config", is_flag=True, help="Store the best λ, k and T in <data dir>/identify.toml.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader decode workers.")
+@json_option
+@reports_errors
+def evaluate(model: str | None, network: str | None, references: Path | None, queries: Path | None, simulate: bool,
+             seed: int, out: Path | None, write_config: bool, batch_size: int, workers: int | None,
+             json_output: bool) -> None:
+    """Measure quality on labelled queries: classifier, kNN and fusion accuracy, calibration, coverage-risk,
+    and a sweep over λ, k and T. Writes report.md, metrics.json and PNG plots."""
+    from identify.config import write_fusion_settings
+    from identify.evaluation import evaluate as measure
+    from identify.report import write_report
+    from identify.simulation import simulate as simulated
+
+    settings = _settings()
+    if simulate == bool(model or references or queries):
+        raise IdentifyError("bad_arguments", "give --model, --references and --queries, or --simulate")
+    if not simulate and not (model and references and queries):
+        raise IdentifyError("bad_arguments", "--model, --references and --queries go together")
+    data = simulated(seed) if simulate else _embedded_photos(
+        model, network, references, queries, batch_size, workers, not json_output)  # type: ignore[arg-type]
+    result = measure(data, settings.fusion)
+    report = write_report(result, out or settings.data_dir / "evaluation")
+    if write_config:
+        best = {key: result.best[key] for key in ("weight_knn", "k", "temperature")}
+        click.echo(f"wrote {best} to {write_fusion_settings(settings.data_dir, best)}", err=json_output)
+    if json_output:
+        click.echo(json.dumps({"report": str(report), **result.to_dict()}))
+        return
+    for name, values in result.accuracy.items():
+        click.echo(f"{name:<11} top-1 {values['top1']:.3f}  top-5 {values['top5']:.3f}")
+    click.echo(f"ECE {result.ece['fusion']:.3f}; review rate {result.decisions['review_rate']:.1%}; best "
+               f"λ={result.best['weight_knn']:g} k={result.best['k']} T={result.best['temperature']:g} "
+               f"(top-1 {result.best['top1']:.3f})")
+    click.echo(f"report: {report}")
+
+
 @main.command("convert-demo-model")
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write [default: <data dir>/models/efficientnet_lite0_imagenet.pt].")
 @reports_errors

@@ -135,3 +135,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         fusion=_section(FusionConfig, "fusion", file_config.get("fusion", {}), env),
         service=_section(ServiceConfig, "service", file_config.get("service", {}), env),
     )
+
+
+def write_fusion_settings(data_dir: Path, values: Mapping[str, Any]) -> Path:
+    """Store fusion settings in `<data dir>/identify.toml` ([fusion]), keeping everything else in the file."""
+    import tomli_w
+
+    path = data_dir / "identify.toml"
+    content = _read_toml(path)
+    content.setdefault("fusion", {}).update(values)
+    _section(FusionConfig, "fusion", content["fusion"], {})  # refuse to write what would not load
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(tomli_w.dumps(content), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

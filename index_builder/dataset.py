@@ -6,10 +6,13 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from identify.backbone import Backbone
 from identify.errors import IdentifyError
 from identify.images import read_image_file
 from index_builder.sources import ReferenceSource
@@ -58,3 +61,30 @@ def loader(dataset: ReferenceDataset, batch_size: int, workers: int) -> DataLoad
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+@dataclass
+class EmbeddedSources:
+    positions: list[int]  # sources that decoded, in the row order below
+    probabilities: np.ndarray  # (n, classes)
+    embeddings: np.ndarray  # (n, dim)
+    failures: list[tuple[int, str, str]]  # (position, error code, message)
+
+
+def embed_sources(backbone: Backbone, sources: Sequence[ReferenceSource], batch_size: int, workers: int,
+                  progress: bool, description: str = "embedding") -> EmbeddedSources:
+    """Probabilities and embeddings of every source that decodes (one forward pass each), with a progress bar."""
+    positions: list[int] = []
+    probabilities, embeddings, failures = [], [], []
+    with tqdm(total=len(sources), unit="img", desc=description, disable=not progress) as bar:
+        for batch in loader(ReferenceDataset(sources, backbone.transform), batch_size, workers):
+            failures += batch.failures
+            if batch.tensors is not None:
+                output = backbone.forward(batch.tensors)
+                positions += batch.positions
+                probabilities.append(output.probabilities)
+                embeddings.append(output.embeddings)
+            bar.update(len(batch.positions) + len(batch.failures))
+    if not positions:
+        raise IdentifyError("nothing_embedded", f"none of the {len(sources)} photos could be read")
+    return EmbeddedSources(positions, np.concatenate(probabilities), np.concatenate(embeddings), failures)

@@ -1,0 +1,123 @@
+"""`identify evaluate`: metrics checked against a case computed by hand, the simulation where fusion must beat
+both of its parts, and the real demo model on real photos through the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from identify.cli import main
+from identify.config import FusionConfig, load_settings
+from identify.evaluation import EvaluationData, coverage_risk, evaluate, expected_calibration_error
+from identify.simulation import simulate
+
+
+def hand_case() -> EvaluationData:
+    """Two references, a=(1,0) and b=(0,1). q0 is an `a` the classifier calls b; q1 a `b` that lies nearer a."""
+    return EvaluationData(
+        classes=["a", "b"],
+        probabilities=np.array([[0.4, 0.6], [0.1, 0.9]]),
+        query_embeddings=np.array([[1.0, 0.0], [0.8, 0.6]]),
+        query_labels=["a", "b"],
+        reference_embeddings=np.array([[1.0, 0.0], [0.0, 1.0]]),
+        reference_labels=["a", "b"],
+        kind="simulation",
+    )
+
+
+def test_the_hand_computed_case():
+    # k=2, T=1, lambda=0.5. q0: p_knn(a) = 1/(1+e^-1) = 0.7311 -> fused a = 0.3655 + 0.2 = 0.5655 (right).
+    # q1: p_knn(a) = 1/(1+e^-0.2) = 0.5498 -> fused b = 0.2251 + 0.45 = 0.6751 (right).
+    result = evaluate(hand_case(), FusionConfig(k=2, temperature=1.0, weight_knn=0.5))
+    assert result.accuracy["classifier"]["top1"] == 0.5  # q0 wrong
+    assert result.accuracy["knn"]["top1"] == 0.5  # q1 wrong
+    assert result.accuracy["fusion"]["top1"] == 1.0
+    knn_a0, knn_a1 = 1 / (1 + math.exp(-1)), 1 / (1 + math.exp(-0.2))
+    top0, top1 = 0.5 * knn_a0 + 0.5 * 0.4, 0.5 * (1 - knn_a1) + 0.5 * 0.9
+    assert result.curve["threshold"] == pytest.approx([top1, top0])  # most confident first
+    assert result.ece["fusion"] == pytest.approx(0.5 * (1 - top0) + 0.5 * (1 - top1))
+    assert result.curve["risk"] == [0.0, 0.0] and result.curve["coverage"] == [0.5, 1.0]
+    # Both decisions need review: classifier and neighbours disagree on each (q0's margin is also under 0.15).
+    assert result.decisions["needs_review"] == 1.0 and result.decisions["review_rate"] == 1.0
+    # With two references only k=1 is swept. There lambda in {0.2, 0.3, 0.4} gets both right; the tie goes to
+    # the one closest to an even mix.
+    assert {row["k"] for row in result.sweep} == {1}
+    assert result.best == {"weight_knn": 0.4, "k": 1, "temperature": 1.0, "top1": 1.0}
+    right = {row["weight_knn"] for row in result.sweep if row["top1"] == 1.0}
+    assert right == {0.2, 0.3, 0.4}
+
+
+def test_calibration_and_coverage_risk_by_hand():
+    confidence = np.array([0.95, 0.92, 0.55, 0.15])
+    correct = np.array([True, False, True, False])
+    ece, bins = expected_calibration_error(confidence, correct, bins=10)
+    # Bins are (low, high] (Guo et al.): (0.9, 1.0] holds 0.95 and 0.92 (accuracy 0.5, confidence 0.935).
+    assert ece == pytest.approx(0.5 * abs(0.5 - 0.935) + 0.25 * abs(1 - 0.55) + 0.25 * abs(0 - 0.15))
+    assert [b["count"] for b in bins] == [1, 1, 2]
+    curve = coverage_risk(confidence, correct)
+    assert curve["risk"] == pytest.approx([0.0, 0.5, 1 / 3, 0.5])
+    assert curve["aurc"] == pytest.approx((0 + 0.5 + 1 / 3 + 0.5) / 4)
+
+
+def test_the_vectorised_fusion_matches_the_services_fuse():
+    data = simulate(seed=3)
+    result = evaluate(data, FusionConfig(), run_sweep=False)
+    # evaluate() scores top-1 from matrices, and the decisions through identify.fusion.fuse: they must agree.
+    from identify.evaluation import _decisions, neighbourhood
+
+    _, correct, _ = _decisions(data, neighbourhood(data, 20), FusionConfig())
+    assert result.accuracy["fusion"]["top1"] == pytest.approx(correct.mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_in_the_simulation_fusion_beats_both_parts(seed):
+    result = evaluate(simulate(seed), FusionConfig())
+    fusion = result.accuracy["fusion"]["top1"]
+    assert fusion > result.accuracy["classifier"]["top1"] + 0.05
+    assert fusion > result.accuracy["knn"]["top1"] + 0.05
+    assert result.best["top1"] >= fusion
+    assert 0.0 <= result.ece["fusion"] <= 1.0 and result.decisions["review_rate"] < 1.0
+
+
+def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--out", str(out), "--write-config", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["kind"] == "simulation"
+    assert {p.name for p in out.iterdir()} == {"report.md", "metrics.json", "coverage_risk.png", "reliability.png",
+                                               "sweep.png"}
+    assert "**Data: simulation.**" in (out / "report.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == summary["accuracy"]
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    fusion = load_settings().fusion
+    best = summary["best"]
+    assert (fusion.weight_knn, fusion.k, fusion.temperature) == (best["weight_knn"], best["k"], best["temperature"])
+
+
+def test_evaluate_the_real_demo_model_on_real_photos(data_dir, tmp_path):
+    from identify.demo import write_demo_photos
+    from identify.demo_model import convert_demo_model
+
+    write_demo_photos(tmp_path / "demo")
+    model = convert_demo_model(tmp_path / "lite0.pt")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(model), "--references", str(tmp_path / "demo" / "gallery"),
+                                       "--queries", str(tmp_path / "demo" / "queries.csv"), "--out", str(out), "--json",
+                                       "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["kind"] == "labelled photos" and summary["queries"] == 20
+    # The 4 astronaut queries have no ImageNet class: the classifier cannot be right on them, the fusion can.
+    assert summary["accuracy"]["classifier"]["top1"] <= 0.8
+    assert summary["accuracy"]["fusion"]["top1"] >= 0.9
+    assert "**Data: labelled photos.**" in (out / "report.md").read_text()
+
+
+def test_evaluate_needs_photos_or_the_simulation(data_dir):
+    result = CliRunner().invoke(main, ["evaluate"])
+    assert result.exit_code == 1 and "error: bad_arguments:" in result.stderr
