@@ -55,12 +55,14 @@ class ServiceConfig:
     max_upload_mb: float = 20.0  # bigger uploads get 413
     max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard
     refresh_seconds: float = 2.0  # how often a process looks in SQL for rows other processes added
+    max_batch: int = 32  # concurrent uploads identified in one forward pass, at most
     secret_key: str | None = None  # signs session cookies; generated into <data dir>/secret_key when unset
     secure_cookies: bool = False  # set when served over HTTPS
 
     def __post_init__(self) -> None:
-        if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.refresh_seconds < 0:
-            raise IdentifyError("bad_config", "max_upload_mb and max_pixels must be positive, refresh_seconds >= 0")
+        if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
+            raise IdentifyError("bad_config", "max_upload_mb, max_pixels and max_batch must be positive, "
+                                "refresh_seconds >= 0")
 
     @property
     def max_upload_bytes(self) -> int:

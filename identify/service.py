@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from identify.backbone import Backbone, load_backbone
+from identify.batching import MicroBatcher
 from identify.config import Settings, parse_boolean
 from identify.curators import Curators
 from identify.errors import IdentifyError
@@ -144,6 +145,7 @@ class IdentificationService:
             refresh_seconds=self.limits.refresh_seconds,
         )
         self.identifier = Identifier(backbone, self.references, store, self.config, self.index_name)
+        self.batcher = MicroBatcher(self.identifier.identify, settings.service.max_batch, "identify-batcher")
         # Similar sightings: exact search (filters restrict it with an IDSelector), rebuilt from SQL at start.
         self.similar_index = LiveIndex(
             VectorIndex(empty_index(dim), new_manifest(identity, IndexPlan("flat", "Flat"), 0, 0)), 0,
@@ -173,7 +175,7 @@ class IdentificationService:
     def identify_upload(self, data: bytes, fields: SightingFields) -> Identified:
         """Identify a photo and store it as a sighting. On any failure nothing is stored."""
         image = self._decode(data)
-        result = self.identifier.identify([image])[0]
+        result = self.batcher.submit(image)  # one forward pass with the uploads that arrive meanwhile
         exif = exif_metadata(data)
         lat, lon = (fields.lat, fields.lon) if fields.lat is not None else (exif.lat, exif.lon)
         photo = self.photos.save(data, image_format(data))
