@@ -30,6 +30,9 @@ METRIC = "cosine"
 FLAT_LIMIT = 100_000  # exact search up to here (FAISS wiki: brute force is fine below ~100k-1M)
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 KEEP_VERSIONS = 2  # the current version and the one before it, for a manual rollback
+# k-means wants 39 to 256 points per centroid (FAISS); 64 keeps a million-vector build to minutes on a CPU.
+TRAIN_POINTS_PER_LIST = 64
+TARGET_RECALL = 0.95  # IVF: nprobe is raised until recall@10 on a sample of the collection reaches this
 
 
 def faiss_module() -> Any:
@@ -151,8 +154,8 @@ def _train_ivf(faiss: Any, index: Any, unit: np.ndarray) -> None:
     CPU and GPU share this path; only the index that assigns points to centroids moves."""
     ivf = faiss.extract_index_ivf(index)
     sample = unit
-    if len(unit) > 256 * ivf.nlist:  # k-means needs no more than ~256 points per centroid
-        sample = unit[np.random.default_rng(0).choice(len(unit), 256 * ivf.nlist, replace=False)]
+    if len(unit) > TRAIN_POINTS_PER_LIST * ivf.nlist:
+        sample = unit[np.random.default_rng(0).choice(len(unit), TRAIN_POINTS_PER_LIST * ivf.nlist, replace=False)]
     clustering = faiss.Clustering(unit.shape[1], ivf.nlist)
     clustering.spherical = True  # centroids on the unit sphere, as the vectors are
     assigner = faiss.IndexFlatIP(unit.shape[1])
@@ -161,6 +164,30 @@ def _train_ivf(faiss: Any, index: Any, unit: np.ndarray) -> None:
     clustering.train(np.ascontiguousarray(sample), assigner)
     ivf.quantizer.add(faiss.vector_to_array(clustering.centroids).reshape(ivf.nlist, -1))
     ivf.is_trained = index.is_trained = True
+
+
+def tune_nprobe(index: Any, vectors: np.ndarray, target: float = TARGET_RECALL, queries: int = 200, k: int = 10) -> int:
+    """The smallest nprobe (1, 2, 4, ... lists) whose recall@k against exact search reaches `target`. The
+    queries are a sample of the collection, each one's own row left out (a new photo is not in the index)."""
+    faiss = faiss_module()
+    unit = normalised(vectors)
+    rows = np.random.default_rng(1).choice(len(unit), min(queries, len(unit)), replace=False)
+    sample = np.ascontiguousarray(unit[rows])
+    id_map = faiss.vector_to_array(index.id_map)
+    own_ids = id_map[rows]
+    _, exact = faiss.knn(sample, unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    truth = [set(id_map[row].tolist()) - {own} for row, own in zip(exact, own_ids, strict=True)]
+    wanted = sum(len(t) for t in truth)
+    ivf = faiss.extract_index_ivf(index)
+    nprobe = 1
+    while nprobe < ivf.nlist:
+        ivf.nprobe = nprobe
+        _, found = index.search(sample, k + 1)
+        hits = sum(len(t & set(row.tolist())) for t, row in zip(truth, found, strict=True))
+        if hits >= target * wanted:
+            return nprobe
+        nprobe *= 2
+    return int(ivf.nlist)
 
 
 def to_search_device(index: VectorIndex) -> VectorIndex:

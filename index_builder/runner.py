@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,16 @@ from identify.config import Settings
 from identify.errors import IdentifyError
 from identify.images import sha256_file
 from identify.storage import Store
-from identify.vectors import Manifest, build_faiss_index, check_compatible, new_manifest, plan_index, publish, read_manifest
+from identify.vectors import (
+    Manifest,
+    build_faiss_index,
+    check_compatible,
+    new_manifest,
+    plan_index,
+    publish,
+    read_manifest,
+    tune_nprobe,
+)
 from index_builder.dataset import ReferenceDataset, default_workers, loader
 from index_builder.sources import ReferenceSource
 from index_builder.writer import EmbeddingWriter
@@ -125,8 +135,11 @@ class IndexBuilder:
         if len(ids) == 0:
             raise IdentifyError("nothing_embedded", f"no photo could be embedded into {self.options.name!r}")
         plan = plan_index(len(ids), self.options.index_type)
+        index = build_faiss_index(ids, vectors, plan)
+        if plan.index_type == "ivf":
+            plan = dataclasses.replace(plan, nprobe=tune_nprobe(index, vectors))
         manifest = new_manifest(identity, plan, len(ids), int(ids.max()))
-        link = publish(build_faiss_index(ids, vectors, plan), manifest, self.settings.indexes_dir, self.options.name)
+        link = publish(index, manifest, self.settings.indexes_dir, self.options.name)
         self.report.published = True
         self.report.count, self.report.index_type, self.report.index = len(ids), plan.index_type, str(link)
 

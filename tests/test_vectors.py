@@ -100,3 +100,31 @@ def test_missing_or_damaged_index_is_a_clear_error(tmp_path):
     with pytest.raises(IdentifyError) as error:
         load_index(tmp_path, "birds")
     assert error.value.code == "index_corrupt"
+
+
+def _recall_at_10(index, vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> float:
+    import faiss
+
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    _, exact = faiss.knn(queries, unit, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    _, found = index.search(queries, 10)
+    return float(np.mean([len(set(ids[e].tolist()) & set(f.tolist())) / 10 for e, f in zip(exact, found)]))
+
+
+def test_tuned_nprobe_reaches_the_target_recall_on_new_queries():
+    import faiss
+
+    from identify.vectors import tune_nprobe
+
+    rng = np.random.default_rng(5)
+    centres = unit_vectors(50, 32, seed=9)
+    vectors = (centres[rng.integers(0, 50, 8000)] + 0.15 * rng.standard_normal((8000, 32))).astype(np.float32)
+    ids = np.arange(8000, dtype=np.int64) + 1
+    plan = plan_index(len(ids), "ivf")
+    index = build_faiss_index(ids, vectors, plan)
+    nprobe = tune_nprobe(index, vectors)
+    assert 1 <= nprobe < faiss.extract_index_ivf(index).nlist  # clustered data: a fraction of the lists
+    queries = (centres[rng.integers(0, 50, 300)] + 0.15 * rng.standard_normal((300, 32))).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    faiss.extract_index_ivf(index).nprobe = nprobe
+    assert _recall_at_10(index, vectors, queries, ids) >= 0.93  # tuned on the collection, checked on new photos
