@@ -1,0 +1,100 @@
+"""Index build: images/s of `identify build-index` against a pure batched forward of the same model on the
+same decoded tensors (target >= 0.9: decoding and writing hidden behind compute), and against birder's own
+`birder-predict --save-embeddings` on the same folder (target: faster). A random-weight birder checkpoint of
+the network at its native size stands in for trained weights (same compute).
+
+    .venv/bin/python benchmarks/bench_build.py [--network xcit_nano12_p16] [--size 256] [--images 384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import species_photo, write_birder_checkpoint  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia", "Pica_pica"]
+
+
+def write_photos(root: Path, count: int) -> None:
+    """Camera-like JPEGs (640x480, noisy) in species folders."""
+    for i in range(count):
+        folder = root / SPECIES[i % len(SPECIES)]
+        folder.mkdir(parents=True, exist_ok=True)
+        species_photo(i % len(SPECIES), i, size=480).resize((640, 480)).save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def pure_forward(checkpoint: Path, photos: Path, batch_size: int) -> float:
+    """img/s of the forward pass alone, on tensors decoded beforehand."""
+    from identify.backbone import load_backbone
+
+    backbone = load_backbone(str(checkpoint))
+    transform = backbone.transform
+    tensors = torch.stack([transform(Image.open(p).convert("RGB")) for p in sorted(photos.rglob("*.jpg"))])
+    backbone.forward(tensors[:batch_size])  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(tensors), batch_size):
+        backbone.forward(tensors[start : start + batch_size])
+    return len(tensors) / (time.perf_counter() - started)
+
+
+def timed(command: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[0]} failed: {done.stderr[-2000:]}")
+    return time.perf_counter() - started, done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--network", default="xcit_nano12_p16")
+    parser.add_argument("--size", type=int, default=256, help="the network's native input size")
+    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-build-"))
+    photos = root / "photos"
+    write_photos(photos, args.images)
+    (root / "models").mkdir()
+    checkpoint = write_birder_checkpoint(args.network, SPECIES, args.size, root / "models" / f"{args.network}.pt")
+
+    forward_ips = pure_forward(checkpoint, photos, args.batch_size)
+    env = {**os.environ, "IDENTIFY_DATA_DIR": str(root / "var"), "MODELS_DIR": str(root / "models")}
+    build_wall, done = timed([str(BIN / "identify"), "build-index", "--model", str(checkpoint), "--images", str(photos),
+                              "--name", "bench", "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+                              "--json"], env=env)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    birder_wall, _ = timed([str(BIN / "birder-predict"), "-n", args.network, "--save-embeddings", "--batch-size",
+                            str(args.batch_size), "-j", str(args.workers), "--size", str(args.size), str(photos)],
+                           env=env, cwd=root)
+    build_ips = report["images_per_second"]
+    print(f"{args.network} @{args.size}, {args.images} photos 640x480, batch {args.batch_size}, "
+          f"{args.workers} decode workers, torch threads {torch.get_num_threads()}")
+    print(f"pure batched forward          {forward_ips:7.1f} img/s")
+    print(f"identify build-index (embed)  {build_ips:7.1f} img/s   ratio to pure forward {build_ips / forward_ips:.2f} "
+          f"(target >= 0.9)")
+    print(f"identify build-index (whole)  {args.images / build_wall:7.1f} img/s   {build_wall:.1f} s incl. start-up")
+    print(f"birder-predict --save-embed.  {args.images / birder_wall:7.1f} img/s   {birder_wall:.1f} s incl. start-up")
+    print(f"build-index / birder-predict  {birder_wall / build_wall:.2f}x (target > 1)")
+    print("JSON " + json.dumps({"forward_ips": round(forward_ips, 2), "build_embed_ips": build_ips,
+                               "build_wall_s": round(build_wall, 2), "birder_wall_s": round(birder_wall, 2),
+                               "ratio_forward": round(build_ips / forward_ips, 3),
+                               "ratio_birder": round(birder_wall / build_wall, 3)}))
+
+
+if __name__ == "__main__":
+    main()

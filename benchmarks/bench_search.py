@@ -1,0 +1,86 @@
+"""Search: exact flat vs the index `identify build-index` chooses (auto), on random unit vectors.
+
+For each size and dimension it builds both indexes the way the builder does (plan_index, build_faiss_index,
+tune_nprobe), then measures queries/s of each in one run and recall@10 of auto against exact. Prints one line
+per case with the ratio auto/flat queries/s.
+
+    .venv/bin/python benchmarks/bench_search.py [--sizes 10000,100000,1000000] [--dims 128,384,768] [--queries 1000]
+        [--clusters N]   # N > 0: clustered vectors, as embeddings of N species are
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from identify.vectors import build_faiss_index, faiss_module, plan_index, tune_nprobe
+
+
+def random_unit(n: int, dim: int, seed: int, clusters: int = 0) -> np.ndarray:
+    """Unit vectors: uniform on the sphere, or (clusters > 0) around that many centres, as embeddings of
+    photos of that many species would be."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(12345 + dim).standard_normal((max(clusters, 1), dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):  # in chunks: no float64 copy of a million rows
+        size = min(100_000, n - start)
+        chunk = rng.standard_normal((size, dim), dtype=np.float32)
+        if clusters:
+            chunk = centres[rng.integers(0, clusters, size)] + chunk * (0.5 / np.sqrt(dim))
+        out[start : start + size] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    return out
+
+
+def queries_per_second(index, queries: np.ndarray, k: int = 10) -> tuple[float, np.ndarray]:
+    started = time.perf_counter()
+    _, found = index.search(queries, k)
+    return len(queries) / (time.perf_counter() - started), found
+
+
+def case(n: int, dim: int, n_queries: int, clusters: int) -> dict:
+    faiss = faiss_module()
+    vectors = random_unit(n, dim, seed=n + dim, clusters=clusters)
+    queries = random_unit(n_queries, dim, seed=1, clusters=clusters)
+    ids = np.arange(n, dtype=np.int64)
+    flat = build_faiss_index(ids, vectors, plan_index(n, "flat"))
+    started = time.perf_counter()
+    plan = plan_index(n)
+    auto = build_faiss_index(ids, vectors, plan)
+    if plan.index_type == "ivf":
+        nprobe = tune_nprobe(auto, vectors)
+        faiss.extract_index_ivf(auto).nprobe = nprobe
+        plan = plan.__class__(plan.index_type, plan.factory, nprobe, plan.ef_search)
+    build_seconds = time.perf_counter() - started
+    flat_qps, exact = queries_per_second(flat, queries)
+    auto_qps, found = queries_per_second(auto, queries)
+    recall = float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact.tolist(), found.tolist())]))
+    return {"n": n, "dim": dim, "auto": plan.factory, "nprobe": plan.nprobe, "build_s": round(build_seconds, 1),
+            "flat_qps": round(flat_qps, 1), "auto_qps": round(auto_qps, 1), "ratio": round(auto_qps / flat_qps, 2),
+            "recall_at_10": round(recall, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--dims", default="128,384,768")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--clusters", type=int, default=0,
+                        help="0: uniform random unit vectors (the issue's case); N: clustered around N centres")
+    args = parser.parse_args()
+    print(f"data: {'uniform random unit vectors' if not args.clusters else f'{args.clusters} clusters'}; "
+          f"{args.queries} queries; FAISS threads {faiss_module().omp_get_max_threads()}", flush=True)
+    for n in (int(x) for x in args.sizes.split(",")):
+        for dim in (int(x) for x in args.dims.split(",")):
+            result = case(n, dim, args.queries, args.clusters)
+            print(f"n={n:>8} d={dim:>4}  flat {result['flat_qps']:>9.1f} q/s  auto {result['auto']:<14} "
+                  f"nprobe={result['nprobe']}  {result['auto_qps']:>9.1f} q/s  ratio {result['ratio']:>6.2f}x  "
+                  f"recall@10 {result['recall_at_10']:.3f}  (build {result['build_s']} s)", flush=True)
+            print("JSON " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

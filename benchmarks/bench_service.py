@@ -1,0 +1,211 @@
+"""Service: latency of POST /api/v1/identify minus the model's own forward time, throughput with 8 and 32
+concurrent clients against the batched forward, and the peak memory of a server holding a 1M-vector index.
+
+A real `identify serve` on loopback (xcit_nano12_p16 at 256 px, random weights, SQLite); the load generator
+is a separate process with a fixed number of clients, each sending its next photo when the last is answered.
+
+    .venv/bin/python benchmarks/bench_service.py [--requests 100] [--clients 8,32] [--million]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import free_port, jpeg_bytes, make_species_folder, species_photo, write_birder_checkpoint  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia", "Pica_pica"]
+
+
+def photos(count: int, seed: int) -> list[bytes]:
+    """Distinct 640x480 JPEGs, so each upload is a new photo to store."""
+    return [jpeg_bytes(species_photo(i % 4, seed + i, size=480).resize((640, 480)), quality=90) for i in range(count)]
+
+
+def multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="b.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+    def identify(self, data: bytes) -> float:
+        body, content_type = multipart(data)
+        started = time.perf_counter()
+        self.connection.request("POST", "/api/v1/identify", body=body, headers={"Content-Type": content_type})
+        response = self.connection.getresponse()
+        response.read()
+        if response.status != 201:
+            raise SystemExit(f"identify answered {response.status}")
+        return time.perf_counter() - started
+
+
+def serve(root: Path, checkpoint: Path, index: str, threads: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "IDENTIFY_DATA_DIR": str(root / "var"), "IDENTIFY_MODEL": str(checkpoint),
+           "IDENTIFY_INDEX": index}
+    server = subprocess.Popen([str(BIN / "identify"), "serve", "--port", str(port), "--threads", str(threads)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/api/v1/status")
+            if connection.getresponse().status == 200:
+                return server, port
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the server did not start")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def model_times(checkpoint: Path, batch: int) -> tuple[float, float]:
+    """(median forward ms at batch 1, img/s of batched forward at `batch`), in this process."""
+    from identify.backbone import load_backbone
+
+    backbone = load_backbone(str(checkpoint))
+    tensor = backbone.transform(species_photo(0, 1, size=480).resize((640, 480)))
+    single = tensor[None]
+    for _ in range(5):
+        backbone.forward(single)
+    times = []
+    for _ in range(50):
+        started = time.perf_counter()
+        backbone.forward(single)
+        times.append(time.perf_counter() - started)
+    batched = tensor[None].repeat(batch, 1, 1, 1)
+    backbone.forward(batched)
+    started = time.perf_counter()
+    for _ in range(5):
+        backbone.forward(batched)
+    return statistics.median(times) * 1000, 5 * batch / (time.perf_counter() - started)
+
+
+def load(port: int, clients: int, per_client: int, seed: int) -> float:
+    """Requests/s with `clients` concurrent clients, each sending `per_client` photos back to back."""
+    payloads = [photos(per_client, seed + 1000 * c) for c in range(clients)]
+    connections = [Client(port) for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+
+    def run(c: int) -> None:
+        start.wait()
+        for data in payloads[c]:
+            connections[c].identify(data)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return clients * per_client / (time.perf_counter() - started)
+
+
+def publish_million(root: Path, checkpoint: Path, dim: int) -> None:
+    """A published flat index of 1M random vectors for this model (SQL knows the index, not the vectors)."""
+    from identify.backbone import load_backbone
+    from identify.config import load_settings
+    from identify.storage import Store, make_engine
+    from identify.vectors import build_faiss_index, new_manifest, plan_index, publish
+
+    backbone = load_backbone(str(checkpoint))
+    settings = load_settings({"IDENTIFY_DATA_DIR": str(root / "var")})
+    store = Store(make_engine(settings.database_url))
+    store.open_index("million", store.register_model(backbone.identity))
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((1_000_000, dim), dtype=np.float32)
+    ids = np.arange(10_000_000, 11_000_000, dtype=np.int64)
+    plan = plan_index(len(ids), "flat")
+    index = build_faiss_index(ids, vectors, plan)
+    publish(index, new_manifest(backbone.identity, plan, len(ids), int(ids.max())), settings.indexes_dir, "million")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--network", default="xcit_nano12_p16")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--requests", type=int, default=100, help="sequential requests for the latency figures")
+    parser.add_argument("--clients", default="8,32")
+    parser.add_argument("--per-client", type=int, default=12)
+    parser.add_argument("--million", action="store_true", help="also measure peak RSS with a 1M-vector index")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    checkpoint = write_birder_checkpoint(args.network, SPECIES, args.size, root / f"{args.network}_bench.pt")
+    refs = make_species_folder(root / "refs", SPECIES, per=16)
+    env = {**os.environ, "IDENTIFY_DATA_DIR": str(root / "var")}
+    subprocess.run([str(BIN / "identify"), "build-index", "--model", str(checkpoint), "--images", str(refs),
+                    "--name", "bench"], env=env, check=True, capture_output=True)
+    forward_ms, batched_ips = model_times(checkpoint, 32)
+
+    server, port = serve(root, checkpoint, "bench", threads=40)
+    try:
+        client = Client(port)
+        for data in photos(5, 90_000):
+            client.identify(data)  # warm-up
+        latencies = sorted(client.identify(data) * 1000 for data in photos(args.requests, 0))
+        p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        results = {"forward_ms": round(forward_ms, 2), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
+                   "overhead_p50_ms": round(p50 - forward_ms, 2), "overhead_p99_ms": round(p99 - forward_ms, 2),
+                   "batched_forward_ips": round(batched_ips, 1)}
+        for clients in (int(c) for c in args.clients.split(",")):
+            rps = load(port, clients, args.per_client, seed=10_000 * clients)
+            results[f"rps_{clients}"] = round(rps, 1)
+            results[f"ratio_{clients}"] = round(rps / batched_ips, 3)
+        results["rss_small_index_mb"] = round(peak_rss_mb(server.pid), 1)
+    finally:
+        server.terminate()
+        server.wait(30)
+    print(f"{args.network} @{args.size}, torch threads {torch.get_num_threads()}, SQLite, identify serve --threads 40")
+    print(f"model forward, batch 1 (median)   {results['forward_ms']:7.2f} ms")
+    print(f"POST /identify p50 / p99          {results['p50_ms']:7.2f} / {results['p99_ms']:.2f} ms "
+          f"(one client, {args.requests} photos 640x480)")
+    print(f"overhead over the forward, p50    {results['overhead_p50_ms']:7.2f} ms (target <= 15)   "
+          f"p99 {results['overhead_p99_ms']:.2f} ms")
+    print(f"batched forward (batch 32)        {results['batched_forward_ips']:7.1f} img/s")
+    for clients in (int(c) for c in args.clients.split(",")):
+        print(f"{clients:>2} concurrent clients             {results[f'rps_{clients}']:7.1f} req/s   ratio to batched "
+              f"forward {results[f'ratio_{clients}']:.2f} (target >= 0.8)")
+    print(f"peak RSS, {len(list(refs.rglob('*.jpg')))}-reference index   {results['rss_small_index_mb']:7.1f} MB")
+    if args.million:
+        publish_million(root, checkpoint, dim=128)
+        server, port = serve(root, checkpoint, "million", threads=8)
+        try:
+            client = Client(port)
+            for data in photos(10, 50_000):
+                client.identify(data)
+            results["rss_million_mb"] = round(peak_rss_mb(server.pid), 1)
+        finally:
+            server.terminate()
+            server.wait(30)
+        print(f"peak RSS, 1M-vector index (128-d)  {results['rss_million_mb']:7.1f} MB "
+              f"(the vectors alone: {1_000_000 * 128 * 4 / 2**20:.0f} MB)")
+    print("JSON " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
