@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from identify.vectors import build_faiss_index, faiss_module, plan_index, tune_nprobe
+from identify.vectors import build_faiss_index, build_planned_index, faiss_module, plan_index
 
 
 def random_unit(n: int, dim: int, seed: int, clusters: int = 0) -> np.ndarray:
@@ -48,12 +48,9 @@ def case(n: int, dim: int, n_queries: int, clusters: int) -> dict:
     ids = np.arange(n, dtype=np.int64)
     flat = build_faiss_index(ids, vectors, plan_index(n, "flat"))
     started = time.perf_counter()
-    plan = plan_index(n)
-    auto = build_faiss_index(ids, vectors, plan)
-    if plan.index_type == "ivf":
-        nprobe = tune_nprobe(auto, vectors)
-        faiss.extract_index_ivf(auto).nprobe = nprobe
-        plan = plan.__class__(plan.index_type, plan.factory, nprobe, plan.ef_search)
+    auto, plan = build_planned_index(ids, vectors)  # exactly what build-index publishes
+    if plan.nprobe is not None:
+        faiss.extract_index_ivf(auto).nprobe = plan.nprobe
     build_seconds = time.perf_counter() - started
     flat_qps, exact = queries_per_second(flat, queries)
     auto_qps, found = queries_per_second(auto, queries)

@@ -35,6 +35,11 @@ class ModelIdentity:
     size: tuple[int, int]
     embedding_dim: int
 
+    @property
+    def decode_size(self) -> int:
+        """The smallest square a photo must be decoded to before the transform (JPEG draft decoding)."""
+        return max(self.size)
+
 
 @dataclass(frozen=True)
 class BackboneOutput:

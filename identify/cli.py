@@ -145,7 +145,8 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     failed = 0
     for photo in photos:
         try:
-            result = identifier.identify([read_image_file(photo)])[0].to_dict()
+            image = read_image_file(photo, draft_size=backbone.identity.decode_size)
+            result = identifier.identify([image])[0].to_dict()
         except IdentifyError as exc:
             failed += 1
             click.echo(json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}")

@@ -40,8 +40,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
     """Decode `data` fully; returns an EXIF-upright RGB image.
+
+    With `draft_size`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers
+    draft_size x draft_size: a 12-megapixel photo meant for a 256-pixel model decodes several times faster.
 
     Raises IdentifyError: empty_file, not_an_image, truncated_image or too_many_pixels."""
     if not data:
@@ -55,6 +58,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
                 raise IdentifyError(
                     "too_many_pixels", f"{width}x{height} pixels is over the limit of {max_pixels} pixels", 413
                 )
+            if draft_size is not None and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
             image.load()
     except IdentifyError:
         raise
@@ -75,9 +80,9 @@ def image_format(data: bytes) -> str | None:
         return None
 
 
-def read_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def read_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise IdentifyError("unreadable_file", f"{path}: {exc.strerror or exc}") from None
-    return decode_image(data, max_pixels)
+    return decode_image(data, max_pixels, draft_size)

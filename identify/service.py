@@ -24,7 +24,7 @@ from identify.identifier import Identification, Identifier, NeighbourInfo
 from identify.images import decode_image, image_format, read_image_file
 from identify.live_index import LiveIndex, empty_index
 from identify.metadata import exif_metadata, parse_bbox, parse_position, parse_timestamp
-from identify.photos import PhotoStore
+from identify.photos import THUMBNAIL_SIZE, PhotoStore
 from identify.sightings import (
     NewSighting,
     PredictionRow,
@@ -170,7 +170,7 @@ class IdentificationService:
     def _decode(self, data: bytes) -> Image.Image:
         if len(data) > self.limits.max_upload_bytes:
             raise IdentifyError("file_too_large", f"the photo is over {self.limits.max_upload_mb:g} MB", 413)
-        return decode_image(data, self.limits.max_pixels)
+        return decode_image(data, self.limits.max_pixels, self.backbone.identity.decode_size)
 
     def identify_upload(self, data: bytes, fields: SightingFields) -> Identified:
         """Identify a photo and store it as a sighting. On any failure nothing is stored."""
@@ -180,7 +180,6 @@ class IdentificationService:
         lat, lon = (fields.lat, fields.lon) if fields.lat is not None else (exif.lat, exif.lon)
         photo = self.photos.save(data, image_format(data))
         try:
-            self.photos.make_thumbnail(photo.sha256, image)
             sighting_id = self.sightings.add(NewSighting(
                 photo_sha256=photo.sha256, photo_name=photo.name, model_id=self.model_id,
                 embedding=result.embedding, decision=result.decision.decision, reasons=result.decision.reasons,
@@ -249,9 +248,10 @@ class IdentificationService:
         photo_name = self.sightings.by_photo(sha256)
         try:
             if photo_name is not None:
-                image = decode_image(self.photos.photo_path(photo_name).read_bytes(), self.limits.max_pixels)
+                image = decode_image(self.photos.photo_path(photo_name).read_bytes(), self.limits.max_pixels,
+                                     THUMBNAIL_SIZE)
             elif reference is not None:
-                image = read_image_file(Path(reference.path), self.limits.max_pixels)
+                image = read_image_file(Path(reference.path), self.limits.max_pixels, THUMBNAIL_SIZE)
             else:
                 return None
         except (IdentifyError, OSError) as exc:

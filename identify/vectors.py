@@ -9,11 +9,13 @@ so FAISS ids are SQL reference ids. Layout under the indexes dir:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -33,6 +35,7 @@ KEEP_VERSIONS = 2  # the current version and the one before it, for a manual rol
 # k-means wants 39 to 256 points per centroid (FAISS); 64 keeps a million-vector build to minutes on a CPU.
 TRAIN_POINTS_PER_LIST = 64
 TARGET_RECALL = 0.95  # IVF: nprobe is raised until recall@10 on a sample of the collection reaches this
+IVF_MIN_SPEEDUP = 2.0  # below this, exact search (recall 1) is worth its cost
 
 
 def faiss_module() -> Any:
@@ -166,28 +169,57 @@ def _train_ivf(faiss: Any, index: Any, unit: np.ndarray) -> None:
     ivf.is_trained = index.is_trained = True
 
 
-def tune_nprobe(index: Any, vectors: np.ndarray, target: float = TARGET_RECALL, queries: int = 200, k: int = 10) -> int:
-    """The smallest nprobe (1, 2, 4, ... lists) whose recall@k against exact search reaches `target`. The
-    queries are a sample of the collection, each one's own row left out (a new photo is not in the index)."""
+def _best_of_two(search: Any) -> tuple[Any, float]:
+    """The result of `search()` and its faster time of two runs (the first may pay for cold caches)."""
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        result = search()
+        times.append(time.perf_counter() - started)
+    return result, min(times)
+
+
+def tune_nprobe(index: Any, vectors: np.ndarray, target: float = TARGET_RECALL, queries: int = 200,
+                k: int = 10) -> int | None:
+    """The smallest nprobe (1, 2, 4, ... lists) whose recall@k against exact search reaches `target`, or None
+    when IVF is then not at least IVF_MIN_SPEEDUP times faster than exact search (uniform data is like that:
+    exact search is then the better index, with recall 1).
+
+    The queries are a sample of the collection, each one's own row left out (a new photo is not indexed)."""
     faiss = faiss_module()
     unit = normalised(vectors)
     rows = np.random.default_rng(1).choice(len(unit), min(queries, len(unit)), replace=False)
     sample = np.ascontiguousarray(unit[rows])
     id_map = faiss.vector_to_array(index.id_map)
-    own_ids = id_map[rows]
-    _, exact = faiss.knn(sample, unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    truth = [set(id_map[row].tolist()) - {own} for row, own in zip(exact, own_ids, strict=True)]
+    (_, exact), exact_seconds = _best_of_two(lambda: faiss.knn(sample, unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT))
+    truth = [set(id_map[row].tolist()) - {own} for row, own in zip(exact, id_map[rows], strict=True)]
     wanted = sum(len(t) for t in truth)
     ivf = faiss.extract_index_ivf(index)
     nprobe = 1
     while nprobe < ivf.nlist:
         ivf.nprobe = nprobe
-        _, found = index.search(sample, k + 1)
+        (_, found), ivf_seconds = _best_of_two(lambda: index.search(sample, k + 1))
         hits = sum(len(t & set(row.tolist())) for t, row in zip(truth, found, strict=True))
         if hits >= target * wanted:
-            return nprobe
+            return nprobe if ivf_seconds * IVF_MIN_SPEEDUP <= exact_seconds else None
         nprobe *= 2
-    return int(ivf.nlist)
+    return None
+
+
+def build_planned_index(ids: np.ndarray, vectors: np.ndarray, requested: str = "auto") -> tuple[Any, IndexPlan]:
+    """The index `build-index` publishes, and its plan. An IVF index gets the nprobe that reaches
+    TARGET_RECALL; under `auto`, a collection where IVF cannot do that faster than exact search gets Flat."""
+    plan = plan_index(len(ids), requested)
+    index = build_faiss_index(ids, vectors, plan)
+    if plan.index_type != "ivf":
+        return index, plan
+    nprobe = tune_nprobe(index, vectors)
+    if nprobe is None and requested == "auto":
+        log.info("IVF reaches recall %.2f no faster than exact search here: publishing an exact index", TARGET_RECALL)
+        plan = plan_index(len(ids), "flat")
+        return build_faiss_index(ids, vectors, plan), plan
+    nlist = faiss_module().extract_index_ivf(index).nlist
+    return index, dataclasses.replace(plan, nprobe=nprobe or int(nlist))
 
 
 def to_search_device(index: VectorIndex) -> VectorIndex:

@@ -26,16 +26,19 @@ class DecodedBatch:
 
 
 class ReferenceDataset(Dataset):
-    def __init__(self, sources: Sequence[ReferenceSource], transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(self, sources: Sequence[ReferenceSource], transform: Callable[[Image.Image], torch.Tensor],
+                 draft_size: int | None = None):
         self.sources = sources
         self.transform = transform
+        self.draft_size = draft_size  # decode JPEGs at the smallest scale that covers the model's input
 
     def __len__(self) -> int:
         return len(self.sources)
 
     def __getitem__(self, position: int) -> tuple[int, torch.Tensor | None, tuple[str, str] | None]:
         try:
-            return position, self.transform(read_image_file(self.sources[position].path)), None
+            image = read_image_file(self.sources[position].path, draft_size=self.draft_size)
+            return position, self.transform(image), None
         except IdentifyError as exc:
             return position, None, (exc.code, exc.message)
 
@@ -77,7 +80,8 @@ def embed_sources(backbone: Backbone, sources: Sequence[ReferenceSource], batch_
     positions: list[int] = []
     probabilities, embeddings, failures = [], [], []
     with tqdm(total=len(sources), unit="img", desc=description, disable=not progress) as bar:
-        for batch in loader(ReferenceDataset(sources, backbone.transform), batch_size, workers):
+        dataset = ReferenceDataset(sources, backbone.transform, backbone.identity.decode_size)
+        for batch in loader(dataset, batch_size, workers):
             failures += batch.failures
             if batch.tensors is not None:
                 output = backbone.forward(batch.tensors)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,16 +17,7 @@ from identify.config import Settings
 from identify.errors import IdentifyError
 from identify.images import sha256_file
 from identify.storage import Store
-from identify.vectors import (
-    Manifest,
-    build_faiss_index,
-    check_compatible,
-    new_manifest,
-    plan_index,
-    publish,
-    read_manifest,
-    tune_nprobe,
-)
+from identify.vectors import Manifest, build_planned_index, check_compatible, new_manifest, plan_index, publish, read_manifest
 from index_builder.dataset import ReferenceDataset, default_workers, loader
 from index_builder.sources import ReferenceSource
 from index_builder.writer import EmbeddingWriter
@@ -116,7 +106,8 @@ class IndexBuilder:
     def _embed(self, pending: list[tuple[ReferenceSource, str]], writer: EmbeddingWriter) -> None:
         if not pending:
             return
-        dataset = ReferenceDataset([source for source, _ in pending], self.backbone.transform)
+        dataset = ReferenceDataset([source for source, _ in pending], self.backbone.transform,
+                                   self.backbone.identity.decode_size)
         workers = default_workers() if self.options.workers is None else self.options.workers
         with tqdm(total=len(pending), unit="img", desc="embedding", disable=not self.options.progress) as bar:
             for batch in loader(dataset, self.options.batch_size, workers):
@@ -134,10 +125,7 @@ class IndexBuilder:
         ids, vectors = self.store.index_vectors(index_id, model_id, identity.embedding_dim)
         if len(ids) == 0:
             raise IdentifyError("nothing_embedded", f"no photo could be embedded into {self.options.name!r}")
-        plan = plan_index(len(ids), self.options.index_type)
-        index = build_faiss_index(ids, vectors, plan)
-        if plan.index_type == "ivf":
-            plan = dataclasses.replace(plan, nprobe=tune_nprobe(index, vectors))
+        index, plan = build_planned_index(ids, vectors, self.options.index_type)
         manifest = new_manifest(identity, plan, len(ids), int(ids.max()))
         link = publish(index, manifest, self.settings.indexes_dir, self.options.name)
         self.report.published = True

@@ -123,8 +123,18 @@ def test_tuned_nprobe_reaches_the_target_recall_on_new_queries():
     plan = plan_index(len(ids), "ivf")
     index = build_faiss_index(ids, vectors, plan)
     nprobe = tune_nprobe(index, vectors)
-    assert 1 <= nprobe < faiss.extract_index_ivf(index).nlist  # clustered data: a fraction of the lists
+    assert nprobe is not None and 1 <= nprobe < faiss.extract_index_ivf(index).nlist  # a fraction of the lists
     queries = (centres[rng.integers(0, 50, 300)] + 0.15 * rng.standard_normal((300, 32))).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     faiss.extract_index_ivf(index).nprobe = nprobe
     assert _recall_at_10(index, vectors, queries, ids) >= 0.93  # tuned on the collection, checked on new photos
+
+
+def test_auto_falls_back_to_exact_search_where_ivf_cannot_win():
+    from identify.vectors import build_planned_index
+
+    uniform = unit_vectors(120_000, 64, seed=2)  # no structure: IVF needs most lists for recall 0.95
+    index, plan = build_planned_index(np.arange(len(uniform)), uniform)
+    assert plan.index_type == "flat" and index.ntotal == len(uniform)
+    index, plan = build_planned_index(np.arange(len(uniform)), uniform, "ivf")  # asked for: kept, searched widely
+    assert plan.index_type == "ivf" and plan.nprobe >= 64
