@@ -17,9 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import species_photo, write_birder_checkpoint  # noqa: E402
@@ -28,21 +26,23 @@ BIN = Path(sys.executable).parent
 SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia", "Pica_pica"]
 
 
-def write_photos(root: Path, count: int) -> None:
-    """Camera-like JPEGs (640x480, noisy) in species folders."""
+def write_photos(root: Path, count: int, width: int, height: int) -> None:
+    """Noisy JPEGs of the given size in species folders (a 2-megapixel export of a camera photo by default)."""
     for i in range(count):
         folder = root / SPECIES[i % len(SPECIES)]
         folder.mkdir(parents=True, exist_ok=True)
-        species_photo(i % len(SPECIES), i, size=480).resize((640, 480)).save(folder / f"{i:05d}.jpg", quality=90)
+        photo = species_photo(i % len(SPECIES), i, size=min(width, height)).resize((width, height))
+        photo.save(folder / f"{i:05d}.jpg", quality=90)
 
 
 def pure_forward(checkpoint: Path, photos: Path, batch_size: int) -> float:
     """img/s of the forward pass alone, on tensors decoded beforehand."""
     from identify.backbone import load_backbone
+    from identify.images import read_image_file
 
     backbone = load_backbone(str(checkpoint))
     transform = backbone.transform
-    tensors = torch.stack([transform(Image.open(p).convert("RGB")) for p in sorted(photos.rglob("*.jpg"))])
+    tensors = torch.stack([transform(read_image_file(p)) for p in sorted(photos.rglob("*.jpg"))])
     backbone.forward(tensors[:batch_size])  # warm-up
     started = time.perf_counter()
     for start in range(0, len(tensors), batch_size):
@@ -63,12 +63,14 @@ def main() -> None:
     parser.add_argument("--network", default="xcit_nano12_p16")
     parser.add_argument("--size", type=int, default=256, help="the network's native input size")
     parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--photo-size", default="1600x1200", help="WIDTHxHEIGHT of the generated JPEGs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-build-"))
     photos = root / "photos"
-    write_photos(photos, args.images)
+    width, height = (int(x) for x in args.photo_size.split("x"))
+    write_photos(photos, args.images, width, height)
     (root / "models").mkdir()
     checkpoint = write_birder_checkpoint(args.network, SPECIES, args.size, root / "models" / f"{args.network}.pt")
 
@@ -78,11 +80,11 @@ def main() -> None:
                               "--name", "bench", "--batch-size", str(args.batch_size), "--workers", str(args.workers),
                               "--json"], env=env)
     report = json.loads(done.stdout.strip().splitlines()[-1])
+    # birder-predict reads models/<network>.pt under its working directory, at the size the checkpoint says.
     birder_wall, _ = timed([str(BIN / "birder-predict"), "-n", args.network, "--save-embeddings", "--batch-size",
-                            str(args.batch_size), "-j", str(args.workers), "--size", str(args.size), str(photos)],
-                           env=env, cwd=root)
+                            str(args.batch_size), "-j", str(args.workers), str(photos)], env=env, cwd=root)
     build_ips = report["images_per_second"]
-    print(f"{args.network} @{args.size}, {args.images} photos 640x480, batch {args.batch_size}, "
+    print(f"{args.network} @{args.size}, {args.images} photos {args.photo_size}, batch {args.batch_size}, "
           f"{args.workers} decode workers, torch threads {torch.get_num_threads()}")
     print(f"pure batched forward          {forward_ips:7.1f} img/s")
     print(f"identify build-index (embed)  {build_ips:7.1f} img/s   ratio to pure forward {build_ips / forward_ips:.2f} "

@@ -5,6 +5,8 @@ classifier says and what the neighbours are always come from the same look at th
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -60,7 +62,7 @@ class Backbone:
             log.warning("half precision needs a CUDA device; running in float32 on %s", device)
         self.half = half and device.type == "cuda"
 
-    @property
+    @functools.cached_property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """Birder's own inference transform for this model's size and normalisation."""
         import birder

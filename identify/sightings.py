@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
@@ -135,6 +135,19 @@ class SightingStore:
         self.store = store
         self.photos = photos
         self.sessions = store.sessions
+        self._species_ids: dict[str, int] = {}  # species rows are never renamed or deleted: safe to keep
+
+    def _species_id(self, session: Session, name: str) -> int:
+        """The species' id, from the cache when known; a row created here is cached only once it was committed
+        (seen by a later call), so a rolled-back transaction never leaves a dangling id behind."""
+        cached = self._species_ids.get(name)
+        if cached is not None:
+            return cached
+        existing = session.scalar(select(Species.id).where(Species.name == name))
+        if existing is None:
+            return species_id_for(session, name)
+        self._species_ids[name] = existing
+        return existing
 
     # ---- writing an upload -------------------------------------------------------------------------------
     def add(self, new: NewSighting) -> int:
@@ -154,13 +167,15 @@ class SightingStore:
                 uncertainty=new.uncertainty,
                 neighbours=[[int(i), round(float(s), 6)] for i, s in new.neighbours],
                 status="open",
-                species_id=species_id_for(session, new.predictions[0].name) if new.predictions else None,
+                species_id=self._species_id(session, new.predictions[0].name) if new.predictions else None,
             )
             session.add(sighting)
             session.flush()
-            for rank, p in enumerate(new.predictions, start=1):
-                session.add(Prediction(sighting_id=sighting.id, rank=rank, species_id=species_id_for(session, p.name),
-                                       score=p.score, classifier=p.classifier, knn=p.knn))
+            rows = [{"sighting_id": sighting.id, "rank": rank, "species_id": self._species_id(session, p.name),
+                     "score": p.score, "classifier": p.classifier, "knn": p.knn}
+                    for rank, p in enumerate(new.predictions, start=1)]
+            if rows:
+                session.execute(insert(Prediction), rows)  # one executemany, not one ORM object per row
             return sighting.id
 
     # ---- reading -----------------------------------------------------------------------------------------

@@ -64,6 +64,8 @@ def test_identify_answers_the_documented_contract(client):
     assert set(body["neighbours"][0]) == {"reference_id", "species", "similarity", "thumbnail_url"}
     assert set(body["model"]) == {"name", "sha256"} and len(body["model"]["sha256"]) == 64
     assert response.headers["Location"].endswith(f"/api/v1/sightings/{body['sighting_id']}")
+    timing = dict(part.split(";dur=") for part in response.headers["Server-Timing"].replace(";desc=forward", "").split(", "))
+    assert 0 < float(timing["model"]) < float(timing["app"])
     assert client.get(body["neighbours"][0]["thumbnail_url"]).mimetype == "image/jpeg"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
@@ -41,10 +42,15 @@ def status() -> Any:
 
 @bp.post("/identify")
 def identify() -> Any:
+    started = time.perf_counter()
     fields = parse_sighting_fields(request.form)  # bad fields fail before any work
     identified = service().identify_upload(uploaded_image(), fields)
     body = views.identification_json(identified.sighting_id, identified.result)
-    return jsonify(body), 201, {"Location": url_for("api.sighting", sighting_id=identified.sighting_id)}
+    # Server-Timing: the model's forward pass (of the batch this photo shared) and the whole request here.
+    timing = (f"model;dur={identified.result.forward_seconds * 1000:.2f};desc=forward, "
+              f"app;dur={(time.perf_counter() - started) * 1000:.2f}")
+    headers = {"Location": url_for("api.sighting", sighting_id=identified.sighting_id), "Server-Timing": timing}
+    return jsonify(body), 201, headers
 
 
 @bp.get("/sightings/<int:sighting_id>")

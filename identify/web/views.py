@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import url_for
+from flask import g, url_for
 
 from identify.identifier import Identification, NeighbourInfo
 from identify.sightings import ReviewRecord, SightingRecord
@@ -17,7 +17,10 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def thumbnail_url(sha256: str) -> str:
-    return url_for("pages.thumbnail", name=f"{sha256}.jpg")
+    # One url_for per request, then string work: a response lists up to k neighbours.
+    if "thumbnail_prefix" not in g:
+        g.thumbnail_prefix = url_for("pages.thumbnail", name="x.jpg")[: -len("x.jpg")]
+    return f"{g.thumbnail_prefix}{sha256}.jpg"
 
 
 def photo_url(name: str) -> str:
