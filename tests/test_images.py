@@ -71,9 +71,9 @@ def test_draft_decoding_covers_the_requested_size_and_keeps_the_orientation():
     buffer = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6  # shown rotated by 90 degrees
-    Image.new("RGB", (2000, 1000), (10, 120, 200)).save(buffer, "JPEG", exif=exif)
+    Image.new("RGB", (4000, 2000), (10, 120, 200)).save(buffer, "JPEG", exif=exif)
     full = decode_image(buffer.getvalue())
     small = decode_image(buffer.getvalue(), draft_size=256)
-    assert full.size == (1000, 2000)
+    assert full.size == (2000, 4000)
     assert small.size[0] >= 256 and small.size[1] >= 256 and small.size[0] < small.size[1]
-    assert small.size[0] * small.size[1] < full.size[0] * full.size[1] / 10  # decoded at 1/4 or 1/8 scale
+    assert small.size == (500, 1000)  # 1/4 scale: 1/8 would give 250 pixels, under 256
