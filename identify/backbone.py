@@ -11,7 +11,7 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -81,9 +81,13 @@ class Backbone:
         assert embeddings is not None
         return BackboneOutput(probabilities.astype(np.float32), embeddings.astype(np.float32))
 
-    def forward_images(self, images: list[Image.Image]) -> BackboneOutput:
+    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The transformed photos, stacked: the input of `forward`."""
         transform = self.transform
-        return self.forward(torch.stack([transform(image) for image in images]))
+        return torch.stack([transform(image) for image in images])
+
+    def forward_images(self, images: Sequence[Image.Image]) -> BackboneOutput:
+        return self.forward(self.batch(images))
 
     def detection_features(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Multi-scale feature maps for detection heads (birder's `DetectorBackbone`), for library users."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from identify.backbone import Backbone
@@ -91,12 +90,12 @@ class Identifier:
 
     def identify(self, images: Sequence[Image.Image]) -> list[Identification]:
         """One identification per image, from one batched forward pass and one batched search."""
-        transform = self.backbone.transform
-        return [self.explain(evidence) for evidence in self.search(torch.stack([transform(i) for i in images]))]
+        return [self.explain(evidence) for evidence in self.search(images)]
 
-    def search(self, batch: torch.Tensor) -> list[Evidence]:
-        """The forward pass and the neighbour search of a batch of transformed photos: the part that gains
-        from batching. The service runs it in its batcher, and explains each result in the request's thread."""
+    def search(self, images: Sequence[Image.Image]) -> list[Evidence]:
+        """The transform, forward pass and neighbour search of a batch of photos: the part that gains from
+        batching. The service runs it in its batcher, and explains each result in the request's thread."""
+        batch = self.backbone.batch(images)
         started = time.perf_counter()
         output = self.backbone.forward(batch)
         forward_seconds = time.perf_counter() - started

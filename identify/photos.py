@@ -67,7 +67,6 @@ class PhotoStore:
         """Undo `save` of a photo this request created (its SQL row was never committed)."""
         if photo.created:
             self.photo_path(photo.name).unlink(missing_ok=True)
-            self.thumbnail_path(photo.sha256).unlink(missing_ok=True)
 
     def thumbnail_path(self, sha256: str) -> Path:
         return self.thumbnails / f"{sha256}.jpg"
@@ -87,7 +86,7 @@ class PhotoStore:
         path = self.photo_path(name)
         return path if path.is_file() else None
 
-    def resolve_thumbnail(self, name: str) -> tuple[str, Path] | None:
-        """(sha256, path) for a generated thumbnail name; the path may not exist yet (made on first use)."""
+    def thumbnail_sha256(self, name: str) -> str | None:
+        """The photo hash a generated thumbnail name stands for, or None for any other name."""
         match = THUMBNAIL_NAME.match(name)
-        return (match.group(1), self.thumbnail_path(match.group(1))) if match else None
+        return match.group(1) if match else None

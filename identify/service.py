@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
-import torch
 from PIL import Image
 
 from identify.backbone import Backbone, load_backbone
@@ -21,7 +20,7 @@ from identify.batching import MicroBatcher
 from identify.config import Settings, parse_boolean
 from identify.curators import Curators
 from identify.errors import IdentifyError
-from identify.identifier import Evidence, Identification, Identifier, NeighbourInfo
+from identify.identifier import Identification, Identifier, NeighbourInfo
 from identify.images import decode_image, image_format, read_image_file
 from identify.live_index import LiveIndex, empty_index
 from identify.metadata import exif_metadata, parse_bbox, parse_position, parse_timestamp
@@ -149,7 +148,7 @@ class IdentificationService:
         # The transform, forward pass and search run batched in one thread; decoding and fusion run in the
         # request threads. All torch work stays in the batcher's thread: torch ops in request threads would each
         # start an OpenMP team whose spinning threads slow the forward pass (measured: 36 -> 54 ms).
-        self.batcher = MicroBatcher(self._search, settings.service.max_batch, "identify-batcher")
+        self.batcher = MicroBatcher(self.identifier.search, settings.service.max_batch, "identify-batcher")
         # Similar sightings: exact search (filters restrict it with an IDSelector), rebuilt from SQL at start.
         self.similar_index = LiveIndex(
             VectorIndex(empty_index(dim), new_manifest(identity, IndexPlan("flat", "Flat"), 0, 0)), 0,
@@ -159,10 +158,6 @@ class IdentificationService:
         )
         self.references.refresh(force=True)
         self.similar_index.refresh(force=True)
-
-    def _search(self, images: Sequence[Image.Image]) -> list[Evidence]:
-        transform = self.backbone.transform
-        return self.identifier.search(torch.stack([transform(image) for image in images]))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "IdentificationService":
@@ -230,7 +225,7 @@ class IdentificationService:
 
     def similar_to_photo(self, data: bytes, k: int, filters: SightingFilters) -> list[SimilarSighting]:
         """Past sightings like this photo; the photo itself is not stored."""
-        embedding = self.backbone.forward_images([self._decode(data)]).embeddings[0]
+        embedding = self.batcher.submit(self._decode(data)).embedding
         return self._similar(embedding, k, filters, exclude=None)
 
     # ---- curation ----------------------------------------------------------------------------------------
@@ -253,8 +248,8 @@ class IdentificationService:
         path = self.photos.thumbnail_path(sha256)
         if path.exists():
             return path
-        reference = self.store.reference_by_sha256(sha256)
         photo_name = self.sightings.by_photo(sha256)
+        reference = self.store.reference_by_sha256(sha256) if photo_name is None else None
         try:
             if photo_name is not None:
                 image = decode_image(self.photos.photo_path(photo_name).read_bytes(), self.limits.max_pixels,

@@ -105,8 +105,8 @@ def photo(name: str) -> Any:
 @bp.get("/media/thumbnails/<name>")
 def thumbnail(name: str) -> Any:
     svc = service()
-    resolved = svc.photos.resolve_thumbnail(name)
-    path = svc.thumbnail(resolved[0]) if resolved else None
+    sha256 = svc.photos.thumbnail_sha256(name)
+    path = svc.thumbnail(sha256) if sha256 else None
     if path is None:
         abort(404)
     return send_file(path, mimetype="image/jpeg", max_age=31536000)
