@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import species_photo, write_birder_checkpoint  # noqa: E402
+from identify.synthetic import species_photo, write_birder_checkpoint
 
 BIN = Path(sys.executable).parent
 SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia", "Pica_pica"]

@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from identify.vectors import build_faiss_index, build_planned_index, faiss_module, plan_index
+from identify.vectors import faiss_threads
+from identify.vectors.plan import apply_plan, build_faiss_index, build_planned_index, plan_index
 
 
 def random_unit(n: int, dim: int, seed: int, clusters: int = 0) -> np.ndarray:
@@ -42,15 +43,13 @@ def queries_per_second(index, queries: np.ndarray, k: int = 10) -> tuple[float, 
 
 
 def case(n: int, dim: int, n_queries: int, clusters: int) -> dict:
-    faiss = faiss_module()
     vectors = random_unit(n, dim, seed=n + dim, clusters=clusters)
     queries = random_unit(n_queries, dim, seed=1, clusters=clusters)
     ids = np.arange(n, dtype=np.int64)
     flat = build_faiss_index(ids, vectors, plan_index(n, "flat"))
     started = time.perf_counter()
     auto, plan = build_planned_index(ids, vectors)  # exactly what build-index publishes
-    if plan.nprobe is not None:
-        faiss.extract_index_ivf(auto).nprobe = plan.nprobe
+    apply_plan(auto, plan)
     build_seconds = time.perf_counter() - started
     flat_qps, exact = queries_per_second(flat, queries)
     auto_qps, found = queries_per_second(auto, queries)
@@ -69,7 +68,7 @@ def main() -> None:
                         help="0: uniform random unit vectors (the issue's case); N: clustered around N centres")
     args = parser.parse_args()
     print(f"data: {'uniform random unit vectors' if not args.clusters else f'{args.clusters} clusters'}; "
-          f"{args.queries} queries; FAISS threads {faiss_module().omp_get_max_threads()}", flush=True)
+          f"{args.queries} queries; FAISS threads {faiss_threads()}", flush=True)
     for n in (int(x) for x in args.sizes.split(",")):
         for dim in (int(x) for x in args.dims.split(",")):
             result = case(n, dim, args.queries, args.clusters)

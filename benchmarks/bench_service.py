@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import free_port, jpeg_bytes, make_species_folder, species_photo, write_birder_checkpoint  # noqa: E402
+from identify.synthetic import free_port, jpeg_bytes, make_species_folder, species_photo, write_birder_checkpoint
 
 BIN = Path(sys.executable).parent
 SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia", "Pica_pica"]
@@ -147,7 +146,8 @@ def publish_million(root: Path, checkpoint: Path, dim: int) -> None:
     from identify.backbone import load_backbone
     from identify.config import load_settings
     from identify.storage import Store, make_engine
-    from identify.vectors import build_faiss_index, new_manifest, plan_index, publish
+    from identify.vectors.plan import build_faiss_index, plan_index
+    from identify.vectors.published import new_manifest, publish
 
     backbone = load_backbone(str(checkpoint))
     settings = load_settings({"IDENTIFY_DATA_DIR": str(root / "var")})

@@ -6,7 +6,6 @@ classifier says and what the neighbours are always come from the same look at th
 from __future__ import annotations
 
 import functools
-
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,28 +18,10 @@ from PIL import Image
 
 from identify.checkpoints import read_checkpoint, resolve_network
 from identify.errors import IdentifyError
+from identify.identity import ModelIdentity
 from identify.images import sha256_file
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What makes two embeddings comparable: the weights (sha256), the network, the input it expects."""
-
-    name: str
-    network: str
-    sha256: str
-    classes: list[str]
-    signature: dict[str, Any]
-    rgb_stats: dict[str, Any]
-    size: tuple[int, int]
-    embedding_dim: int
-
-    @property
-    def decode_size(self) -> int:
-        """The smallest square a photo must be decoded to before the transform (JPEG draft decoding)."""
-        return max(self.size)
 
 
 @dataclass(frozen=True)

@@ -115,12 +115,21 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
                + ("" if report.published else " (unchanged)"))
 
 
+def _species_text(entry: dict[str, Any]) -> str:
+    """A ranked species for people: the label, and the scientific name when the label resolves to a taxon."""
+    taxon = entry.get("taxon")
+    name = entry["name"].replace("_", " ")
+    if taxon and name.lower() != taxon["scientific_name"].lower():
+        return f"{name} ({taxon['scientific_name']})"
+    return name
+
+
 def _print_identification(photo: str, result: dict[str, Any]) -> None:
     reasons = f" ({', '.join(result['reasons'])})" if result["reasons"] else ""
     click.echo(f"{photo}: {result['decision']}{reasons}")
-    click.echo(f"  {'species':<32} {'fused':>7} {'classifier':>10} {'kNN':>7}")
+    click.echo(f"  {'species':<44} {'fused':>7} {'classifier':>10} {'kNN':>7}")
     for s in result["species"]:
-        click.echo(f"  {s['name'][:32]:<32} {s['score']:7.3f} {s['classifier']:10.3f} {s['knn']:7.3f}")
+        click.echo(f"  {_species_text(s)[:44]:<44} {s['score']:7.3f} {s['classifier']:10.3f} {s['knn']:7.3f}")
     click.echo("  nearest references:")
     for n in result["neighbours"][:5]:
         click.echo(f"    #{n['reference_id']:<6} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
@@ -140,22 +149,28 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
             weight_knn: float | None, temperature: float | None, json_output: bool) -> None:
     """Identify photos: top-5 species (fused score, classifier, kNN), the decision, the nearest references.
 
-    With --json, one JSON object per photo, one per line."""
+    The reference set is the live one the web app searches: the published index plus every reference added
+    since (curators' promotions included). With --json, one JSON object per photo, one per line."""
+    from identify.answers import identification_json, path_link
     from identify.backbone import load_backbone
     from identify.identifier import Identifier
     from identify.images import read_image_file
-    from identify.vectors import load_index, to_search_device
+    from identify.references import References
 
     settings = _settings()
     config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
     backbone = load_backbone(model, network=network)
-    index = to_search_device(load_index(settings.indexes_dir, index_name))
-    identifier = Identifier(backbone, index, _store(settings), config, index_name)
+    store = _store(settings)
+    references = References.for_settings(store, settings)
+    model_id = store.register_model(backbone.identity)
+    references.ensure_species(backbone.identity.classes)  # every class gets its taxon, as in the service
+    live = references.live_index(settings.indexes_dir, index_name, backbone.identity, model_id, refresh_seconds=0)
+    identifier = Identifier(backbone, live, references, config)
     failed = 0
     for photo in photos:
         try:
             image = read_image_file(photo, draft_size=backbone.identity.decode_size)
-            result = identifier.identify([image])[0].to_dict()
+            result = identification_json(identifier.identify([image])[0], path_link)
         except IdentifyError as exc:
             failed += 1
             click.echo(json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}")
@@ -303,6 +318,88 @@ def create_curator(name: str, password_stdin: bool, generate_password: bool, res
     if generate_password:
         click.echo(f"password: {password}")
     click.echo(f"API token (shown once; send as 'Authorization: Bearer <token>'): {token}")
+
+
+@main.group()
+def taxonomy() -> None:
+    """Bird names: which labels resolve to taxa, and the suggestions curators see."""
+
+
+@taxonomy.command("check")
+@click.option("--model", help="Birder pretrained model name or path to a .pt checkpoint: check its class labels.")
+@network_option
+@click.option("--references", "references_path", type=click.Path(path_type=Path),
+              help="Species folders or a CSV manifest: check their labels.")
+@click.option("--mapping", type=click.Path(path_type=Path),
+              help="CSV label,scientific_name overriding resolution [default: IDENTIFY_TAXONOMY_MAPPING].")
+@json_option
+@reports_errors
+def taxonomy_check(model: str | None, network: str | None, references_path: Path | None, mapping: Path | None,
+                   json_output: bool) -> None:
+    """List the labels that resolve to no taxon, with the nearest names of the taxonomy.
+
+    Exits 0 when every label resolves, 1 otherwise (unresolved labels still work, as written)."""
+    from identify.taxonomy import Taxonomy
+
+    if not model and not references_path:
+        raise IdentifyError("bad_arguments", "give --model, --references, or both")
+    settings = _settings()
+    names = Taxonomy.with_mapping_file(mapping or settings.taxonomy_mapping)
+    labels: list[str] = []
+    if references_path is not None:
+        labels += [source.species for source in _labelled(references_path)]  # validated before the model loads
+    if model:
+        from identify.checkpoints import model_classes
+
+        labels = model_classes(model, network) + labels
+    labels = list(dict.fromkeys(labels))
+    resolved = names.resolve_all(labels)
+    missing = [label for label, taxon in resolved.items() if taxon is None]
+    suggestions = {label: [s.name for s in names.suggest(label, limit=3)] for label in missing}
+    if json_output:
+        click.echo(json.dumps({"labels": len(labels), "resolved": len(labels) - len(missing),
+                               "unresolved": [{"label": label, "suggestions": suggestions[label]} for label in missing],
+                               "taxa": {label: t.to_dict() if t else None for label, t in resolved.items()}}))
+    else:
+        click.echo(f"{len(labels) - len(missing)} of {len(labels)} labels resolve to a taxon")
+        for label in missing:
+            close = ", ".join(suggestions[label]) or "nothing close"
+            click.echo(f"  unresolved: {label!r} (nearest: {close})")
+        if missing:
+            click.echo("map them in a CSV (label,scientific_name) named by IDENTIFY_TAXONOMY_MAPPING "
+                       "or <data dir>/taxonomy.csv; unresolved labels keep working as written")
+    if missing:
+        sys.exit(1)
+
+
+@taxonomy.command("sync")
+@click.option("--all", "relink", is_flag=True, help="Resolve every label again (after the mapping file changed).")
+@reports_errors
+def taxonomy_sync(relink: bool) -> None:
+    """Link the database's species labels to their taxa (new labels are linked as they come; run this after
+    changing the mapping file)."""
+    from identify.references import References
+
+    settings = _settings()
+    resolved, unresolved = References.for_settings(_store(settings), settings).link_taxa(relink=relink)
+    click.echo(f"linked {resolved} labels to taxa; {unresolved} resolve to none (kept as written)")
+
+
+@taxonomy.command("suggest")
+@click.argument("text")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 50))
+@json_option
+@reports_errors
+def taxonomy_suggest(text: str, limit: int, json_output: bool) -> None:
+    """Names of the taxonomy for TEXT, as a curator sees them while typing."""
+    from identify.taxonomy import Taxonomy
+
+    found = Taxonomy().suggest(text, limit)
+    if json_output:
+        click.echo(json.dumps([{"name": s.name, "taxon": s.taxon.to_dict()} for s in found]))
+        return
+    for s in found:
+        click.echo(f"{s.name:<40} {s.taxon.scientific_name:<32} {s.taxon.rank:<10} {s.taxon.family or ''}")
 
 
 @main.group()

@@ -75,6 +75,7 @@ class Settings:
     database_url: str
     fusion: FusionConfig = field(default_factory=FusionConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    taxonomy_mapping: Path | None = None  # CSV label,scientific_name: the operator's overrides of resolution
 
     @property
     def indexes_dir(self) -> Path:
@@ -131,11 +132,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     file_config = _read_toml(data_dir / "identify.toml")
     default_url = f"sqlite:///{data_dir / 'identify.db'}"
     database_url = env.get("IDENTIFY_DATABASE_URL") or file_config.get("database_url") or default_url
+    mapping = env.get("IDENTIFY_TAXONOMY_MAPPING") or file_config.get("taxonomy_mapping")
+    default_mapping = data_dir / "taxonomy.csv"
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
         fusion=_section(FusionConfig, "fusion", file_config.get("fusion", {}), env),
         service=_section(ServiceConfig, "service", file_config.get("service", {}), env),
+        taxonomy_mapping=Path(mapping).expanduser() if mapping else (default_mapping if default_mapping.is_file() else None),
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, NEEDS_REVIEW, NO_MATCH, Neighbour, decide, fuse
-from identify.vectors import faiss_module, normalised
+from identify.vectors.plan import exact_knn
 
 LAMBDAS = tuple(round(x, 1) for x in np.linspace(0.0, 1.0, 11))
 KS = (1, 5, 10, 20, 50)
@@ -46,11 +46,7 @@ class Neighbourhood:
 
 
 def neighbourhood(data: EvaluationData, k_max: int) -> Neighbourhood:
-    faiss = faiss_module()
-    references = normalised(data.reference_embeddings)
-    index = faiss.IndexFlatIP(references.shape[1])
-    index.add(references)
-    similarities, positions = index.search(normalised(data.query_embeddings), min(k_max, len(references)))
+    similarities, positions = exact_knn(data.query_embeddings, data.reference_embeddings, k_max)
     return Neighbourhood(similarities, positions)
 
 

@@ -8,16 +8,25 @@ Open-set rejection follows Sun et al. 2022 (arXiv 2204.06507): far from every re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Sequence
 
 import numpy as np
 
 from identify.config import FusionConfig
+from identify.taxonomy import Taxon
 
-CONFIDENT = "confident"
-NEEDS_REVIEW = "needs_review"
-NO_MATCH = "no_match"
+
+class Outcome(StrEnum):
+    """What an identification decided. A str: it is stored, compared and serialised as its value."""
+
+    CONFIDENT = "confident"
+    NEEDS_REVIEW = "needs_review"
+    NO_MATCH = "no_match"
+
+
+CONFIDENT, NEEDS_REVIEW, NO_MATCH = Outcome.CONFIDENT, Outcome.NEEDS_REVIEW, Outcome.NO_MATCH
 
 
 @dataclass(frozen=True)
@@ -28,16 +37,22 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
-class SpeciesScore:
+class RankedSpecies:
+    """One species of an answer: its label, the fused score and both parts, and the taxon the label names."""
+
     name: str
     score: float  # fused
     classifier: float  # p_clf
     knn: float  # p_kNN
+    taxon: Taxon | None = None
+
+    def with_taxon(self, taxon: Taxon | None) -> "RankedSpecies":
+        return replace(self, taxon=taxon)
 
 
 @dataclass(frozen=True)
 class Decision:
-    decision: str  # confident, needs_review or no_match
+    decision: Outcome
     reasons: tuple[str, ...]  # why it is not confident: low_score, small_margin, disagreement, far_from_references
     uncertainty: float  # 1 - (top-1 minus top-2 fused score): the review queue's order
 
@@ -58,24 +73,27 @@ def knn_distribution(neighbours: Sequence[Neighbour], k: int, temperature: float
 
 def fuse(
     classes: Sequence[str], probabilities: np.ndarray, neighbours: Sequence[Neighbour], config: FusionConfig
-) -> list[SpeciesScore]:
-    """Every species with a non-zero fused score, best first. Without neighbours the classifier decides alone."""
+) -> list[RankedSpecies]:
+    """Every species with a non-zero fused score, best first. Without neighbours the classifier decides alone.
+    Classes that share a name (two labels of one taxon, named alike by the caller) pool their probability."""
     knn = knn_distribution(neighbours, config.k, config.temperature)
     weight = config.weight_knn if knn else 0.0
-    classifier = {name: float(p) for name, p in zip(classes, probabilities, strict=True)}
+    classifier: dict[str, float] = {}
+    for name, p in zip(classes, probabilities, strict=True):
+        classifier[name] = classifier.get(name, 0.0) + float(p)
     scores = []
     for name in classifier.keys() | knn.keys():
         p_clf, p_knn = classifier.get(name, 0.0), knn.get(name, 0.0)
         fused = weight * p_knn + (1.0 - weight) * p_clf
         if fused > 0.0 or p_clf > 0.0 or p_knn > 0.0:
-            scores.append(SpeciesScore(name, fused, p_clf, p_knn))
+            scores.append(RankedSpecies(name, fused, p_clf, p_knn))
     scores.sort(key=lambda s: (-s.score, -s.classifier, s.name))
     return scores
 
 
-def decide(ranking: Sequence[SpeciesScore], neighbours: Sequence[Neighbour], config: FusionConfig) -> Decision:
+def decide(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour], config: FusionConfig) -> Decision:
     """confident, needs_review (low score, small margin, classifier and kNN disagree) or no_match."""
-    top = ranking[0] if ranking else SpeciesScore("", 0.0, 0.0, 0.0)
+    top = ranking[0] if ranking else RankedSpecies("", 0.0, 0.0, 0.0)
     second = ranking[1].score if len(ranking) > 1 else 0.0
     uncertainty = 1.0 - (top.score - second)
     nearest = max((n.similarity for n in neighbours), default=-1.0)

@@ -1,22 +1,26 @@
-"""Identification: one forward pass (probabilities + embedding), a FAISS search, fusion and the decision.
+"""Identification: one forward pass (probabilities + embedding), a search of the live reference set, fusion and
+the decision.
 
-The CLI's `predict` and the web app both call `Identifier.identify`, so they give the same answer."""
+The CLI's `predict` and the web app both call `Identifier`, so they give the same answer. Labels that name the
+same taxon (a model class "House sparrow", a reference folder "Passer_domesticus") are one species here: the
+model's class label stands for the taxon, and each ranked species carries its taxon."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from PIL import Image
 
-from identify.backbone import Backbone
 from identify.config import FusionConfig
-from identify.fusion import Decision, Neighbour, SpeciesScore, decide, fuse
-from identify.live_index import LiveIndex
-from identify.storage import ReferenceInfo, Store
-from identify.vectors import VectorIndex, check_compatible
+from identify.fusion import Decision, Neighbour, RankedSpecies, decide, fuse
+from identify.references import ReferenceInfo, References
+from identify.taxonomy import Taxon
+
+if TYPE_CHECKING:
+    from identify.backbone import Backbone
 
 TOP_SPECIES = 5
 REFERENCE_CACHE_SIZE = 200_000
@@ -43,7 +47,7 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Identification:
-    species: list[SpeciesScore]  # top-5, best first
+    species: list[RankedSpecies]  # top-5, best first
     decision: Decision
     neighbours: list[NeighbourInfo]  # the k nearest references, nearest first
     embedding: np.ndarray  # raw, as the network gave it: stored with a sighting
@@ -51,33 +55,38 @@ class Identification:
     model_sha256: str
     forward_seconds: float = 0.0  # the model's forward pass of the batch this photo was in (Server-Timing)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "decision": self.decision.decision,
-            "reasons": list(self.decision.reasons),
-            "uncertainty": round(self.decision.uncertainty, 6),
-            "species": [
-                {"name": s.name, "score": round(s.score, 6), "classifier": round(s.classifier, 6), "knn": round(s.knn, 6)}
-                for s in self.species
-            ],
-            "neighbours": [
-                {"reference_id": n.reference_id, "species": n.species, "similarity": round(n.similarity, 6),
-                 "path": n.path}
-                for n in self.neighbours
-            ],
-            "model": {"name": self.model_name, "sha256": self.model_sha256},
-        }
+
+class SpeciesNames:
+    """Label -> taxon, and the one label that stands for each taxon in answers (the model's class first)."""
+
+    def __init__(self, classes: Sequence[str], taxa: dict[str, Taxon | None]) -> None:
+        self.taxa = taxa
+        self._standing: dict[str, str] = {}  # scientific name -> label
+        for label in [*classes, *taxa]:
+            taxon = taxa.get(label)
+            if taxon is not None:
+                self._standing.setdefault(taxon.scientific_name, label)
+        self.classes = [self.canonical(label) for label in classes]
+
+    def knows(self, label: str) -> bool:
+        return label in self.taxa
+
+    def canonical(self, label: str) -> str:
+        taxon = self.taxa.get(label)
+        return self._standing.get(taxon.scientific_name, label) if taxon is not None else label
 
 
 class Identifier:
-    def __init__(self, backbone: Backbone, index: VectorIndex | LiveIndex, store: Store, config: FusionConfig,
-                 index_name: str = "in use") -> None:
-        check_compatible(index.manifest, backbone.identity, index_name)  # one model, one vector space
+    def __init__(self, backbone: "Backbone", index: Any, references: References, config: FusionConfig) -> None:
         self.backbone = backbone
-        self.index = index
-        self.store = store
+        self.index = index  # a LiveIndex, checked against the model when it was opened
+        self.references = references
         self.config = config
         self._known: dict[int, ReferenceInfo] = {}  # references never change species or file: safe to keep
+        self.names = self._load_names()
+
+    def _load_names(self) -> SpeciesNames:
+        return SpeciesNames(self.backbone.identity.classes, self.references.label_taxa())
 
     def _references(self, ids: set[int]) -> dict[int, ReferenceInfo]:
         """Species, path and hash of these references, from SQL once per reference."""
@@ -85,7 +94,9 @@ class Identifier:
         if missing:
             if len(self._known) > REFERENCE_CACHE_SIZE:
                 self._known = {}
-            self._known.update(self.store.references(missing))
+            self._known.update(self.references.info(missing))
+            if any(not self.names.knows(info.species) for info in self._known.values()):
+                self.names = self._load_names()  # a label new since we looked (a curator named a new species)
         return {i: self._known[i] for i in ids if i in self._known}
 
     def identify(self, images: Sequence[Image.Image]) -> list[Identification]:
@@ -116,18 +127,16 @@ class Identifier:
 
     def explain(self, evidence: Evidence) -> Identification:
         """Fusion and decision for one photo's evidence."""
-        return self._explain(evidence.probabilities, evidence.neighbours, evidence.embedding, evidence.forward_seconds)
-
-    def _explain(self, probabilities: np.ndarray, neighbours: list[NeighbourInfo], embedding: np.ndarray,
-                 forward_seconds: float) -> Identification:
-        votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in neighbours]
-        ranking = fuse(self.backbone.identity.classes, probabilities, votes, self.config)
+        names = self.names
+        votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in evidence.neighbours]
+        ranking = [s.with_taxon(names.taxa.get(s.name))
+                   for s in fuse(names.classes, evidence.probabilities, votes, self.config)]
         return Identification(
             species=ranking[:TOP_SPECIES],
             decision=decide(ranking, votes, self.config),
-            neighbours=neighbours,
-            embedding=embedding,
+            neighbours=evidence.neighbours,
+            embedding=evidence.embedding,
             model_name=self.backbone.identity.name,
             model_sha256=self.backbone.identity.sha256,
-            forward_seconds=forward_seconds,
+            forward_seconds=evidence.forward_seconds,
         )

@@ -57,10 +57,30 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Taxon(Base):
+    """A taxon of a bird taxonomy (identify.taxonomy), one row per scientific name."""
+
+    __tablename__ = "taxa"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scientific_name: Mapped[str] = mapped_column(String(300), unique=True)
+    common_name: Mapped[Optional[str]] = mapped_column(String(300))
+    rank: Mapped[str] = mapped_column(String(20))  # species, subspecies, genus, family, order
+    genus: Mapped[Optional[str]] = mapped_column(String(200), index=True)
+    family: Mapped[Optional[str]] = mapped_column(String(200), index=True)
+    order_name: Mapped[Optional[str]] = mapped_column(String(200))  # "order" is an SQL keyword
+    authority: Mapped[str] = mapped_column(String(40))  # avilist, ebird, birdlife, ibp, bbl, mapping
+    authority_version: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Species(Base):
+    """A species label as written (a model class, a reference folder, a curator's name) and the taxon it names
+    (None when no authority knows the label: it keeps working as written)."""
+
     __tablename__ = "species"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(300), unique=True)
+    taxon_id: Mapped[Optional[int]] = mapped_column(ForeignKey("taxa.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from identify.backbone import Backbone, load_backbone
 from identify.batching import MicroBatcher
-from identify.config import Settings, parse_boolean
+from identify.config import Settings
 from identify.curators import Curators
 from identify.errors import IdentifyError
 from identify.identifier import Identification, Identifier, NeighbourInfo
 from identify.images import decode_image, image_format, read_image_file
-from identify.live_index import LiveIndex, empty_index
-from identify.metadata import exif_metadata, parse_bbox, parse_position, parse_timestamp
+from identify.metadata import exif_metadata
 from identify.photos import THUMBNAIL_SIZE, PhotoStore
+from identify.references import References
 from identify.sightings import (
     NewSighting,
-    PredictionRow,
     ReviewOutcome,
     ReviewRequest,
     SightingFilters,
@@ -35,78 +34,25 @@ from identify.sightings import (
     SightingStore,
 )
 from identify.storage import Store, make_engine, upgrade_database
-from identify.vectors import IndexPlan, VectorIndex, load_index, new_manifest, to_search_device
+from identify.taxonomy import Suggestion
+from identify.vectors.live import LiveIndex, empty_index
+from identify.vectors.plan import IndexPlan
+from identify.vectors.published import VectorIndex, new_manifest
+
+if TYPE_CHECKING:
+    from identify.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
-MAX_SIMILAR = 100
-MAX_TEXT = 2000  # observer and note
-
-
 @dataclass(frozen=True)
 class SightingFields:
-    """What an uploader may say about a photo; blank fields are read from EXIF."""
+    """What an uploader may say about a photo (parsed by the web layer); blank fields are read from EXIF."""
 
     lat: float | None = None
     lon: float | None = None
-    observed_at: object = None  # datetime | None
+    observed_at: datetime | None = None
     observer: str | None = None
     note: str | None = None
-
-
-def _text(raw: object, name: str) -> str | None:
-    value = str(raw or "").strip()
-    if len(value) > MAX_TEXT:
-        raise IdentifyError("bad_field", f"{name} is longer than {MAX_TEXT} characters")
-    return value or None
-
-
-def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
-    lat, lon = parse_position(form.get("lat"), form.get("lon"))
-    return SightingFields(lat, lon, parse_timestamp(form.get("observed_at")),
-                          _text(form.get("observer"), "observer"), _text(form.get("note"), "note"))
-
-
-def parse_filters(args: Mapping[str, str]) -> SightingFilters:
-    """`species`, `from`, `to` (ISO 8601) and `bbox` (west,south,east,north) of a similar-sightings lookup."""
-    start, end = parse_timestamp(args.get("from"), "from"), parse_timestamp(args.get("to"), "to")
-    if start and end and start > end:
-        raise IdentifyError("bad_date", "from is after to")
-    return SightingFilters(_text(args.get("species"), "species"), start, end, parse_bbox(args.get("bbox")))
-
-
-def parse_count(raw: str | None, name: str, default: int, limit: int, code: str = "bad_field") -> int:
-    """A whole number in [1, limit]; blank gives the default."""
-    if raw is None or str(raw).strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise IdentifyError(code, f"{name} {raw!r} is not a whole number") from None
-    if not 1 <= value <= limit:
-        raise IdentifyError(code, f"{name} must lie in [1, {limit}]")
-    return value
-
-
-def parse_k(raw: str | None, default: int = 10) -> int:
-    return parse_count(raw, "k", default, MAX_SIMILAR, "bad_k")
-
-
-def parse_review(sighting_id: int, curator_id: int, body: Mapping[str, Any]) -> ReviewRequest:
-    """A curator's review from a JSON object or a form: action, version, species, note, add_as_reference."""
-    try:
-        version = int(body.get("version"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise IdentifyError("bad_review", "version (the sighting's version you reviewed) is required") from None
-    try:
-        add_as_reference = parse_boolean(body.get("add_as_reference") or False)
-    except ValueError:
-        raise IdentifyError("bad_field", f"add_as_reference {body.get('add_as_reference')!r} is not true or false") from None
-    return ReviewRequest(
-        sighting_id=sighting_id, curator_id=curator_id, action=str(body.get("action") or ""), version=version,
-        species=_text(body.get("species"), "species"), note=_text(body.get("note"), "note"),
-        add_as_reference=add_as_reference,
-    )
 
 
 @dataclass(frozen=True)
@@ -122,29 +68,25 @@ class SimilarSighting:
 
 
 class IdentificationService:
-    def __init__(self, settings: Settings, backbone: Backbone, store: Store) -> None:
+    def __init__(self, settings: Settings, backbone: "Backbone", store: Store) -> None:
         self.settings = settings
         self.config = settings.fusion
         self.limits = settings.service
         self.backbone = backbone
         self.store = store
         self.photos = PhotoStore(settings.data_dir)
-        self.sightings = SightingStore(store, self.photos)
+        self.references = References.for_settings(store, settings)
+        self.sightings = SightingStore(store, self.references, self.photos)
         self.curators = Curators(store)
         self.index_name = settings.service.index
         identity = backbone.identity
         self.model_id = store.register_model(identity)
-        store.ensure_species(identity.classes)  # predictions name them; create them before requests race to
-        index_id = store.index_id(self.index_name)
+        self.references.ensure_species(identity.classes)  # predictions name them: create them before requests race
+        self.references.link_taxa()  # labels recorded before taxa existed, or by an older release
+        self.reference_index = self.references.live_index(settings.indexes_dir, self.index_name, identity,
+                                                          self.model_id, self.limits.refresh_seconds)
+        self.identifier = Identifier(backbone, self.reference_index, self.references, self.config)
         dim = identity.embedding_dim
-        published = to_search_device(load_index(settings.indexes_dir, self.index_name))
-        self.references = LiveIndex(
-            published, published.manifest.max_reference_id,
-            ids_after=lambda after: store.member_ids_after(index_id, self.model_id, after),
-            vectors_of=lambda ids: store.reference_vectors(self.model_id, ids, dim),
-            refresh_seconds=self.limits.refresh_seconds,
-        )
-        self.identifier = Identifier(backbone, self.references, store, self.config, self.index_name)
         # The transform, forward pass and search run batched in one thread; decoding and fusion run in the
         # request threads. All torch work stays in the batcher's thread: torch ops in request threads would each
         # start an OpenMP team whose spinning threads slow the forward pass (measured: 36 -> 54 ms).
@@ -156,7 +98,6 @@ class IdentificationService:
             vectors_of=lambda ids: self.sightings.vectors(ids, dim),
             refresh_seconds=self.limits.refresh_seconds,
         )
-        self.references.refresh(force=True)
         self.similar_index.refresh(force=True)
 
     @classmethod
@@ -164,6 +105,8 @@ class IdentificationService:
         """Load the configured model (before touching SQL: a bad model changes nothing) and open the index."""
         if not settings.service.model:
             raise IdentifyError("no_model", "set IDENTIFY_MODEL (a birder model name or a .pt checkpoint)")
+        from identify.backbone import load_backbone  # torch: only once a model is really needed
+
         backbone = load_backbone(settings.service.model)
         engine = make_engine(settings.database_url)
         upgrade_database(engine)
@@ -187,10 +130,9 @@ class IdentificationService:
             sighting_id = self.sightings.add(NewSighting(
                 photo_sha256=photo.sha256, photo_name=photo.name, model_id=self.model_id,
                 embedding=result.embedding, decision=result.decision.decision, reasons=result.decision.reasons,
-                uncertainty=result.decision.uncertainty,
-                predictions=[PredictionRow(s.name, s.score, s.classifier, s.knn) for s in result.species],
+                uncertainty=result.decision.uncertainty, predictions=result.species,
                 neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
-                lat=lat, lon=lon, observed_at=fields.observed_at or exif.observed_at,  # type: ignore[arg-type]
+                lat=lat, lon=lon, observed_at=fields.observed_at or exif.observed_at,
                 observer=fields.observer, note=fields.note,
             ))
         except BaseException:
@@ -205,7 +147,7 @@ class IdentificationService:
 
     def neighbours_of(self, record: SightingRecord) -> list[NeighbourInfo]:
         """The references a stored answer was based on, as they are now (species, thumbnail)."""
-        known = self.store.references(i for i, _ in record.neighbours)
+        known = self.references.info(i for i, _ in record.neighbours)
         return [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256)
                 for i, s in record.neighbours if i in known]
 
@@ -234,13 +176,17 @@ class IdentificationService:
 
     def review(self, request: ReviewRequest) -> ReviewOutcome:
         outcome = self.sightings.review(request, self.index_name, self.backbone.identity.classes)
-        if outcome.reference_id is not None and outcome.reference_vector is not None:
-            self.references.add([outcome.reference_id], outcome.reference_vector[None, :])
+        if outcome.reference_id is not None:  # committed: this process searches it at once, others on refresh
+            self.reference_index.refresh(force=True)
         return outcome
 
     def species_names(self) -> list[str]:
-        """Every name a curator may choose: the model's classes and the references' species."""
-        return sorted(set(self.backbone.identity.classes) | set(self.store.species_names()))
+        """The labels in use: the model's classes and the references' species."""
+        return sorted(set(self.backbone.identity.classes) | set(self.references.species_names()))
+
+    def suggest_taxa(self, text: str, limit: int) -> list[Suggestion]:
+        """Names of the taxonomy (common or scientific, any authority) for what a curator has typed so far."""
+        return self.references.taxonomy.suggest(text, limit)
 
     # ---- files -------------------------------------------------------------------------------------------
     def thumbnail(self, sha256: str) -> Path | None:
@@ -249,7 +195,7 @@ class IdentificationService:
         if path.exists():
             return path
         photo_name = self.sightings.by_photo(sha256)
-        reference = self.store.reference_by_sha256(sha256) if photo_name is None else None
+        reference = self.references.by_sha256(sha256) if photo_name is None else None
         try:
             if photo_name is not None:
                 image = decode_image(self.photos.photo_path(photo_name).read_bytes(), self.limits.max_pixels,

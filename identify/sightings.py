@@ -15,31 +15,17 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
+from identify.fusion import RankedSpecies
 from identify.metadata import BoundingBox, as_utc
 from identify.photos import PhotoStore
-from identify.schema import (
-    Curator,
-    Embedding,
-    Index,
-    Model,
-    Prediction,
-    ReferenceImage,
-    Review,
-    Sighting,
-    Species,
-)
-from identify.storage import IN_CHUNK, Store, add_member, rows_to_arrays, species_id_for
+from identify.references import NewReference, References, _taxon
+from identify.schema import Curator, Model, Prediction, Review, Sighting, Species
+from identify.schema import Taxon as TaxonRow
+from identify.storage import IN_CHUNK, Store, rows_to_arrays
+from identify.taxonomy import Taxon
 
 ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected"}
 UNCERTAIN = ("needs_review", "no_match")
-
-
-@dataclass(frozen=True)
-class PredictionRow:
-    name: str
-    score: float
-    classifier: float
-    knn: float
 
 
 @dataclass(frozen=True)
@@ -51,7 +37,7 @@ class NewSighting:
     decision: str
     reasons: Sequence[str]
     uncertainty: float
-    predictions: Sequence[PredictionRow]  # best first
+    predictions: Sequence[RankedSpecies]  # best first
     neighbours: Sequence[tuple[int, float]]  # (reference id, similarity), nearest first
     lat: float | None = None
     lon: float | None = None
@@ -82,6 +68,7 @@ class SightingRecord:
     uncertainty: float
     status: str
     species: str | None  # the current answer: top-1 until a curator decides
+    taxon: Taxon | None  # the taxon the current answer names
     version: int
     lat: float | None
     lon: float | None
@@ -91,21 +78,24 @@ class SightingRecord:
     created_at: datetime
     model_name: str
     model_sha256: str
-    predictions: list[PredictionRow] = field(default_factory=list)
+    predictions: list[RankedSpecies] = field(default_factory=list)
     neighbours: list[tuple[int, float]] = field(default_factory=list)
     reviews: list[ReviewRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class SightingFilters:
-    species: str | None = None
+    species: str | None = None  # the current answer's label, or any label or name of the same taxon
+    genus: str | None = None  # of the current answer's taxon
+    family: str | None = None
     start: datetime | None = None  # on or after (observed_at, else upload time)
     end: datetime | None = None  # on or before
     bbox: BoundingBox | None = None
 
     @property
     def any(self) -> bool:
-        return any(value is not None for value in (self.species, self.start, self.end, self.bbox))
+        values = (self.species, self.genus, self.family, self.start, self.end, self.bbox)
+        return any(value is not None for value in values)
 
 
 @dataclass(frozen=True)
@@ -114,16 +104,20 @@ class ReviewRequest:
     curator_id: int
     action: str
     version: int
-    species: str | None = None
+    species: str | None = None  # correct: a label, a common or scientific name of any authority
     note: str | None = None
-    add_as_reference: bool = False
+    add_as_reference: bool | None = None  # None: yes, unless rejected (a curator's answer teaches at once)
+    as_written: bool = False  # correct: take a name no taxonomy knows, as written
+
+    @property
+    def promotes(self) -> bool:
+        return self.add_as_reference if self.add_as_reference is not None else self.action != "reject"
 
 
 @dataclass(frozen=True)
 class ReviewOutcome:
     sighting: SightingRecord
-    reference_id: int | None  # the new (or reused) reference when add_as_reference was asked
-    reference_vector: np.ndarray | None
+    reference_id: int | None  # the new (or reused) reference when the photo was added as one
 
 
 def _when(model: type[Sighting]) -> Any:
@@ -131,23 +125,14 @@ def _when(model: type[Sighting]) -> Any:
 
 
 class SightingStore:
-    def __init__(self, store: Store, photos: PhotoStore) -> None:
+    def __init__(self, store: Store, references: References, photos: PhotoStore) -> None:
         self.store = store
+        self.references = references
         self.photos = photos
         self.sessions = store.sessions
-        self._species_ids: dict[str, int] = {}  # species rows are never renamed or deleted: safe to keep
 
     def _species_id(self, session: Session, name: str) -> int:
-        """The species' id, from the cache when known; a row created here is cached only once it was committed
-        (seen by a later call), so a rolled-back transaction never leaves a dangling id behind."""
-        cached = self._species_ids.get(name)
-        if cached is not None:
-            return cached
-        existing = session.scalar(select(Species.id).where(Species.name == name))
-        if existing is None:
-            return species_id_for(session, name)
-        self._species_ids[name] = existing
-        return existing
+        return self.references.species_id(session, name)
 
     # ---- writing an upload -------------------------------------------------------------------------------
     def add(self, new: NewSighting) -> int:
@@ -185,19 +170,21 @@ class SightingStore:
 
     def _record(self, session: Session, sighting_id: int, with_reviews: bool = True) -> SightingRecord:
         row = session.execute(
-            select(Sighting, Species.name, Model.name, Model.sha256)
+            select(Sighting, Species.name, TaxonRow, Model.name, Model.sha256)
             .join(Model, Model.id == Sighting.model_id)
             .outerjoin(Species, Species.id == Sighting.species_id)
+            .outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id)
             .where(Sighting.id == sighting_id)
         ).first()
         if row is None:
             raise IdentifyError("unknown_sighting", f"no sighting {sighting_id}", 404)
-        sighting, species, model_name, model_sha256 = row
+        sighting, species, taxon, model_name, model_sha256 = row
         predictions = [
-            PredictionRow(name, score, classifier, knn)
-            for name, score, classifier, knn in session.execute(
-                select(Species.name, Prediction.score, Prediction.classifier, Prediction.knn)
+            RankedSpecies(name, score, classifier, knn, _taxon(taxon))
+            for name, score, classifier, knn, taxon in session.execute(
+                select(Species.name, Prediction.score, Prediction.classifier, Prediction.knn, TaxonRow)
                 .join(Species, Species.id == Prediction.species_id)
+                .outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id)
                 .where(Prediction.sighting_id == sighting_id)
                 .order_by(Prediction.rank)
             )
@@ -205,7 +192,7 @@ class SightingStore:
         return SightingRecord(
             id=sighting.id, photo_sha256=sighting.photo_sha256, photo_name=sighting.photo_name,
             decision=sighting.decision, reasons=list(sighting.reasons or []), uncertainty=sighting.uncertainty,
-            status=sighting.status, species=species, version=sighting.version, lat=sighting.lat, lon=sighting.lon,
+            status=sighting.status, species=species, taxon=_taxon(taxon), version=sighting.version, lat=sighting.lat, lon=sighting.lon,
             observed_at=as_utc(sighting.observed_at), observer=sighting.observer, note=sighting.note,
             created_at=as_utc(sighting.created_at), model_name=model_name, model_sha256=model_sha256,
             predictions=predictions,
@@ -264,10 +251,14 @@ class SightingStore:
         query = select(Sighting.id).where(Sighting.model_id == model_id)
         with self.sessions() as session:
             if filters.species is not None:
-                species_id = session.scalar(select(Species.id).where(Species.name == filters.species))
-                if species_id is None:
-                    raise IdentifyError("unknown_species", f"no species named {filters.species!r}")
-                query = query.where(Sighting.species_id == species_id)
+                query = query.where(Sighting.species_id.in_(self._species_ids_named(session, filters.species)))
+            if filters.genus is not None or filters.family is not None:
+                taxa = select(Species.id).join(TaxonRow, TaxonRow.id == Species.taxon_id)
+                if filters.genus is not None:
+                    taxa = taxa.where(func.lower(TaxonRow.genus) == filters.genus.strip().lower())
+                if filters.family is not None:
+                    taxa = taxa.where(func.lower(TaxonRow.family) == filters.family.strip().lower())
+                query = query.where(Sighting.species_id.in_(taxa))
             if filters.start is not None:
                 query = query.where(_when(Sighting) >= filters.start)
             if filters.end is not None:
@@ -280,6 +271,18 @@ class SightingStore:
                 else:  # the box crosses the antimeridian
                     query = query.where((Sighting.lon >= box.min_lon) | (Sighting.lon <= box.max_lon))
             return np.fromiter(session.scalars(query), dtype=np.int64)
+
+    def _species_ids_named(self, session: Session, name: str) -> list[int]:
+        """The species a filter names: the label itself, or every label of the taxon the name resolves to."""
+        exact = session.scalar(select(Species.id).where(Species.name == name))
+        taxon = self.references.taxonomy.resolve(name)
+        if taxon is None:
+            if exact is None:
+                raise IdentifyError("unknown_species", f"no species named {name!r}")
+            return [exact]
+        same_taxon = session.scalars(select(Species.id).join(TaxonRow, TaxonRow.id == Species.taxon_id)
+                                     .where(TaxonRow.scientific_name == taxon.scientific_name))
+        return list({*same_taxon, *([exact] if exact is not None else [])})
 
     # ---- curation ----------------------------------------------------------------------------------------
     def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
@@ -301,7 +304,7 @@ class SightingStore:
             sighting = session.get(Sighting, request.sighting_id)
             if sighting is None:
                 raise IdentifyError("unknown_sighting", f"no sighting {request.sighting_id}", 404)
-            species_id = self._reviewed_species(session, sighting, request, model_classes)
+            species_id, label = self._reviewed_species(session, sighting, request, model_classes)
             changed = session.execute(
                 update(Sighting)
                 .where(Sighting.id == request.sighting_id, Sighting.version == request.version)
@@ -311,13 +314,12 @@ class SightingStore:
             if changed != 1:
                 raise self._stale(request)
             reference_id = None
-            if request.add_as_reference:
-                reference_id = self._promote(session, sighting, species_id, index_name)  # type: ignore[arg-type]
+            if request.promotes and label is not None:
+                reference_id = self._promote(session, sighting, label, index_name)
             session.add(Review(sighting_id=sighting.id, curator_id=request.curator_id, action=request.action,
                                species_id=species_id, note=request.note, version=request.version,
                                added_as_reference=reference_id is not None))
-            vector = np.frombuffer(sighting.embedding, dtype=np.float32) if reference_id is not None else None
-        return ReviewOutcome(self.get(request.sighting_id), reference_id, vector)
+        return ReviewOutcome(self.get(request.sighting_id), reference_id)
 
     def _stale(self, request: ReviewRequest) -> IdentifyError:
         current = self.get(request.sighting_id, with_reviews=False)
@@ -327,51 +329,49 @@ class SightingStore:
         return error
 
     def _reviewed_species(self, session: Session, sighting: Sighting, request: ReviewRequest,
-                          model_classes: Sequence[str]) -> int | None:
+                          model_classes: Sequence[str]) -> tuple[int | None, str | None]:
+        """(species id, label) the review leaves the sighting with."""
         if request.action == "reject":
             if request.add_as_reference:
                 raise IdentifyError("bad_review", "a rejected sighting cannot become a reference")
-            return None
+            return None, None
         if request.action == "confirm":
-            if sighting.species_id is None:
+            current = session.get(Species, sighting.species_id) if sighting.species_id is not None else None
+            if current is None:
                 raise IdentifyError("bad_review", "nothing to confirm: the sighting has no species; use correct")
-            current = session.get(Species, sighting.species_id)
-            if request.species and current is not None and request.species != current.name:
+            if request.species and request.species != current.name:
                 raise IdentifyError("bad_review", f"confirm keeps {current.name}; use correct to change the species")
-            return sighting.species_id
+            return current.id, current.name
         if not request.species:
             raise IdentifyError("bad_review", "correct needs the species")
-        known = session.scalar(select(Species.id).where(Species.name == request.species))
-        if known is None and request.species not in model_classes:
-            raise IdentifyError("unknown_species", f"{request.species!r} is neither a species of the references nor "
-                                "a class of the model")
-        return known if known is not None else species_id_for(session, request.species)
+        label = self._corrected_label(session, request, model_classes)
+        return self._species_id(session, label), label
 
-    def _promote(self, session: Session, sighting: Sighting, species_id: int, index_name: str) -> int:
-        """Make the sighting's photo a reference of `index_name`, with the embedding it was identified by."""
-        index = session.scalar(select(Index).where(Index.name == index_name))
-        if index is None:
-            raise IdentifyError("unknown_index", f"no index named {index_name!r}", 404)
-        if index.model_id != sighting.model_id:
-            raise IdentifyError("index_model_mismatch", f"sighting {sighting.id} was embedded by another model "
-                                f"than index {index_name!r}", 409)
-        reference = session.scalar(select(ReferenceImage).where(ReferenceImage.file_sha256 == sighting.photo_sha256))
-        if reference is None:
-            reference = ReferenceImage(
-                file_sha256=sighting.photo_sha256, path=str(self.photos.photo_path(sighting.photo_name)),
-                species_id=species_id,
-                lat=sighting.lat, lon=sighting.lon, observed_at=sighting.observed_at,
-                source=f"sighting {sighting.id}", sighting_id=sighting.id,
-            )
-            session.add(reference)
-            session.flush()
-        elif reference.species_id != species_id:
-            held = session.get(Species, reference.species_id)
-            raise IdentifyError("reference_conflict", f"this photo is already reference {reference.id}, labelled "
-                                f"{held.name if held else '?'}", 409)
-        has_vector = session.scalar(select(Embedding.id).where(Embedding.reference_id == reference.id,
-                                                               Embedding.model_id == sighting.model_id))
-        if has_vector is None:
-            session.add(Embedding(reference_id=reference.id, model_id=sighting.model_id, vector=sighting.embedding))
-        add_member(session, index.id, reference.id)
-        return reference.id
+    def _corrected_label(self, session: Session, request: ReviewRequest, model_classes: Sequence[str]) -> str:
+        """The label a correction names: a known label as it is; else any name of the taxonomy (common or
+        scientific, any authority), as the label that already stands for its taxon; else, only when asked,
+        the name as written."""
+        name = request.species or ""
+        if name in model_classes or session.scalar(select(Species.id).where(Species.name == name)) is not None:
+            return name
+        taxon = self.references.taxonomy.resolve(name)
+        if taxon is not None:
+            return self.references.label_for_taxon(session, taxon, preferred=model_classes)
+        if request.as_written:
+            return name
+        close = ", ".join(s.name for s in self.references.taxonomy.suggest(name, limit=5))
+        error = IdentifyError("unknown_species", f"{name!r} is in no bird taxonomy"
+                              + (f" (did you mean: {close}?)" if close else "")
+                              + "; to use it anyway, send as_written", 400)
+        error.details = {"suggestions": close.split(", ") if close else []}
+        raise error
+
+    def _promote(self, session: Session, sighting: Sighting, label: str, index_name: str) -> int:
+        """Make the sighting's photo a reference of `index_name`, with the embedding it was identified by, in
+        the review's transaction: through the reference set's one way in."""
+        index_id = self.references.index_of(session, index_name, sighting.model_id)
+        return self.references.add(session, index_id, sighting.model_id, [NewReference(
+            file_sha256=sighting.photo_sha256, path=str(self.photos.photo_path(sighting.photo_name)), species=label,
+            vector=sighting.embedding, lat=sighting.lat, lon=sighting.lon, observed_at=sighting.observed_at,
+            source=f"sighting {sighting.id}", sighting_id=sighting.id,
+        )])[0]

@@ -16,8 +16,10 @@ from identify.backbone import Backbone
 from identify.config import Settings
 from identify.errors import IdentifyError
 from identify.images import sha256_file
+from identify.references import References
 from identify.storage import Store
-from identify.vectors import Manifest, build_planned_index, check_compatible, new_manifest, plan_index, publish, read_manifest
+from identify.vectors.plan import build_planned_index, plan_index
+from identify.vectors.published import Manifest, check_compatible, new_manifest, publish, read_manifest
 from index_builder.dataset import ReferenceDataset, default_workers, loader
 from index_builder.sources import ReferenceSource
 from index_builder.writer import EmbeddingWriter
@@ -65,13 +67,15 @@ def _hash_all(paths: Sequence[Path]) -> list[str | None]:
 
 
 class IndexBuilder:
-    def __init__(self, settings: Settings, backbone: Backbone, store: Store, options: BuildOptions) -> None:
+    def __init__(self, settings: Settings, backbone: Backbone, store: Store, options: BuildOptions,
+                 references: References | None = None) -> None:
         if options.batch_size < 1:
             raise IdentifyError("bad_batch_size", "--batch-size must be at least 1")
         plan_index(0, options.index_type)  # reject a bad --index-type before any work
         self.settings = settings
         self.backbone = backbone
         self.store = store
+        self.references = references or References.for_settings(store, settings)
         self.options = options
         self.report = BuildReport()
 
@@ -83,7 +87,7 @@ class IndexBuilder:
     def _triage(self, sources: Sequence[ReferenceSource], model_id: int, index_id: int) -> list[tuple[ReferenceSource, str]]:
         """The (source, sha256) pairs still to embed; counts and records everything else."""
         hashes = _hash_all([s.path for s in sources])
-        known = self.store.known_references(model_id, [h for h in hashes if h])
+        known = self.references.known(model_id, [h for h in hashes if h])
         seen: set[str] = set()
         to_embed, already = [], []
         for source, sha in zip(sources, hashes, strict=True):
@@ -100,7 +104,7 @@ class IndexBuilder:
             if sha:
                 seen.add(sha)
         self.report.already_indexed = len(already)
-        self.store.add_members(index_id, already)
+        self.references.add_members(index_id, already)
         return to_embed
 
     def _embed(self, pending: list[tuple[ReferenceSource, str]], writer: EmbeddingWriter) -> None:
@@ -122,7 +126,7 @@ class IndexBuilder:
 
     def _publish(self, index_id: int, model_id: int) -> None:
         identity = self.backbone.identity
-        ids, vectors = self.store.index_vectors(index_id, model_id, identity.embedding_dim)
+        ids, vectors = self.references.index_vectors(index_id, model_id, identity.embedding_dim)
         if len(ids) == 0:
             raise IdentifyError("nothing_embedded", f"no photo could be embedded into {self.options.name!r}")
         index, plan = build_planned_index(ids, vectors, self.options.index_type)
@@ -136,7 +140,7 @@ class IndexBuilder:
         requested = self.options.index_type
         if manifest is None or (requested != "auto" and requested != manifest.index_type):
             return False
-        if manifest.count != self.store.member_count(index_id):
+        if manifest.count != self.references.member_count(index_id):
             return False
         self.report.count, self.report.index_type = manifest.count, manifest.index_type
         self.report.index = str(self.settings.indexes_dir / self.options.name)
@@ -155,7 +159,7 @@ class IndexBuilder:
         try:
             pending = self._triage(sources, model_id, index_id)
             embed_started = time.perf_counter()
-            self._embed(pending, EmbeddingWriter(self.store, index_id, model_id))
+            self._embed(pending, EmbeddingWriter(self.references, index_id, model_id))
             embed_seconds = time.perf_counter() - embed_started
             if self.report.embedded or not self._is_current(index_id, published):
                 self._publish(index_id, model_id)

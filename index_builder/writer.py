@@ -1,5 +1,6 @@
-"""Records a batch of embeddings in SQL, one transaction per batch: an interrupted build keeps every batch
-it finished, and the next run skips those photos by content hash."""
+"""Records a batch of embeddings in SQL through the reference set's one way in (identify.references), one
+transaction per batch: an interrupted build keeps every batch it finished, and the next run skips those photos
+by content hash."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from typing import Sequence
 
 import numpy as np
 
-from identify.storage import NewReference, Store
+from identify.references import NewReference, References
 from index_builder.sources import ReferenceSource
 
 
 class EmbeddingWriter:
-    def __init__(self, store: Store, index_id: int, model_id: int) -> None:
-        self.store = store
+    def __init__(self, references: References, index_id: int, model_id: int) -> None:
+        self.references = references
         self.index_id = index_id
         self.model_id = model_id
 
@@ -32,4 +33,4 @@ class EmbeddingWriter:
             )
             for source, sha, vector in zip(sources, hashes, vectors, strict=True)
         ]
-        return self.store.add_references(self.index_id, self.model_id, references)
+        return self.references.add_batch(self.index_id, self.model_id, references)

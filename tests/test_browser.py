@@ -89,12 +89,13 @@ def test_drop_a_photo_log_in_and_review_from_the_queue_with_the_keyboard(page, s
     page.keyboard.press("e")  # edit the species, then Enter corrects
     field = item.locator("input[name=species]")
     expect(field).to_be_focused()
-    field.fill(SPECIES[1])
+    field.fill("hooded crow")  # a common name: it names the taxon of the label Corvus_cornix
     page.keyboard.press("Enter")
     page.wait_for_load_state()
     expect(page.locator(".flash")).to_contain_text(f"Sighting {sighting}: corrected as {SPECIES[1]}")
     expect(page.locator(f"#item-{sighting}")).to_have_count(0)
     shot(page, "5-reviewed")
     page.goto(f"{served['base']}/sightings/{sighting}")
-    expect(page.locator("#answer")).to_have_text(SPECIES[1].replace("_", " "))
+    expect(page.locator("#answer")).to_have_text("Hooded Crow Corvus cornix")
+    expect(page.locator("#answer i.sci")).to_have_text("Corvus cornix")  # the scientific name in italics
     expect(page.locator(".history")).to_contain_text("ana corrected")

@@ -1,4 +1,4 @@
-"""The system of record on SQLite and on the local PostgreSQL: migrations, and the shared queries."""
+"""The system of record on SQLite and on the local PostgreSQL: migrations, and the reference set's queries."""
 
 import numpy as np
 import pytest
@@ -6,10 +6,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
-from identify.backbone import ModelIdentity
+from identify.identity import ModelIdentity
 from identify.errors import IdentifyError
 from identify.schema import Base, Embedding, IndexMember, ReferenceImage, Species
-from identify.storage import NewReference, Store, current_revision, downgrade_database, make_engine, upgrade_database
+from identify.references import NewReference, References
+from identify.storage import Store, current_revision, downgrade_database, make_engine, upgrade_database
 
 
 def identity(sha: str, dim: int = 4) -> ModelIdentity:
@@ -27,17 +28,20 @@ def store(database_url):
 def test_migrations_create_exactly_the_models_schema_and_go_back(database_url):
     engine = make_engine(database_url)
     upgrade_database(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     upgrade_database(engine)  # idempotent
+    downgrade_database(engine, "0002")
+    assert "taxa" not in inspect(engine).get_table_names()
+    assert "taxon_id" not in {c["name"] for c in inspect(engine).get_columns("species")}
     downgrade_database(engine, "0001")
     assert "photo_name" not in {c["name"] for c in inspect(engine).get_columns("sightings")}
     downgrade_database(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade_database(engine)
     assert {"models", "species", "reference_images", "embeddings", "index_builds", "sightings", "predictions",
-            "reviews", "curators", "indexes", "index_members"} <= set(inspect(engine).get_table_names())
+            "reviews", "curators", "indexes", "index_members", "taxa"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 
 
@@ -47,19 +51,19 @@ def test_references_are_recorded_once_per_content(store):
     index_id = store.open_index("birds", model_id)
     vector = np.arange(4, dtype=np.float32)
     ref = NewReference("f" * 64, "/photos/1.jpg", "Corvus_cornix", vector, lat=51.5, lon=-0.1)
-    first = store.add_references(index_id, model_id, [ref])
-    again = store.add_references(index_id, model_id, [ref])  # a resumed build writes the same batch again
+    first = References(store).add_batch(index_id, model_id, [ref])
+    again = References(store).add_batch(index_id, model_id, [ref])  # a resumed build writes the same batch again
     assert first == again
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(ReferenceImage)) == 1
         assert session.scalar(select(func.count()).select_from(Embedding)) == 1
         assert session.scalar(select(func.count()).select_from(IndexMember)) == 1
         assert session.scalar(select(Species.name)) == "Corvus_cornix"
-    known = store.known_references(model_id, ["f" * 64, "0" * 64])
+    known = References(store).known(model_id, ["f" * 64, "0" * 64])
     assert list(known) == ["f" * 64] and known["f" * 64].embedded and known["f" * 64].species == "Corvus_cornix"
-    ids, vectors = store.index_vectors(index_id, model_id, 4)
+    ids, vectors = References(store).index_vectors(index_id, model_id, 4)
     assert ids.tolist() == first and np.array_equal(vectors[0], vector)
-    assert store.references(first)[first[0]].path == "/photos/1.jpg"
+    assert References(store).info(first)[first[0]].path == "/photos/1.jpg"
 
 
 def test_an_index_belongs_to_one_model(store):
@@ -75,10 +79,10 @@ def test_vectors_come_back_in_chunks_in_id_order(store):
     model_id = store.register_model(identity("a", dim=3))
     index_id = store.open_index("birds", model_id)
     refs = [NewReference(f"{i:064d}", f"/{i}.jpg", "sp", np.full(3, i, np.float32)) for i in range(7)]
-    store.add_references(index_id, model_id, refs)
-    chunks = list(store.iter_index_vectors(index_id, model_id, 3, batch=3))
+    References(store).add_batch(index_id, model_id, refs)
+    chunks = list(References(store).iter_index_vectors(index_id, model_id, 3, batch=3))
     assert [len(ids) for ids, _ in chunks] == [3, 3, 1]
     all_ids = np.concatenate([ids for ids, _ in chunks])
     assert all_ids.tolist() == sorted(all_ids.tolist())
-    later, _ = store.index_vectors(index_id, model_id, 3, after_id=int(all_ids[4]))
+    later, _ = References(store).index_vectors(index_id, model_id, 3, after_id=int(all_ids[4]))
     assert later.tolist() == all_ids[5:].tolist()

@@ -1,22 +1,15 @@
 """FAISS indexes: type by size, ids are SQL ids, atomic publish with manifest, refusal of another model."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from identify.backbone import ModelIdentity
 from identify.errors import IdentifyError
-from identify.vectors import (
-    FLAT_LIMIT,
-    VectorIndex,
-    build_faiss_index,
-    check_compatible,
-    load_index,
-    new_manifest,
-    plan_index,
-    publish,
-)
+from identify.identity import ModelIdentity
+from identify.vectors.plan import FLAT_LIMIT, build_faiss_index, plan_index
+from identify.vectors.published import VectorIndex, check_compatible, load_index, new_manifest, publish
 
 
 def identity(sha: str = "a", dim: int = 16) -> ModelIdentity:
@@ -114,7 +107,7 @@ def _recall_at_10(index, vectors: np.ndarray, queries: np.ndarray, ids: np.ndarr
 def test_tuned_nprobe_reaches_the_target_recall_on_new_queries():
     import faiss
 
-    from identify.vectors import tune_nprobe
+    from identify.vectors.plan import tune_nprobe
 
     rng = np.random.default_rng(5)
     centres = unit_vectors(50, 32, seed=9)
@@ -131,10 +124,40 @@ def test_tuned_nprobe_reaches_the_target_recall_on_new_queries():
 
 
 def test_auto_falls_back_to_exact_search_where_ivf_cannot_win():
-    from identify.vectors import build_planned_index
+    from identify.vectors.plan import build_planned_index
 
     uniform = unit_vectors(120_000, 64, seed=2)  # no structure: IVF needs most lists for recall 0.95
     index, plan = build_planned_index(np.arange(len(uniform)), uniform)
     assert plan.index_type == "flat" and index.ntotal == len(uniform)
     index, plan = build_planned_index(np.arange(len(uniform)), uniform, "ivf")  # asked for: kept, searched widely
     assert plan.index_type == "ivf" and plan.nprobe >= 64
+
+
+OLD_MANIFEST = Path(__file__).parent / "data" / "manifest-0.1.0.json"  # as release 0.1.0 wrote it, kept
+
+
+@pytest.mark.parametrize("edit", ["as_written", "fields_of_a_newer_release", "only_the_first_fields"])
+def test_manifests_of_other_releases_still_open(tmp_path, edit):
+    link = publish_version(tmp_path, 5)
+    manifest = json.loads(OLD_MANIFEST.read_text())
+    if edit == "fields_of_a_newer_release":
+        manifest.update(memory_budget_bytes=1 << 30, tuned_recall_at_10=0.97)
+    elif edit == "only_the_first_fields":  # what every release wrote: the rest came later or may go
+        manifest = {key: manifest[key] for key in ("model", "model_sha256", "network", "dim", "metric", "count")}
+    (link.resolve() / "manifest.json").write_text(json.dumps(manifest))
+    loaded = load_index(tmp_path, "birds")
+    assert loaded.count == 5 and loaded.manifest.index_type == "flat"
+    assert loaded.manifest.max_reference_id == 5  # read from the file, or from the index's own ids
+    check_compatible(loaded.manifest, identity(), "birds")
+    _, ids = loaded.search(unit_vectors(1, 16), 5)
+    assert sorted(ids[0].tolist()) == [1, 2, 3, 4, 5]
+
+
+def test_a_manifest_without_what_identifies_the_model_is_corrupt(tmp_path):
+    link = publish_version(tmp_path, 5)
+    manifest = json.loads(OLD_MANIFEST.read_text())
+    del manifest["model_sha256"]
+    (link.resolve() / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IdentifyError) as error:
+        load_index(tmp_path, "birds")
+    assert error.value.code == "index_corrupt"

@@ -18,21 +18,6 @@ from identify.web import create_app
 NEW_BIRD = species_photo(3, 0)  # a colour and shape none of the references has
 
 
-@pytest.fixture
-def service(make_service):  # type: ignore[no-untyped-def]
-    return make_service()
-
-
-@pytest.fixture
-def client(service):  # type: ignore[no-untyped-def]
-    return create_app(service.settings, service).test_client()
-
-
-@pytest.fixture
-def token(service) -> str:  # type: ignore[no-untyped-def]
-    return service.curators.create("ana", "correct horse battery")
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -58,7 +43,10 @@ def test_identify_answers_the_documented_contract(client):
     assert list(body)[:2] == ["sighting_id", "url"]
     assert body["decision"] in ("confident", "needs_review", "no_match")
     assert 1 <= len(body["species"]) <= 5
-    assert set(body["species"][0]) == {"name", "score", "classifier", "knn"}
+    assert set(body["species"][0]) == {"name", "score", "classifier", "knn", "taxon"}
+    taxa = {s["name"]: s["taxon"] for s in body["species"]}  # the model's classes are scientific names here
+    assert taxa["Passer_domesticus"]["scientific_name"] == "Passer domesticus"
+    assert taxa["Passer_domesticus"]["family"] == "Passeridae" and taxa["Corvus_cornix"]["genus"] == "Corvus"
     scores = [s["score"] for s in body["species"]]
     assert scores == sorted(scores, reverse=True)
     assert set(body["neighbours"][0]) == {"reference_id", "species", "similarity", "thumbnail_url"}
@@ -136,7 +124,7 @@ def test_review_needs_a_curator(client, token):
 @pytest.mark.parametrize(
     ("review", "status", "code"),
     [
-        ({"action": "correct", "species": "Pica_pica", "version": 1}, 400, "unknown_species"),
+        ({"action": "correct", "species": "Avis inventa", "version": 1}, 400, "unknown_species"),
         ({"action": "correct", "version": 1}, 400, "bad_review"),
         ({"action": "approve", "version": 1}, 400, "bad_review"),
         ({"action": "confirm"}, 400, "bad_review"),
@@ -298,7 +286,7 @@ def test_similar_sightings_exclude_itself_and_honour_filters(client):
     ("query", "code"),
     [({"k": "0"}, "bad_k"), ({"k": "many"}, "bad_k"), ({"bbox": "1,2,3"}, "bad_coordinates"),
      ({"bbox": "0,50,10,40"}, "bad_coordinates"), ({"from": "2026-02-30"}, "bad_date"),
-     ({"from": "2026-05-02", "to": "2026-05-01"}, "bad_date"), ({"species": "Pica_pica"}, "unknown_species")],
+     ({"from": "2026-05-02", "to": "2026-05-01"}, "bad_date"), ({"species": "Avis inventa"}, "unknown_species")],
 )
 def test_bad_similar_filters(client, query, code):
     sighting_id = upload(client, jpeg_bytes(NEW_BIRD)).get_json()["sighting_id"]

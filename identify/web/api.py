@@ -8,8 +8,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request, url_for
 
 from identify.errors import IdentifyError
-from identify.service import parse_count, parse_filters, parse_k, parse_review, parse_sighting_fields
 from identify.web import views
+from identify.web.forms import parse_count, parse_filters, parse_k, parse_review, parse_sighting_fields, text_field
 from identify.web.auth import api_curator, service
 from identify.web.openapi import openapi_document
 
@@ -36,7 +36,7 @@ def openapi() -> Any:
 def status() -> Any:
     svc = service()
     return jsonify({"model": {"name": svc.backbone.identity.name, "sha256": svc.backbone.identity.sha256},
-                    "index": {"name": svc.index_name, "references": svc.references.count},
+                    "index": {"name": svc.index_name, "references": svc.reference_index.count},
                     "sightings": svc.similar_index.count})
 
 
@@ -103,3 +103,15 @@ def review(sighting_id: int) -> Any:
     result = views.sighting_json(outcome.sighting)
     result["reference_id"] = outcome.reference_id
     return jsonify(result)
+
+
+SUGGESTION_LIMIT = 50
+
+
+@bp.get("/taxa")
+def taxa() -> Any:
+    """Names of the bird taxonomy for what was typed (`q`): common and scientific names of every authority,
+    species first. The review form's suggestions come from here."""
+    text = text_field(request.args.get("q"), "q") or ""
+    limit = parse_count(request.args.get("limit"), "limit", 10, SUGGESTION_LIMIT)
+    return jsonify({"q": text, "taxa": [views.suggestion_json(s) for s in service().suggest_taxa(text, limit)]})

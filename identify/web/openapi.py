@@ -26,7 +26,10 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
 
 
 FILTERS = [
-    _query("species", "Only sightings whose current answer is this species", {"type": "string"}),
+    _query("species", "Only sightings whose current answer is this species (a label, or any name of its taxon)",
+           {"type": "string"}),
+    _query("genus", "Only sightings whose current answer is of this genus", {"type": "string"}),
+    _query("family", "Only sightings whose current answer is of this family", {"type": "string"}),
     _query("from", "Observed (else uploaded) on or after, ISO 8601", {"type": "string", "format": "date-time"}),
     _query("to", "Observed (else uploaded) on or before, ISO 8601", {"type": "string", "format": "date-time"}),
     _query("bbox", "west,south,east,north in degrees", {"type": "string", "example": "-10,35,30,60"}),
@@ -46,10 +49,20 @@ SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],
         "properties": {"code": {"type": "string", "example": "not_an_image"}, "message": {"type": "string"}}}}},
-    "SpeciesScore": {"type": "object", "required": ["name", "score", "classifier", "knn"], "properties": {
-        "name": {"type": "string"}, "score": {"type": "number", "description": "Fused"},
+    "Taxon": {"type": ["object", "null"], "description": "Null when no bird taxonomy knows the label",
+              "properties": {
+        "scientific_name": {"type": "string"}, "common_name": {"type": ["string", "null"]},
+        "rank": {"type": "string", "enum": ["species", "subspecies", "genus", "family", "order"]},
+        "genus": {"type": ["string", "null"]}, "family": {"type": ["string", "null"]},
+        "order": {"type": ["string", "null"]}, "authority": {"type": "string"},
+        "authority_version": {"type": "string"}}},
+    "RankedSpecies": {"type": "object", "required": ["name", "score", "classifier", "knn", "taxon"], "properties": {
+        "name": {"type": "string", "description": "The label (model class or reference species)"},
+        "score": {"type": "number", "description": "Fused"},
         "classifier": {"type": "number", "description": "Classifier probability"},
-        "knn": {"type": "number", "description": "Share of the neighbours' vote"}}},
+        "knn": {"type": "number", "description": "Share of the neighbours' vote"}, "taxon": _ref("Taxon")}},
+    "TaxonSuggestions": {"type": "object", "properties": {"q": {"type": "string"}, "taxa": {"type": "array",
+        "items": {"type": "object", "properties": {"name": {"type": "string"}, "taxon": _ref("Taxon")}}}}},
     "Neighbour": {"type": "object", "properties": {
         "reference_id": {"type": "integer"}, "species": {"type": "string"},
         "similarity": {"type": "number", "description": "Cosine"}, "thumbnail_url": {"type": "string"}}},
@@ -59,27 +72,30 @@ SCHEMAS: dict[str, Any] = {
         "sighting_id": {"type": "integer"}, "url": {"type": "string"},
         "decision": {"type": "string", "enum": ["confident", "needs_review", "no_match"]},
         "reasons": {"type": "array", "items": {"type": "string"}}, "uncertainty": {"type": "number"},
-        "species": {"type": "array", "items": _ref("SpeciesScore"), "maxItems": 5},
+        "species": {"type": "array", "items": _ref("RankedSpecies"), "maxItems": 5},
         "neighbours": {"type": "array", "items": _ref("Neighbour")}, "model": _ref("Model")}},
     "SightingSummary": {"type": "object", "properties": {
         "sighting_id": {"type": "integer"}, "url": {"type": "string"}, "photo_url": {"type": "string"},
         "thumbnail_url": {"type": "string"}, "decision": {"type": "string"}, "uncertainty": {"type": "number"},
         "status": {"type": "string", "enum": ["open", "confirmed", "corrected", "rejected"]},
-        "answer": {"type": ["string", "null"]}, "version": {"type": "integer"},
+        "answer": {"type": ["string", "null"]}, "answer_taxon": _ref("Taxon"), "version": {"type": "integer"},
         "lat": {"type": ["number", "null"]}, "lon": {"type": ["number", "null"]},
         "observed_at": {"type": ["string", "null"]}, "created_at": {"type": "string"},
         "similarity": {"type": "number", "description": "In similar-sightings lists"}}},
     "Sighting": {"allOf": [_ref("SightingSummary"), {"type": "object", "properties": {
-        "species": {"type": "array", "items": _ref("SpeciesScore")},
+        "species": {"type": "array", "items": _ref("RankedSpecies")},
         "neighbours": {"type": "array", "items": _ref("Neighbour")}, "reasons": {"type": "array"},
         "observer": {"type": ["string", "null"]}, "note": {"type": ["string", "null"]}, "model": _ref("Model"),
         "reviews": {"type": "array", "items": {"type": "object"}}}}]},
     "Similar": {"type": "object", "properties": {"similar": {"type": "array", "items": _ref("SightingSummary")}}},
     "Review": {"type": "object", "required": ["action", "version"], "properties": {
         "action": {"type": "string", "enum": ["confirm", "correct", "reject"]},
-        "species": {"type": "string", "description": "Required by correct"}, "note": {"type": "string"},
+        "species": {"type": "string", "description": "Required by correct: a label in use, or any common or "
+                    "scientific name of the bird taxonomies"}, "note": {"type": "string"},
         "version": {"type": "integer", "description": "The sighting's version you reviewed"},
-        "add_as_reference": {"type": "boolean", "description": "Make the photo a reference at once"}}},
+        "add_as_reference": {"type": "boolean", "description": "Make the photo a reference at once (default: "
+                             "true, unless rejected)"},
+        "as_written": {"type": "boolean", "description": "correct: take a name no taxonomy knows, as written"}}},
 }
 
 
@@ -118,6 +134,11 @@ def openapi_document() -> dict[str, Any]:
                                                               "application/x-www-form-urlencoded": {"schema": _ref("Review")}}},
                 "responses": {"200": _json(_ref("Sighting"), "The reviewed sighting (reference_id when added)"),
                               **_errors(400, 401, 404, 409)}}},
+            "/taxa": {"get": {
+                "summary": "Names of the bird taxonomy matching what was typed (review suggestions)",
+                "parameters": [_query("q", "What was typed", {"type": "string"}),
+                               _query("limit", "1-50, default 10", {"type": "integer", "minimum": 1, "maximum": 50})],
+                "responses": {"200": _json(_ref("TaxonSuggestions"), "Species first"), **_errors(400)}}},
             "/status": {"get": {"summary": "Model, index size and sightings count",
                                 "responses": {"200": {"description": "Status"}}}},
         },

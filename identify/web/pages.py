@@ -8,8 +8,9 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 
 from identify.errors import IdentifyError
-from identify.service import parse_filters, parse_review, parse_sighting_fields
+from identify.web import views
 from identify.web.auth import current_curator, local_path, login_required, service
+from identify.web.forms import parse_filters, parse_review, parse_sighting_fields
 
 bp = Blueprint("pages", __name__)
 
@@ -59,7 +60,8 @@ def sighting(sighting_id: int) -> Any:
         similar, filter_error = [], exc
     curator = current_curator()
     return render_template(
-        "sighting.html", sighting=record, neighbours=svc.neighbours_of(record), similar=similar,
+        "sighting.html", sighting=record, answer=views.sighting_json(record), neighbours=svc.neighbours_of(record),
+        similar=similar,
         filters=request.args, filter_error=filter_error, curator=curator,
         species_names=svc.species_names() if curator else [],
     )
@@ -75,7 +77,8 @@ def review_queue() -> Any:
         page = 1
     records, total = svc.queue(page, QUEUE_PAGE)
     return render_template("review.html", items=records, page=page, total=total, per_page=QUEUE_PAGE,
-                           species_names=svc.species_names())
+                           species_names=svc.species_names(),
+                           ranked_of={r.id: views.sighting_json(r)["species"] for r in records})
 
 
 @bp.post("/sightings/<int:sighting_id>/review")
@@ -84,8 +87,11 @@ def review(sighting_id: int) -> Any:
     curator = current_curator()
     assert curator is not None
     back = local_path(request.form.get("back"))
+    body = request.form.to_dict()
+    body["add_as_reference"] = "add_as_reference" in request.form  # an unticked box sends nothing: that is a no
+    body["as_written"] = "as_written" in request.form
     try:
-        outcome = service().review(parse_review(sighting_id, curator.id, request.form))
+        outcome = service().review(parse_review(sighting_id, curator.id, body))
     except IdentifyError as exc:
         flash(f"Sighting {sighting_id}: {exc.message}", "error")
         return redirect(back)

@@ -1,4 +1,5 @@
-"""JSON shapes of the API, built from the core's records (the pages render the same records)."""
+"""JSON shapes of the API, built from the core's records through identify.answers (the pages render the same
+dictionaries, so a species reads the same everywhere)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from typing import Any
 
 from flask import g, url_for
 
+from identify.answers import identification_json as answer_json
+from identify.answers import neighbours_json as answer_neighbours_json
+from identify.answers import ranking_json, taxon_json
 from identify.identifier import Identification, NeighbourInfo
-from identify.sightings import ReviewRecord, SightingRecord
 from identify.service import SimilarSighting
+from identify.sightings import ReviewRecord, SightingRecord
+from identify.taxonomy import Suggestion
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -27,29 +32,18 @@ def photo_url(name: str) -> str:
     return url_for("pages.photo", name=name)
 
 
-def species_json(name: str, score: float, classifier: float, knn: float) -> dict[str, Any]:
-    return {"name": name, "score": round(score, 6), "classifier": round(classifier, 6), "knn": round(knn, 6)}
+def thumbnail_link(neighbour: NeighbourInfo) -> dict[str, Any]:
+    """The web points at a reference photo by its thumbnail (never by a file path)."""
+    return {"thumbnail_url": thumbnail_url(neighbour.file_sha256)}
 
 
 def neighbours_json(neighbours: list[NeighbourInfo]) -> list[dict[str, Any]]:
-    return [
-        {"reference_id": n.reference_id, "species": n.species, "similarity": round(n.similarity, 6),
-         "thumbnail_url": thumbnail_url(n.file_sha256)}
-        for n in neighbours
-    ]
+    return answer_neighbours_json(neighbours, thumbnail_link)
 
 
 def identification_json(sighting_id: int, result: Identification) -> dict[str, Any]:
-    return {
-        "sighting_id": sighting_id,
-        "url": url_for("pages.sighting", sighting_id=sighting_id),
-        "decision": result.decision.decision,
-        "reasons": list(result.decision.reasons),
-        "uncertainty": round(result.decision.uncertainty, 6),
-        "species": [species_json(s.name, s.score, s.classifier, s.knn) for s in result.species],
-        "neighbours": neighbours_json(result.neighbours),
-        "model": {"name": result.model_name, "sha256": result.model_sha256},
-    }
+    return {"sighting_id": sighting_id, "url": url_for("pages.sighting", sighting_id=sighting_id),
+            **answer_json(result, thumbnail_link)}
 
 
 def review_json(review: ReviewRecord) -> dict[str, Any]:
@@ -69,8 +63,9 @@ def sighting_summary_json(record: SightingRecord) -> dict[str, Any]:
         "uncertainty": round(record.uncertainty, 6),
         "status": record.status,
         "answer": record.species,
+        "answer_taxon": taxon_json(record.taxon),
         "version": record.version,
-        "top": [species_json(p.name, p.score, p.classifier, p.knn) for p in record.predictions[:1]],
+        "top": ranking_json(record.predictions[:1]),
         "lat": record.lat,
         "lon": record.lon,
         "observed_at": _iso(record.observed_at),
@@ -84,7 +79,7 @@ def sighting_json(record: SightingRecord, neighbours: list[NeighbourInfo] | None
         "reasons": record.reasons,
         "observer": record.observer,
         "note": record.note,
-        "species": [species_json(p.name, p.score, p.classifier, p.knn) for p in record.predictions],
+        "species": ranking_json(record.predictions),
         "model": {"name": record.model_name, "sha256": record.model_sha256},
         "reviews": [review_json(r) for r in record.reviews],
     })
@@ -96,3 +91,7 @@ def sighting_json(record: SightingRecord, neighbours: list[NeighbourInfo] | None
 
 def similar_json(hits: list[SimilarSighting]) -> list[dict[str, Any]]:
     return [{**sighting_summary_json(hit.sighting), "similarity": round(hit.similarity, 6)} for hit in hits]
+
+
+def suggestion_json(suggestion: Suggestion) -> dict[str, Any]:
+    return {"name": suggestion.name, "taxon": taxon_json(suggestion.taxon)}

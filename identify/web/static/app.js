@@ -81,7 +81,45 @@ function setUpQueue() {
   select(0);
 }
 
+// Review forms: as a curator types a species, offer names of the whole bird taxonomy (common and scientific,
+// every authority) from /api/v1/taxa, beside the labels already in use.
+function setUpTaxonSuggestions() {
+  document.querySelectorAll("input[data-suggest]").forEach((field, index) => {
+    const list = document.createElement("datalist");
+    list.id = `taxon-suggestions-${index}`;
+    const inUse = Array.from(document.querySelectorAll(`#${field.getAttribute("list")} option`)).map((o) => o.value);
+    field.after(list);
+    field.setAttribute("list", list.id);
+    let timer = null;
+    let asked = "";
+    const fill = (names) => {
+      list.replaceChildren(...names.map((name) => Object.assign(document.createElement("option"), { value: name })));
+    };
+    fill(inUse);
+    field.addEventListener("input", () => {
+      clearTimeout(timer);
+      const text = field.value.trim();
+      if (text.length < 2 || text === asked) return;
+      timer = setTimeout(async () => {
+        asked = text;
+        try {
+          const response = await fetch(`${field.dataset.suggest}?q=${encodeURIComponent(text)}&limit=12`);
+          if (!response.ok) return;
+          const body = await response.json();
+          const lower = text.toLowerCase();
+          const labels = inUse.filter((name) => name.toLowerCase().includes(lower));
+          const taxa = body.taxa.map((t) => t.name);
+          fill([...new Set([...labels, ...taxa])]);
+        } catch (error) {
+          // suggestions are a help, not a need: the form works without them
+        }
+      }, 150);
+    });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setUpUpload();
   setUpQueue();
+  setUpTaxonSuggestions();
 });

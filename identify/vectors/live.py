@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from identify.vectors import Manifest, VectorIndex, faiss_module, normalised
+from identify.vectors import faiss_module, normalised
+from identify.vectors.published import Manifest, VectorIndex
 
 LOOKBACK = 1000  # ids below the highest seen that may still commit late
 

@@ -1,0 +1,51 @@
+"""The one JSON shape of an answer: ranked species with their taxa, the decision, the neighbours that voted and
+the model. The API, the pages and `identify predict --json` all serialise through here; only how a neighbour's
+photo is pointed at differs (a thumbnail URL on the web, a file path on the command line)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from identify.fusion import RankedSpecies
+from identify.identifier import Identification, NeighbourInfo
+from identify.taxonomy import Taxon
+
+NeighbourLink = Callable[[NeighbourInfo], dict[str, Any]]  # where a neighbour's photo is: {"path": ...} or a URL
+
+
+def taxon_json(taxon: Taxon | None) -> dict[str, Any] | None:
+    if taxon is None:
+        return None
+    return {"scientific_name": taxon.scientific_name, "common_name": taxon.common_name, "rank": taxon.rank,
+            "genus": taxon.genus, "family": taxon.family, "order": taxon.order,
+            "authority": taxon.authority, "authority_version": taxon.version}
+
+
+def ranked_json(species: RankedSpecies) -> dict[str, Any]:
+    return {"name": species.name, "score": round(species.score, 6), "classifier": round(species.classifier, 6),
+            "knn": round(species.knn, 6), "taxon": taxon_json(species.taxon)}
+
+
+def ranking_json(ranking: Sequence[RankedSpecies]) -> list[dict[str, Any]]:
+    return [ranked_json(s) for s in ranking]
+
+
+def neighbours_json(neighbours: Sequence[NeighbourInfo], link: NeighbourLink) -> list[dict[str, Any]]:
+    return [{"reference_id": n.reference_id, "species": n.species, "similarity": round(n.similarity, 6), **link(n)}
+            for n in neighbours]
+
+
+def identification_json(result: Identification, link: NeighbourLink) -> dict[str, Any]:
+    return {
+        "decision": str(result.decision.decision),
+        "reasons": list(result.decision.reasons),
+        "uncertainty": round(result.decision.uncertainty, 6),
+        "species": ranking_json(result.species),
+        "neighbours": neighbours_json(result.neighbours, link),
+        "model": {"name": result.model_name, "sha256": result.model_sha256},
+    }
+
+
+def path_link(neighbour: NeighbourInfo) -> dict[str, Any]:
+    """The command line points at a reference photo by its file."""
+    return {"path": neighbour.path}

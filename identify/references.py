@@ -1,0 +1,329 @@
+"""The reference set, and the one owner of its tables: species labels and the taxa they name, reference photos,
+their embeddings, and which index each belongs to.
+
+Both ways a reference comes in go through `References.add`: the index builder (a batch of labelled photos)
+and a curator's review (a sighting's photo, inside the review's transaction). Searching goes through the live
+index that `live_index` opens: the published FAISS index plus every row SQL gained since it was built, so the
+web app and `identify predict` see the same reference set."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from identify.errors import IdentifyError
+from identify.identity import ModelIdentity
+from identify.schema import Embedding, Index, IndexMember, ReferenceImage, Species
+from identify.schema import Taxon as TaxonRow
+from identify.storage import IN_CHUNK, Store, rows_to_arrays
+from identify.taxonomy import Taxon, Taxonomy
+
+
+@dataclass(frozen=True)
+class NewReference:
+    """A photo to record as a reference, with its embedding."""
+
+    file_sha256: str
+    path: str
+    species: str  # the label as written; it is resolved to a taxon when first seen
+    vector: np.ndarray | bytes  # float32, as the network gave it
+    lat: float | None = None
+    lon: float | None = None
+    observed_at: datetime | None = None
+    source: str | None = None
+    sighting_id: int | None = None  # promoted from this sighting by a curator
+
+
+@dataclass(frozen=True)
+class KnownReference:
+    id: int
+    species: str
+    embedded: bool  # by the model asked about
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    id: int
+    species: str
+    path: str
+    file_sha256: str
+
+
+def _taxon(row: TaxonRow | None) -> Taxon | None:
+    if row is None:
+        return None
+    return Taxon(row.scientific_name, row.common_name, row.rank, row.genus, row.family, row.order_name,
+                 row.authority, row.authority_version)
+
+
+class References:
+    def __init__(self, store: Store, taxonomy: Taxonomy | None = None) -> None:
+        self.store = store
+        self.sessions = store.sessions
+        self._taxonomy = taxonomy
+        self._species_ids: dict[str, int] = {}  # labels are never renamed or deleted: safe to keep
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, store: Store, settings: Any) -> "References":
+        """The reference set with the operator's taxonomy mapping file (settings.taxonomy_mapping), if any."""
+        return cls(store, Taxonomy.with_mapping_file(settings.taxonomy_mapping))
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        if self._taxonomy is None:  # loaded on first need: SQL-only commands never pay for the name tables
+            self._taxonomy = Taxonomy()
+        return self._taxonomy
+
+    # ---- species and taxa --------------------------------------------------------------------------------
+    def _taxon_id(self, session: Session, taxon: Taxon) -> int:
+        found = session.scalar(select(TaxonRow.id).where(TaxonRow.scientific_name == taxon.scientific_name))
+        if found is not None:
+            return found
+        row = TaxonRow(scientific_name=taxon.scientific_name, common_name=taxon.common_name, rank=taxon.rank,
+                       genus=taxon.genus, family=taxon.family, order_name=taxon.order, authority=taxon.authority,
+                       authority_version=taxon.version)
+        session.add(row)
+        session.flush()
+        return row.id
+
+    def species_id(self, session: Session, label: str, taxon: Taxon | None = None) -> int:
+        """The id of species `label`, created (with its taxon, resolved unless given) when new. A row created
+        here is cached only once a later call sees it committed, so a rollback leaves no dangling id."""
+        cached = self._species_ids.get(label)
+        if cached is not None:
+            return cached
+        existing = session.scalar(select(Species.id).where(Species.name == label))
+        if existing is not None:
+            self._species_ids[label] = existing
+            return existing
+        taxon = taxon or self.taxonomy.resolve(label)
+        species = Species(name=label, taxon_id=self._taxon_id(session, taxon) if taxon else None)
+        session.add(species)
+        session.flush()
+        return species.id
+
+    def ensure_species(self, labels: Iterable[str]) -> None:
+        """Create the species rows that are missing (with their taxa), so that concurrent requests never race
+        to create one."""
+        wanted = list(dict.fromkeys(labels))
+        for _attempt in range(3):
+            try:
+                with self.sessions.begin() as session:
+                    have = set(session.scalars(select(Species.name)))
+                    for label in wanted:
+                        if label not in have:
+                            self.species_id(session, label)
+                return
+            except IntegrityError:  # another process (a worker starting beside us) added some first
+                continue
+        raise IdentifyError("database_conflict", "could not record the species names", 503)
+
+    def link_taxa(self, relink: bool = False) -> tuple[int, int]:
+        """Resolve species labels that have no taxon yet (all of them with `relink`, after the mapping file
+        changed); returns (resolved, unresolved) among those looked at."""
+        resolved = unresolved = 0
+        with self.sessions.begin() as session:
+            query = select(Species) if relink else select(Species).where(Species.taxon_id.is_(None))
+            for species in session.scalars(query):
+                taxon = self.taxonomy.resolve(species.name)
+                species.taxon_id = self._taxon_id(session, taxon) if taxon else None
+                resolved, unresolved = resolved + (taxon is not None), unresolved + (taxon is None)
+        return resolved, unresolved
+
+    def label_taxa(self) -> dict[str, Taxon | None]:
+        """Every species label and the taxon it names."""
+        with self.store.session() as session:
+            rows = session.execute(select(Species.name, TaxonRow).outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id))
+            return {name: _taxon(taxon) for name, taxon in rows}
+
+    def species_names(self) -> list[str]:
+        with self.store.session() as session:
+            return list(session.scalars(select(Species.name).order_by(Species.name)))
+
+    def label_for_taxon(self, session: Session, taxon: Taxon, preferred: Iterable[str] = ()) -> str:
+        """The label that stands for `taxon`: one of `preferred` (the model's classes) that names it, else an
+        existing label of it, else its common (or scientific) name."""
+        for label in preferred:
+            resolved = self.taxonomy.resolve(label)
+            if resolved is not None and resolved.scientific_name == taxon.scientific_name:
+                return label
+        existing = session.scalar(
+            select(Species.name).join(TaxonRow, TaxonRow.id == Species.taxon_id)
+            .where(TaxonRow.scientific_name == taxon.scientific_name).order_by(Species.id).limit(1)
+        )
+        return existing or taxon.label
+
+    # ---- adding ------------------------------------------------------------------------------------------
+    def add(self, session: Session, index_id: int, model_id: int, references: list[NewReference]) -> list[int]:
+        """Record references, their embeddings and index membership in the caller's transaction; returns their
+        ids. A photo already recorded (same sha256) is reused, so a resumed build never duplicates a row; one
+        recorded under another species is refused (`reference_conflict`)."""
+        ids: list[int] = []
+        for ref in references:
+            species_id = self.species_id(session, ref.species)
+            row = session.scalar(select(ReferenceImage).where(ReferenceImage.file_sha256 == ref.file_sha256))
+            if row is None:
+                row = ReferenceImage(file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, lat=ref.lat,
+                                     lon=ref.lon, observed_at=ref.observed_at, source=ref.source,
+                                     sighting_id=ref.sighting_id)
+                session.add(row)
+                session.flush()
+            elif row.species_id != species_id:
+                held = session.get(Species, row.species_id)
+                raise IdentifyError("reference_conflict", f"this photo is already reference {row.id}, labelled "
+                                    f"{held.name if held else '?'}", 409)
+            has_embedding = session.scalar(
+                select(Embedding.id).where(Embedding.reference_id == row.id, Embedding.model_id == model_id))
+            if has_embedding is None:
+                vector = ref.vector if isinstance(ref.vector, bytes) else \
+                    np.ascontiguousarray(ref.vector, dtype=np.float32).tobytes()
+                session.add(Embedding(reference_id=row.id, model_id=model_id, vector=vector))
+            self._add_member(session, index_id, row.id)
+            ids.append(row.id)
+        return ids
+
+    def add_batch(self, index_id: int, model_id: int, references: list[NewReference]) -> list[int]:
+        """`add` in a transaction of its own (the index builder commits each batch as it finishes)."""
+        with self.sessions.begin() as session:
+            return self.add(session, index_id, model_id, references)
+
+    @staticmethod
+    def _add_member(session: Session, index_id: int, reference_id: int) -> bool:
+        if session.get(IndexMember, (index_id, reference_id)) is not None:
+            return False
+        session.add(IndexMember(index_id=index_id, reference_id=reference_id))
+        return True
+
+    def add_members(self, index_id: int, reference_ids: Iterable[int]) -> int:
+        """Make already-embedded references members of an index; returns how many were new members."""
+        with self.sessions.begin() as session:
+            return sum(self._add_member(session, index_id, reference_id) for reference_id in reference_ids)
+
+    def index_of(self, session: Session, index_name: str, model_id: int) -> int:
+        """The id of index `index_name`, which must hold embeddings of `model_id`."""
+        index = session.scalar(select(Index).where(Index.name == index_name))
+        if index is None:
+            raise IdentifyError("unknown_index", f"no index named {index_name!r}", 404)
+        if index.model_id != model_id:
+            raise IdentifyError("index_model_mismatch", f"index {index_name!r} holds embeddings of another model", 409)
+        return index.id
+
+    # ---- looking up --------------------------------------------------------------------------------------
+    def known(self, model_id: int, hashes: Iterable[str]) -> dict[str, KnownReference]:
+        """The references among these file hashes: sha256 -> id, species, and whether `model_id` embedded it."""
+        found: dict[str, KnownReference] = {}
+        wanted = list(hashes)
+        with self.store.session() as session:
+            for start in range(0, len(wanted), IN_CHUNK):
+                rows = session.execute(
+                    select(ReferenceImage.file_sha256, ReferenceImage.id, Species.name, Embedding.id)
+                    .join(Species, Species.id == ReferenceImage.species_id)
+                    .outerjoin(Embedding, (Embedding.reference_id == ReferenceImage.id) & (Embedding.model_id == model_id))
+                    .where(ReferenceImage.file_sha256.in_(wanted[start : start + IN_CHUNK]))
+                )
+                found.update({sha: KnownReference(ref_id, species, emb is not None) for sha, ref_id, species, emb in rows})
+        return found
+
+    def member_count(self, index_id: int) -> int:
+        with self.store.session() as session:
+            return session.scalar(select(func.count()).where(IndexMember.index_id == index_id)) or 0
+
+    def iter_index_vectors(self, index_id: int, model_id: int, dim: int, after_id: int = 0,
+                           batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64, vectors float32) of an index's members with id > after_id, in id order, in chunks."""
+        with self.store.session() as session:
+            last = after_id
+            while True:
+                rows = session.execute(
+                    select(Embedding.reference_id, Embedding.vector)
+                    .join(IndexMember, IndexMember.reference_id == Embedding.reference_id)
+                    .where(IndexMember.index_id == index_id, Embedding.model_id == model_id,
+                           Embedding.reference_id > last)
+                    .order_by(Embedding.reference_id).limit(batch)
+                ).all()
+                if not rows:
+                    return
+                ids, vectors = rows_to_arrays(rows, dim)
+                yield ids, vectors
+                last = int(ids[-1])
+
+    def index_vectors(self, index_id: int, model_id: int, dim: int, after_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        chunks = list(self.iter_index_vectors(index_id, model_id, dim, after_id))
+        if not chunks:
+            return np.empty(0, dtype=np.int64), np.empty((0, dim), dtype=np.float32)
+        return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+    def member_ids_after(self, index_id: int, model_id: int, after_id: int) -> list[int]:
+        """Ids above `after_id` of the index's members that `model_id` has embedded, ascending."""
+        with self.store.session() as session:
+            return list(session.scalars(
+                select(IndexMember.reference_id)
+                .join(Embedding, Embedding.reference_id == IndexMember.reference_id)
+                .where(IndexMember.index_id == index_id, Embedding.model_id == model_id,
+                       IndexMember.reference_id > after_id)
+                .order_by(IndexMember.reference_id)
+            ))
+
+    def vectors_of(self, model_id: int, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, raw vectors) of these references under `model_id`."""
+        rows: list[Any] = []
+        with self.store.session() as session:
+            for start in range(0, len(ids), IN_CHUNK):
+                rows += session.execute(
+                    select(Embedding.reference_id, Embedding.vector)
+                    .where(Embedding.model_id == model_id, Embedding.reference_id.in_(ids[start : start + IN_CHUNK]))
+                ).all()
+        return rows_to_arrays(rows, dim)
+
+    def info(self, ids: Iterable[int]) -> dict[int, ReferenceInfo]:
+        """Species label, path and file hash of these references."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, ReferenceInfo] = {}
+        with self.store.session() as session:
+            for start in range(0, len(wanted), IN_CHUNK):
+                rows = session.execute(
+                    select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256)
+                    .join(Species, Species.id == ReferenceImage.species_id)
+                    .where(ReferenceImage.id.in_(wanted[start : start + IN_CHUNK]))
+                )
+                found.update({row[0]: ReferenceInfo(*row) for row in rows})
+        return found
+
+    def by_sha256(self, file_sha256: str) -> ReferenceInfo | None:
+        with self.store.session() as session:
+            row = session.execute(
+                select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256)
+                .join(Species, Species.id == ReferenceImage.species_id)
+                .where(ReferenceImage.file_sha256 == file_sha256)
+            ).first()
+        return ReferenceInfo(*row) if row else None
+
+    # ---- searching ---------------------------------------------------------------------------------------
+    def live_index(self, indexes_dir: Path, index_name: str, identity: ModelIdentity, model_id: int,
+                   refresh_seconds: float) -> Any:
+        """The published index `index_name` (on the GPU when there is one) plus every member SQL gained since
+        it was built (references curators added, builds of other processes), following SQL from then on."""
+        from identify.vectors.live import LiveIndex
+        from identify.vectors.published import check_compatible, load_index, to_search_device
+
+        index_id = self.store.index_id(index_name)
+        published = to_search_device(load_index(indexes_dir, index_name))
+        check_compatible(published.manifest, identity, index_name)  # one model, one vector space
+        dim = identity.embedding_dim
+        live = LiveIndex(
+            published, published.manifest.max_reference_id,
+            ids_after=lambda after: self.member_ids_after(index_id, model_id, after),
+            vectors_of=lambda ids: self.vectors_of(model_id, ids, dim),
+            refresh_seconds=refresh_seconds,
+        )
+        live.refresh(force=True)
+        return live

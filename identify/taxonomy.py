@@ -1,0 +1,311 @@
+"""Bird names to taxa: every species label (a model class, a reference folder, a manifest row, a curator's
+input) resolves to a taxon with its scientific and common name, rank, genus, family and order, and the
+authority it came from. The names come from `birdnames`, which ships AviList, eBird/Clements, BirdLife, IBP and
+BBL offline.
+
+Resolution, in order:
+1. the operator's mapping file (CSV `label,scientific_name`), which overrides everything;
+2. the label's scientific name, found by common name, scientific name or code in each authority in
+   AUTHORITIES order (authorities disagree: "Hooded crow" is a species in eBird's list, not in AviList's);
+3. the taxon of that scientific name is taken from the first authority in the same order that lists it, so
+   one scientific name is always one taxon, whatever label led to it.
+Labels are compared after birdnames' soft matching (case, hyphens, underscores, spaces) and ours on top:
+apostrophes and full stops dropped, British and American spellings (grey/gray, colour/color) made one. A
+label that resolves nowhere keeps working as written, with no taxon.
+
+Reading birdnames' tables takes about a second (pandas); the index built from them is cached per birdnames
+version under ~/.cache/identify/, so later starts load it in a fraction of that, and a lookup is a dict
+access."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+import logging
+import os
+import pickle
+import re
+import threading
+from bisect import bisect_left
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from identify.errors import IdentifyError
+
+log = logging.getLogger(__name__)
+
+# (authority, version), most preferred first: AviList is the unified global list of 2025; eBird/Clements is what
+# most field apps and birder's regional models follow; BirdLife backs the IUCN Red List; older eBird releases
+# keep names that have since changed resolvable; IBP and BBL add North American alpha codes.
+AUTHORITIES: tuple[tuple[str, int], ...] = (
+    ("avilist", 2025), ("ebird", 2024), ("birdlife", 2024), ("ebird", 2023), ("ebird", 2022), ("ebird", 2021),
+    ("ibp", 2024), ("bbl", 2025),
+)
+RANKS = ("species", "subspecies", "genus", "family", "order")
+INDEX_FORMAT = 3  # bump when the cached index changes shape
+SUGGESTIONS = 10
+
+
+@dataclass(frozen=True)
+class Taxon:
+    scientific_name: str
+    common_name: str | None
+    rank: str  # species, subspecies, genus, family, order
+    genus: str | None
+    family: str | None
+    order: str | None
+    authority: str  # avilist, ebird, birdlife, ibp, bbl, or "mapping" for the operator's own entry
+    version: str  # the authority's year
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        """How a person names it: the common name, else the scientific name."""
+        return self.common_name or self.scientific_name
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    name: str  # the matching name, as the authority writes it
+    taxon: Taxon
+
+
+_SPELLINGS = {"grey": "gray", "colour": "color", "coloured": "colored", "moustached": "mustached"}
+
+
+def name_key(label: str) -> str:
+    """The form two labels share when they name the same thing: birdnames' soft matching (case, hyphens,
+    underscores, spaces), no apostrophes or full stops, and one spelling for British and American words."""
+    from_birdnames = re.sub(r"[-_\s]+", " ", label).strip().lower()  # birdnames.utils.normalize_string
+    words = re.sub(r"['’.]", "", from_birdnames).split()
+    return " ".join(_SPELLINGS.get(word, word) for word in words)
+
+
+NOT_A_TAXON = "-"  # in a mapping file: this label names no taxon (an ImageNet "spatula" is no duck genus)
+_CODE = re.compile(r"[A-Z]{4}|[A-Z]{6}|[a-z]{4,6}[0-9]")
+
+
+def looks_like_code(label: str) -> bool:
+    """Whether a label is written as a code: an IBP/BBL alpha code (HOSP, PASDOM) or an eBird code with its
+    digit (graher1). Plain words are not taken as codes: "banana" is an eBird code, and ImageNet's banana is
+    no Bananaquit."""
+    return _CODE.fullmatch(label.strip()) is not None
+
+
+def _clean(value: Any) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text if text and text.lower() != "nan" else None
+
+
+def _rank(row: dict[str, Any], authority: str, scientific_name: str) -> str:
+    if authority == "avilist" and _clean(row.get("avilist_taxon_rank")):
+        return str(row["avilist_taxon_rank"])
+    return "subspecies" if len(scientific_name.split()) == 3 else "species"
+
+
+def _taxon_of(row: dict[str, Any], authority: str, version: int) -> Taxon | None:
+    scientific_name = _clean(row.get("scientific_name"))
+    if scientific_name is None or len(scientific_name.split()) > 3:  # hybrids and slashes are not taxa
+        return None
+    order = _clean(row.get(f"{authority}_order"))
+    rank = _rank(row, authority, scientific_name)
+    above_genus = rank in ("family", "order")  # birdnames' `genus` column is then the name's first word
+    return Taxon(
+        scientific_name=scientific_name,
+        common_name=_clean(row.get(f"{authority}_common_name")),
+        rank=rank,
+        genus=None if above_genus else _clean(row.get("genus")),
+        family=None if rank == "order" else _clean(row.get(f"{authority}_family")),
+        order=order.capitalize() if order else None,  # BirdLife writes orders in capitals
+        authority=authority,
+        version=str(version),
+    )
+
+
+@dataclass
+class _Index:
+    """What the cache holds: the canonical taxon of each scientific name, and name keys to scientific names."""
+
+    taxa: dict[str, Taxon]  # scientific name -> taxon from the first authority that lists it
+    names: list[dict[str, str]]  # per authority (AUTHORITIES order): name key -> scientific name
+    display: dict[str, tuple[str, str]]  # name key -> (name as written, scientific name), for suggestions
+
+
+def _build_index() -> _Index:
+    from birdnames.utils import load_taxonomy
+
+    taxa: dict[str, Taxon] = {}
+    names: list[dict[str, str]] = []
+    display: dict[str, tuple[str, str]] = {}
+    for authority, version in AUTHORITIES:
+        table = load_taxonomy(authority, version)
+        lookup: dict[str, str] = {}
+        code_columns = [c for c in (f"{authority}_ebird_code", f"{authority}_alpha", f"{authority}_alpha6")
+                        if c in table.columns]
+        for row in table.to_dict("records"):
+            taxon = _taxon_of(row, authority, version)
+            if taxon is None:
+                continue
+            taxa.setdefault(taxon.scientific_name, taxon)
+            written = [taxon.scientific_name] + ([taxon.common_name] if taxon.common_name else [])
+            for name in written:
+                key = name_key(name)
+                lookup.setdefault(key, taxon.scientific_name)
+                display.setdefault(key, (name, taxon.scientific_name))
+            for column in code_columns:  # codes come last: a name always wins over a code
+                code = _clean(row.get(column))
+                if code:
+                    lookup.setdefault(f"code:{code.lower()}", taxon.scientific_name)
+        names.append(lookup)
+    return _Index(taxa, names, display)
+
+
+def _cache_path() -> Path:
+    from importlib.metadata import version
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "identify" / f"taxonomy-birdnames-{version('birdnames')}-v{INDEX_FORMAT}.pickle"
+
+
+_index_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _index() -> _Index:
+    """The name index: from the cache, else built from birdnames' tables once and cached."""
+    with _index_lock:
+        cache = _cache_path()
+        try:
+            with open(cache, "rb") as handle:
+                loaded = pickle.load(handle)
+            if isinstance(loaded, _Index):
+                return loaded
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+            pass  # missing or damaged: rebuilt below
+        index = _build_index()
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as handle:
+                pickle.dump(index, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, cache)
+        except OSError as exc:  # a read-only home still resolves, only more slowly next time
+            log.warning("cannot cache the taxonomy index at %s: %s", cache, exc)
+        return index
+
+
+def read_mapping(path: Path) -> dict[str, str]:
+    """The operator's overrides: CSV with columns `label,scientific_name` (a header row); a scientific name of
+    `-` says the label names no taxon. Label keys are compared as labels are (name_key)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = {c.strip() for c in reader.fieldnames or []}
+            if not {"label", "scientific_name"} <= columns:
+                raise IdentifyError("bad_mapping", f"{path} needs the columns label,scientific_name")
+            mapping = {}
+            for line, row in enumerate(reader, start=2):
+                label, scientific = (row.get("label") or "").strip(), (row.get("scientific_name") or "").strip()
+                if not label or not scientific:
+                    raise IdentifyError("bad_mapping", f"{path} line {line}: label and scientific_name are needed")
+                mapping[name_key(label)] = scientific
+            return mapping
+    except FileNotFoundError:
+        raise IdentifyError("mapping_not_found", f"no mapping file at {path}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise IdentifyError("bad_mapping", f"{path} is not a UTF-8 CSV file ({exc})") from None
+
+
+class Taxonomy:
+    """Resolves labels to taxa (cached per label) and suggests names as a curator types."""
+
+    def __init__(self, mapping: dict[str, str] | None = None) -> None:
+        self.mapping = mapping or {}
+        self._resolved: dict[str, Taxon | None] = {}
+
+    @classmethod
+    def with_mapping_file(cls, path: Path | None) -> "Taxonomy":
+        return cls(read_mapping(path) if path is not None else None)
+
+    def _scientific_name(self, label: str, key: str) -> str | None:
+        index = _index()
+        candidates = [key] + ([f"code:{key}"] if looks_like_code(label) else [])
+        for lookup in index.names:
+            for candidate in candidates:
+                if candidate in lookup:
+                    return lookup[candidate]
+        return None
+
+    def resolve(self, label: str) -> Taxon | None:
+        """The taxon a label names, or None when no authority (and no mapping) knows it."""
+        if label in self._resolved:
+            return self._resolved[label]
+        key = name_key(label)
+        taxon: Taxon | None = None
+        if key in self.mapping:
+            scientific = self.mapping[key]
+            if scientific != NOT_A_TAXON:
+                taxon = _index().taxa.get(scientific) or self._mapped_outside(scientific)
+        elif key:
+            scientific = self._scientific_name(label, key)
+            taxon = _index().taxa.get(scientific) if scientific else None
+        self._resolved[label] = taxon
+        return taxon
+
+    @staticmethod
+    def _mapped_outside(scientific_name: str) -> Taxon:
+        """A mapping to a name no authority lists (a new split, a local form): the operator's word for it."""
+        parts = scientific_name.split()
+        rank = {1: "genus", 2: "species", 3: "subspecies"}.get(len(parts), "species")
+        return Taxon(scientific_name, None, rank, parts[0] if parts else None, None, None, "mapping", "")
+
+    def resolve_all(self, labels: Iterable[str]) -> dict[str, Taxon | None]:
+        return {label: self.resolve(label) for label in labels}
+
+    def by_scientific_name(self, scientific_name: str) -> Taxon | None:
+        return _index().taxa.get(scientific_name)
+
+    def suggest(self, text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
+        """Names that start with what was typed (common or scientific, any authority), then names that contain
+        it, then close spellings (difflib, as birdnames' fuzzy matching): at most `limit`, species first."""
+        key = name_key(text)
+        if not key:
+            return []
+        index = _index()
+        keys = _sorted_keys()
+        found: list[str] = []
+        start = bisect_left(keys, key)
+        while start < len(keys) and keys[start].startswith(key) and len(found) < 200:
+            found.append(keys[start])
+            start += 1
+        if len(found) < limit and len(key) >= 3:
+            found += [k for k in keys if key in k and not k.startswith(key)][: 200 - len(found)]
+        if not found:
+            found = difflib.get_close_matches(key, keys, n=limit, cutoff=0.75)
+        taxa = index.taxa
+        rank_order = {rank: i for i, rank in enumerate(RANKS)}
+        suggestions, seen = [], set()
+        for k in found:
+            written, scientific = index.display[k]
+            if (written, scientific) in seen or scientific not in taxa:
+                continue
+            seen.add((written, scientific))
+            suggestions.append(Suggestion(written, taxa[scientific]))
+        suggestions.sort(key=lambda s: (rank_order.get(s.taxon.rank, 9), len(s.name), s.name))
+        return suggestions[:limit]
+
+
+@functools.lru_cache(maxsize=1)
+def _sorted_keys() -> list[str]:
+    return sorted(_index().display)
+
+
+def default_taxonomy() -> Taxonomy:
+    """A taxonomy with the mapping file the settings name (IDENTIFY_TAXONOMY_MAPPING), if any."""
+    from identify.config import load_settings
+
+    return Taxonomy.with_mapping_file(load_settings().taxonomy_mapping)

@@ -1,0 +1,192 @@
+"""Published indexes: an index and its manifest written beside the current version and swapped in by rename
+(readers never see half), read back with checks, refused when built with another model.
+
+    <name>                      symlink to the current version
+    .versions/<name>/<stamp>/   index.faiss + manifest.json of one published version
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from identify.errors import IdentifyError
+from identify.identity import ModelIdentity
+from identify.vectors import faiss_module, gpu_count, normalised
+from identify.vectors.plan import IndexPlan, apply_plan
+
+log = logging.getLogger(__name__)
+
+METRIC = "cosine"
+KEEP_VERSIONS = 2  # the current version and the one before it, for a manual rollback
+
+
+UNKNOWN_MAX_ID = -1  # a manifest written before `max_reference_id` existed: the index's own ids tell
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a published index holds. Fields after `count` were added over time and have defaults, so an index
+    published by an older release still opens; fields a newer release adds are ignored here."""
+
+    model: str
+    model_sha256: str
+    network: str
+    dim: int
+    metric: str
+    count: int
+    index_type: str = "flat"
+    factory: str = "Flat"
+    nprobe: int | None = None
+    ef_search: int | None = None
+    max_reference_id: int = UNKNOWN_MAX_ID  # rows above this id were added to SQL after the build
+    created: str = ""
+    version: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Manifest":
+        try:
+            data = json.loads(path.read_text())
+            known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+            manifest = cls(**known)
+        except (OSError, ValueError, TypeError) as exc:  # TypeError: a field that has no default is missing
+            raise IdentifyError("index_corrupt", f"{path} is not a readable manifest ({exc})", 500) from None
+        if manifest.metric != METRIC:
+            raise IdentifyError("index_corrupt", f"{path}: metric {manifest.metric!r}, expected {METRIC!r}", 500)
+        return manifest
+
+
+class VectorIndex:
+    """A FAISS index over normalised embeddings whose ids are SQL reference ids, with its manifest."""
+
+    def __init__(self, index: Any, manifest: Manifest) -> None:
+        self.index = index
+        self.manifest = manifest
+        self._apply_search_parameters()
+
+    def _apply_search_parameters(self) -> None:
+        m = self.manifest
+        apply_plan(self.index, IndexPlan(m.index_type, m.factory, m.nprobe, m.ef_search))
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, reference ids), each (n, k'), best first; k' = min(k, count); ids -1 mean none."""
+        k = min(k, self.count)
+        if k == 0:
+            n = len(queries)
+            return np.empty((n, 0), dtype=np.float32), np.empty((n, 0), dtype=np.int64)
+        return self.index.search(normalised(queries), k)
+
+
+def to_search_device(index: VectorIndex) -> VectorIndex:
+    """The same index on all GPUs when there are any (FAISS batches the queries there), else unchanged."""
+    if gpu_count() == 0:
+        return index
+    faiss = faiss_module()
+    try:
+        return VectorIndex(faiss.index_cpu_to_all_gpus(index.index), index.manifest)
+    except RuntimeError as exc:  # an index type without a GPU implementation (HNSW) stays on the CPU
+        log.warning("index stays on the CPU: %s", exc)
+        return index
+
+
+def _version_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def publish(index: Any, manifest: Manifest, indexes_dir: Path, name: str) -> Path:
+    """Write the index and manifest beside the current version, then swap the `<name>` link by rename."""
+    faiss = faiss_module()
+    versions = indexes_dir / ".versions" / name
+    version_dir = versions / manifest.version
+    version_dir.mkdir(parents=True)
+    faiss.write_index(index, str(version_dir / "index.faiss"))
+    (version_dir / "manifest.json").write_text(manifest.to_json())
+    link = indexes_dir / name
+    if link.exists() and not link.is_symlink():
+        raise IdentifyError("index_path_taken", f"{link} exists and is not an index published by identify")
+    tmp_link = indexes_dir / f".{name}.{uuid.uuid4().hex}.tmp"
+    os.symlink(os.path.relpath(version_dir, indexes_dir), tmp_link)
+    os.replace(tmp_link, link)
+    _prune_versions(versions, keep=version_dir)
+    return link
+
+
+def _prune_versions(versions: Path, keep: Path) -> None:
+    old = sorted((p for p in versions.iterdir() if p.is_dir() and p != keep), key=lambda p: p.name)
+    for path in old[: max(0, len(old) - (KEEP_VERSIONS - 1))]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def new_manifest(identity: Any, plan: IndexPlan, count: int, max_reference_id: int) -> Manifest:
+    return Manifest(
+        model=identity.name,
+        model_sha256=identity.sha256,
+        network=identity.network,
+        dim=identity.embedding_dim,
+        metric=METRIC,
+        count=count,
+        index_type=plan.index_type,
+        factory=plan.factory,
+        nprobe=plan.nprobe,
+        ef_search=plan.ef_search,
+        max_reference_id=max_reference_id,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        version=_version_stamp(),
+    )
+
+
+def read_manifest(indexes_dir: Path, name: str) -> Manifest | None:
+    path = indexes_dir / name / "manifest.json"
+    return Manifest.from_file(path) if path.exists() else None
+
+
+def load_index(indexes_dir: Path, name: str) -> VectorIndex:
+    """The published index `name`. Both files are read from one resolved version, never from two."""
+    faiss = faiss_module()
+    link = indexes_dir / name
+    if not link.exists():
+        raise IdentifyError("unknown_index", f"no index named {name!r} under {indexes_dir}", 404)
+    version_dir = link.resolve()
+    manifest = Manifest.from_file(version_dir / "manifest.json")
+    try:
+        index = faiss.read_index(str(version_dir / "index.faiss"))
+    except RuntimeError as exc:
+        raise IdentifyError("index_corrupt", f"{version_dir / 'index.faiss'} does not read ({exc})", 500) from None
+    if index.ntotal != manifest.count or index.d != manifest.dim:
+        raise IdentifyError("index_corrupt", f"{version_dir} holds {index.ntotal}x{index.d}, manifest says "
+                            f"{manifest.count}x{manifest.dim}", 500)
+    if manifest.max_reference_id == UNKNOWN_MAX_ID:  # an older manifest: the ids in the index tell
+        ids = faiss.vector_to_array(index.id_map) if hasattr(index, "id_map") else np.empty(0, dtype=np.int64)
+        manifest = replace(manifest, max_reference_id=int(ids.max()) if len(ids) else 0)
+    return VectorIndex(index, manifest)
+
+
+def check_compatible(manifest: Manifest, identity: Any, name: str) -> None:
+    """Refuse, loudly, to search an index with another model's embeddings."""
+    if manifest.model_sha256 != identity.sha256:
+        raise IdentifyError(
+            "index_model_mismatch",
+            f"index {name!r} was built with model {manifest.model} ({manifest.model_sha256[:12]}), "
+            f"not {identity.name} ({identity.sha256[:12]})",
+            409,
+        )
+    if manifest.dim != identity.embedding_dim:
+        raise IdentifyError(
+            "index_dim_mismatch", f"index {name!r} has dimension {manifest.dim}, the model gives {identity.embedding_dim}", 409
+        )

@@ -1,0 +1,80 @@
+"""Request parsing: form fields and query arguments to the typed values the service takes. Every bad value is
+an IdentifyError with a stable code, raised before any work is done."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from identify.config import parse_boolean
+from identify.errors import IdentifyError
+from identify.metadata import parse_bbox, parse_position, parse_timestamp
+from identify.service import SightingFields
+from identify.sightings import ReviewRequest, SightingFilters
+
+MAX_SIMILAR = 100
+MAX_TEXT = 2000  # observer, note, names
+
+
+def text_field(raw: object, name: str) -> str | None:
+    value = str(raw or "").strip()
+    if len(value) > MAX_TEXT:
+        raise IdentifyError("bad_field", f"{name} is longer than {MAX_TEXT} characters")
+    return value or None
+
+
+def boolean_field(raw: object, name: str) -> bool | None:
+    """true/false, 1/0, yes/no, on/off; absent (None) stays None so the caller's default applies."""
+    if raw is None:
+        return None
+    try:
+        return parse_boolean(raw)
+    except ValueError:
+        raise IdentifyError("bad_field", f"{name} {raw!r} is not true or false") from None
+
+
+def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
+    lat, lon = parse_position(form.get("lat"), form.get("lon"))
+    return SightingFields(lat, lon, parse_timestamp(form.get("observed_at")),
+                          text_field(form.get("observer"), "observer"), text_field(form.get("note"), "note"))
+
+
+def parse_filters(args: Mapping[str, str]) -> SightingFilters:
+    """`species`, `genus`, `family`, `from`, `to` (ISO 8601) and `bbox` (west,south,east,north) of a
+    similar-sightings lookup."""
+    start, end = parse_timestamp(args.get("from"), "from"), parse_timestamp(args.get("to"), "to")
+    if start and end and start > end:
+        raise IdentifyError("bad_date", "from is after to")
+    return SightingFilters(text_field(args.get("species"), "species"), text_field(args.get("genus"), "genus"),
+                           text_field(args.get("family"), "family"), start, end, parse_bbox(args.get("bbox")))
+
+
+def parse_count(raw: str | None, name: str, default: int, limit: int, code: str = "bad_field") -> int:
+    """A whole number in [1, limit]; blank gives the default."""
+    if raw is None or str(raw).strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise IdentifyError(code, f"{name} {raw!r} is not a whole number") from None
+    if not 1 <= value <= limit:
+        raise IdentifyError(code, f"{name} must lie in [1, {limit}]")
+    return value
+
+
+def parse_k(raw: str | None, default: int = 10) -> int:
+    return parse_count(raw, "k", default, MAX_SIMILAR, "bad_k")
+
+
+def parse_review(sighting_id: int, curator_id: int, body: Mapping[str, Any]) -> ReviewRequest:
+    """A curator's review from a JSON object or a form: action, version, species, note, add_as_reference,
+    as_written."""
+    try:
+        version = int(body.get("version"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise IdentifyError("bad_review", "version (the sighting's version you reviewed) is required") from None
+    return ReviewRequest(
+        sighting_id=sighting_id, curator_id=curator_id, action=str(body.get("action") or ""), version=version,
+        species=text_field(body.get("species"), "species"), note=text_field(body.get("note"), "note"),
+        add_as_reference=boolean_field(body.get("add_as_reference"), "add_as_reference"),
+        as_written=bool(boolean_field(body.get("as_written"), "as_written")),
+    )
