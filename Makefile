@@ -13,6 +13,7 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml constraints/offline.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --constraint constraints/offline.txt --editable '.[$(FAISS),test]'
+	$(BIN)/identify taxonomy suggest sparrow --limit 1 > /dev/null  # builds the name index cache once (about 3 s)
 	touch $@
 
 test: $(INSTALLED) chromium

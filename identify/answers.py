@@ -22,8 +22,10 @@ def taxon_json(taxon: Taxon | None) -> dict[str, Any] | None:
 
 
 def ranked_json(species: RankedSpecies) -> dict[str, Any]:
+    """`score` is what a person reads (calibrated when a calibration is set); `fused` is the score before it."""
+    fused = species.fused if species.fused is not None else species.score
     return {"name": species.name, "score": round(species.score, 6), "classifier": round(species.classifier, 6),
-            "knn": round(species.knn, 6), "taxon": taxon_json(species.taxon)}
+            "knn": round(species.knn, 6), "fused": round(fused, 6), "taxon": taxon_json(species.taxon)}
 
 
 def ranking_json(ranking: Sequence[RankedSpecies]) -> list[dict[str, Any]]:
@@ -41,6 +43,7 @@ def identification_json(result: Identification, link: NeighbourLink) -> dict[str
         "reasons": list(result.decision.reasons),
         "uncertainty": round(result.decision.uncertainty, 6),
         "species": ranking_json(result.species),
+        "rollup": result.rollup.to_dict() if result.rollup is not None else None,
         "neighbours": neighbours_json(result.neighbours, link),
         "model": {"name": result.model_name, "sha256": result.model_sha256},
     }

@@ -130,6 +130,11 @@ def _print_identification(photo: str, result: dict[str, Any]) -> None:
     click.echo(f"  {'species':<44} {'fused':>7} {'classifier':>10} {'kNN':>7}")
     for s in result["species"]:
         click.echo(f"  {_species_text(s)[:44]:<44} {s['score']:7.3f} {s['classifier']:10.3f} {s['knn']:7.3f}")
+    if result.get("rollup"):
+        from identify.rollup import RollUp
+
+        rolled = RollUp(**{**result["rollup"], "members": tuple(result["rollup"]["members"])})
+        click.echo(f"  {rolled.text}, {rolled.score:.2f}: species uncertain")
     click.echo("  nearest references:")
     for n in result["neighbours"][:5]:
         click.echo(f"    #{n['reference_id']:<6} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
@@ -165,7 +170,7 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     model_id = store.register_model(backbone.identity)
     references.ensure_species(backbone.identity.classes)  # every class gets its taxon, as in the service
     live = references.live_index(settings.indexes_dir, index_name, backbone.identity, model_id, refresh_seconds=0)
-    identifier = Identifier(backbone, live, references, config)
+    identifier = Identifier(backbone, live, references, config, settings.calibration)
     failed = 0
     for photo in photos:
         try:
@@ -196,6 +201,8 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
     from identify.evaluation import EvaluationData
     from index_builder.dataset import default_workers, embed_sources
 
+    from identify.taxonomy import Taxonomy
+
     reference_sources, query_sources = _labelled(references), _labelled(queries)  # validated before the model
     backbone = load_backbone(model, network=network)
     workers = default_workers() if workers is None else workers
@@ -208,6 +215,8 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
         reference_labels=[reference_sources[p].species for p in refs.positions], kind="labelled photos",
         description=f"model {backbone.identity.name} ({backbone.identity.sha256[:12]}); references {references}, "
                     f"queries {queries}" + (f"; {skipped} unreadable photos skipped" if skipped else ""),
+        taxa=Taxonomy.with_mapping_file(_settings().taxonomy_mapping).resolve_all(
+            {*backbone.identity.classes, *(s.species for s in reference_sources), *(s.species for s in query_sources)}),
     )
 
 
@@ -219,16 +228,22 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
 @click.option("--simulate", is_flag=True, help="Measure on the seeded simulation instead of photos.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulation.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: <data dir>/evaluation].")
-@click.option("--write-config", is_flag=True, help="Store the best λ, k and T in <data dir>/identify.toml.")
+@click.option("--write-config", is_flag=True,
+              help="Store the chosen λ, k, T, the calibration and the confident threshold in <data dir>/identify.toml.")
+@click.option("--calibration", "calibration_method", default="confidence", show_default=True,
+              type=click.Choice(["confidence", "temperature", "isotonic", "none"]), help="The calibrator to fit.")
+@click.option("--target-error", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Error allowed among confident answers [default: 0.05, or [fusion] target_error].")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader decode workers.")
 @json_option
 @reports_errors
 def evaluate(model: str | None, network: str | None, references: Path | None, queries: Path | None, simulate: bool,
-             seed: int, out: Path | None, write_config: bool, batch_size: int, workers: int | None,
-             json_output: bool) -> None:
-    """Measure quality on labelled queries: classifier, kNN and fusion accuracy, calibration, coverage-risk,
-    and a sweep over λ, k and T. Writes report.md, metrics.json and PNG plots."""
+             seed: int, out: Path | None, write_config: bool, calibration_method: str, target_error: float | None,
+             batch_size: int, workers: int | None, json_output: bool) -> None:
+    """Measure quality on labelled queries, as the service decides: classifier, kNN and fusion accuracy, λ, k
+    and T chosen on a tuning split, calibration, a confident threshold with a stated risk, new species and
+    roll-up, each measured on a test split. Writes report.md, metrics.json and PNG plots."""
     _passive_openmp()
     from identify.config import write_fusion_settings
     from identify.evaluation import evaluate as measure
@@ -242,19 +257,28 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
         raise IdentifyError("bad_arguments", "--model, --references and --queries go together")
     data = simulated(seed) if simulate else _embedded_photos(
         model, network, references, queries, batch_size, workers, not json_output)  # type: ignore[arg-type]
-    result = measure(data, settings.fusion)
+    result = measure(data, settings.fusion.replace(target_error=target_error), calibration_method=calibration_method,
+                     seed=seed)
     report = write_report(result, out or settings.data_dir / "evaluation")
     if write_config:
-        best = {key: result.best[key] for key in ("weight_knn", "k", "temperature")}
-        click.echo(f"wrote {best} to {write_fusion_settings(settings.data_dir, best)}", err=json_output)
+        if not result.held_out:
+            raise IdentifyError("too_few_queries", f"{result.queries} labelled queries are too few to choose and "
+                                "check settings on separate splits; nothing was written")
+        chosen = {key: getattr(result.config, key) for key in ("weight_knn", "k", "temperature", "confident_score",
+                                                              "target_error", "risk_confidence")}
+        path = write_fusion_settings(settings.data_dir, chosen, result.calibration)
+        click.echo(f"wrote {chosen} and the {result.calibration.method} calibration to {path}", err=json_output)
     if json_output:
         click.echo(json.dumps({"report": str(report), **result.to_dict()}))
         return
     for name, values in result.accuracy.items():
         click.echo(f"{name:<11} top-1 {values['top1']:.3f}  top-5 {values['top5']:.3f}")
-    click.echo(f"ECE {result.ece['fusion']:.3f}; review rate {result.decisions['review_rate']:.1%}; best "
-               f"λ={result.best['weight_knn']:g} k={result.best['k']} T={result.best['temperature']:g} "
-               f"(top-1 {result.best['top1']:.3f})")
+    chosen, selective = result.config, result.selective
+    click.echo(f"chosen λ={chosen.weight_knn:g} k={chosen.k} T={chosen.temperature:g}; ECE "
+               f"{result.calibration_block['ece_before']:.3f} -> {result.calibration_block['ece_after']:.3f} "
+               f"({result.calibration.method}); confident at >= {chosen.confident_score:g}: coverage "
+               f"{selective['coverage']:.1%}, error {selective['realised_error']:.1%} (target "
+               f"{selective['target_error']:.0%})")
     click.echo(f"report: {report}")
 
 

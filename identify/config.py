@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from identify.calibration import Calibration
 from identify.errors import IdentifyError
 from identify.images import DEFAULT_MAX_PIXELS
 
@@ -22,10 +23,12 @@ class FusionConfig:
     weight_knn: float = 0.5  # lambda: share of the kNN vote in the fused score
     k: int = 20  # neighbours that vote
     temperature: float = 0.07  # T on cosine similarity (DINO's value)
-    confident_score: float = 0.5  # fused top-1 at or above this can be confident
+    confident_score: float = 0.5  # calibrated top-1 at or above this can be confident; also the roll-up's bar
     min_margin: float = 0.15  # top-1 minus top-2 below this needs review
     no_match_similarity: float = 0.5  # nearest reference below this cosine similarity is "far"
     no_match_classifier: float = 0.3  # classifier top-1 below this is "unsure"
+    target_error: float = 0.05  # evaluate chooses confident_score so that confident answers err at most this often
+    risk_confidence: float = 0.9  # ... with this confidence
 
     def __post_init__(self) -> None:
         checks = [
@@ -36,6 +39,8 @@ class FusionConfig:
             (0.0 <= self.min_margin <= 1.0, "min_margin must lie in [0, 1]"),
             (-1.0 <= self.no_match_similarity <= 1.0, "no_match_similarity must lie in [-1, 1]"),
             (0.0 <= self.no_match_classifier <= 1.0, "no_match_classifier must lie in [0, 1]"),
+            (0.0 < self.target_error < 1.0, "target_error must lie in (0, 1)"),
+            (0.0 < self.risk_confidence < 1.0, "risk_confidence must lie in (0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -76,6 +81,7 @@ class Settings:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     taxonomy_mapping: Path | None = None  # CSV label,scientific_name: the operator's overrides of resolution
+    calibration: Calibration = field(default_factory=Calibration)  # of the fused scores; fitted by evaluate
 
     @property
     def indexes_dir(self) -> Path:
@@ -140,17 +146,38 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         fusion=_section(FusionConfig, "fusion", file_config.get("fusion", {}), env),
         service=_section(ServiceConfig, "service", file_config.get("service", {}), env),
         taxonomy_mapping=Path(mapping).expanduser() if mapping else (default_mapping if default_mapping.is_file() else None),
+        calibration=_calibration(file_config.get("calibration", {}), env),
     )
 
 
-def write_fusion_settings(data_dir: Path, values: Mapping[str, Any]) -> Path:
-    """Store fusion settings in `<data dir>/identify.toml` ([fusion]), keeping everything else in the file."""
+def _calibration(table: Mapping[str, Any], env: Mapping[str, str]) -> Calibration:
+    """[calibration] method, temperature, points; IDENTIFY_CALIBRATION=none switches it off."""
+    method = env.get("IDENTIFY_CALIBRATION") or table.get("method", "none")
+    temperature = _coerce("calibration.temperature", table.get("temperature", 1.0), float)
+    try:
+        points = tuple((float(x), float(y)) for x, y in table.get("points", []))
+    except (TypeError, ValueError):
+        raise IdentifyError("bad_config", "calibration.points must be [[score, probability], ...]") from None
+    try:
+        coefficients = tuple(float(c) for c in table.get("coefficients", []))
+        intercept = float(table.get("intercept", 0.0))
+    except (TypeError, ValueError):
+        raise IdentifyError("bad_config", "calibration.coefficients must be numbers") from None
+    return Calibration(str(method), temperature, points if method == "isotonic" else (),
+                       coefficients if method == "confidence" else (), intercept)
+
+
+def write_fusion_settings(data_dir: Path, values: Mapping[str, Any], calibration: Calibration | None = None) -> Path:
+    """Store fusion settings in `<data dir>/identify.toml` ([fusion], and [calibration] when given), keeping
+    everything else in the file."""
     import tomli_w
 
     path = data_dir / "identify.toml"
     content = _read_toml(path)
     content.setdefault("fusion", {}).update(values)
     _section(FusionConfig, "fusion", content["fusion"], {})  # refuse to write what would not load
+    if calibration is not None:
+        content["calibration"] = calibration.to_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(tomli_w.dumps(content), encoding="utf-8")

@@ -1,26 +1,50 @@
-"""Quality on labelled queries: the classifier alone, the neighbours alone and their fusion (top-1, top-5), the
-calibration of the fused score, the coverage-risk curve of the decision, and a sweep over lambda, k and T.
+"""Quality on labelled queries, measured the way the service decides: the classifier alone, the neighbours alone,
+their (open-set) fusion, calibration, the risk-controlled `confident` threshold and the roll-up.
+
+Nothing is reported on the data it was chosen or fitted on. The queries are split, stratified by species, into
+- a tuning split: lambda, k and T are chosen there (with a 5-fold cross-validation estimate of how good the
+  choice is), and the calibrator is fitted there;
+- a calibration split: the `confident` threshold is chosen there (identify.calibration: Learn-then-Test with
+  Clopper–Pearson bounds), for the decision exactly as identify.fusion makes it;
+- a test split: every figure of the report.
+With too few queries to split (fewer than MIN_HELD_OUT), everything is measured on all of them at the given
+settings, and the report says so.
 
 Works on arrays (probabilities, embeddings, labels), so the same code measures a real model on photos and the
-seeded simulation. The sweep is vectorised over the label space; the chosen setting is then re-scored query by
-query through `identify.fusion` itself, so the reported decisions are exactly the service's."""
+seeded simulation. The sweep is vectorised; the decisions go query by query through identify.fusion itself."""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
 
+from identify.calibration import Calibration, choose_threshold, fit_confidence, fit_isotonic, fit_temperature
 from identify.config import FusionConfig
-from identify.fusion import CONFIDENT, NEEDS_REVIEW, NO_MATCH, Neighbour, decide, fuse
+from identify.fusion import (
+    CONFIDENT,
+    NEEDS_REVIEW,
+    NO_MATCH,
+    Neighbour,
+    calibrated,
+    confidence_features,
+    decide,
+    fuse,
+)
+from identify.rollup import roll_up
+from identify.taxonomy import Taxon
 from identify.vectors.plan import exact_knn
 
 LAMBDAS = tuple(round(x, 1) for x in np.linspace(0.0, 1.0, 11))
 KS = (1, 5, 10, 20, 50)
 TEMPERATURES = (0.01, 0.03, 0.07, 0.1, 0.3, 1.0)
 ECE_BINS = 15
+SPLITS = (0.4, 0.3, 0.3)  # tuning, calibration, test
+MIN_HELD_OUT = 10  # queries; fewer cannot be split three ways
+FOLDS = 5
+CLOSE_REFERENCES = 5  # "a new species with five or more close references": of its own among the 10 nearest
 
 
 @dataclass(frozen=True)
@@ -35,6 +59,7 @@ class EvaluationData:
     reference_labels: list[str]
     kind: str  # "labelled photos" or "simulation": the report says which
     description: str = ""
+    taxa: dict[str, Taxon | None] = field(default_factory=dict)  # label -> taxon, for the roll-up
 
 
 @dataclass
@@ -56,6 +81,7 @@ class LabelSpace:
 
     names: list[str]
     clf: np.ndarray  # (queries, labels): classifier probabilities in label-space columns
+    is_class: np.ndarray  # (labels,): whether the classifier can name it
     reference_column: np.ndarray  # (references,)
     truth: np.ndarray  # (queries,): column of the true label (-1: a label nobody can name)
 
@@ -65,7 +91,8 @@ class LabelSpace:
         column = {name: i for i, name in enumerate(names)}
         clf = np.zeros((len(data.query_labels), len(names)), dtype=np.float64)
         clf[:, [column[c] for c in data.classes]] = data.probabilities
-        return cls(names, clf, np.array([column[r] for r in data.reference_labels]),
+        is_class = np.isin(np.arange(len(names)), [column[c] for c in data.classes])
+        return cls(names, clf, is_class, np.array([column[r] for r in data.reference_labels]),
                    np.array([column.get(q, -1) for q in data.query_labels]))
 
 
@@ -80,9 +107,22 @@ def knn_matrix(space: LabelSpace, hood: Neighbourhood, k: int, temperature: floa
     return out
 
 
+def fused_matrix(space: LabelSpace, knn: np.ndarray, weight: float) -> np.ndarray:
+    """identify.fusion.fuse for every query at once: the classifier's unknown share (1 - max p) goes to the
+    voted species outside its classes, in proportion to their votes (Jia et al. when there are none)."""
+    outside = knn * ~space.is_class
+    outside_votes = outside.sum(axis=1, keepdims=True)
+    unknown = 1.0 - space.clf.max(axis=1, keepdims=True)
+    has_outside = outside_votes > 0
+    open_set = (1.0 - unknown) * space.clf + unknown * outside / np.where(has_outside, outside_votes, 1.0)
+    return weight * knn + (1.0 - weight) * np.where(has_outside, open_set, space.clf)
+
+
 def top_k_accuracy(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
     """Share of queries whose true column is among the k best with a score above zero (a species nobody voted
     for is not an answer, even when fewer than k species have votes)."""
+    if len(truth) == 0:
+        return 0.0
     best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     hit = (best == truth[:, None]) & (np.take_along_axis(scores, best, axis=1) > 0)
     return float(np.mean(hit.any(axis=1)))
@@ -111,7 +151,121 @@ def coverage_risk(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list
     answered = np.arange(1, len(order) + 1)
     risk = errors / answered
     return {"coverage": (answered / len(order)).tolist(), "risk": risk.tolist(),
-            "threshold": confidence[order].tolist(), "aurc": float(risk.mean())}
+            "threshold": confidence[order].tolist(), "aurc": float(risk.mean()) if len(risk) else 0.0}
+
+
+# ---- choosing lambda, k and T ---------------------------------------------------------------------------------
+def sweep_hits(space: LabelSpace, hood: Neighbourhood, lambdas: Sequence[float] = LAMBDAS, ks: Sequence[int] = KS,
+               temperatures: Sequence[float] = TEMPERATURES) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Every (lambda, k, T), and whether each query's fused top-1 is right under it: (settings, hits[s, q])."""
+    settings, hits = [], []
+    for k, temperature in itertools.product(ks, temperatures):
+        knn = knn_matrix(space, hood, k, temperature)
+        for weight in lambdas:
+            fused = fused_matrix(space, knn, weight)
+            best = fused.argmax(axis=1)
+            settings.append({"weight_knn": float(weight), "k": int(k), "temperature": float(temperature)})
+            hits.append((best == space.truth) & (fused.max(axis=1) > 0))
+    return settings, np.array(hits)
+
+
+def _preference(setting: dict[str, float], top1: float) -> tuple[float, float, float, float]:
+    """The most accurate; among equals the one closest to an even mix, with the fewest neighbours."""
+    return (round(top1, 12), -abs(setting["weight_knn"] - 0.5), -setting["k"], setting["temperature"])
+
+
+def best_of(settings: list[dict[str, float]], hits: np.ndarray, rows: np.ndarray) -> int:
+    scores = hits[:, rows].mean(axis=1) if len(rows) else np.zeros(len(settings))
+    return max(range(len(settings)), key=lambda s: _preference(settings[s], float(scores[s])))
+
+
+def cross_validated(settings: list[dict[str, float]], hits: np.ndarray, rows: np.ndarray, seed: int) -> float:
+    """5-fold estimate of the top-1 that choosing the setting on the tuning split gives: choose on four folds,
+    score on the fifth."""
+    folds = np.array_split(np.random.default_rng(seed).permutation(rows), min(FOLDS, len(rows)))
+    scores = []
+    for i, held in enumerate(folds):
+        rest = np.concatenate([f for j, f in enumerate(folds) if j != i])
+        scores.append(float(hits[best_of(settings, hits, rest), held].mean()))
+    return float(np.mean(scores))
+
+
+def split_queries(labels: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tuning, calibration and test rows, stratified by species."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[], [], []]
+    for label in sorted(set(labels)):
+        rows = rng.permutation([i for i, l in enumerate(labels) if l == label])
+        cuts = np.round(np.cumsum(SPLITS)[:-1] * len(rows)).astype(int)
+        for part, chunk in zip(parts, np.split(rows, cuts), strict=True):
+            part.extend(int(r) for r in chunk)
+    return tuple(np.array(sorted(p), dtype=int) for p in parts)  # type: ignore[return-value]
+
+
+# ---- decisions as the service makes them ----------------------------------------------------------------------
+@dataclass
+class Decided:
+    """Per query of a split, through identify.fusion: top-1 fused and calibrated scores, right or not, the
+    decision, whether only the threshold stood in the way, and the roll-up."""
+
+    rows: np.ndarray
+    fused_top: np.ndarray
+    top: np.ndarray  # calibrated
+    correct: np.ndarray
+    decisions: list[str]
+    eligible: np.ndarray  # confident at a threshold of 0: nothing but the score stood in the way
+    rollup_taxa: list[str | None]  # the taxon rolled up to, for queries that are not confident
+    rollup_ranks: list[str | None]
+    rollup_correct: np.ndarray
+
+
+def _neighbours(data: EvaluationData, hood: Neighbourhood, row: int, k: int) -> list[Neighbour]:
+    return [Neighbour(int(i), data.reference_labels[i], float(s))
+            for s, i in zip(hood.similarities[row, :k], hood.reference_index[row, :k], strict=True)]
+
+
+def evidence_features(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray,
+                      config: FusionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The confidence model's features of each query's fused ranking, and whether its top is right."""
+    features, correct = [], []
+    for row in rows:
+        neighbours = _neighbours(data, hood, row, config.k)
+        ranking = fuse(data.classes, data.probabilities[row], neighbours, config)
+        features.append(confidence_features(ranking, neighbours))
+        correct.append(bool(ranking) and ranking[0].name == data.query_labels[row])
+    return np.array(features).reshape(len(rows), -1), np.array(correct, dtype=bool)
+
+
+def decide_rows(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray, config: FusionConfig,
+                calibration: Calibration) -> Decided:
+    fused_top, top, correct, decisions, eligible, rollup_taxa, rollup_ranks, rollup_correct = [], [], [], [], [], [], [], []
+    anywhere = replace(config, confident_score=0.0)
+    for row in rows:
+        label = data.query_labels[row]
+        neighbours = _neighbours(data, hood, row, config.k)
+        fused = fuse(data.classes, data.probabilities[row], neighbours, config)
+        ranking = [s.with_taxon(data.taxa.get(s.name)) for s in calibrated(fused, calibration, neighbours)]
+        decision = decide(ranking, neighbours, config).decision
+        fused_top.append(fused[0].score)
+        top.append(ranking[0].score)
+        correct.append(ranking[0].name == label)
+        decisions.append(str(decision))
+        eligible.append(decide(ranking, neighbours, anywhere).decision == CONFIDENT)
+        rolled = roll_up(ranking, config.confident_score) if decision != CONFIDENT else None
+        rollup_taxa.append(rolled.scientific_name if rolled else None)
+        rollup_ranks.append(rolled.rank if rolled else None)
+        truth = data.taxa.get(label)
+        rollup_correct.append(bool(rolled and truth and getattr(truth, rolled.rank) == rolled.scientific_name))
+    return Decided(rows, np.array(fused_top), np.array(top), np.array(correct, dtype=bool), decisions,
+                   np.array(eligible, dtype=bool), rollup_taxa, rollup_ranks, np.array(rollup_correct, dtype=bool))
+
+
+def _share(mask: np.ndarray) -> float:
+    return float(mask.mean()) if len(mask) else 0.0
+
+
+def _error_among(confident: np.ndarray, correct: np.ndarray) -> float:
+    return float(1.0 - correct[confident].mean()) if confident.any() else 0.0
 
 
 @dataclass
@@ -120,79 +274,179 @@ class Evaluation:
     description: str
     queries: int
     references: int
-    config: FusionConfig  # the setting the decisions below were made with
+    config: FusionConfig  # the settings the decisions below were made with (chosen, when held out)
+    calibration: Calibration
+    held_out: bool  # False: too few queries to split; everything measured on all of them
+    split: dict[str, int]
     accuracy: dict[str, dict[str, float]]  # method -> {"top1", "top5"}
     ece: dict[str, float]
-    reliability: list[dict[str, float]]
+    reliability: dict[str, list[dict[str, float]]]  # "before" / "after" calibration
     curve: dict[str, Any]
     decisions: dict[str, float]  # shares of confident / needs_review / no_match, error among confident
+    selective: dict[str, Any]
+    new_species: dict[str, Any]
+    rollup: dict[str, Any]
+    ablation: list[dict[str, Any]]
+    calibration_block: dict[str, Any] = field(default_factory=dict)
     sweep: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "description": self.description, "queries": self.queries,
-            "references": self.references,
-            "config": {"weight_knn": self.config.weight_knn, "k": self.config.k, "temperature": self.config.temperature},
-            "accuracy": self.accuracy, "ece": self.ece, "reliability": self.reliability, "coverage_risk": self.curve,
-            "decisions": self.decisions, "sweep": self.sweep, "best": self.best,
+            "references": self.references, "held_out": self.held_out, "split": self.split,
+            "config": {"weight_knn": self.config.weight_knn, "k": self.config.k, "temperature": self.config.temperature,
+                       "confident_score": self.config.confident_score},
+            "accuracy": self.accuracy, "ece": self.ece, "calibration": self.calibration_block,
+            "selective": self.selective, "new_species": self.new_species, "rollup": self.rollup,
+            "ablation": self.ablation, "decisions": self.decisions, "reliability": self.reliability,
+            "coverage_risk": self.curve, "sweep": self.sweep, "best": self.best,
         }
 
 
-def sweep(space: LabelSpace, hood: Neighbourhood, lambdas: Sequence[float] = LAMBDAS, ks: Sequence[int] = KS,
-          temperatures: Sequence[float] = TEMPERATURES) -> list[dict[str, float]]:
-    """Fused top-1 accuracy for every (lambda, k, T)."""
+CALIBRATIONS = ("confidence", "temperature", "isotonic", "none")
+
+
+def fit_calibration(method: str, data: EvaluationData, hood: Neighbourhood, space: LabelSpace, fused: np.ndarray,
+                    rows: np.ndarray, config: FusionConfig) -> Calibration:
+    """The calibrator of `method`, fitted on these rows (the tuning split)."""
+    truth = space.truth[rows]
+    if method == "none" or len(rows) == 0:
+        return Calibration()
+    if method == "isotonic":
+        return fit_isotonic(fused[rows].max(axis=1), fused[rows].argmax(axis=1) == truth)
+    if method == "confidence":
+        return fit_confidence(*evidence_features(data, hood, rows, config))
+    return fit_temperature(fused[rows], truth)
+
+
+def _selective_for(scores_cal: np.ndarray, correct_cal: np.ndarray, scores_test: np.ndarray,
+                   correct_test: np.ndarray, config: FusionConfig) -> dict[str, float]:
+    """A pure score threshold chosen like the service's on the calibration split, measured on the test split
+    (the ablation's rows for the classifier and the neighbours alone)."""
+    control = choose_threshold(scores_cal, correct_cal, np.ones(len(scores_cal), dtype=bool), config.target_error,
+                               config.risk_confidence)
+    confident = scores_test >= control.threshold
+    return {"threshold": control.threshold, "coverage": _share(confident),
+            "realised_error": _error_among(confident, correct_test)}
+
+
+def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True, calibration_method: str = "confidence",
+             seed: int = 0) -> Evaluation:
+    """Every number of the report (see the module for which split each comes from)."""
+    ks = tuple(k for k in KS if k <= len(data.reference_labels)) or (len(data.reference_labels),)
+    hood = neighbourhood(data, max(max(ks), config.k, 10))
+    space = LabelSpace.of(data)
+    everything = np.arange(len(data.query_labels))
+    held_out = len(everything) >= MIN_HELD_OUT
+    tune, cal, test = split_queries(data.query_labels, seed) if held_out else (everything, everything, everything)
+
+    settings, hits = sweep_hits(space, hood, ks=ks) if run_sweep else ([], np.empty((0, len(everything))))
+    sweep = [{**s, "top1": float(hits[i, tune].mean())} for i, s in enumerate(settings)]
+    best = {}
+    if run_sweep:
+        chosen = best_of(settings, hits, tune)
+        best = {**settings[chosen], "top1": float(hits[chosen, tune].mean())}
+        if held_out:
+            best["cv_top1"] = cross_validated(settings, hits, tune, seed)
+            config = config.replace(**{key: settings[chosen][key] for key in ("weight_knn", "k", "temperature")})
+
+    knn = knn_matrix(space, hood, config.k, config.temperature)
+    fused = fused_matrix(space, knn, config.weight_knn)
+    calibration = fit_calibration(calibration_method if held_out else "none", data, hood, space, fused, tune, config)
+    on_cal = decide_rows(data, hood, cal, config, calibration)
+    control = choose_threshold(on_cal.top, on_cal.correct, on_cal.eligible, config.target_error, config.risk_confidence)
+    if held_out:
+        config = config.replace(confident_score=control.threshold)
+    tested = decide_rows(data, hood, test, config, calibration)
+
+    truth = space.truth[test]
+    accuracy = {name: {"top1": top_k_accuracy(scores[test], truth, 1), "top5": top_k_accuracy(scores[test], truth, 5)}
+                for name, scores in (("classifier", space.clf), ("knn", knn), ("fusion", fused))}
+    ece_before, bins_before = expected_calibration_error(tested.fused_top, tested.correct)
+    ece_after, bins_after = expected_calibration_error(tested.top, tested.correct)
+    classifier_ece, _ = expected_calibration_error(space.clf[test].max(axis=1), space.clf[test].argmax(axis=1) == truth)
+    confident = np.array([d == CONFIDENT for d in tested.decisions], dtype=bool)
+    share = {d: _share(np.array([x == d for x in tested.decisions])) for d in (CONFIDENT, NEEDS_REVIEW, NO_MATCH)}
+    realised = _error_among(confident, tested.correct)
+    result = Evaluation(
+        kind=data.kind, description=data.description, queries=len(everything), references=len(data.reference_labels),
+        config=config, calibration=calibration, held_out=held_out,
+        split={"tuning": len(tune), "calibration": len(cal), "test": len(test)},
+        accuracy=accuracy, ece={"fusion": ece_before, "calibrated": ece_after, "classifier": classifier_ece},
+        reliability={"before": bins_before, "after": bins_after}, curve=coverage_risk(tested.top, tested.correct),
+        decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised},
+        selective={**control.to_dict(), "coverage": _share(confident), "realised_error": realised},
+        new_species=_new_species(data, space, hood, tested, confident),
+        rollup=_rollup_block(tested, confident),
+        ablation=[],
+        calibration_block={"method": calibration.method, "temperature": calibration.temperature,
+                           "ece_before": ece_before, "ece_after": ece_after, "fitted_on": "tuning split"},
+        sweep=sweep, best=best,
+    )
+    result.ablation = _ablation(data, space, hood, knn, fused, tune, cal, test, config, tested, confident, result)
+    return result
+
+
+def _new_species(data: EvaluationData, space: LabelSpace, hood: Neighbourhood, tested: Decided,
+                 confident: np.ndarray) -> dict[str, Any]:
+    """Queries whose species the classifier does not know (only references do)."""
+    truth = space.truth[tested.rows]
+    new = np.array([t >= 0 and not space.is_class[t] for t in truth], dtype=bool)
+    own_close = np.array([int((space.reference_column[hood.reference_index[row, :10]] == t).sum())
+                          for row, t in zip(tested.rows, truth, strict=True)])
+    close = new & (own_close >= CLOSE_REFERENCES)
+    right_and_sure = confident & tested.correct
+    return {"queries": int(new.sum()), "top1": _share(tested.correct[new]), "confident_share": _share(confident[new]),
+            "confident_error": _error_among(confident[new], tested.correct[new]),
+            "with_close_references": int(close.sum()),
+            "close_confident_and_correct": _share(right_and_sure[close])}
+
+
+def _rollup_block(tested: Decided, confident: np.ndarray) -> dict[str, Any]:
+    uncertain = ~confident
+    rolled = np.array([t is not None for t in tested.rollup_taxa], dtype=bool)
+    ranks = [rank for rank, taxon in zip(tested.rollup_ranks, tested.rollup_taxa, strict=True) if taxon is not None]
+    return {"uncertain": int(uncertain.sum()), "rolled_up_share": _share(rolled[uncertain]),
+            "correct_share": _share(tested.rollup_correct[uncertain & rolled]),
+            "by_rank": {rank: ranks.count(rank) for rank in ("genus", "family", "order")},
+            "species_already_right": _share(tested.correct[uncertain & rolled])}
+
+
+def _ablation(data: EvaluationData, space: LabelSpace, hood: Neighbourhood, knn: np.ndarray, fused: np.ndarray,
+              tune: np.ndarray, cal: np.ndarray, test: np.ndarray, config: FusionConfig, tested: Decided,
+              confident: np.ndarray, result: Evaluation) -> list[dict[str, Any]]:
+    """Each part added in turn, on the test split. Every row's threshold is chosen on the calibration split the
+    same way (target error, stated confidence); `useful` is the share of queries answered with a confident right
+    species, plus, for the roll-up, those given a right genus, family or order instead."""
     rows = []
-    for k, temperature in itertools.product(ks, temperatures):
-        knn = knn_matrix(space, hood, k, temperature)
-        for weight in lambdas:
-            fused = weight * knn + (1 - weight) * space.clf
-            rows.append({"weight_knn": float(weight), "k": int(k), "temperature": float(temperature),
-                         "top1": top_k_accuracy(fused, space.truth, 1)})
+    for name, scores in (("classifier", space.clf), ("kNN", knn), ("fusion", fused)):
+        right_cal = scores[cal].argmax(axis=1) == space.truth[cal]
+        right_test = scores[test].argmax(axis=1) == space.truth[test]
+        ece, _ = expected_calibration_error(scores[test].max(axis=1), right_test)
+        selective = _selective_for(scores[cal].max(axis=1), right_cal, scores[test].max(axis=1), right_test, config)
+        rows.append({"method": name, "top1": top_k_accuracy(scores[test], space.truth[test], 1), "ece": ece,
+                     **selective, "useful": selective["coverage"] * (1 - selective["realised_error"])})
+    if result.held_out and result.calibration.method != "temperature":  # the issue's reference calibrator, beside
+        rows.append(_calibrated_row("+ temperature scaling", data, hood, space, fused, tune, cal, test, config))
+    right_confident = _share(confident & tested.correct)
+    rows.append({"method": f"+ calibration ({result.calibration.method})", "top1": result.accuracy["fusion"]["top1"],
+                 "ece": result.ece["calibrated"], "threshold": config.confident_score,
+                 "coverage": result.selective["coverage"], "realised_error": result.selective["realised_error"],
+                 "useful": right_confident})
+    rolled_right = _share(~confident & tested.rollup_correct)
+    rows.append({**rows[-1], "method": "+ roll-up", "useful": right_confident + rolled_right})
     return rows
 
 
-def best_setting(rows: list[dict[str, float]]) -> dict[str, float]:
-    """The most accurate setting; among equals, the one closest to an even mix with the fewest neighbours."""
-    return max(rows, key=lambda r: (r["top1"], -abs(r["weight_knn"] - 0.5), -r["k"], r["temperature"]))
-
-
-def _decisions(data: EvaluationData, hood: Neighbourhood, config: FusionConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per query, through the service's own fuse() and decide(): top-1 score, correct?, decision."""
-    confidence, correct, decisions = [], [], []
-    for row, label in enumerate(data.query_labels):
-        neighbours = [Neighbour(int(i), data.reference_labels[i], float(s))
-                      for s, i in zip(hood.similarities[row, : config.k], hood.reference_index[row, : config.k], strict=True)]
-        ranking = fuse(data.classes, data.probabilities[row], neighbours, config)
-        confidence.append(ranking[0].score)
-        correct.append(ranking[0].name == label)
-        decisions.append(decide(ranking, neighbours, config).decision)
-    return np.array(confidence), np.array(correct), decisions
-
-
-def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True) -> Evaluation:
-    """Every number of the report. The decisions use `config`; the sweep names the best (lambda, k, T)."""
-    ks = tuple(k for k in KS if k <= len(data.reference_labels)) or (len(data.reference_labels),)
-    hood = neighbourhood(data, max(max(ks), config.k))
-    space = LabelSpace.of(data)
-    knn = knn_matrix(space, hood, config.k, config.temperature)
-    fused = config.weight_knn * knn + (1 - config.weight_knn) * space.clf
-    accuracy = {name: {"top1": top_k_accuracy(scores, space.truth, 1), "top5": top_k_accuracy(scores, space.truth, 5)}
-                for name, scores in (("classifier", space.clf), ("knn", knn), ("fusion", fused))}
-    confidence, correct, decisions = _decisions(data, hood, config)
-    ece, reliability = expected_calibration_error(confidence, correct)
-    classifier_ece, _ = expected_calibration_error(space.clf.max(axis=1), space.clf.argmax(axis=1) == space.truth)
-    confident = np.array([d == CONFIDENT for d in decisions])
-    share = {d: float(np.mean([x == d for x in decisions])) for d in (CONFIDENT, NEEDS_REVIEW, NO_MATCH)}
-    result = Evaluation(
-        kind=data.kind, description=data.description, queries=len(data.query_labels),
-        references=len(data.reference_labels), config=config, accuracy=accuracy,
-        ece={"fusion": ece, "classifier": classifier_ece}, reliability=reliability,
-        curve=coverage_risk(confidence, correct),
-        decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH],
-                   "error_when_confident": float(1 - correct[confident].mean()) if confident.any() else 0.0},
-    )
-    if run_sweep:
-        result.sweep = sweep(space, hood, ks=ks)
-        result.best = best_setting(result.sweep)
-    return result
+def _calibrated_row(name: str, data: EvaluationData, hood: Neighbourhood, space: LabelSpace, fused: np.ndarray,
+                    tune: np.ndarray, cal: np.ndarray, test: np.ndarray, config: FusionConfig) -> dict[str, Any]:
+    calibration = fit_calibration("temperature", data, hood, space, fused, tune, config)
+    on_cal = decide_rows(data, hood, cal, config, calibration)
+    control = choose_threshold(on_cal.top, on_cal.correct, on_cal.eligible, config.target_error, config.risk_confidence)
+    tested = decide_rows(data, hood, test, config.replace(confident_score=control.threshold), calibration)
+    confident = np.array([d == CONFIDENT for d in tested.decisions], dtype=bool)
+    ece, _ = expected_calibration_error(tested.top, tested.correct)
+    return {"method": name, "top1": _share(tested.correct), "ece": ece, "threshold": control.threshold,
+            "coverage": _share(confident), "realised_error": _error_among(confident, tested.correct),
+            "useful": _share(confident & tested.correct)}

@@ -1,10 +1,20 @@
 """Fusion of the neighbours' votes with the classifier, and the decision (Jia et al. 2021, arXiv 2112.08459).
 
-    p(c) = lambda * p_kNN(c) + (1 - lambda) * p_clf(c),   p_kNN(c) ∝ sum over top-k with y_i = c of exp(s_i / T)
+    p(c) = lambda * p_kNN(c) + (1 - lambda) * p_clf'(c),   p_kNN(c) ∝ sum over top-k with y_i = c of exp(s_i / T)
 
 with s_i the cosine similarity of L2-normalised embeddings. The label space is the union of the classifier's
 classes and the references' species, so a species known only through its references can still win.
-Open-set rejection follows Sun et al. 2022 (arXiv 2204.06507): far from every reference means no match."""
+
+A species outside the classifier's classes must not be penalised for it: the classifier's silence about it is
+absence of evidence, not evidence against. So when the neighbours vote for such species, the classifier keeps
+a "none of my classes" share u = 1 - max p_clf (its own uncertainty: the maximum-softmax-probability baseline
+of open-set recognition, Hendrycks & Gimpel 2017), and those species divide u in proportion to their votes:
+
+    p_clf'(c) = (1 - u) * p_clf(c)  for the classifier's classes,   u * p_kNN(o) / sum_O p_kNN  for o outside.
+
+When every voted species is a class, p_clf' = p_clf and this is Jia et al.'s formula exactly. Scores are then
+calibrated (identify.calibration) before the decision. Open-set rejection follows Sun et al. 2022
+(arXiv 2204.06507): far from every reference, and an unsure classifier, means no match."""
 
 from __future__ import annotations
 
@@ -14,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from identify.calibration import Calibration
 from identify.config import FusionConfig
 from identify.taxonomy import Taxon
 
@@ -41,10 +52,12 @@ class RankedSpecies:
     """One species of an answer: its label, the fused score and both parts, and the taxon the label names."""
 
     name: str
-    score: float  # fused
-    classifier: float  # p_clf
+    score: float  # fused, then calibrated: the probability shown to a person
+    classifier: float  # p_clf, the classifier's own probability (0 for a species outside its classes)
     knn: float  # p_kNN
     taxon: Taxon | None = None
+    in_classes: bool = True  # whether the classifier could have named it
+    fused: float | None = None  # the fused score before calibration (None: not calibrated)
 
     def with_taxon(self, taxon: Taxon | None) -> "RankedSpecies":
         return replace(self, taxon=taxon)
@@ -81,14 +94,65 @@ def fuse(
     classifier: dict[str, float] = {}
     for name, p in zip(classes, probabilities, strict=True):
         classifier[name] = classifier.get(name, 0.0) + float(p)
+    classifier_part = open_set_classifier(classifier, knn)
     scores = []
     for name in classifier.keys() | knn.keys():
         p_clf, p_knn = classifier.get(name, 0.0), knn.get(name, 0.0)
-        fused = weight * p_knn + (1.0 - weight) * p_clf
+        fused = weight * p_knn + (1.0 - weight) * classifier_part.get(name, 0.0)
         if fused > 0.0 or p_clf > 0.0 or p_knn > 0.0:
-            scores.append(RankedSpecies(name, fused, p_clf, p_knn))
+            scores.append(RankedSpecies(name, fused, p_clf, p_knn, in_classes=name in classifier, fused=fused))
     scores.sort(key=lambda s: (-s.score, -s.classifier, s.name))
     return scores
+
+
+def confidence_features(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour]) -> np.ndarray:
+    """What the evidence says about the top answer of a fused ranking (before calibration): its fused score
+    (and its log), the margin to the second, whether the classifier's and the neighbours' favourites agree,
+    the neighbours' and the classifier's top shares, whether the classifier could have named it, and the nearest
+    similarity. The confidence model (identify.calibration) weighs them."""
+    if not ranking:
+        return np.zeros(8)
+    top = ranking[0]
+    first = top.fused if top.fused is not None else top.score
+    second = (ranking[1].fused if ranking[1].fused is not None else ranking[1].score) if len(ranking) > 1 else 0.0
+    agree = max(ranking, key=lambda s: s.classifier).name == max(ranking, key=lambda s: s.knn).name
+    nearest = max((n.similarity for n in neighbours), default=0.0)
+    return np.array([first, first - second, float(agree), max(s.knn for s in ranking),
+                     max(s.classifier for s in ranking), float(not top.in_classes), nearest,
+                     float(np.log(max(first, 1e-9)))])
+
+
+def calibrated(ranking: Sequence[RankedSpecies], calibration: Calibration,
+               neighbours: Sequence[Neighbour] = ()) -> list[RankedSpecies]:
+    """The ranking with calibrated scores (the fused ones kept beside them), best first."""
+    if calibration.method == "none" or not ranking:
+        return list(ranking)
+    fused = np.array([s.fused if s.fused is not None else s.score for s in ranking])
+    if calibration.method == "confidence":
+        top = float(calibration.confidence(confidence_features(ranking, neighbours)[None, :])[0])
+        rest = fused[1:].sum()
+        scores = np.concatenate([[top], (1.0 - top) * fused[1:] / rest if rest > 0 else fused[1:] * 0.0])
+    else:
+        scores = calibration.apply(fused)
+    out = [replace(s, score=float(score)) for s, score in zip(ranking, scores, strict=True)]
+    out.sort(key=lambda s: (-s.score, -s.classifier, s.name))
+    return out
+
+
+def unknown_share(classifier: dict[str, float]) -> float:
+    """The classifier's "none of my classes" share: 1 - its top probability."""
+    return 1.0 - max(classifier.values(), default=0.0)
+
+
+def open_set_classifier(classifier: dict[str, float], knn: dict[str, float]) -> dict[str, float]:
+    """p_clf' (see the module): the classifier's distribution with its unknown share handed to the voted
+    species outside its classes; unchanged when there are none."""
+    outside = {name: vote for name, vote in knn.items() if name not in classifier and vote > 0.0}
+    if not outside:
+        return classifier
+    share, votes = unknown_share(classifier), sum(outside.values())
+    return {**{name: (1.0 - share) * p for name, p in classifier.items()},
+            **{name: share * vote / votes for name, vote in outside.items()}}
 
 
 def decide(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour], config: FusionConfig) -> Decision:
@@ -105,9 +169,13 @@ def decide(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour], co
         reasons.append("low_score")
     if top.score - second < config.min_margin:
         reasons.append("small_margin")
+    if not reasons:
+        return Decision(CONFIDENT, (), uncertainty)
+    # Why the score is low, for the curator. Not a rule of its own: the calibrated score already weighs a
+    # disagreement, and the threshold on it is what bounds the error.
     if neighbours and 0.0 < config.weight_knn < 1.0:
         knn_top = max(ranking, key=lambda s: s.knn)
         clf_top = max(ranking, key=lambda s: s.classifier)
-        if knn_top.name != clf_top.name:
+        if knn_top.name != clf_top.name and knn_top.in_classes:  # only where the classifier could have named it
             reasons.append("disagreement")
-    return Decision(NEEDS_REVIEW if reasons else CONFIDENT, tuple(reasons), uncertainty)
+    return Decision(NEEDS_REVIEW, tuple(reasons), uncertainty)

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image
 
+from identify.calibration import Calibration
 from identify.config import FusionConfig
-from identify.fusion import Decision, Neighbour, RankedSpecies, decide, fuse
+from identify.fusion import CONFIDENT, Decision, Neighbour, RankedSpecies, calibrated, decide, fuse
 from identify.references import ReferenceInfo, References
+from identify.rollup import RollUp, roll_up
 from identify.taxonomy import Taxon
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ class Identification:
     model_name: str
     model_sha256: str
     forward_seconds: float = 0.0  # the model's forward pass of the batch this photo was in (Server-Timing)
+    rollup: RollUp | None = None  # when no species is confident: the lowest taxon sure enough
 
 
 class SpeciesNames:
@@ -77,11 +80,13 @@ class SpeciesNames:
 
 
 class Identifier:
-    def __init__(self, backbone: "Backbone", index: Any, references: References, config: FusionConfig) -> None:
+    def __init__(self, backbone: "Backbone", index: Any, references: References, config: FusionConfig,
+                 calibration: Calibration | None = None) -> None:
         self.backbone = backbone
         self.index = index  # a LiveIndex, checked against the model when it was opened
         self.references = references
         self.config = config
+        self.calibration = calibration or Calibration()
         self._known: dict[int, ReferenceInfo] = {}  # references never change species or file: safe to keep
         self.names = self._load_names()
 
@@ -126,14 +131,19 @@ class Identifier:
         ]
 
     def explain(self, evidence: Evidence) -> Identification:
-        """Fusion and decision for one photo's evidence."""
+        """Fusion, calibration, decision and (when not confident) roll-up for one photo's evidence."""
         names = self.names
         votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in evidence.neighbours]
-        ranking = [s.with_taxon(names.taxa.get(s.name))
-                   for s in fuse(names.classes, evidence.probabilities, votes, self.config)]
+        fused = fuse(names.classes, evidence.probabilities, votes, self.config)
+        ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, self.calibration, votes)]
+        decision = decide(ranking, votes, self.config)
+        rollup = None
+        if decision.decision != CONFIDENT:
+            rollup = roll_up(ranking, self.config.confident_score, self.references.taxonomy.group_name)
         return Identification(
             species=ranking[:TOP_SPECIES],
-            decision=decide(ranking, votes, self.config),
+            rollup=rollup,
+            decision=decision,
             neighbours=evidence.neighbours,
             embedding=evidence.embedding,
             model_name=self.backbone.identity.name,

@@ -1,12 +1,21 @@
 """The evaluation report: `report.md` (the numbers and how to read them), `metrics.json` (every number) and PNG
-plots (coverage-risk, reliability diagram, the lambda sweep)."""
+plots (coverage-risk, reliability before and after calibration, the lambda sweep)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from identify.evaluation import Evaluation
+
+
+def _reliability(axes: Any, bins: list[dict[str, float]], title: str) -> None:
+    axes.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins],
+             width=[(b["high"] - b["low"]) * 0.9 for b in bins], label="accuracy in bin")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    axes.set(xlabel="top-1 score", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+    axes.legend(loc="upper left")
 
 
 def _plots(result: Evaluation, out: Path) -> list[str]:
@@ -17,25 +26,21 @@ def _plots(result: Evaluation, out: Path) -> list[str]:
 
     names = []
     figure, axes = plt.subplots(figsize=(5, 4))
-    axes.plot(result.curve["coverage"], result.curve["risk"], label="fused score as confidence")
-    decided = result.decisions
-    axes.scatter([decided["confident"]], [decided["error_when_confident"]], color="C3", zorder=3,
+    axes.plot(result.curve["coverage"], result.curve["risk"], label="calibrated score as confidence")
+    axes.scatter([result.selective["coverage"]], [result.selective["realised_error"]], color="C3", zorder=3,
                  label="'confident' decisions")
-    axes.set(xlabel="coverage (share answered)", ylabel="risk (error among answered)", title="Coverage-risk",
-             xlim=(0, 1), ylim=(0, max(0.05, max(result.curve["risk"]) * 1.1)))
+    axes.axhline(result.selective["target_error"], color="grey", linestyle=":", label="target error")
+    axes.set(xlabel="coverage (share answered)", ylabel="risk (error among answered)", title="Coverage-risk (test split)",
+             xlim=(0, 1), ylim=(0, max(0.1, max(result.curve["risk"], default=0.0) * 1.1)))
     axes.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(out / "coverage_risk.png", dpi=120)
     names.append("coverage_risk.png")
 
-    figure, axes = plt.subplots(figsize=(5, 4))
-    bins = result.reliability
-    axes.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins],
-             width=[(b["high"] - b["low"]) * 0.9 for b in bins], label="accuracy in bin")
-    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-    axes.set(xlabel="fused top-1 score", ylabel="accuracy", title=f"Reliability (ECE {result.ece['fusion']:.3f})",
-             xlim=(0, 1), ylim=(0, 1))
-    axes.legend(loc="upper left")
+    figure, (before, after) = plt.subplots(1, 2, figsize=(9, 4))
+    _reliability(before, result.reliability["before"], f"Fused, ECE {result.calibration_block['ece_before']:.3f}")
+    _reliability(after, result.reliability["after"],
+                 f"Calibrated ({result.calibration.method}), ECE {result.calibration_block['ece_after']:.3f}")
     figure.tight_layout()
     figure.savefig(out / "reliability.png", dpi=120)
     names.append("reliability.png")
@@ -47,7 +52,7 @@ def _plots(result: Evaluation, out: Path) -> list[str]:
             rows = sorted((r for r in result.sweep if r["k"] == k and r["temperature"] == best_t),
                           key=lambda r: r["weight_knn"])
             axes.plot([r["weight_knn"] for r in rows], [r["top1"] for r in rows], marker="o", label=f"k={k}")
-        axes.set(xlabel="λ (share of the neighbours' vote)", ylabel="fused top-1 accuracy",
+        axes.set(xlabel="λ (share of the neighbours' vote)", ylabel="fused top-1 accuracy (tuning split)",
                  title=f"Sweep at T={best_t:g}")
         axes.legend()
         figure.tight_layout()
@@ -57,28 +62,64 @@ def _plots(result: Evaluation, out: Path) -> list[str]:
     return names
 
 
+def _ablation_table(result: Evaluation) -> list[str]:
+    lines = ["| method | top-1 | ECE | threshold | coverage | error among confident | useful answers |",
+             "|---|---|---|---|---|---|---|"]
+    for row in result.ablation:
+        lines.append(f"| {row['method']} | {row['top1']:.3f} | {row['ece']:.3f} | {row['threshold']:.3f} | "
+                     f"{row['coverage']:.1%} | {row['realised_error']:.1%} | {row['useful']:.1%} |")
+    return lines
+
+
 def _markdown(result: Evaluation, plots: list[str]) -> str:
     config, best, acc, dec = result.config, result.best, result.accuracy, result.decisions
+    sel, new, roll, cal = result.selective, result.new_species, result.rollup, result.calibration_block
+    split = result.split
+    where = (f"Queries split by species into tuning ({split['tuning']}), calibration ({split['calibration']}) and "
+             f"test ({split['test']}): λ, k, T and the calibrator were chosen on the tuning split, the threshold on "
+             "the calibration split, and every figure below is on the test split."
+             if result.held_out else
+             f"Only {result.queries} queries: too few to hold any out, so every figure is measured on all of them "
+             "at the given settings, with no calibration and no stated risk. Add labelled queries.")
     lines = [
         "# Identification quality report", "",
         f"**Data: {result.kind}.** {result.description}", "",
-        f"{result.queries} labelled queries against {result.references} references. Decisions below use "
-        f"λ={config.weight_knn:g}, k={config.k}, T={config.temperature:g}.", "",
+        f"{result.queries} labelled queries against {result.references} references. {where}", "",
+        f"Settings: λ={config.weight_knn:g}, k={config.k}, T={config.temperature:g}"
+        + (f" (5-fold cross-validated top-1 of this choice on the tuning split: {best['cv_top1']:.3f})"
+           if "cv_top1" in best else "") + ".", "",
         "| method | top-1 | top-5 |", "|---|---|---|",
         *(f"| {name} | {acc[name]['top1']:.3f} | {acc[name]['top5']:.3f} |" for name in ("classifier", "knn", "fusion")),
         "",
-        f"- Expected calibration error of the fused top-1 score: {result.ece['fusion']:.3f} "
-        f"(classifier's own top-1 probability: {result.ece['classifier']:.3f}).",
-        f"- Decisions: {dec['confident']:.1%} confident, {dec['needs_review']:.1%} needs review, "
-        f"{dec['no_match']:.1%} no match; review rate {dec['review_rate']:.1%}; error among confident "
-        f"answers {dec['error_when_confident']:.1%}.",
-        f"- Area under the coverage-risk curve (lower is better): {result.curve['aurc']:.3f}.", "",
+        "## Ablation", "",
+        "Each part added in turn. Every threshold is chosen on the calibration split for the same target error; "
+        "*useful answers* are confident right species, plus right genera, families or orders for the roll-up. A "
+        "threshold of 1.000 means that no threshold could be shown to keep the error under the target.", "",
+        *_ablation_table(result), "",
+        "## Calibration and the confident threshold", "",
+        f"- Calibration: {cal['method']}, fitted on the tuning split. Expected calibration error of the top-1 score "
+        f"(15 bins): {cal['ece_before']:.3f} fused, {cal['ece_after']:.3f} calibrated.",
+        f"- Threshold: {sel['threshold']:g}, chosen by {sel['method']} so that the error among confident answers "
+        f"stays under {sel['target_error']:.0%} with {sel['confidence']:.0%} confidence "
+        f"({sel['answered']} answered with {sel['errors']} errors on the calibration split, bound "
+        f"{sel['upper_bound']:.3f}).",
+        f"- On the test split: coverage {sel['coverage']:.1%} confident, realised error among them "
+        f"{sel['realised_error']:.1%}. Decisions: {dec['confident']:.1%} confident, {dec['needs_review']:.1%} needs "
+        f"review, {dec['no_match']:.1%} no match.", "",
+        "## New species (known only through references)", "",
+        f"{new['queries']} test queries of species the classifier does not know: top-1 {new['top1']:.3f}, "
+        f"{new['confident_share']:.1%} confident, error among those {new['confident_error']:.1%}. Of the "
+        f"{new['with_close_references']} with five or more of their own references among the ten nearest, "
+        f"{new['close_confident_and_correct']:.1%} are confident and right.", "",
+        "## Roll-up", "",
+        f"{roll['uncertain']} test queries are not confident; {roll['rolled_up_share']:.1%} of them roll up "
+        f"(genus {roll['by_rank']['genus']}, family {roll['by_rank']['family']}, order {roll['by_rank']['order']}), "
+        f"and the taxon offered is right for {roll['correct_share']:.1%} of those (the species was right already "
+        f"for {roll['species_already_right']:.1%}).", "",
     ]
     if best:
-        lines += [f"**Best setting on these queries:** λ={best['weight_knn']:g}, k={best['k']}, "
-                  f"T={best['temperature']:g}: fused top-1 {best['top1']:.3f} (swept λ 0…1, k 1…50, T 0.01…1). "
-                  "It is tuned on the queries themselves, so it is optimistic; confirm it on photos it was not "
-                  "tuned on.", ""]
+        lines += [f"The sweep's best on the tuning split: λ={best['weight_knn']:g}, k={best['k']}, "
+                  f"T={best['temperature']:g}, top-1 {best['top1']:.3f} (λ 0…1, k 1…50, T 0.01…1).", ""]
     lines += [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
 

@@ -167,6 +167,8 @@ class Sighting(Base):
     # The neighbours the answer was based on, as [[reference_id, similarity], ...]: the explanation is kept as
     # given, even after the index changes.
     neighbours: Mapped[Optional[list[Any]]] = mapped_column(JSON)
+    # When no species was confident: the taxon the scores rolled up to (identify.rollup), the curator's hint.
+    rollup: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), default="open", index=True)  # open, confirmed, corrected, rejected
     # The current answer: the top-1 prediction until a curator confirms or corrects it; None once rejected.
     species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"), index=True)
@@ -183,9 +185,10 @@ class Prediction(Base):
     sighting_id: Mapped[int] = mapped_column(ForeignKey("sightings.id"))
     rank: Mapped[int]
     species_id: Mapped[int] = mapped_column(ForeignKey("species.id"))
-    score: Mapped[float]
+    score: Mapped[float]  # calibrated when a calibration was set: what a person read
     classifier: Mapped[float]
     knn: Mapped[float]
+    fused: Mapped[Optional[float]]  # before calibration
 
 
 class Curator(Base):

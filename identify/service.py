@@ -85,7 +85,8 @@ class IdentificationService:
         self.references.link_taxa()  # labels recorded before taxa existed, or by an older release
         self.reference_index = self.references.live_index(settings.indexes_dir, self.index_name, identity,
                                                           self.model_id, self.limits.refresh_seconds)
-        self.identifier = Identifier(backbone, self.reference_index, self.references, self.config)
+        self.identifier = Identifier(backbone, self.reference_index, self.references, self.config,
+                                     settings.calibration)
         dim = identity.embedding_dim
         # The transform, forward pass and search run batched in one thread; decoding and fusion run in the
         # request threads. All torch work stays in the batcher's thread: torch ops in request threads would each
@@ -131,6 +132,7 @@ class IdentificationService:
                 photo_sha256=photo.sha256, photo_name=photo.name, model_id=self.model_id,
                 embedding=result.embedding, decision=result.decision.decision, reasons=result.decision.reasons,
                 uncertainty=result.decision.uncertainty, predictions=result.species,
+                rollup=result.rollup.to_dict() if result.rollup is not None else None,
                 neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
                 lat=lat, lon=lon, observed_at=fields.observed_at or exif.observed_at,
                 observer=fields.observer, note=fields.note,

@@ -39,6 +39,7 @@ class NewSighting:
     uncertainty: float
     predictions: Sequence[RankedSpecies]  # best first
     neighbours: Sequence[tuple[int, float]]  # (reference id, similarity), nearest first
+    rollup: dict[str, Any] | None = None  # identify.rollup.RollUp.to_dict(), when not confident
     lat: float | None = None
     lon: float | None = None
     observed_at: datetime | None = None
@@ -80,6 +81,7 @@ class SightingRecord:
     model_sha256: str
     predictions: list[RankedSpecies] = field(default_factory=list)
     neighbours: list[tuple[int, float]] = field(default_factory=list)
+    rollup: dict[str, Any] | None = None
     reviews: list[ReviewRecord] = field(default_factory=list)
 
 
@@ -151,13 +153,14 @@ class SightingStore:
                 reasons=list(new.reasons),
                 uncertainty=new.uncertainty,
                 neighbours=[[int(i), round(float(s), 6)] for i, s in new.neighbours],
+                rollup=new.rollup,
                 status="open",
                 species_id=self._species_id(session, new.predictions[0].name) if new.predictions else None,
             )
             session.add(sighting)
             session.flush()
             rows = [{"sighting_id": sighting.id, "rank": rank, "species_id": self._species_id(session, p.name),
-                     "score": p.score, "classifier": p.classifier, "knn": p.knn}
+                     "score": p.score, "classifier": p.classifier, "knn": p.knn, "fused": p.fused}
                     for rank, p in enumerate(new.predictions, start=1)]
             if rows:
                 session.execute(insert(Prediction), rows)  # one executemany, not one ORM object per row
@@ -180,9 +183,9 @@ class SightingStore:
             raise IdentifyError("unknown_sighting", f"no sighting {sighting_id}", 404)
         sighting, species, taxon, model_name, model_sha256 = row
         predictions = [
-            RankedSpecies(name, score, classifier, knn, _taxon(taxon))
-            for name, score, classifier, knn, taxon in session.execute(
-                select(Species.name, Prediction.score, Prediction.classifier, Prediction.knn, TaxonRow)
+            RankedSpecies(name, score, classifier, knn, _taxon(taxon), fused=fused)
+            for name, score, classifier, knn, fused, taxon in session.execute(
+                select(Species.name, Prediction.score, Prediction.classifier, Prediction.knn, Prediction.fused, TaxonRow)
                 .join(Species, Species.id == Prediction.species_id)
                 .outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id)
                 .where(Prediction.sighting_id == sighting_id)
@@ -197,6 +200,7 @@ class SightingStore:
             created_at=as_utc(sighting.created_at), model_name=model_name, model_sha256=model_sha256,
             predictions=predictions,
             neighbours=[(int(i), float(s)) for i, s in sighting.neighbours or []],
+            rollup=sighting.rollup,
             reviews=self._reviews(session, sighting_id) if with_reviews else [],
         )
 

@@ -266,6 +266,12 @@ class Taxonomy:
     def resolve_all(self, labels: Iterable[str]) -> dict[str, Taxon | None]:
         return {label: self.resolve(label) for label in labels}
 
+    def group_name(self, rank: str, name: str) -> str | None:
+        """What people call the birds of a genus or family, from its species' common names: the last word most
+        of them share ("sparrow" for Passer), or None when they share none (a genus has no common name in the
+        authorities' lists)."""
+        return _group_names().get((rank, name))
+
     def by_scientific_name(self, scientific_name: str) -> Taxon | None:
         return _index().taxa.get(scientific_name)
 
@@ -297,6 +303,26 @@ class Taxonomy:
             suggestions.append(Suggestion(written, taxa[scientific]))
         suggestions.sort(key=lambda s: (rank_order.get(s.taxon.rank, 9), len(s.name), s.name))
         return suggestions[:limit]
+
+
+@functools.lru_cache(maxsize=1)
+def _group_names() -> dict[tuple[str, str], str]:
+    from collections import Counter
+
+    words: dict[tuple[str, str], Counter[str]] = {}
+    for taxon in _index().taxa.values():
+        if taxon.rank != "species" or not taxon.common_name:
+            continue
+        last = taxon.common_name.split()[-1].split("-")[-1].lower()
+        for group in (("genus", taxon.genus), ("family", taxon.family), ("order", taxon.order)):
+            if group[1]:
+                words.setdefault(group, Counter())[last] += 1  # type: ignore[index]
+    names = {}
+    for group, counts in words.items():
+        word, count = counts.most_common(1)[0]
+        if count * 2 >= sum(counts.values()):
+            names[group] = word  # type: ignore[index]
+    return names  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=1)

@@ -41,8 +41,10 @@ def test_the_hand_computed_case():
     assert result.curve["threshold"] == pytest.approx([top1, top0])  # most confident first
     assert result.ece["fusion"] == pytest.approx(0.5 * (1 - top0) + 0.5 * (1 - top1))
     assert result.curve["risk"] == [0.0, 0.0] and result.curve["coverage"] == [0.5, 1.0]
-    # Both decisions need review: classifier and neighbours disagree on each (q0's margin is also under 0.15).
-    assert result.decisions["needs_review"] == 1.0 and result.decisions["review_rate"] == 1.0
+    # Two queries cannot be split: no calibration, the given settings. q0's margin (0.131) is under 0.15, so it
+    # needs review; q1 clears 0.5 by a wide margin. That classifier and neighbours disagree on both only explains.
+    assert not result.held_out and result.calibration.method == "none"
+    assert result.decisions["needs_review"] == 0.5 and result.decisions["confident"] == 0.5
     # With two references only k=1 is swept. There lambda in {0.2, 0.3, 0.4} gets both right; the tie goes to
     # the one closest to an even mix.
     assert {row["k"] for row in result.sweep} == {1}
@@ -64,13 +66,23 @@ def test_calibration_and_coverage_risk_by_hand():
 
 
 def test_the_vectorised_fusion_matches_the_services_fuse():
-    data = simulate(seed=3)
-    result = evaluate(data, FusionConfig(), run_sweep=False)
-    # evaluate() scores top-1 from matrices, and the decisions through identify.fusion.fuse: they must agree.
-    from identify.evaluation import _decisions, neighbourhood
+    """evaluate() scores from matrices, the service through identify.fusion.fuse: the same numbers, new
+    species (outside the classifier's classes) included."""
+    from identify.evaluation import LabelSpace, fused_matrix, knn_matrix, neighbourhood
+    from identify.fusion import Neighbour, fuse
 
-    _, correct, _ = _decisions(data, neighbourhood(data, 20), FusionConfig())
-    assert result.accuracy["fusion"]["top1"] == pytest.approx(correct.mean())
+    data = simulate(seed=3)
+    config = FusionConfig(weight_knn=0.6, k=10, temperature=0.1)
+    hood, space = neighbourhood(data, 10), LabelSpace.of(data)
+    fused = fused_matrix(space, knn_matrix(space, hood, 10, 0.1), 0.6)
+    assert (~space.is_class).sum() == 4
+    for row in range(0, len(data.query_labels), 37):
+        neighbours = [Neighbour(int(i), data.reference_labels[i], float(s))
+                      for s, i in zip(hood.similarities[row], hood.reference_index[row])]
+        ranking = fuse(data.classes, data.probabilities[row], neighbours, config)
+        by_name = {s.name: s.score for s in ranking}
+        assert {name: fused[row, i] for i, name in enumerate(space.names) if fused[row, i] > 0} == \
+            pytest.approx(by_name)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -79,8 +91,9 @@ def test_in_the_simulation_fusion_beats_both_parts(seed):
     fusion = result.accuracy["fusion"]["top1"]
     assert fusion > result.accuracy["classifier"]["top1"] + 0.05
     assert fusion > result.accuracy["knn"]["top1"] + 0.05
-    assert result.best["top1"] >= fusion
-    assert 0.0 <= result.ece["fusion"] <= 1.0 and result.decisions["review_rate"] < 1.0
+    assert result.held_out and result.split["test"] >= 500
+    assert result.calibration_block["ece_after"] < result.calibration_block["ece_before"]
+    assert result.selective["realised_error"] <= 0.05 and result.selective["coverage"] > 0.25
 
 
 def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_path):
@@ -88,15 +101,37 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
     result = CliRunner().invoke(main, ["evaluate", "--simulate", "--out", str(out), "--write-config", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["kind"] == "simulation"
+    assert summary["kind"] == "simulation" and summary["held_out"]
+    calibration, selective = summary["calibration"], summary["selective"]
+    assert calibration["method"] == "confidence" and calibration["ece_after"] < calibration["ece_before"]
+    assert {"target_error", "threshold", "coverage", "realised_error"} <= selective.keys()
+    assert selective["target_error"] == 0.05 and selective["realised_error"] <= 0.05
+    assert {"queries", "top1", "confident_share", "confident_error"} <= summary["new_species"].keys()
+    assert summary["new_species"]["queries"] > 0
+    assert {"uncertain", "rolled_up_share", "correct_share"} <= summary["rollup"].keys()
+    assert [row["method"] for row in summary["ablation"]] == [
+        "classifier", "kNN", "fusion", "+ temperature scaling", "+ calibration (confidence)", "+ roll-up"]
     assert {p.name for p in out.iterdir()} == {"report.md", "metrics.json", "coverage_risk.png", "reliability.png",
                                                "sweep.png"}
-    assert "**Data: simulation.**" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "**Data: simulation.**" in report and "## Ablation" in report and "| + roll-up |" in report
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == summary["accuracy"]
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-    fusion = load_settings().fusion
-    best = summary["best"]
-    assert (fusion.weight_knn, fusion.k, fusion.temperature) == (best["weight_knn"], best["k"], best["temperature"])
+    settings = load_settings()
+    chosen = summary["config"]
+    assert (settings.fusion.weight_knn, settings.fusion.k, settings.fusion.temperature,
+            settings.fusion.confident_score) == (chosen["weight_knn"], chosen["k"], chosen["temperature"],
+                                                 chosen["confident_score"])
+    assert settings.calibration.method == "confidence" and len(settings.calibration.coefficients) == 8
+
+
+def test_write_config_refuses_what_it_could_not_check(data_dir, tmp_path, monkeypatch):
+    """Two queries cannot be split: nothing is written rather than settings tuned on what reports them."""
+    monkeypatch.setattr("identify.simulation.simulate", lambda seed: hand_case())
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--write-config", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "error: too_few_queries:" in result.stderr
+    assert not (data_dir / "identify.toml").exists()
+    assert "too few to hold any out" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_evaluate_the_real_demo_model_on_real_photos(data_dir, tmp_path):

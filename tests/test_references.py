@@ -175,3 +175,82 @@ def test_benchmarks_do_not_import_the_tests():
     for path in ROOT.glob("benchmarks/*.py"):
         modules = {n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom)}
         assert not any((m or "").startswith("tests") for m in modules), path
+
+
+def striped(seed: int, size: int = 96):  # type: ignore[no-untyped-def]
+    """A photo of a species unlike the model's own: diagonal bands."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    x = np.arange(size)
+    band = ((x[None, :] + x[:, None] * 0.3 + rng.integers(0, 8)) // 4) % 2
+    image = np.where(band[..., None] == 1, np.array([230, 150, 60]), np.array([30, 20, 10])).astype(np.int16)
+    image += rng.integers(-15, 15, image.shape)
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def test_a_species_only_references_know_is_confident_with_default_settings(web_settings, tiny_backbone, refs,
+                                                                          tiny_checkpoint, tmp_path):
+    """Six close references of Upupa epops, not a class of the model: a near-identical photo is `confident`
+    for it through the API and through `identify predict`, with the default fusion settings."""
+    from dataclasses import replace
+
+    from identify.config import FusionConfig
+    from identify.service import IdentificationService
+    from identify.storage import Store, make_engine
+    from identify.web import create_app
+    from tests.conftest import build_reference_index
+
+    (refs / "Upupa epops").mkdir()
+    for seed in range(6):
+        striped(seed).save(refs / "Upupa epops" / f"hoopoe_{seed}.jpg", quality=92)
+    settings = replace(web_settings, fusion=FusionConfig())
+    build_reference_index(settings, tiny_backbone, refs, "birds")
+    engine = make_engine(settings.database_url)
+    service = IdentificationService(settings, tiny_backbone, Store(engine))
+    client = create_app(settings, service).test_client()
+    query = striped(0).crop((2, 2, 94, 94)).resize((96, 96))
+    answer = upload(client, query)
+    top = answer["species"][0]
+    assert (top["name"], answer["decision"], answer["reasons"]) == ("Upupa epops", "confident", [])
+    assert top["classifier"] == 0.0 and top["taxon"]["family"] == "Upupidae" and answer["rollup"] is None
+    photo = tmp_path / "query.jpg"
+    query.save(photo, quality=75)
+    env = {"IDENTIFY_DATA_DIR": str(settings.data_dir), "IDENTIFY_DATABASE_URL": settings.database_url}
+    result = CliRunner().invoke(main, ["predict", "--model", str(tiny_checkpoint), "--index", "birds", "--json",
+                                       str(photo)], env=env)
+    predicted = json.loads(result.output.strip().splitlines()[-1])
+    assert predicted["species"][0]["name"] == "Upupa epops" and predicted["decision"] == "confident"
+    engine.dispose()
+
+
+def test_an_uncertain_answer_rolls_up_to_its_genus_on_the_api_and_the_page(service, client, auth):
+    """Two sparrows share the neighbours' vote: neither species is sure, the genus is ("Probably a sparrow")."""
+    import numpy as np
+
+    from identify.identifier import Evidence, NeighbourInfo
+
+    from dataclasses import replace
+
+    service.references.ensure_species(["Passer italiae"])  # a congener only references would know
+    service.identifier.names = service.identifier._load_names()
+    service.identifier.config = replace(service.identifier.config, k=6, confident_score=0.85)
+    neighbours = [NeighbourInfo(i + 1, species, 0.95, "x.jpg", "0" * 64)
+                  for i, species in enumerate(["Passer italiae", "Passer_domesticus"] * 3)]
+    evidence = Evidence(np.array([0.34, 0.33, 0.33], dtype=np.float32), np.zeros(8, dtype=np.float32), neighbours, 0.0)
+    result = service.identifier.explain(evidence)
+    assert result.decision.decision == "needs_review" and result.species[0].score < 0.85
+    assert result.rollup is not None and result.rollup.to_dict()["scientific_name"] == "Passer"
+    assert result.rollup.common_name == "sparrow" and result.rollup.score >= 0.85
+    assert set(result.rollup.members) == {"Passer italiae", "Passer_domesticus"}
+
+    sighting = upload(client, NEW_BIRD)["sighting_id"]  # a stored sighting, given this roll-up
+    with service.store.sessions.begin() as session:
+        from identify.schema import Sighting
+
+        session.get(Sighting, sighting).rollup = result.rollup.to_dict()
+    body = client.get(f"/api/v1/sightings/{sighting}").get_json()
+    assert body["rollup"]["common_name"] == "sparrow" and body["rollup"]["rank"] == "genus"
+    page = client.get(f"/sightings/{sighting}").get_data(as_text=True)
+    assert "Probably a sparrow\n(genus <i class=\"sci\">Passer</i>)" in page and "species uncertain" in page

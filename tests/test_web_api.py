@@ -43,7 +43,7 @@ def test_identify_answers_the_documented_contract(client):
     assert list(body)[:2] == ["sighting_id", "url"]
     assert body["decision"] in ("confident", "needs_review", "no_match")
     assert 1 <= len(body["species"]) <= 5
-    assert set(body["species"][0]) == {"name", "score", "classifier", "knn", "taxon"}
+    assert set(body["species"][0]) == {"name", "score", "classifier", "knn", "fused", "taxon"}
     taxa = {s["name"]: s["taxon"] for s in body["species"]}  # the model's classes are scientific names here
     assert taxa["Passer_domesticus"]["scientific_name"] == "Passer domesticus"
     assert taxa["Passer_domesticus"]["family"] == "Passeridae" and taxa["Corvus_cornix"]["genus"] == "Corvus"

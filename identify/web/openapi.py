@@ -60,7 +60,13 @@ SCHEMAS: dict[str, Any] = {
         "name": {"type": "string", "description": "The label (model class or reference species)"},
         "score": {"type": "number", "description": "Fused"},
         "classifier": {"type": "number", "description": "Classifier probability"},
-        "knn": {"type": "number", "description": "Share of the neighbours' vote"}, "taxon": _ref("Taxon")}},
+        "knn": {"type": "number", "description": "Share of the neighbours' vote"},
+        "fused": {"type": "number", "description": "The fused score before calibration"}, "taxon": _ref("Taxon")}},
+    "RollUp": {"type": ["object", "null"], "description": "When no species is confident: the lowest taxon whose "
+               "members' calibrated scores sum to the confident threshold", "properties": {
+        "rank": {"type": "string", "enum": ["genus", "family", "order"]}, "scientific_name": {"type": "string"},
+        "common_name": {"type": ["string", "null"]}, "score": {"type": "number"},
+        "members": {"type": "array", "items": {"type": "string"}}}},
     "TaxonSuggestions": {"type": "object", "properties": {"q": {"type": "string"}, "taxa": {"type": "array",
         "items": {"type": "object", "properties": {"name": {"type": "string"}, "taxon": _ref("Taxon")}}}}},
     "Neighbour": {"type": "object", "properties": {
@@ -72,7 +78,7 @@ SCHEMAS: dict[str, Any] = {
         "sighting_id": {"type": "integer"}, "url": {"type": "string"},
         "decision": {"type": "string", "enum": ["confident", "needs_review", "no_match"]},
         "reasons": {"type": "array", "items": {"type": "string"}}, "uncertainty": {"type": "number"},
-        "species": {"type": "array", "items": _ref("RankedSpecies"), "maxItems": 5},
+        "species": {"type": "array", "items": _ref("RankedSpecies"), "maxItems": 5}, "rollup": _ref("RollUp"),
         "neighbours": {"type": "array", "items": _ref("Neighbour")}, "model": _ref("Model")}},
     "SightingSummary": {"type": "object", "properties": {
         "sighting_id": {"type": "integer"}, "url": {"type": "string"}, "photo_url": {"type": "string"},
@@ -83,7 +89,7 @@ SCHEMAS: dict[str, Any] = {
         "observed_at": {"type": ["string", "null"]}, "created_at": {"type": "string"},
         "similarity": {"type": "number", "description": "In similar-sightings lists"}}},
     "Sighting": {"allOf": [_ref("SightingSummary"), {"type": "object", "properties": {
-        "species": {"type": "array", "items": _ref("RankedSpecies")},
+        "species": {"type": "array", "items": _ref("RankedSpecies")}, "rollup": _ref("RollUp"),
         "neighbours": {"type": "array", "items": _ref("Neighbour")}, "reasons": {"type": "array"},
         "observer": {"type": ["string", "null"]}, "note": {"type": ["string", "null"]}, "model": _ref("Model"),
         "reviews": {"type": "array", "items": {"type": "object"}}}}]},

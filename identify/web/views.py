@@ -80,6 +80,7 @@ def sighting_json(record: SightingRecord, neighbours: list[NeighbourInfo] | None
         "observer": record.observer,
         "note": record.note,
         "species": ranking_json(record.predictions),
+        "rollup": record.rollup,
         "model": {"name": record.model_name, "sha256": record.model_sha256},
         "reviews": [review_json(r) for r in record.reviews],
     })
