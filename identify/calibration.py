@@ -149,7 +149,7 @@ class RiskControl:
                 "answered": self.answered, "errors": self.errors, "upper_bound": self.upper_bound}
 
 
-NOTHING_CONFIDENT = 1.0  # when no threshold keeps the bound: only a certain answer is confident
+NOTHING_CONFIDENT = 1.01  # when no threshold keeps the bound: one no score reaches, so nothing is confident
 
 
 def choose_threshold(top_scores: np.ndarray, correct: np.ndarray, eligible: np.ndarray, target_error: float,

@@ -35,7 +35,8 @@ class FusionConfig:
             (0.0 <= self.weight_knn <= 1.0, "weight_knn must lie in [0, 1]"),
             (self.k >= 1, "k must be at least 1"),
             (self.temperature > 0, "temperature must be positive"),
-            (0.0 <= self.confident_score <= 1.0, "confident_score must lie in [0, 1]"),
+            # Above 1 (evaluate writes 1.01): no threshold kept the stated risk, so nothing is confident.
+            (0.0 <= self.confident_score <= 1.01, "confident_score must lie in [0, 1.01]"),
             (0.0 <= self.min_margin <= 1.0, "min_margin must lie in [0, 1]"),
             (-1.0 <= self.no_match_similarity <= 1.0, "no_match_similarity must lie in [-1, 1]"),
             (0.0 <= self.no_match_classifier <= 1.0, "no_match_classifier must lie in [0, 1]"),

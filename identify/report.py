@@ -94,7 +94,7 @@ def _markdown(result: Evaluation, plots: list[str]) -> str:
         "## Ablation", "",
         "Each part added in turn. Every threshold is chosen on the calibration split for the same target error; "
         "*useful answers* are confident right species, plus right genera, families or orders for the roll-up. A "
-        "threshold of 1.000 means that no threshold could be shown to keep the error under the target.", "",
+        "threshold above 1 means that no threshold could be shown to keep the error under the target.", "",
         *_ablation_table(result), "",
         "## Calibration and the confident threshold", "",
         f"- Calibration: {cal['method']}, fitted on the tuning split. Expected calibration error of the top-1 score "

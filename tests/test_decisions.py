@@ -137,3 +137,12 @@ def test_a_reason_for_review_is_the_score_not_the_disagreement():
     unsure = [RankedSpecies("a", 0.6, 0.9, 0.1), RankedSpecies("b", 0.4, 0.1, 0.9)]
     decision = decide(unsure, votes(("b", 0.9)), config)
     assert decision.decision == NEEDS_REVIEW and decision.reasons == ("low_score", "disagreement")
+
+
+def test_when_no_threshold_keeps_the_risk_not_even_a_certain_score_is_confident():
+    """The 'nothing passed' threshold must lie above every score: a kNN vote of exactly 1.0 passed 1.0 before."""
+    config = FusionConfig(confident_score=NOTHING_CONFIDENT, min_margin=0.0)
+    certain = [RankedSpecies("a", 1.0, 1.0, 1.0)]
+    assert decide(certain, votes(("a", 0.99)), config).decision == NEEDS_REVIEW
+    scores, right = np.ones(50), np.ones(50, dtype=bool)
+    assert choose_threshold(scores, right, right, 0.05).threshold == NOTHING_CONFIDENT  # 50 < MIN_ANSWERED
