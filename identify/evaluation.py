@@ -285,6 +285,7 @@ class Evaluation:
     decisions: dict[str, float]  # shares of confident / needs_review / no_match, error among confident
     selective: dict[str, Any]
     new_species: dict[str, Any]
+    known_species: dict[str, Any]
     rollup: dict[str, Any]
     ablation: list[dict[str, Any]]
     calibration_block: dict[str, Any] = field(default_factory=dict)
@@ -298,7 +299,8 @@ class Evaluation:
             "config": {"weight_knn": self.config.weight_knn, "k": self.config.k, "temperature": self.config.temperature,
                        "confident_score": self.config.confident_score},
             "accuracy": self.accuracy, "ece": self.ece, "calibration": self.calibration_block,
-            "selective": self.selective, "new_species": self.new_species, "rollup": self.rollup,
+            "selective": self.selective, "new_species": self.new_species, "known_species": self.known_species,
+            "rollup": self.rollup,
             "ablation": self.ablation, "decisions": self.decisions, "reliability": self.reliability,
             "coverage_risk": self.curve, "sweep": self.sweep, "best": self.best,
         }
@@ -378,6 +380,7 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
         decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised},
         selective={**control.to_dict(), "coverage": _share(confident), "realised_error": realised},
         new_species=_new_species(data, space, hood, tested, confident),
+        known_species=_known_species(space, tested, confident),
         rollup=_rollup_block(tested, confident),
         ablation=[],
         calibration_block={"method": calibration.method, "temperature": calibration.temperature,
@@ -401,6 +404,15 @@ def _new_species(data: EvaluationData, space: LabelSpace, hood: Neighbourhood, t
             "confident_error": _error_among(confident[new], tested.correct[new]),
             "with_close_references": int(close.sum()),
             "close_confident_and_correct": _share(right_and_sure[close])}
+
+
+def _known_species(space: LabelSpace, tested: Decided, confident: np.ndarray) -> dict[str, Any]:
+    """Queries whose species is one of the classifier's classes: the counterpart of the new-species block."""
+    truth = space.truth[tested.rows]
+    known = np.array([t >= 0 and bool(space.is_class[t]) for t in truth], dtype=bool)
+    return {"queries": int(known.sum()), "top1": _share(tested.correct[known]),
+            "confident_share": _share(confident[known]),
+            "confident_error": _error_among(confident[known], tested.correct[known])}
 
 
 def _rollup_block(tested: Decided, confident: np.ndarray) -> dict[str, Any]:

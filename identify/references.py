@@ -57,7 +57,8 @@ class ReferenceInfo:
     file_sha256: str
 
 
-def _taxon(row: TaxonRow | None) -> Taxon | None:
+def taxon_of_row(row: TaxonRow | None) -> Taxon | None:
+    """The taxonomy's Taxon of a `taxa` row (None stays None)."""
     if row is None:
         return None
     return Taxon(row.scientific_name, row.common_name, row.rank, row.genus, row.family, row.order_name,
@@ -143,7 +144,7 @@ class References:
         """Every species label and the taxon it names."""
         with self.store.session() as session:
             rows = session.execute(select(Species.name, TaxonRow).outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id))
-            return {name: _taxon(taxon) for name, taxon in rows}
+            return {name: taxon_of_row(taxon) for name, taxon in rows}
 
     def species_names(self) -> list[str]:
         with self.store.session() as session:

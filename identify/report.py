@@ -74,6 +74,7 @@ def _ablation_table(result: Evaluation) -> list[str]:
 def _markdown(result: Evaluation, plots: list[str]) -> str:
     config, best, acc, dec = result.config, result.best, result.accuracy, result.decisions
     sel, new, roll, cal = result.selective, result.new_species, result.rollup, result.calibration_block
+    known = result.known_species
     split = result.split
     where = (f"Queries split by species into tuning ({split['tuning']}), calibration ({split['calibration']}) and "
              f"test ({split['test']}): λ, k, T and the calibrator were chosen on the tuning split, the threshold on "
@@ -106,7 +107,9 @@ def _markdown(result: Evaluation, plots: list[str]) -> str:
         f"- On the test split: coverage {sel['coverage']:.1%} confident, realised error among them "
         f"{sel['realised_error']:.1%}. Decisions: {dec['confident']:.1%} confident, {dec['needs_review']:.1%} needs "
         f"review, {dec['no_match']:.1%} no match.", "",
-        "## New species (known only through references)", "",
+        "## Known and new species", "",
+        f"{known['queries']} test queries of species the classifier knows: top-1 {known['top1']:.3f}, "
+        f"{known['confident_share']:.1%} confident, error among those {known['confident_error']:.1%}.", "",
         f"{new['queries']} test queries of species the classifier does not know: top-1 {new['top1']:.3f}, "
         f"{new['confident_share']:.1%} confident, error among those {new['confident_error']:.1%}. Of the "
         f"{new['with_close_references']} with five or more of their own references among the ten nearest, "

@@ -18,7 +18,7 @@ from identify.errors import IdentifyError
 from identify.fusion import RankedSpecies
 from identify.metadata import BoundingBox, as_utc
 from identify.photos import PhotoStore
-from identify.references import NewReference, References, _taxon
+from identify.references import NewReference, References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, Species
 from identify.schema import Taxon as TaxonRow
 from identify.storage import IN_CHUNK, Store, rows_to_arrays
@@ -183,7 +183,7 @@ class SightingStore:
             raise IdentifyError("unknown_sighting", f"no sighting {sighting_id}", 404)
         sighting, species, taxon, model_name, model_sha256 = row
         predictions = [
-            RankedSpecies(name, score, classifier, knn, _taxon(taxon), fused=fused)
+            RankedSpecies(name, score, classifier, knn, taxon_of_row(taxon), fused=fused)
             for name, score, classifier, knn, fused, taxon in session.execute(
                 select(Species.name, Prediction.score, Prediction.classifier, Prediction.knn, Prediction.fused, TaxonRow)
                 .join(Species, Species.id == Prediction.species_id)
@@ -195,7 +195,8 @@ class SightingStore:
         return SightingRecord(
             id=sighting.id, photo_sha256=sighting.photo_sha256, photo_name=sighting.photo_name,
             decision=sighting.decision, reasons=list(sighting.reasons or []), uncertainty=sighting.uncertainty,
-            status=sighting.status, species=species, taxon=_taxon(taxon), version=sighting.version, lat=sighting.lat, lon=sighting.lon,
+            status=sighting.status, species=species, taxon=taxon_of_row(taxon), version=sighting.version,
+            lat=sighting.lat, lon=sighting.lon,
             observed_at=as_utc(sighting.observed_at), observer=sighting.observer, note=sighting.note,
             created_at=as_utc(sighting.created_at), model_name=model_name, model_sha256=model_sha256,
             predictions=predictions,

@@ -107,7 +107,8 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
     assert {"target_error", "threshold", "coverage", "realised_error"} <= selective.keys()
     assert selective["target_error"] == 0.05 and selective["realised_error"] <= 0.05
     assert {"queries", "top1", "confident_share", "confident_error"} <= summary["new_species"].keys()
-    assert summary["new_species"]["queries"] > 0
+    assert summary["new_species"]["queries"] > 0 and summary["known_species"]["queries"] > 0
+    assert summary["new_species"]["queries"] + summary["known_species"]["queries"] == summary["split"]["test"]
     assert {"uncertain", "rolled_up_share", "correct_share"} <= summary["rollup"].keys()
     assert [row["method"] for row in summary["ablation"]] == [
         "classifier", "kNN", "fusion", "+ temperature scaling", "+ calibration (confidence)", "+ roll-up"]

@@ -254,3 +254,20 @@ def test_an_uncertain_answer_rolls_up_to_its_genus_on_the_api_and_the_page(servi
     assert body["rollup"]["common_name"] == "sparrow" and body["rollup"]["rank"] == "genus"
     page = client.get(f"/sightings/{sighting}").get_data(as_text=True)
     assert "Probably a sparrow\n(genus <i class=\"sci\">Passer</i>)" in page and "species uncertain" in page
+
+
+def test_the_service_shows_calibrated_scores_and_keeps_the_fused_ones(make_service, web_settings):
+    """A stored calibration (what evaluate --write-config writes) is applied to every answer."""
+    from dataclasses import replace
+
+    from identify.calibration import Calibration
+    from identify.web import create_app
+
+    plain = create_app(web_settings, make_service()).test_client()
+    sharpened = replace(web_settings, calibration=Calibration("temperature", 0.25))
+    calibrated = create_app(sharpened, make_service(sharpened)).test_client()
+    before, after = upload(plain, NEW_BIRD)["species"], upload(calibrated, NEW_BIRD)["species"]
+    assert [s["fused"] for s in after] == pytest.approx([s["score"] for s in before])
+    assert after[0]["score"] > after[0]["fused"]  # T < 1 sharpens
+    powered = [s["fused"] ** 4 for s in after]
+    assert after[0]["score"] == pytest.approx(powered[0] / sum(powered), rel=1e-3)
