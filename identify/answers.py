@@ -24,8 +24,11 @@ def taxon_json(taxon: Taxon | None) -> dict[str, Any] | None:
 def ranked_json(species: RankedSpecies) -> dict[str, Any]:
     """`score` is what a person reads (calibrated when a calibration is set); `fused` is the score before it."""
     fused = species.fused if species.fused is not None else species.score
-    return {"name": species.name, "score": round(species.score, 6), "classifier": round(species.classifier, 6),
-            "knn": round(species.knn, 6), "fused": round(fused, 6), "taxon": taxon_json(species.taxon)}
+    out = {"name": species.name, "score": round(species.score, 6), "classifier": round(species.classifier, 6),
+           "knn": round(species.knn, 6), "fused": round(fused, 6), "taxon": taxon_json(species.taxon)}
+    if species.expected_here is not None:  # a place and date shaped the answer
+        out.update(prior=round(species.prior or 0.0, 6), expected_here=species.expected_here)
+    return out
 
 
 def ranking_json(ranking: Sequence[RankedSpecies]) -> list[dict[str, Any]]:
@@ -46,6 +49,8 @@ def identification_json(result: Identification, link: NeighbourLink) -> dict[str
         "rollup": result.rollup.to_dict() if result.rollup is not None else None,
         "neighbours": neighbours_json(result.neighbours, link),
         "model": {"name": result.model_name, "sha256": result.model_sha256},
+        "place": ({"lat": result.place.lat, "lon": result.place.lon, "date": result.place.when.isoformat()}
+                  if result.place is not None else None),
     }
 
 

@@ -148,10 +148,15 @@ def _print_identification(photo: str, result: dict[str, Any]) -> None:
 @click.option("--k", type=click.IntRange(min=1), help="Neighbours that vote.")
 @click.option("--weight-knn", type=click.FloatRange(0, 1), help="Lambda: share of the kNN vote.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="T on cosine similarity.")
+@click.option("--lat", help="Where the photos were taken [default: their EXIF GPS].")
+@click.option("--lon", help="Where the photos were taken [default: their EXIF GPS].")
+@click.option("--date", "observed", help="When, ISO 8601 [default: their EXIF date].")
+@click.option("--ignore-location", is_flag=True, help="Leave place and season out (the photo's answer alone).")
 @json_option
 @reports_errors
 def predict(model: str, network: str | None, index_name: str, photos: tuple[Path, ...], k: int | None,
-            weight_knn: float | None, temperature: float | None, json_output: bool) -> None:
+            weight_knn: float | None, temperature: float | None, lat: str | None, lon: str | None,
+            observed: str | None, ignore_location: bool, json_output: bool) -> None:
     """Identify photos: top-5 species (fused score, classifier, kNN), the decision, the nearest references.
 
     The reference set is the live one the web app searches: the published index plus every reference added
@@ -160,8 +165,11 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     from identify.backbone import load_backbone
     from identify.identifier import Identifier
     from identify.images import read_image_file
+    from identify.metadata import exif_metadata, parse_position, parse_timestamp
     from identify.references import References
 
+    given_lat, given_lon = parse_position(lat, lon)  # bad values fail before the model loads
+    given_date = parse_timestamp(observed, "date")
     settings = _settings()
     config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
     backbone = load_backbone(model, network=network)
@@ -171,11 +179,15 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     references.ensure_species(backbone.identity.classes)  # every class gets its taxon, as in the service
     live = references.live_index(settings.indexes_dir, index_name, backbone.identity, model_id, refresh_seconds=0)
     identifier = Identifier(backbone, live, references, config, settings.calibration)
+    if not ignore_location:
+        identifier.prior = _prior_model(store, references)
     failed = 0
     for photo in photos:
         try:
             image = read_image_file(photo, draft_size=backbone.identity.decode_size)
-            result = identification_json(identifier.identify([image])[0], path_link)
+            place = None if ignore_location else _place(exif_metadata(photo.read_bytes()), given_lat, given_lon,
+                                                         given_date)
+            result = identification_json(identifier.explain(identifier.search([image])[0], place), path_link)
         except IdentifyError as exc:
             failed += 1
             click.echo(json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}")
@@ -186,6 +198,24 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
             _print_identification(str(photo), result)
     if failed:
         sys.exit(1)
+
+
+def _prior_model(store, references):  # type: ignore[no-untyped-def]
+    """Place and season from imported occurrences and the service's confirmed sightings."""
+    from identify.prior import Occurrences
+    from identify.sightings import SightingStore
+
+    confirmed = SightingStore(store, references, photos=None).confirmed_records()  # type: ignore[arg-type]
+    return Occurrences(store, references.taxonomy).model(confirmed)
+
+
+def _place(exif, lat, lon, when):  # type: ignore[no-untyped-def]
+    """The place and date a photo was taken: given, else its EXIF; None without both a position and a date."""
+    from identify.prior import Place
+
+    lat, lon = (lat, lon) if lat is not None else (exif.lat, exif.lon)
+    when = when or exif.observed_at
+    return Place(lat, lon, when) if lat is not None and lon is not None and when is not None else None
 
 
 def _labelled(path: Path):  # type: ignore[no-untyped-def]
@@ -342,6 +372,30 @@ def create_curator(name: str, password_stdin: bool, generate_password: bool, res
     if generate_password:
         click.echo(f"password: {password}")
     click.echo(f"API token (shown once; send as 'Authorization: Bearer <token>'): {token}")
+
+
+@main.group()
+def occurrences() -> None:
+    """Occurrence records for the place-and-season prior (GBIF downloads, CSV)."""
+
+
+@occurrences.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@json_option
+@reports_errors
+def occurrences_import(path: Path, json_output: bool) -> None:
+    """Count a GBIF occurrence download (Darwin Core Archive .zip) or a CSV with scientificName,
+    decimalLatitude, decimalLongitude, eventDate into the prior (per H3 cell, week and taxon)."""
+    from identify.prior import Occurrences
+    from identify.taxonomy import Taxonomy
+
+    settings = _settings()
+    report = Occurrences(_store(settings), Taxonomy.with_mapping_file(settings.taxonomy_mapping)).import_file(path)
+    if json_output:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(f"imported {report.imported} of {report.records} records ({report.skipped} without a usable "
+               f"position, date or name) into {report.cells} cells, {report.taxa} taxa")
 
 
 @main.group()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -58,6 +58,8 @@ class RankedSpecies:
     taxon: Taxon | None = None
     in_classes: bool = True  # whether the classifier could have named it
     fused: float | None = None  # the fused score before calibration (None: not calibrated)
+    prior: float | None = None  # p(taxon | place, week), when a place and date were given (identify.prior)
+    expected_here: bool | None = None  # recorded near the place in season
 
     def with_taxon(self, taxon: Taxon | None) -> "RankedSpecies":
         return replace(self, taxon=taxon)
@@ -139,6 +141,31 @@ def calibrated(ranking: Sequence[RankedSpecies], calibration: Calibration,
     return out
 
 
+def with_prior(ranking: Sequence[RankedSpecies], priors: dict[str, Any], floor: float) -> list[RankedSpecies]:
+    """score × max(prior, floor), renormalised over the ranking (iNaturalist's combination), best first.
+
+    `priors` maps scientific names to identify.prior.TaxonPrior. A taxon never recorded anywhere has only the
+    floor; a label without a taxon gets the mean factor of those with one, so the prior neither helps nor
+    hurts it against them."""
+    if not ranking or not priors:
+        return list(ranking)
+    factors: list[float | None] = []
+    for species in ranking:
+        known = priors.get(species.taxon.scientific_name) if species.taxon is not None else None
+        factors.append(max(known.probability, floor) if known is not None else (floor if species.taxon else None))
+    named = [f for f in factors if f is not None]
+    neutral = sum(named) / len(named) if named else 1.0
+    weighted = [s.score * (f if f is not None else neutral) for s, f in zip(ranking, factors, strict=True)]
+    total = sum(weighted) or 1.0
+    out = []
+    for species, weight in zip(ranking, weighted, strict=True):
+        known = priors.get(species.taxon.scientific_name) if species.taxon is not None else None
+        out.append(replace(species, score=weight / total, prior=known.probability if known else (0.0 if species.taxon else None),
+                           expected_here=known.expected_here if known else (False if species.taxon else None)))
+    out.sort(key=lambda s: (-s.score, -s.classifier, s.name))
+    return out
+
+
 def unknown_share(classifier: dict[str, float]) -> float:
     """The classifier's "none of my classes" share: 1 - its top probability."""
     return 1.0 - max(classifier.values(), default=0.0)
@@ -169,6 +196,8 @@ def decide(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour], co
         reasons.append("low_score")
     if top.score - second < config.min_margin:
         reasons.append("small_margin")
+    if top.expected_here is False:  # a rarity for the place and season: a curator should see it
+        reasons.append("unusual_for_place_date")
     if not reasons:
         return Decision(CONFIDENT, (), uncertainty)
     # Why the score is low, for the curator. Not a rule of its own: the calibrated score already weighs a

@@ -16,7 +16,8 @@ from PIL import Image
 
 from identify.calibration import Calibration
 from identify.config import FusionConfig
-from identify.fusion import CONFIDENT, Decision, Neighbour, RankedSpecies, calibrated, decide, fuse
+from identify.fusion import CONFIDENT, Decision, Neighbour, RankedSpecies, calibrated, decide, fuse, with_prior
+from identify.prior import FLOOR, Place, PriorModel
 from identify.references import ReferenceInfo, References
 from identify.rollup import RollUp, roll_up
 from identify.taxonomy import Taxon
@@ -57,6 +58,7 @@ class Identification:
     model_sha256: str
     forward_seconds: float = 0.0  # the model's forward pass of the batch this photo was in (Server-Timing)
     rollup: RollUp | None = None  # when no species is confident: the lowest taxon sure enough
+    place: Place | None = None  # the place and date whose prior shaped the answer (None: the photo's alone)
 
 
 class SpeciesNames:
@@ -87,6 +89,7 @@ class Identifier:
         self.references = references
         self.config = config
         self.calibration = calibration or Calibration()
+        self.prior: PriorModel | None = None  # place and season; set when occurrences are known
         self._known: dict[int, ReferenceInfo] = {}  # references never change species or file: safe to keep
         self.names = self._load_names()
 
@@ -130,12 +133,18 @@ class Identifier:
             for row, probabilities in enumerate(output.probabilities)
         ]
 
-    def explain(self, evidence: Evidence) -> Identification:
-        """Fusion, calibration, decision and (when not confident) roll-up for one photo's evidence."""
+    def explain(self, evidence: Evidence, place: Place | None = None) -> Identification:
+        """Fusion, calibration, the prior of the place and week (when given and any occurrences are known),
+        decision and (when not confident) roll-up for one photo's evidence."""
         names = self.names
         votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in evidence.neighbours]
         fused = fuse(names.classes, evidence.probabilities, votes, self.config)
         ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, self.calibration, votes)]
+        prior = self.prior
+        if place is not None and prior is not None and not prior.empty:
+            ranking = with_prior(ranking, prior.at(place, (s.taxon.scientific_name for s in ranking if s.taxon)), FLOOR)
+        else:
+            place = None
         decision = decide(ranking, votes, self.config)
         rollup = None
         if decision.decision != CONFIDENT:
@@ -143,6 +152,7 @@ class Identifier:
         return Identification(
             species=ranking[:TOP_SPECIES],
             rollup=rollup,
+            place=place,
             decision=decision,
             neighbours=evidence.neighbours,
             embedding=evidence.embedding,

@@ -189,6 +189,8 @@ class Prediction(Base):
     classifier: Mapped[float]
     knn: Mapped[float]
     fused: Mapped[Optional[float]]  # before calibration
+    prior: Mapped[Optional[float]]  # p(taxon | place, week) when a place and date shaped the answer
+    expected_here: Mapped[Optional[bool]]
 
 
 class Curator(Base):
@@ -212,4 +214,28 @@ class Review(Base):
     note: Mapped[Optional[str]] = mapped_column(Text)
     version: Mapped[int]  # the sighting version this review was made against
     added_as_reference: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OccurrenceCount(Base):
+    """Records of a taxon in one H3 cell and ISO week, summed over imports (identify.prior owns it)."""
+
+    __tablename__ = "occurrence_counts"
+    __table_args__ = (UniqueConstraint("resolution", "cell", "week", "taxon"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resolution: Mapped[int]  # of the H3 cell
+    cell: Mapped[str] = mapped_column(String(20))
+    week: Mapped[int]  # ISO week, 1-53
+    taxon: Mapped[str] = mapped_column(String(300))  # the canonical scientific name (identify.taxonomy)
+    count: Mapped[int]
+
+
+class OccurrenceImport(Base):
+    """One imported occurrence file: where from and how many records it gave."""
+
+    __tablename__ = "occurrence_imports"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    records: Mapped[int]
+    imported: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -24,6 +24,7 @@ from identify.identifier import Identification, Identifier, NeighbourInfo
 from identify.images import decode_image, image_format, read_image_file
 from identify.metadata import exif_metadata
 from identify.photos import THUMBNAIL_SIZE, PhotoStore
+from identify.prior import Occurrences, Place, cell_of, week_of
 from identify.references import References
 from identify.sightings import (
     NewSighting,
@@ -53,6 +54,7 @@ class SightingFields:
     observed_at: datetime | None = None
     observer: str | None = None
     note: str | None = None
+    ignore_location: bool = False  # leave place and season out of the identification (Merlin's "I don't know")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class IdentificationService:
                                                           self.model_id, self.limits.refresh_seconds)
         self.identifier = Identifier(backbone, self.reference_index, self.references, self.config,
                                      settings.calibration)
+        self.occurrences = Occurrences(store, self.references.taxonomy)
+        self.identifier.prior = self.occurrences.model(self.sightings.confirmed_records())
         dim = identity.embedding_dim
         # The transform, forward pass and search run batched in one thread; decoding and fusion run in the
         # request threads. All torch work stays in the batcher's thread: torch ops in request threads would each
@@ -122,10 +126,14 @@ class IdentificationService:
     def identify_upload(self, data: bytes, fields: SightingFields) -> Identified:
         """Identify a photo and store it as a sighting. On any failure nothing is stored."""
         image = self._decode(data)
-        # One forward pass with the uploads that arrive meanwhile.
-        result = self.identifier.explain(self.batcher.submit(image))
-        exif = exif_metadata(data)
+        exif = exif_metadata(data)  # first: the place and date take part in the identification
         lat, lon = (fields.lat, fields.lon) if fields.lat is not None else (exif.lat, exif.lon)
+        observed_at = fields.observed_at or exif.observed_at
+        place = None
+        if not fields.ignore_location and lat is not None and lon is not None and observed_at is not None:
+            place = Place(lat, lon, observed_at)
+        # One forward pass with the uploads that arrive meanwhile.
+        result = self.identifier.explain(self.batcher.submit(image), place)
         photo = self.photos.save(data, image_format(data))
         try:
             sighting_id = self.sightings.add(NewSighting(
@@ -134,7 +142,7 @@ class IdentificationService:
                 uncertainty=result.decision.uncertainty, predictions=result.species,
                 rollup=result.rollup.to_dict() if result.rollup is not None else None,
                 neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
-                lat=lat, lon=lon, observed_at=fields.observed_at or exif.observed_at,
+                lat=lat, lon=lon, observed_at=observed_at,
                 observer=fields.observer, note=fields.note,
             ))
         except BaseException:
@@ -180,6 +188,12 @@ class IdentificationService:
         outcome = self.sightings.review(request, self.index_name, self.backbone.identity.classes)
         if outcome.reference_id is not None:  # committed: this process searches it at once, others on refresh
             self.reference_index.refresh(force=True)
+        confirmed = outcome.sighting
+        if confirmed.status in ("confirmed", "corrected") and confirmed.taxon is not None and \
+                confirmed.lat is not None and confirmed.lon is not None and confirmed.observed_at is not None:
+            # A confirmed sighting is a record for the prior: this process counts it now, others at restart.
+            self.identifier.prior.add([(cell_of(confirmed.lat, confirmed.lon, self.identifier.prior.resolution),
+                                        week_of(confirmed.observed_at), confirmed.taxon.scientific_name, 1)])
         return outcome
 
     def species_names(self) -> list[str]:

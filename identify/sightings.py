@@ -160,7 +160,8 @@ class SightingStore:
             session.add(sighting)
             session.flush()
             rows = [{"sighting_id": sighting.id, "rank": rank, "species_id": self._species_id(session, p.name),
-                     "score": p.score, "classifier": p.classifier, "knn": p.knn, "fused": p.fused}
+                     "score": p.score, "classifier": p.classifier, "knn": p.knn, "fused": p.fused,
+                     "prior": p.prior, "expected_here": p.expected_here}
                     for rank, p in enumerate(new.predictions, start=1)]
             if rows:
                 session.execute(insert(Prediction), rows)  # one executemany, not one ORM object per row
@@ -183,9 +184,11 @@ class SightingStore:
             raise IdentifyError("unknown_sighting", f"no sighting {sighting_id}", 404)
         sighting, species, taxon, model_name, model_sha256 = row
         predictions = [
-            RankedSpecies(name, score, classifier, knn, taxon_of_row(taxon), fused=fused)
-            for name, score, classifier, knn, fused, taxon in session.execute(
-                select(Species.name, Prediction.score, Prediction.classifier, Prediction.knn, Prediction.fused, TaxonRow)
+            RankedSpecies(name, score, classifier, knn, taxon_of_row(taxon), fused=fused, prior=prior,
+                          expected_here=expected_here)
+            for name, score, classifier, knn, fused, prior, expected_here, taxon in session.execute(
+                select(Species.name, Prediction.score, Prediction.classifier, Prediction.knn, Prediction.fused,
+                       Prediction.prior, Prediction.expected_here, TaxonRow)
                 .join(Species, Species.id == Prediction.species_id)
                 .outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id)
                 .where(Prediction.sighting_id == sighting_id)
@@ -234,6 +237,18 @@ class SightingStore:
         """The stored name of a photo some sighting uploaded, or None."""
         with self.sessions() as session:
             return session.scalar(select(Sighting.photo_name).where(Sighting.photo_sha256 == photo_sha256).limit(1))
+
+    def confirmed_records(self) -> list[tuple[str, float, float, datetime]]:
+        """(scientific name, lat, lon, observed_at) of sightings a curator confirmed or corrected, with a place,
+        a date and a taxon: occurrence records for the place-and-season prior."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(TaxonRow.scientific_name, Sighting.lat, Sighting.lon, Sighting.observed_at)
+                .join(Species, Species.id == Sighting.species_id).join(TaxonRow, TaxonRow.id == Species.taxon_id)
+                .where(Sighting.status.in_(("confirmed", "corrected")), Sighting.lat.is_not(None),
+                       Sighting.lon.is_not(None), Sighting.observed_at.is_not(None))
+            ).all()
+        return [(name, lat, lon, as_utc(when)) for name, lat, lon, when in rows]  # type: ignore[misc]
 
     # ---- the similar-sightings index follows these -------------------------------------------------------
     def ids_after(self, model_id: int, after_id: int) -> list[int]:

@@ -43,6 +43,7 @@ IMAGE_FORM = {
         "lon": {"type": "number", "minimum": -180, "maximum": 180, "description": "Default: EXIF GPS"},
         "observed_at": {"type": "string", "format": "date-time", "description": "Default: EXIF DateTimeOriginal"},
         "observer": {"type": "string"}, "note": {"type": "string"},
+        "ignore_location": {"type": "boolean", "description": "Leave place and season out of the identification"},
     },
 }
 SCHEMAS: dict[str, Any] = {
@@ -61,7 +62,9 @@ SCHEMAS: dict[str, Any] = {
         "score": {"type": "number", "description": "Fused"},
         "classifier": {"type": "number", "description": "Classifier probability"},
         "knn": {"type": "number", "description": "Share of the neighbours' vote"},
-        "fused": {"type": "number", "description": "The fused score before calibration"}, "taxon": _ref("Taxon")}},
+        "fused": {"type": "number", "description": "The fused score before calibration"}, "taxon": _ref("Taxon"),
+        "prior": {"type": "number", "description": "p(taxon | place, week); only when a place and date were used"},
+        "expected_here": {"type": "boolean", "description": "Recorded near the place in season"}}},
     "RollUp": {"type": ["object", "null"], "description": "When no species is confident: the lowest taxon whose "
                "members' calibrated scores sum to the confident threshold", "properties": {
         "rank": {"type": "string", "enum": ["genus", "family", "order"]}, "scientific_name": {"type": "string"},
@@ -79,6 +82,8 @@ SCHEMAS: dict[str, Any] = {
         "decision": {"type": "string", "enum": ["confident", "needs_review", "no_match"]},
         "reasons": {"type": "array", "items": {"type": "string"}}, "uncertainty": {"type": "number"},
         "species": {"type": "array", "items": _ref("RankedSpecies"), "maxItems": 5}, "rollup": _ref("RollUp"),
+        "place": {"type": ["object", "null"], "description": "The place and date whose prior shaped the answer",
+                  "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}, "date": {"type": "string"}}},
         "neighbours": {"type": "array", "items": _ref("Neighbour")}, "model": _ref("Model")}},
     "SightingSummary": {"type": "object", "properties": {
         "sighting_id": {"type": "integer"}, "url": {"type": "string"}, "photo_url": {"type": "string"},

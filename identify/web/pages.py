@@ -23,6 +23,7 @@ REASON_TEXT = {
     "disagreement": "The classifier and the similar reference photos disagree.",
     "far_from_references": "No reference photo is similar.",
     "classifier_unsure": "The classifier is unsure.",
+    "unusual_for_place_date": "The top species is unusual for this place and time of year: a rarity for a curator to check.",
 }
 
 
