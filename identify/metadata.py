@@ -3,8 +3,10 @@ what cameras write (EXIF DateTimeOriginal and GPS). The index builder's CSV and 
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -15,9 +17,71 @@ from identify.errors import IdentifyError
 
 @dataclass(frozen=True)
 class PhotoMetadata:
-    observed_at: datetime | None = None
+    observed_at: datetime | None = None  # aware when the camera wrote its offset, else the local wall time (naive)
     lat: float | None = None
     lon: float | None = None
+
+
+ZONES = ("offset", "place", "unknown")
+
+
+@dataclass(frozen=True)
+class ObservedTime:
+    """When a photo was taken. EXIF times are local: the offset comes from the time itself (OffsetTimeOriginal,
+    or an ISO 8601 offset), else from the time zone at the GPS point (timezonefinder), else it is unknown and
+    marked so, never silently UTC."""
+
+    utc: datetime  # the instant; for an unknown zone, the local wall time read as if it were UTC
+    offset_minutes: int | None  # the UTC offset there and then; None when unknown
+    zone: str  # offset, place or unknown
+
+    @property
+    def local(self) -> datetime:
+        """Aware in its own offset, or naive (the wall time) when the zone is unknown."""
+        if self.offset_minutes is None:
+            return self.utc.replace(tzinfo=None)
+        return self.utc.astimezone(timezone(timedelta(minutes=self.offset_minutes)))
+
+    def isoformat(self) -> str:
+        return self.local.isoformat()
+
+
+_zone_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _zone_finder():  # type: ignore[no-untyped-def]
+    from timezonefinder import TimezoneFinder
+
+    return TimezoneFinder()
+
+
+def zone_at(lat: float, lon: float) -> str | None:
+    """The IANA time zone at a point (timezonefinder: offline, from OpenStreetMap's boundaries)."""
+    with _zone_lock:
+        return _zone_finder().timezone_at(lng=lon, lat=lat)
+
+
+def observed_time(moment: datetime | None, lat: float | None, lon: float | None) -> ObservedTime | None:
+    """The instant and its offset, by the rule of ObservedTime."""
+    if moment is None:
+        return None
+    try:
+        if moment.tzinfo is not None:
+            offset = moment.utcoffset()
+            return ObservedTime(moment.astimezone(timezone.utc), int(offset.total_seconds() // 60) if offset else 0,
+                                "offset")
+        name = zone_at(lat, lon) if lat is not None and lon is not None else None
+        if name:
+            from zoneinfo import ZoneInfo
+
+            local = moment.replace(tzinfo=ZoneInfo(name))
+            offset = local.utcoffset()
+            return ObservedTime(local.astimezone(timezone.utc), int(offset.total_seconds() // 60) if offset else 0,
+                                "place")
+        return ObservedTime(moment.replace(tzinfo=timezone.utc), None, "unknown")
+    except (OverflowError, ValueError):  # the edge of the calendar: no instant to store
+        raise IdentifyError("bad_date", f"{moment.isoformat()} cannot be placed in time") from None
 
 
 @dataclass(frozen=True)
@@ -55,15 +119,21 @@ def parse_position(lat: str | None, lon: str | None) -> tuple[float | None, floa
     return latitude, longitude
 
 
-def parse_timestamp(raw: str | None, name: str = "observed_at") -> datetime | None:
-    """ISO 8601 (a date alone means its midnight), as UTC; a time without a zone is taken as UTC."""
+def parse_timestamp(raw: str | None, name: str = "observed_at", local: bool = False) -> datetime | None:
+    """ISO 8601 (a date alone means its midnight), as UTC; a time without a zone is taken as UTC, unless
+    `local`: then it comes back as given (aware with its offset, or naive), for observed_time to place."""
     if _blank(raw):
         return None
     try:
         value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))  # type: ignore[union-attr]
     except ValueError:
         raise IdentifyError("bad_date", f"{name} {raw!r} is not an ISO 8601 date or time") from None
-    return as_utc(value)
+    if local:
+        return value
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise IdentifyError("bad_date", f"{name} {raw!r} cannot be placed in time") from None
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -90,22 +160,22 @@ def parse_bbox(raw: str | None) -> BoundingBox | None:
 
 
 def _exif_time(value: object, offset: object) -> datetime | None:
-    """EXIF `YYYY:MM:DD HH:MM:SS`, with OffsetTimeOriginal when the camera wrote one, else taken as UTC."""
+    """EXIF `YYYY:MM:DD HH:MM:SS`: aware with OffsetTimeOriginal when the camera wrote one, else the local wall
+    time, naive (observed_time finds its zone)."""
     if not isinstance(value, str):
         return None
     try:
         moment = datetime.strptime(value.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
     except ValueError:
         return None
-    zone = timezone.utc
     if isinstance(offset, str) and len(offset.strip("\x00")) == 6:
         text = offset.strip("\x00")
         try:
             sign = -1 if text[0] == "-" else 1
-            zone = timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6])))
+            return moment.replace(tzinfo=timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6]))))
         except ValueError:
             pass
-    return as_utc(moment.replace(tzinfo=zone))
+    return moment
 
 
 def _gps_degrees(value: object, ref: object, limit: float) -> float | None:

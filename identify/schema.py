@@ -159,6 +159,8 @@ class Sighting(Base):
     lat: Mapped[Optional[float]]
     lon: Mapped[Optional[float]]
     observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), index=True)
+    observed_offset: Mapped[Optional[int]]  # minutes east of UTC there and then; None: unknown (identify.metadata)
+    observed_zone: Mapped[Optional[str]] = mapped_column(String(10))  # offset, place or unknown
     observer: Mapped[Optional[str]] = mapped_column(String(200))
     note: Mapped[Optional[str]] = mapped_column(Text)
     decision: Mapped[str] = mapped_column(String(20), index=True)  # confident, needs_review, no_match

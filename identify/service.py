@@ -22,7 +22,7 @@ from identify.curators import Curators
 from identify.errors import IdentifyError
 from identify.identifier import Identification, Identifier, NeighbourInfo
 from identify.images import decode_image, image_format, read_image_file
-from identify.metadata import exif_metadata
+from identify.metadata import exif_metadata, observed_time
 from identify.photos import THUMBNAIL_SIZE, PhotoStore
 from identify.prior import Occurrences, Place, cell_of, week_of
 from identify.references import References
@@ -51,7 +51,7 @@ class SightingFields:
 
     lat: float | None = None
     lon: float | None = None
-    observed_at: datetime | None = None
+    observed_at: datetime | None = None  # aware with its offset, or the local wall time (naive)
     observer: str | None = None
     note: str | None = None
     ignore_location: bool = False  # leave place and season out of the identification (Merlin's "I don't know")
@@ -128,10 +128,10 @@ class IdentificationService:
         image = self._decode(data)
         exif = exif_metadata(data)  # first: the place and date take part in the identification
         lat, lon = (fields.lat, fields.lon) if fields.lat is not None else (exif.lat, exif.lon)
-        observed_at = fields.observed_at or exif.observed_at
+        observed = observed_time(fields.observed_at or exif.observed_at, lat, lon)
         place = None
-        if not fields.ignore_location and lat is not None and lon is not None and observed_at is not None:
-            place = Place(lat, lon, observed_at)
+        if not fields.ignore_location and lat is not None and lon is not None and observed is not None:
+            place = Place(lat, lon, observed.local)
         # One forward pass with the uploads that arrive meanwhile.
         result = self.identifier.explain(self.batcher.submit(image), place)
         photo = self.photos.save(data, image_format(data))
@@ -142,7 +142,7 @@ class IdentificationService:
                 uncertainty=result.decision.uncertainty, predictions=result.species,
                 rollup=result.rollup.to_dict() if result.rollup is not None else None,
                 neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
-                lat=lat, lon=lon, observed_at=observed_at,
+                lat=lat, lon=lon, observed=observed,
                 observer=fields.observer, note=fields.note,
             ))
         except BaseException:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
 from identify.fusion import RankedSpecies
-from identify.metadata import BoundingBox, as_utc
+from identify.metadata import BoundingBox, ObservedTime, as_utc
 from identify.photos import PhotoStore
 from identify.references import NewReference, References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, Species
@@ -42,7 +42,7 @@ class NewSighting:
     rollup: dict[str, Any] | None = None  # identify.rollup.RollUp.to_dict(), when not confident
     lat: float | None = None
     lon: float | None = None
-    observed_at: datetime | None = None
+    observed: ObservedTime | None = None
     observer: str | None = None
     note: str | None = None
 
@@ -73,7 +73,7 @@ class SightingRecord:
     version: int
     lat: float | None
     lon: float | None
-    observed_at: datetime | None
+    observed_at: datetime | None  # UTC
     observer: str | None
     note: str | None
     created_at: datetime
@@ -83,6 +83,12 @@ class SightingRecord:
     neighbours: list[tuple[int, float]] = field(default_factory=list)
     rollup: dict[str, Any] | None = None
     reviews: list[ReviewRecord] = field(default_factory=list)
+    observed: ObservedTime | None = None  # observed_at with its offset, as the observer's clock read
+
+    @property
+    def observed_local(self) -> str | None:
+        """ISO 8601 in the offset of the place (no offset when unknown)."""
+        return self.observed.isoformat() if self.observed is not None else None
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,15 @@ class ReviewOutcome:
     reference_id: int | None  # the new (or reused) reference when the photo was added as one
 
 
+def _observed(sighting: Sighting) -> ObservedTime | None:
+    if sighting.observed_at is None:
+        return None
+    utc = as_utc(sighting.observed_at)
+    if sighting.observed_zone is None:  # stored before zones were kept: a UTC instant
+        return ObservedTime(utc, 0, "offset")  # type: ignore[arg-type]
+    return ObservedTime(utc, sighting.observed_offset, sighting.observed_zone)  # type: ignore[arg-type]
+
+
 def _when(model: type[Sighting]) -> Any:
     return func.coalesce(model.observed_at, model.created_at)
 
@@ -146,7 +161,9 @@ class SightingStore:
                 embedding=np.ascontiguousarray(new.embedding, dtype=np.float32).tobytes(),
                 lat=new.lat,
                 lon=new.lon,
-                observed_at=new.observed_at,
+                observed_at=new.observed.utc if new.observed else None,
+                observed_offset=new.observed.offset_minutes if new.observed else None,
+                observed_zone=new.observed.zone if new.observed else None,
                 observer=new.observer,
                 note=new.note,
                 decision=new.decision,
@@ -205,6 +222,7 @@ class SightingStore:
             predictions=predictions,
             neighbours=[(int(i), float(s)) for i, s in sighting.neighbours or []],
             rollup=sighting.rollup,
+            observed=_observed(sighting),
             reviews=self._reviews(session, sighting_id) if with_reviews else [],
         )
 

@@ -357,3 +357,45 @@ def test_concurrent_uploads_are_all_stored(web_settings, refs, tmp_path):
         statuses = list(pool.map(one, range(12)))
     assert statuses == [201] * 12
     assert count_rows(service, Sighting) == 12 and service.similar_index.count == 12
+
+
+def _exif_local_jpeg(taken: str, gps: tuple[tuple[float, float, float], str, tuple[float, float, float], str] | None) -> bytes:
+    """EXIF DateTimeOriginal without OffsetTimeOriginal (most cameras), with or without GPS."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = taken
+    if gps:
+        exif.get_ifd(0x8825).update({1: gps[1], 2: gps[0], 3: gps[3], 4: gps[2]})
+    buffer = io.BytesIO()
+    species_photo(1, 4).save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("gps", "observed", "zone"), [
+    (((31.0, 46.0, 0.0), "N", (35.0, 13.0, 0.0), "E"), "2026-04-15T07:00:00+03:00", "place"),  # Jerusalem, summer time
+    (((52.0, 30.0, 0.0), "N", (13.0, 24.0, 0.0), "E"), "2026-01-15T07:00:00+01:00", "place"),  # Berlin, winter
+    (None, "2026-04-15T07:00:00", "unknown"),  # no offset, no place: the wall time, marked unknown, not UTC
+])
+def test_exif_times_are_local_and_keep_their_offset(client, gps, observed, zone):
+    taken = observed[:19].replace("-", ":", 2).replace("T", " ")
+    sighting_id = upload(client, _exif_local_jpeg(taken, gps)).get_json()["sighting_id"]
+    body = client.get(f"/api/v1/sightings/{sighting_id}").get_json()
+    assert (body["observed_at"], body["observed_zone"]) == (observed, zone)
+    page = client.get(f"/sightings/{sighting_id}").get_data(as_text=True)
+    assert ("time zone unknown" in page) == (zone == "unknown")
+
+
+def test_a_given_time_keeps_its_offset_and_a_bare_one_takes_the_places(client):
+    given = upload(client, jpeg_bytes(species_photo(1, 5)), observed_at="2026-04-15T07:00:00-04:00").get_json()
+    body = client.get(f"/api/v1/sightings/{given['sighting_id']}").get_json()
+    assert (body["observed_at"], body["observed_zone"]) == ("2026-04-15T07:00:00-04:00", "offset")
+    bare = upload(client, jpeg_bytes(species_photo(1, 5)), observed_at="2026-04-15T07:00", lat="31.78",
+                  lon="35.22").get_json()
+    body = client.get(f"/api/v1/sightings/{bare['sighting_id']}").get_json()
+    assert (body["observed_at"], body["observed_zone"]) == ("2026-04-15T07:00:00+03:00", "place")
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_dates_at_the_edge_of_the_calendar_are_refused_not_a_server_error(client, service, moment):
+    response = upload(client, jpeg_bytes(species_photo(1, 6)), observed_at=moment)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_date"
+    assert count_rows(service, Sighting) == 0

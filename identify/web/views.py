@@ -68,7 +68,8 @@ def sighting_summary_json(record: SightingRecord) -> dict[str, Any]:
         "top": ranking_json(record.predictions[:1]),
         "lat": record.lat,
         "lon": record.lon,
-        "observed_at": _iso(record.observed_at),
+        "observed_at": record.observed_local,
+        "observed_zone": record.observed.zone if record.observed else None,
         "created_at": _iso(record.created_at),
     }
 
