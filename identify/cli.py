@@ -374,6 +374,28 @@ def create_curator(name: str, password_stdin: bool, generate_password: bool, res
     click.echo(f"API token (shown once; send as 'Authorization: Bearer <token>'): {token}")
 
 
+@main.command("export")
+@click.option("--format", "fmt", default="dwca", show_default=True, type=click.Choice(["dwca", "csv"]),
+              help="A Darwin Core Archive (zip: occurrence core, meta.xml, eml.xml) or the occurrence table as CSV.")
+@click.option("--status", default="confirmed", show_default=True, type=click.Choice(["confirmed", "all"]),
+              help="Sightings a curator confirmed or corrected, or every one with a species.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The file to write.")
+@click.option("--media-url", default="", help="The address the web app is served at, for associatedMedia links.")
+@reports_errors
+def export(fmt: str, status: str, out: Path, media_url: str) -> None:
+    """Write sightings as Darwin Core, for GBIF and atlas projects."""
+    from identify.export import installation_id, write_export
+    from identify.photos import PhotoStore
+    from identify.references import References
+    from identify.sightings import SightingStore
+
+    settings = _settings()
+    store = _store(settings)
+    rows = SightingStore(store, References(store), PhotoStore(settings.data_dir)).export_rows(status)
+    count = write_export(rows, out, fmt, installation_id(settings.data_dir), media_url)
+    click.echo(f"wrote {count} {status} sightings to {out} ({fmt})")
+
+
 @main.group()
 def occurrences() -> None:
     """Occurrence records for the place-and-season prior (GBIF downloads, CSV)."""

@@ -204,3 +204,16 @@ def exif_metadata(data: bytes) -> PhotoMetadata:
     if lat is None or lon is None:
         lat = lon = None
     return PhotoMetadata(observed_at or _exif_time(exif.get(ExifTags.Base.DateTime), None), lat, lon)
+
+
+GENERALISED_STEP = 0.1  # degrees: what the public sees of a position (about 11 km north-south)
+
+
+def generalised(lat: float, lon: float, step: float = GENERALISED_STEP) -> tuple[float, float, int]:
+    """The centre of the `step`-degree square that holds a position, and the radius in metres of that square
+    (its half diagonal): what a public page shows instead of the exact place."""
+    centre_lat = (math.floor(lat / step) + 0.5) * step
+    centre_lon = (math.floor(lon / step) + 0.5) * step
+    half_north = step / 2 * 110_574
+    half_east = step / 2 * 111_320 * math.cos(math.radians(centre_lat))
+    return round(centre_lat, 6), round(centre_lon, 6), int(math.ceil(math.hypot(half_north, half_east)))

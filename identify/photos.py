@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import ExifTags, Image
 
 THUMBNAIL_SIZE = 320
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "MPO": "jpg"}
@@ -50,6 +50,7 @@ class PhotoStore:
     def __init__(self, data_dir: Path) -> None:
         self.photos = data_dir / "photos"
         self.thumbnails = data_dir / "thumbnails"
+        self.public = data_dir / "public"  # copies without GPS, for the public
 
     def photo_path(self, name: str) -> Path:
         return self.photos / name[:2] / name
@@ -77,6 +78,22 @@ class PhotoStore:
             small = image.copy()
             small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
             _write_atomically(path, lambda out: small.save(out, "JPEG", quality=85))
+        return path
+
+    def public_copy(self, name: str) -> Path | None:
+        """A copy of a stored photo without its GPS position (orientation and the rest of EXIF kept; JPEG
+        re-saved with its own quantisation tables), made on first request: what the public is served."""
+        original = self.resolve_photo(name)
+        if original is None:
+            return None
+        path = self.public / name[:2] / name
+        if not path.exists():
+            with Image.open(original) as image:
+                exif = image.getexif()
+                exif.pop(ExifTags.IFD.GPSInfo, None)
+                image_format = image.format or "JPEG"
+                options = {"quality": "keep"} if image_format == "JPEG" else {}
+                _write_atomically(path, lambda out: image.save(out, image_format, exif=exif.tobytes(), **options))
         return path
 
     def resolve_photo(self, name: str) -> Path | None:

@@ -163,6 +163,7 @@ class Sighting(Base):
     observed_zone: Mapped[Optional[str]] = mapped_column(String(10))  # offset, place or unknown
     observer: Mapped[Optional[str]] = mapped_column(String(200))
     note: Mapped[Optional[str]] = mapped_column(Text)
+    hide_location: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # the uploader asked
     decision: Mapped[str] = mapped_column(String(20), index=True)  # confident, needs_review, no_match
     uncertainty: Mapped[float] = mapped_column(Float, index=True)  # review queue order: highest first
     reasons: Mapped[Optional[list[str]]]  # why the decision is not confident

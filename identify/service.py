@@ -55,6 +55,7 @@ class SightingFields:
     observer: str | None = None
     note: str | None = None
     ignore_location: bool = False  # leave place and season out of the identification (Merlin's "I don't know")
+    hide_location: bool = False  # show the public no position at all (curators still see it)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class IdentificationService:
                 rollup=result.rollup.to_dict() if result.rollup is not None else None,
                 neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
                 lat=lat, lon=lon, observed=observed,
-                observer=fields.observer, note=fields.note,
+                observer=fields.observer, note=fields.note, hide_location=fields.hide_location,
             ))
         except BaseException:
             self.photos.discard(photo)
@@ -203,6 +204,13 @@ class IdentificationService:
     def suggest_taxa(self, text: str, limit: int) -> list[Suggestion]:
         """Names of the taxonomy (common or scientific, any authority) for what a curator has typed so far."""
         return self.references.taxonomy.suggest(text, limit)
+
+    def export(self, fmt: str, status: str, out: Path, media_url: str) -> int:
+        """Sightings as Darwin Core into `out` (identify.export); returns how many."""
+        from identify.export import installation_id, write_export
+
+        return write_export(self.sightings.export_rows(status), out, fmt, installation_id(self.settings.data_dir),
+                            media_url)
 
     # ---- files -------------------------------------------------------------------------------------------
     def thumbnail(self, sha256: str) -> Path | None:

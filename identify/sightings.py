@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from sqlalchemy import func, insert, select, update
@@ -23,6 +23,9 @@ from identify.schema import Curator, Model, Prediction, Review, Sighting, Specie
 from identify.schema import Taxon as TaxonRow
 from identify.storage import IN_CHUNK, Store, rows_to_arrays
 from identify.taxonomy import Taxon
+
+if TYPE_CHECKING:
+    from identify.export import ExportRow
 
 ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected"}
 UNCERTAIN = ("needs_review", "no_match")
@@ -45,6 +48,7 @@ class NewSighting:
     observed: ObservedTime | None = None
     observer: str | None = None
     note: str | None = None
+    hide_location: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class SightingRecord:
     rollup: dict[str, Any] | None = None
     reviews: list[ReviewRecord] = field(default_factory=list)
     observed: ObservedTime | None = None  # observed_at with its offset, as the observer's clock read
+    hide_location: bool = False  # the uploader asked: the public sees no position at all
 
     @property
     def observed_local(self) -> str | None:
@@ -166,6 +171,7 @@ class SightingStore:
                 observed_zone=new.observed.zone if new.observed else None,
                 observer=new.observer,
                 note=new.note,
+                hide_location=new.hide_location,
                 decision=new.decision,
                 reasons=list(new.reasons),
                 uncertainty=new.uncertainty,
@@ -223,6 +229,7 @@ class SightingStore:
             neighbours=[(int(i), float(s)) for i, s in sighting.neighbours or []],
             rollup=sighting.rollup,
             observed=_observed(sighting),
+            hide_location=bool(sighting.hide_location),
             reviews=self._reviews(session, sighting_id) if with_reviews else [],
         )
 
@@ -255,6 +262,29 @@ class SightingStore:
         """The stored name of a photo some sighting uploaded, or None."""
         with self.sessions() as session:
             return session.scalar(select(Sighting.photo_name).where(Sighting.photo_sha256 == photo_sha256).limit(1))
+
+    def export_rows(self, status: str) -> list["ExportRow"]:
+        """Sightings with a species, for Darwin Core: confirmed and corrected ones, or (`all`) open ones too."""
+        from identify.export import ExportRow
+
+        statuses = ("confirmed", "corrected") if status == "confirmed" else ("confirmed", "corrected", "open")
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Sighting, Species.name, TaxonRow, Model.name, Model.sha256)
+                .join(Species, Species.id == Sighting.species_id).join(Model, Model.id == Sighting.model_id)
+                .outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id)
+                .where(Sighting.status.in_(statuses)).order_by(Sighting.id)
+            ).all()
+            reviewed = {sighting_id: (curator, when) for sighting_id, curator, when in session.execute(
+                select(Review.sighting_id, Curator.name, Review.created_at).join(Curator, Curator.id == Review.curator_id)
+                .where(Review.action.in_(("confirm", "correct"))).order_by(Review.id))}  # the last one wins
+            tops = {sighting_id: score for sighting_id, score in session.execute(
+                select(Prediction.sighting_id, Prediction.score).where(Prediction.rank == 1))}
+        return [ExportRow(s.id, s.status, label, taxon_of_row(taxon), _observed(s), s.lat, s.lon, s.observer, s.note,
+                          s.photo_name, model_name, model_sha256, s.decision, tops.get(s.id),
+                          reviewed.get(s.id, (None, None))[0], as_utc(reviewed.get(s.id, (None, None))[1]),
+                          as_utc(s.created_at), bool(s.hide_location))  # type: ignore[arg-type]
+                for s, label, taxon, model_name, model_sha256 in rows]
 
     def confirmed_records(self) -> list[tuple[str, float, float, datetime]]:
         """(scientific name, lat, lon, observed_at) of sightings a curator confirmed or corrected, with a place,

@@ -212,13 +212,14 @@ def _exif_jpeg(image: Image.Image, orientation: int | None = None, gps: bool = F
     return buffer.getvalue()
 
 
-def test_date_and_position_come_from_exif_unless_given(client):
+def test_date_and_position_come_from_exif_unless_given(client, token):
     data = _exif_jpeg(species_photo(1, 3), gps=True, taken="2026:05:01 07:30:00")
-    body = client.get(upload(client, data).get_json()["url"].replace("/sightings", "/api/v1/sightings")).get_json()
+    url = upload(client, data).get_json()["url"].replace("/sightings", "/api/v1/sightings")
+    body = client.get(url, headers=bearer(token)).get_json()  # a curator sees the exact position
     assert body["lat"] == pytest.approx(52.5) and body["lon"] == pytest.approx(-1.25)
     assert datetime.fromisoformat(body["observed_at"]) == datetime(2026, 5, 1, 5, 30, tzinfo=timezone.utc)
     given = upload(client, data, lat="-33.9", lon="18.4", observed_at="2026-06-02T10:00:00+00:00").get_json()
-    body = client.get(f"/api/v1/sightings/{given['sighting_id']}").get_json()
+    body = client.get(f"/api/v1/sightings/{given['sighting_id']}", headers=bearer(token)).get_json()
     assert (body["lat"], body["lon"]) == (-33.9, 18.4) and body["observed_at"].startswith("2026-06-02T10:00:00")
 
 
@@ -399,3 +400,33 @@ def test_dates_at_the_edge_of_the_calendar_are_refused_not_a_server_error(client
     response = upload(client, jpeg_bytes(species_photo(1, 6)), observed_at=moment)
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_date"
     assert count_rows(service, Sighting) == 0
+
+
+def _gps_of(data: bytes) -> dict:
+    return dict(Image.open(io.BytesIO(data)).getexif().get_ifd(0x8825))
+
+
+def test_the_public_sees_a_generalised_place_and_a_photo_without_gps(client, token):
+    data = _exif_jpeg(species_photo(1, 7), orientation=6, gps=True, taken="2026:05:01 07:30:00")
+    assert _gps_of(data)  # the upload carries its position
+    sighting_id = upload(client, data).get_json()["sighting_id"]
+    public = client.get(f"/api/v1/sightings/{sighting_id}").get_json()
+    assert (public["lat"], public["lon"], public["location"]) == (52.55, -1.25, "generalised")
+    assert 5_000 < public["coordinate_uncertainty_m"] < 8_000
+    photo = client.get(public["photo_url"])
+    assert photo.status_code == 200 and _gps_of(photo.data) == {}
+    assert Image.open(io.BytesIO(photo.data)).getexif().get(0x0112) == 6  # orientation kept
+    assert client.get(public["photo_url"].replace("/photos/", "/originals/")).status_code in (302, 401)
+    curator = client.get(f"/api/v1/sightings/{sighting_id}", headers=bearer(token)).get_json()
+    assert (curator["lat"], curator["lon"], curator["location"]) == (52.5, -1.25, "exact")
+    page = client.get(f"/sightings/{sighting_id}").get_data(as_text=True)
+    assert "Near 52.5" in page and "52.50000" not in page
+
+
+def test_an_uploader_can_hide_the_location(client, token):
+    sighting_id = upload(client, jpeg_bytes(species_photo(1, 8)), lat="31.78", lon="35.22",
+                         hide_location="true").get_json()["sighting_id"]
+    public = client.get(f"/api/v1/sightings/{sighting_id}").get_json()
+    assert (public["lat"], public["lon"], public["location"]) == (None, None, "hidden")
+    curator = client.get(f"/api/v1/sightings/{sighting_id}", headers=bearer(token)).get_json()
+    assert (curator["lat"], curator["location"]) == (31.78, "hidden from the public")

@@ -105,6 +105,29 @@ def review(sighting_id: int) -> Any:
     return jsonify(result)
 
 
+@bp.get("/export")
+def export() -> Any:
+    """Sightings as Darwin Core (curators): `format` dwca (default) or csv, `status` confirmed (default) or all."""
+    import tempfile
+    from pathlib import Path
+
+    from flask import send_file
+
+    from identify.export import FORMATS, STATUSES
+
+    api_curator()
+    fmt, status = request.args.get("format", "dwca"), request.args.get("status", "confirmed")
+    if fmt not in FORMATS or status not in STATUSES:
+        raise IdentifyError("bad_field", f"format is one of {', '.join(FORMATS)}, status one of {', '.join(STATUSES)}")
+    folder = tempfile.mkdtemp(prefix="identify-export-")
+    out = Path(folder) / ("sightings-dwca.zip" if fmt == "dwca" else "sightings.csv")
+    service().export(fmt, status, out, request.url_root)
+    response = send_file(out, as_attachment=True, download_name=out.name,
+                         mimetype="application/zip" if fmt == "dwca" else "text/csv")
+    response.call_on_close(lambda: (out.unlink(missing_ok=True), Path(folder).rmdir()))
+    return response
+
+
 SUGGESTION_LIMIT = 50
 
 

@@ -36,7 +36,8 @@ def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
     lat, lon = parse_position(form.get("lat"), form.get("lon"))
     return SightingFields(lat, lon, parse_timestamp(form.get("observed_at"), local=True),
                           text_field(form.get("observer"), "observer"), text_field(form.get("note"), "note"),
-                          bool(boolean_field(form.get("ignore_location"), "ignore_location")))
+                          bool(boolean_field(form.get("ignore_location"), "ignore_location")),
+                          bool(boolean_field(form.get("hide_location"), "hide_location")))
 
 
 def parse_filters(args: Mapping[str, str]) -> SightingFilters:

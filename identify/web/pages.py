@@ -103,10 +103,23 @@ def review(sighting_id: int) -> Any:
 
 @bp.get("/media/photos/<name>")
 def photo(name: str) -> Any:
-    path = service().photos.resolve_photo(name)
+    """The photo as the public sees it: without its GPS position."""
+    path = service().photos.public_copy(name)
     if path is None:
         abort(404)
     return send_file(path, max_age=31536000)  # content-addressed: a name never changes its bytes
+
+
+@bp.get("/media/originals/<name>")
+@login_required
+def original(name: str) -> Any:
+    """The photo byte for byte, GPS included: curators only."""
+    path = service().photos.resolve_photo(name)
+    if path is None:
+        abort(404)
+    response = send_file(path, max_age=31536000)
+    response.cache_control.private = True  # never kept by a shared cache
+    return response
 
 
 @bp.get("/media/thumbnails/<name>")

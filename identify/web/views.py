@@ -14,7 +14,9 @@ from identify.answers import ranking_json, taxon_json
 from identify.identifier import Identification, NeighbourInfo
 from identify.service import SimilarSighting
 from identify.sightings import ReviewRecord, SightingRecord
+from identify.metadata import generalised
 from identify.taxonomy import Suggestion
+from identify.web.auth import current_curator_or_none
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -28,8 +30,26 @@ def thumbnail_url(sha256: str) -> str:
     return f"{g.thumbnail_prefix}{sha256}.jpg"
 
 
+def sees_exact_places() -> bool:
+    """Curators see exact positions and original photos; the public sees generalised ones without GPS."""
+    return current_curator_or_none() is not None
+
+
 def photo_url(name: str) -> str:
-    return url_for("pages.photo", name=name)
+    return url_for("pages.original" if sees_exact_places() else "pages.photo", name=name)
+
+
+def location_json(record: SightingRecord) -> dict[str, Any]:
+    """lat, lon and their uncertainty as this viewer may see them (see sees_exact_places)."""
+    if record.lat is None or record.lon is None:
+        return {"lat": None, "lon": None, "coordinate_uncertainty_m": None, "location": "none"}
+    if sees_exact_places():
+        return {"lat": record.lat, "lon": record.lon, "coordinate_uncertainty_m": None,
+                "location": "hidden from the public" if record.hide_location else "exact"}
+    if record.hide_location:
+        return {"lat": None, "lon": None, "coordinate_uncertainty_m": None, "location": "hidden"}
+    lat, lon, radius = generalised(record.lat, record.lon)
+    return {"lat": lat, "lon": lon, "coordinate_uncertainty_m": radius, "location": "generalised"}
 
 
 def thumbnail_link(neighbour: NeighbourInfo) -> dict[str, Any]:
@@ -66,8 +86,7 @@ def sighting_summary_json(record: SightingRecord) -> dict[str, Any]:
         "answer_taxon": taxon_json(record.taxon),
         "version": record.version,
         "top": ranking_json(record.predictions[:1]),
-        "lat": record.lat,
-        "lon": record.lon,
+        **location_json(record),
         "observed_at": record.observed_local,
         "observed_zone": record.observed.zone if record.observed else None,
         "created_at": _iso(record.created_at),
