@@ -26,9 +26,15 @@ class MicroBatcher(Generic[Item, Result]):
 
     def submit(self, item: Item) -> Result:
         """The result for `item`, computed in a batch with whatever else is waiting; its error is raised here."""
-        future: Future[Result] = Future()
-        self._waiting.put((item, future))
-        return future.result()
+        return self.submit_many([item])[0]
+
+    def submit_many(self, items: Sequence[Item]) -> list[Result]:
+        """Results for several items (the photos of one sighting), queued together so they share a pass."""
+        futures: list[Future[Result]] = []
+        for item in items:
+            futures.append(Future())
+            self._waiting.put((item, futures[-1]))
+        return [future.result() for future in futures]
 
     def _take_batch(self) -> list[tuple[Item, Future[Result]]]:
         batch = [self._waiting.get()]  # block until there is work

@@ -152,11 +152,12 @@ def _print_identification(photo: str, result: dict[str, Any]) -> None:
 @click.option("--lon", help="Where the photos were taken [default: their EXIF GPS].")
 @click.option("--date", "observed", help="When, ISO 8601 [default: their EXIF date].")
 @click.option("--ignore-location", is_flag=True, help="Leave place and season out (the photo's answer alone).")
+@click.option("--group", is_flag=True, help="All the photos (a folder: every photo in it) are one bird: one answer.")
 @json_option
 @reports_errors
 def predict(model: str, network: str | None, index_name: str, photos: tuple[Path, ...], k: int | None,
             weight_knn: float | None, temperature: float | None, lat: str | None, lon: str | None,
-            observed: str | None, ignore_location: bool, json_output: bool) -> None:
+            observed: str | None, ignore_location: bool, group: bool, json_output: bool) -> None:
     """Identify photos: top-5 species (fused score, classifier, kNN), the decision, the nearest references.
 
     The reference set is the live one the web app searches: the published index plus every reference added
@@ -181,6 +182,10 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     identifier = Identifier(backbone, live, references, config, settings.calibration)
     if not ignore_location:
         identifier.prior = _prior_model(store, references)
+    if group:
+        _predict_observation(identifier, backbone, _photo_files(photos), ignore_location, given_lat, given_lon,
+                             given_date, json_output)
+        return
     failed = 0
     for photo in photos:
         try:
@@ -198,6 +203,37 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
             _print_identification(str(photo), result)
     if failed:
         sys.exit(1)
+
+
+def _photo_files(paths: tuple[Path, ...]) -> list[Path]:
+    """The files given, a folder standing for every visible file below it."""
+    from index_builder.sources import visible_files
+
+    files: list[Path] = []
+    for path in paths:
+        files += visible_files(path) if path.is_dir() else [path]
+    if not files:
+        raise IdentifyError("no_images", "no photos in " + ", ".join(str(p) for p in paths))
+    return files
+
+
+def _predict_observation(identifier, backbone, files: list[Path], ignore_location: bool, lat, lon, when,  # type: ignore[no-untyped-def]
+                         json_output: bool) -> None:
+    """Every photo as one observation of one bird: their evidence pooled into one answer."""
+    from identify.answers import identification_json, path_link
+    from identify.identifier import pool_evidence
+    from identify.images import read_image_file
+    from identify.metadata import exif_metadata
+
+    images = [read_image_file(f, draft_size=backbone.identity.decode_size) for f in files]
+    exifs = [exif_metadata(f.read_bytes()) for f in files]
+    located = next((e for e in exifs if e.lat is not None and e.observed_at is not None), exifs[0])
+    place = None if ignore_location else _place(located, lat, lon, when)
+    result = identification_json(identifier.explain(pool_evidence(identifier.search(images)), place), path_link)
+    if json_output:
+        click.echo(json.dumps({"photos": [str(f) for f in files], **result}))
+    else:
+        _print_identification(f"{len(files)} photos ({files[0].parent})", result)
 
 
 def _prior_model(store, references):  # type: ignore[no-untyped-def]

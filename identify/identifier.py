@@ -61,6 +61,25 @@ class Identification:
     place: Place | None = None  # the place and date whose prior shaped the answer (None: the photo's alone)
 
 
+def pool_evidence(photos: Sequence[Evidence]) -> Evidence:
+    """Several photos of one bird as one piece of evidence: the classifier's probabilities by their geometric
+    mean (each photo's log-probabilities averaged, renormalised: a class must fit every photo), the neighbours
+    of all photos pooled (each reference once, at its highest similarity), and the mean of the photos' unit
+    embeddings for similar sightings. One photo is returned as it is."""
+    if len(photos) == 1:
+        return photos[0]
+    logs = np.mean([np.log(np.clip(e.probabilities, 1e-12, 1.0)) for e in photos], axis=0)
+    probabilities = np.exp(logs - logs.max())
+    best: dict[int, NeighbourInfo] = {}
+    for evidence in photos:
+        for n in evidence.neighbours:
+            if n.reference_id not in best or n.similarity > best[n.reference_id].similarity:
+                best[n.reference_id] = n
+    units = [e.embedding / max(float(np.linalg.norm(e.embedding)), 1e-12) for e in photos]
+    return Evidence((probabilities / probabilities.sum()).astype(np.float32), np.mean(units, axis=0).astype(np.float32),
+                    sorted(best.values(), key=lambda n: -n.similarity), max(e.forward_seconds for e in photos))
+
+
 class SpeciesNames:
     """Label -> taxon, and the one label that stands for each taxon in answers (the model's class first)."""
 

@@ -179,6 +179,20 @@ class Sighting(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
+class SightingPhoto(Base):
+    """One photo of a sighting (one to five photos of the same bird), with its own embedding. The sighting's
+    own photo columns hold the first (its cover), and its embedding the photos' pooled one."""
+
+    __tablename__ = "sighting_photos"
+    __table_args__ = (UniqueConstraint("sighting_id", "position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sighting_id: Mapped[int] = mapped_column(ForeignKey("sightings.id"), index=True)
+    position: Mapped[int]  # 0 for the cover, in upload order
+    photo_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    photo_name: Mapped[str] = mapped_column(String(80))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class Prediction(Base):
     """One ranked species of a sighting's identification, with both parts of its fused score."""
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image
@@ -20,14 +20,15 @@ from identify.batching import MicroBatcher
 from identify.config import Settings
 from identify.curators import Curators
 from identify.errors import IdentifyError
-from identify.identifier import Identification, Identifier, NeighbourInfo
+from identify.identifier import Identification, Identifier, NeighbourInfo, pool_evidence
 from identify.images import decode_image, image_format, read_image_file
 from identify.metadata import exif_metadata, observed_time
-from identify.photos import THUMBNAIL_SIZE, PhotoStore
+from identify.photos import THUMBNAIL_SIZE, PhotoStore, StoredPhoto
 from identify.prior import Occurrences, Place, cell_of, week_of
 from identify.references import References
 from identify.sightings import (
     NewSighting,
+    PhotoOfSighting,
     ReviewOutcome,
     ReviewRequest,
     SightingFilters,
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from identify.backbone import Backbone
 
 log = logging.getLogger(__name__)
+
+MAX_PHOTOS = 5  # of one bird in one sighting (as Pl@ntNet takes)
 
 @dataclass(frozen=True)
 class SightingFields:
@@ -124,21 +127,44 @@ class IdentificationService:
             raise IdentifyError("file_too_large", f"the photo is over {self.limits.max_upload_mb:g} MB", 413)
         return decode_image(data, self.limits.max_pixels, self.backbone.identity.decode_size)
 
-    def identify_upload(self, data: bytes, fields: SightingFields) -> Identified:
-        """Identify a photo and store it as a sighting. On any failure nothing is stored."""
-        image = self._decode(data)
-        exif = exif_metadata(data)  # first: the place and date take part in the identification
-        lat, lon = (fields.lat, fields.lon) if fields.lat is not None else (exif.lat, exif.lon)
-        observed = observed_time(fields.observed_at or exif.observed_at, lat, lon)
+    def _decode_all(self, photos: Sequence[bytes]) -> list[Image.Image]:
+        """Every photo decoded and checked, or an error that says which photo (nothing done yet)."""
+        if not photos:
+            raise IdentifyError("missing_image", "send the photo as the multipart form field `image`")
+        if len(photos) > MAX_PHOTOS:
+            raise IdentifyError("too_many_photos", f"{len(photos)} photos: one sighting takes 1 to {MAX_PHOTOS} "
+                                "photos of the same bird")
+        images = []
+        for number, data in enumerate(photos, start=1):
+            try:
+                images.append(self._decode(data))
+            except IdentifyError as exc:
+                if len(photos) == 1:
+                    raise
+                raise IdentifyError(exc.code, f"photo {number} of {len(photos)}: {exc.message}", exc.status) from None
+        return images
+
+    def identify_upload(self, photos: Sequence[bytes], fields: SightingFields) -> Identified:
+        """Identify one to five photos of one bird and store them as one sighting. On any failure nothing is
+        stored."""
+        images = self._decode_all(photos)
+        exifs = [exif_metadata(data) for data in photos]  # first: the place and date take part
+        located = next((e for e in exifs if e.lat is not None), exifs[0])
+        lat, lon = (fields.lat, fields.lon) if fields.lat is not None else (located.lat, located.lon)
+        observed = observed_time(fields.observed_at or next((e.observed_at for e in exifs if e.observed_at), None),
+                                 lat, lon)
         place = None
         if not fields.ignore_location and lat is not None and lon is not None and observed is not None:
             place = Place(lat, lon, observed.local)
-        # One forward pass with the uploads that arrive meanwhile.
-        result = self.identifier.explain(self.batcher.submit(image), place)
-        photo = self.photos.save(data, image_format(data))
+        # One forward pass per photo, batched with each other and with the uploads that arrive meanwhile.
+        evidence = self.batcher.submit_many(images)
+        result = self.identifier.explain(pool_evidence(evidence), place)
+        stored: list[StoredPhoto] = []
         try:
+            stored = [self.photos.save(data, image_format(data)) for data in photos]
             sighting_id = self.sightings.add(NewSighting(
-                photo_sha256=photo.sha256, photo_name=photo.name, model_id=self.model_id,
+                photos=[PhotoOfSighting(p.sha256, p.name, e.embedding) for p, e in zip(stored, evidence, strict=True)],
+                model_id=self.model_id,
                 embedding=result.embedding, decision=result.decision.decision, reasons=result.decision.reasons,
                 uncertainty=result.decision.uncertainty, predictions=result.species,
                 rollup=result.rollup.to_dict() if result.rollup is not None else None,
@@ -147,7 +173,8 @@ class IdentificationService:
                 observer=fields.observer, note=fields.note, hide_location=fields.hide_location,
             ))
         except BaseException:
-            self.photos.discard(photo)
+            for photo in stored:
+                self.photos.discard(photo)
             raise
         self.similar_index.add([sighting_id], result.embedding[None, :])
         return Identified(sighting_id, result)

@@ -19,7 +19,7 @@ from identify.fusion import RankedSpecies
 from identify.metadata import BoundingBox, ObservedTime, as_utc
 from identify.photos import PhotoStore
 from identify.references import NewReference, References, taxon_of_row
-from identify.schema import Curator, Model, Prediction, Review, Sighting, Species
+from identify.schema import Curator, Model, Prediction, Review, Sighting, SightingPhoto, Species
 from identify.schema import Taxon as TaxonRow
 from identify.storage import IN_CHUNK, Store, rows_to_arrays
 from identify.taxonomy import Taxon
@@ -32,11 +32,17 @@ UNCERTAIN = ("needs_review", "no_match")
 
 
 @dataclass(frozen=True)
+class PhotoOfSighting:
+    sha256: str
+    name: str  # the stored file's generated name
+    embedding: np.ndarray | None = None  # its own, as the network gave it (None when read back for display)
+
+
+@dataclass(frozen=True)
 class NewSighting:
-    photo_sha256: str
-    photo_name: str
+    photos: Sequence[PhotoOfSighting]  # one to five photos of the same bird; the first is the cover
     model_id: int
-    embedding: np.ndarray
+    embedding: np.ndarray  # the photos' pooled embedding (identify.identifier.pool_evidence)
     decision: str
     reasons: Sequence[str]
     uncertainty: float
@@ -89,6 +95,7 @@ class SightingRecord:
     reviews: list[ReviewRecord] = field(default_factory=list)
     observed: ObservedTime | None = None  # observed_at with its offset, as the observer's clock read
     hide_location: bool = False  # the uploader asked: the public sees no position at all
+    photos: list[PhotoOfSighting] = field(default_factory=list)  # every photo, the cover first
 
     @property
     def observed_local(self) -> str | None:
@@ -160,8 +167,8 @@ class SightingStore:
     def add(self, new: NewSighting) -> int:
         with self.sessions.begin() as session:
             sighting = Sighting(
-                photo_sha256=new.photo_sha256,
-                photo_name=new.photo_name,
+                photo_sha256=new.photos[0].sha256,
+                photo_name=new.photos[0].name,
                 model_id=new.model_id,
                 embedding=np.ascontiguousarray(new.embedding, dtype=np.float32).tobytes(),
                 lat=new.lat,
@@ -182,6 +189,11 @@ class SightingStore:
             )
             session.add(sighting)
             session.flush()
+            session.execute(insert(SightingPhoto), [
+                {"sighting_id": sighting.id, "position": position, "photo_sha256": photo.sha256,
+                 "photo_name": photo.name,
+                 "embedding": np.ascontiguousarray(photo.embedding, dtype=np.float32).tobytes()}
+                for position, photo in enumerate(new.photos)])
             rows = [{"sighting_id": sighting.id, "rank": rank, "species_id": self._species_id(session, p.name),
                      "score": p.score, "classifier": p.classifier, "knn": p.knn, "fused": p.fused,
                      "prior": p.prior, "expected_here": p.expected_here}
@@ -230,6 +242,9 @@ class SightingStore:
             rollup=sighting.rollup,
             observed=_observed(sighting),
             hide_location=bool(sighting.hide_location),
+            photos=[PhotoOfSighting(sha, name) for sha, name in session.execute(
+                select(SightingPhoto.photo_sha256, SightingPhoto.photo_name)
+                .where(SightingPhoto.sighting_id == sighting.id).order_by(SightingPhoto.position))],
             reviews=self._reviews(session, sighting_id) if with_reviews else [],
         )
 
@@ -259,9 +274,10 @@ class SightingStore:
         return np.frombuffer(blob, dtype=np.float32)
 
     def by_photo(self, photo_sha256: str) -> str | None:
-        """The stored name of a photo some sighting uploaded, or None."""
+        """The stored name of a photo some sighting uploaded (any of its photos), or None."""
         with self.sessions() as session:
-            return session.scalar(select(Sighting.photo_name).where(Sighting.photo_sha256 == photo_sha256).limit(1))
+            return session.scalar(select(SightingPhoto.photo_name)
+                                  .where(SightingPhoto.photo_sha256 == photo_sha256).limit(1))
 
     def export_rows(self, status: str) -> list["ExportRow"]:
         """Sightings with a species, for Darwin Core: confirmed and corrected ones, or (`all`) open ones too."""
@@ -435,11 +451,14 @@ class SightingStore:
         raise error
 
     def _promote(self, session: Session, sighting: Sighting, label: str, index_name: str) -> int:
-        """Make the sighting's photo a reference of `index_name`, with the embedding it was identified by, in
-        the review's transaction: through the reference set's one way in."""
+        """Make every photo of the sighting a reference of `index_name`, each with the embedding it was
+        identified by, in the review's transaction: through the reference set's one way in. Returns the
+        cover's reference id."""
         index_id = self.references.index_of(session, index_name, sighting.model_id)
+        photos = session.scalars(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting.id)
+                                 .order_by(SightingPhoto.position)).all()
         return self.references.add(session, index_id, sighting.model_id, [NewReference(
-            file_sha256=sighting.photo_sha256, path=str(self.photos.photo_path(sighting.photo_name)), species=label,
-            vector=sighting.embedding, lat=sighting.lat, lon=sighting.lon, observed_at=sighting.observed_at,
+            file_sha256=photo.photo_sha256, path=str(self.photos.photo_path(photo.photo_name)), species=label,
+            vector=photo.embedding, lat=sighting.lat, lon=sighting.lon, observed_at=sighting.observed_at,
             source=f"sighting {sighting.id}", sighting_id=sighting.id,
-        )])[0]
+        ) for photo in photos])[0]

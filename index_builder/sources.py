@@ -25,7 +25,7 @@ class ReferenceSource:
     source: str | None = None
 
 
-def _visible_files(folder: Path) -> list[Path]:
+def visible_files(folder: Path) -> list[Path]:
     """Regular files below `folder`, hidden files and folders (.DS_Store, .thumbnails) left out."""
     return sorted(
         p for p in folder.rglob("*")
@@ -40,7 +40,7 @@ def from_folder(root: Path) -> list[ReferenceSource]:
     sources = [
         ReferenceSource(path, species_dir.name)
         for species_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for path in _visible_files(species_dir)
+        for path in visible_files(species_dir)
     ]
     if not sources:
         raise IdentifyError("no_images", f"{root} holds no species folders with files (layout: Species_name/photo.jpg)")

@@ -27,6 +27,11 @@ def uploaded_image() -> bytes:
     return upload.read()
 
 
+def uploaded_images() -> list[bytes]:
+    """The bytes of every multipart `image` field: one to five photos of the same bird."""
+    return [upload.read() for upload in request.files.getlist("image")]
+
+
 @bp.get("/openapi.json")
 def openapi() -> Any:
     return jsonify(openapi_document())
@@ -44,7 +49,7 @@ def status() -> Any:
 def identify() -> Any:
     started = time.perf_counter()
     fields = parse_sighting_fields(request.form)  # bad fields fail before any work
-    identified = service().identify_upload(uploaded_image(), fields)
+    identified = service().identify_upload(uploaded_images(), fields)
     body = views.identification_json(identified.sighting_id, identified.result)
     # Server-Timing: the model's forward pass (of the batch this photo shared) and the whole request here.
     timing = (f"model;dur={identified.result.forward_seconds * 1000:.2f};desc=forward, "

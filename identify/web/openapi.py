@@ -38,7 +38,8 @@ FILTERS = [
 IMAGE_FORM = {
     "type": "object", "required": ["image"],
     "properties": {
-        "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, TIFF... up to the byte limit"},
+        "image": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": 5,
+                  "description": "1 to 5 photos of the same bird (repeat the field): JPEG, PNG, WebP, TIFF..."},
         "lat": {"type": "number", "minimum": -90, "maximum": 90, "description": "Default: EXIF GPS"},
         "lon": {"type": "number", "minimum": -180, "maximum": 180, "description": "Default: EXIF GPS"},
         "observed_at": {"type": "string", "format": "date-time", "description": "Default: EXIF DateTimeOriginal"},

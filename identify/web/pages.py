@@ -41,10 +41,10 @@ def upload() -> Any:
 def upload_post() -> Any:
     try:
         fields = parse_sighting_fields(request.form)
-        upload = request.files.get("image")
-        if upload is None or upload.filename == "":
+        uploads = [upload for upload in request.files.getlist("image") if upload.filename]
+        if not uploads:
             raise IdentifyError("missing_image", "choose a photo first")
-        identified = service().identify_upload(upload.read(), fields)
+        identified = service().identify_upload([upload.read() for upload in uploads], fields)
     except IdentifyError as exc:
         return render_template("upload.html", error=exc, form=request.form), exc.status
     return redirect(url_for("pages.sighting", sighting_id=identified.sighting_id))

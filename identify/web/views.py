@@ -96,6 +96,7 @@ def sighting_summary_json(record: SightingRecord) -> dict[str, Any]:
 def sighting_json(record: SightingRecord, neighbours: list[NeighbourInfo] | None = None) -> dict[str, Any]:
     out = sighting_summary_json(record)
     out.update({
+        "photos": [{"photo_url": photo_url(p.name), "thumbnail_url": thumbnail_url(p.sha256)} for p in record.photos],
         "reasons": record.reasons,
         "observer": record.observer,
         "note": record.note,
