@@ -32,7 +32,9 @@ from identify.fusion import (
     confidence_features,
     decide,
     fuse,
+    with_prior,
 )
+from identify.prior import FLOOR, Place, PriorModel, cell_of, week_of
 from identify.rollup import roll_up
 from identify.taxonomy import Taxon
 from identify.vectors.plan import exact_knn
@@ -60,6 +62,13 @@ class EvaluationData:
     kind: str  # "labelled photos" or "simulation": the report says which
     description: str = ""
     taxa: dict[str, Taxon | None] = field(default_factory=dict)  # label -> taxon, for the roll-up
+    # Where and when each query was taken, and occurrence records (scientific name, lat, lon, date): the prior.
+    query_places: list[Place] | None = None
+    occurrences: list[tuple[str, float, float, Any]] | None = None
+    uninformative_occurrences: list[tuple[str, float, float, Any]] | None = None  # spread evenly: a control
+    # More photos of each queried bird (queries, views - 1, ...): how a sighting's photos are pooled.
+    view_probabilities: np.ndarray | None = None
+    view_embeddings: np.ndarray | None = None
 
 
 @dataclass
@@ -237,7 +246,7 @@ def evidence_features(data: EvaluationData, hood: Neighbourhood, rows: np.ndarra
 
 
 def decide_rows(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray, config: FusionConfig,
-                calibration: Calibration) -> Decided:
+                calibration: Calibration, prior: PriorModel | None = None) -> Decided:
     fused_top, top, correct, decisions, eligible, rollup_taxa, rollup_ranks, rollup_correct = [], [], [], [], [], [], [], []
     anywhere = replace(config, confident_score=0.0)
     for row in rows:
@@ -245,6 +254,9 @@ def decide_rows(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray, con
         neighbours = _neighbours(data, hood, row, config.k)
         fused = fuse(data.classes, data.probabilities[row], neighbours, config)
         ranking = [s.with_taxon(data.taxa.get(s.name)) for s in calibrated(fused, calibration, neighbours)]
+        if prior is not None and data.query_places is not None:
+            taxa = (s.taxon.scientific_name for s in ranking if s.taxon)
+            ranking = with_prior(ranking, prior.at(data.query_places[row], taxa), FLOOR)
         decision = decide(ranking, neighbours, config).decision
         fused_top.append(fused[0].score)
         top.append(ranking[0].score)
@@ -284,6 +296,8 @@ class Evaluation:
     curve: dict[str, Any]
     decisions: dict[str, float]  # shares of confident / needs_review / no_match, error among confident
     selective: dict[str, Any]
+    prior: dict[str, Any]
+    views: dict[str, Any]
     new_species: dict[str, Any]
     known_species: dict[str, Any]
     rollup: dict[str, Any]
@@ -299,7 +313,8 @@ class Evaluation:
             "config": {"weight_knn": self.config.weight_knn, "k": self.config.k, "temperature": self.config.temperature,
                        "confident_score": self.config.confident_score},
             "accuracy": self.accuracy, "ece": self.ece, "calibration": self.calibration_block,
-            "selective": self.selective, "new_species": self.new_species, "known_species": self.known_species,
+            "selective": self.selective, "prior": self.prior, "views": self.views,
+            "new_species": self.new_species, "known_species": self.known_species,
             "rollup": self.rollup,
             "ablation": self.ablation, "decisions": self.decisions, "reliability": self.reliability,
             "coverage_risk": self.curve, "sweep": self.sweep, "best": self.best,
@@ -379,6 +394,8 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
         reliability={"before": bins_before, "after": bins_after}, curve=coverage_risk(tested.top, tested.correct),
         decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised},
         selective={**control.to_dict(), "coverage": _share(confident), "realised_error": realised},
+        prior=_prior_block(data, hood, test, config, calibration, tested),
+        views=_views_block(data, test, config),
         new_species=_new_species(data, space, hood, tested, confident),
         known_species=_known_species(space, tested, confident),
         rollup=_rollup_block(tested, confident),
@@ -389,6 +406,50 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     )
     result.ablation = _ablation(data, space, hood, knn, fused, tune, cal, test, config, tested, confident, result)
     return result
+
+
+def _prior_model(records: list[tuple[str, float, float, Any]]) -> PriorModel:
+    return PriorModel((cell_of(lat, lon), week_of(when), taxon, 1) for taxon, lat, lon, when in records)
+
+
+def _prior_block(data: EvaluationData, hood: Neighbourhood, test: np.ndarray, config: FusionConfig,
+                 calibration: Calibration, without: Decided) -> dict[str, Any]:
+    """Top-1 on the test split with the place-and-season prior, without it, and with an uninformative prior
+    (records spread evenly), which should change nearly nothing."""
+    if data.query_places is None or not data.occurrences:
+        return {"measured": False}
+    placed = decide_rows(data, hood, test, config, calibration, _prior_model(data.occurrences))
+    flat = decide_rows(data, hood, test, config, calibration, _prior_model(data.uninformative_occurrences or []))
+    return {"measured": True, "top1_without": _share(without.correct), "top1_with": _share(placed.correct),
+            "top1_uninformative": _share(flat.correct),
+            "uninformative_change_points": round(100 * abs(_share(flat.correct) - _share(without.correct)), 2)}
+
+
+def _views_block(data: EvaluationData, test: np.ndarray, config: FusionConfig) -> dict[str, Any]:
+    """Top-1 from one photo of each queried bird against all its photos pooled (identify.identifier)."""
+    from identify.identifier import Evidence, NeighbourInfo, pool_evidence
+
+    if data.view_embeddings is None or data.view_probabilities is None:
+        return {"measured": False}
+    views = 1 + data.view_embeddings.shape[1]
+    embeddings = np.concatenate([data.query_embeddings[test][:, None, :], data.view_embeddings[test]], axis=1)
+    probabilities = np.concatenate([data.probabilities[test][:, None, :], data.view_probabilities[test]], axis=1)
+    similarities, positions = exact_knn(embeddings.reshape(-1, embeddings.shape[-1]), data.reference_embeddings, config.k)
+    single = pooled = 0
+    for q, row in enumerate(test):
+        evidence = []
+        for v in range(views):
+            flat = q * views + v
+            neighbours = [NeighbourInfo(int(i), data.reference_labels[i], float(s), "", "")
+                          for s, i in zip(similarities[flat], positions[flat], strict=True)]
+            evidence.append(Evidence(probabilities[q, v], embeddings[q, v], neighbours, 0.0))
+        for pool, bucket in (([evidence[0]], "single"), (evidence, "pooled")):
+            merged = pool_evidence(pool)
+            votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in merged.neighbours]
+            ranking = fuse(data.classes, merged.probabilities, votes, config)
+            right = bool(ranking) and ranking[0].name == data.query_labels[row]
+            single, pooled = (single + right, pooled) if bucket == "single" else (single, pooled + right)
+    return {"measured": True, "views": views, "top1_one_photo": single / len(test), "top1_pooled": pooled / len(test)}
 
 
 def _new_species(data: EvaluationData, space: LabelSpace, hood: Neighbourhood, tested: Decided,

@@ -35,8 +35,11 @@ NEIGHBOUR_RING = 1
 REGION_LEVELS = 2
 WEEK_WINDOW = 2
 WEEKS = 53
-SHRINK_LOCAL = 10.0  # A: pseudo-records of the region added to a place
-SHRINK_REGIONAL = 10.0  # B: pseudo-records of the whole collection added to a region
+# Pseudo-records added to a place from its region (A) and to a region from the whole collection (B). Sparse
+# local counts are noise: with 10, records spread evenly (an uninformative prior) moved top-1 on the simulation
+# by 3.0-3.7 points; with 100 by 0.0-1.2, while real ranges still decide between look-alikes.
+SHRINK_LOCAL = 100.0
+SHRINK_REGIONAL = 100.0
 FLOOR = 1e-3  # the least a prior weighs in fusion (iNaturalist's epsilon)
 CSV_COLUMNS = ("scientificName", "decimalLatitude", "decimalLongitude", "eventDate")
 

@@ -71,6 +71,23 @@ def _ablation_table(result: Evaluation) -> list[str]:
     return lines
 
 
+def _prior_and_views(result: Evaluation) -> list[str]:
+    lines = []
+    prior, views = result.prior, result.views
+    if prior.get("measured"):
+        lines += ["## Place and season", "",
+                  f"Fusion top-1 on the test split without the prior {prior['top1_without']:.3f}, with it "
+                  f"{prior['top1_with']:.3f}; with an uninformative prior (records spread evenly over every region "
+                  f"and week) {prior['top1_uninformative']:.3f}, a change of {prior['uninformative_change_points']:g} "
+                  "points.", ""]
+    if views.get("measured"):
+        lines += ["## Several photos of one bird", "",
+                  f"Fusion top-1 from one photo {views['top1_one_photo']:.3f}; from all {views['views']} photos "
+                  f"pooled (geometric mean of the classifier, neighbours of every photo) {views['top1_pooled']:.3f}.",
+                  ""]
+    return lines
+
+
 def _markdown(result: Evaluation, plots: list[str]) -> str:
     config, best, acc, dec = result.config, result.best, result.accuracy, result.decisions
     sel, new, roll, cal = result.selective, result.new_species, result.rollup, result.calibration_block
@@ -114,6 +131,7 @@ def _markdown(result: Evaluation, plots: list[str]) -> str:
         f"{new['confident_share']:.1%} confident, error among those {new['confident_error']:.1%}. Of the "
         f"{new['with_close_references']} with five or more of their own references among the ten nearest, "
         f"{new['close_confident_and_correct']:.1%} are confident and right.", "",
+        *_prior_and_views(result),
         "## Roll-up", "",
         f"{roll['uncertain']} test queries are not confident; {roll['rolled_up_share']:.1%} of them roll up "
         f"(genus {roll['by_rank']['genus']}, family {roll['by_rank']['family']}, order {roll['by_rank']['order']}), "

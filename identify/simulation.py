@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from datetime import date, timedelta
+
 from identify.evaluation import EvaluationData
+from identify.prior import Place
 from identify.taxonomy import Taxon
 
 LOOKALIKE = 0.7  # distance between the centres of a look-alike pair, before normalising
 SPREAD = 0.35  # typical distance of a photo from its species' centre
 PAIRS_PER_FAMILY = 3
+# Range centres (lat, lon): the Levant, the Balkans, France, the Baltic. Look-alikes live in different ones.
+REGIONS = ((31.5, 35.0), (42.0, 22.0), (46.5, 2.5), (56.0, 14.0))
+SUMMER = (14, 38)  # ISO weeks of the summer visitors; the others stay all year
+RECORDS_PER_SPECIES = 150
+VIEWS = 3  # photos of each queried bird, for measuring how a sighting's photos are pooled
 
 
 def simulated_taxa(names: list[str]) -> dict[str, Taxon]:
@@ -30,6 +38,32 @@ def simulated_taxa(names: list[str]) -> dict[str, Taxon]:
         taxa[name] = Taxon(f"{genus} species{i:02d}", f"Simulated bird {i}", "species", genus,
                            f"Simfamily{pair // PAIRS_PER_FAMILY}idae", "Simuliformes", "simulation", "0")
     return taxa
+
+
+def _when(rng: np.random.Generator, summer: bool) -> date:
+    first, last = SUMMER if summer else (1, 52)
+    return date.fromisocalendar(2026, int(rng.integers(first, last + 1)), 3) + timedelta(days=int(rng.integers(0, 3)))
+
+
+def _where(rng: np.random.Generator, region: int) -> tuple[float, float]:
+    lat, lon = REGIONS[region]
+    return lat + float(rng.uniform(-1.5, 1.5)), lon + float(rng.uniform(-1.5, 1.5))
+
+
+def _geography(rng: np.random.Generator, taxa: dict[str, Taxon], names: list[str], query_labels: np.ndarray):
+    """Each species a range (one region; the two of a look-alike pair in different ones) and a season (every
+    other pair are summer visitors); each query a place and date in its species' range; recorded occurrences
+    drawn the same way, and an uninformative set spread evenly over every region and week."""
+    region = {i: (i // 2 + i % 2) % len(REGIONS) for i in range(len(names))}
+    summer = {i: (i // 2) % 2 == 1 for i in range(len(names))}
+    places = [Place(*_where(rng, region[int(label)]), _when(rng, summer[int(label)])) for label in query_labels]
+    records, uninformative = [], []
+    for i, name in enumerate(names):
+        for _ in range(RECORDS_PER_SPECIES):
+            records.append((taxa[name].scientific_name, *_where(rng, region[i]), _when(rng, summer[i])))
+            uninformative.append((taxa[name].scientific_name, *_where(rng, int(rng.integers(0, len(REGIONS)))),
+                                  _when(rng, False)))
+    return places, records, uninformative
 
 
 def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20, queries_per_species: int = 100,
@@ -50,19 +84,27 @@ def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20,
     new = set(rng.choice(species, size=new_species, replace=False).tolist())
     known = [i for i in range(species) if i not in new]
     weak = set(rng.choice(known, size=min(weak_species, len(known)), replace=False).tolist())
-    logits = rng.normal(scale=1.0, size=(len(query_labels), species))
-    for row, label in enumerate(query_labels):
-        partner = label ^ 1
-        if label in new:  # no class to name: the look-alike draws some of the probability, if it is a class
-            logits[row, partner] += 1.5
-            continue
-        logits[row, label] += 3.0
-        if label in weak and rng.random() < 0.6:  # the classifier's blind spot: a confident wrong answer
-            logits[row, label] -= 3.0
-            logits[row, (label + 3) % species] += 3.5
-    logits = logits[:, known]  # the classifier has no output for a new species
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    fooled = np.array([label in weak and rng.random() < 0.6 for label in query_labels])
+
+    def classifier(labels: np.ndarray) -> np.ndarray:
+        logits = rng.normal(scale=1.0, size=(len(labels), species))
+        for row, label in enumerate(labels):
+            if label in new:  # no class to name: the look-alike draws some of the probability, if it is a class
+                logits[row, label ^ 1] += 1.5
+            elif fooled[row % len(fooled)]:  # the classifier's blind spot: a confident wrong answer
+                logits[row, (label + 3) % species] += 3.5
+            else:
+                logits[row, label] += 3.0
+        logits = logits[:, known]  # the classifier has no output for a new species
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    probabilities = classifier(query_labels)
+    # More photos of each queried bird: the same bird (its point), seen again with fresh noise.
+    view_embeddings = queries[:, None, :] + rng.normal(scale=0.5 * SPREAD / np.sqrt(dim), size=(len(queries), VIEWS - 1, dim))
+    view_probabilities = np.stack([classifier(query_labels) for _ in range(VIEWS - 1)], axis=1)
+    taxa = simulated_taxa(names)
+    places, records, uninformative = _geography(rng, taxa, names, query_labels)
     return EvaluationData(
         classes=[names[i] for i in known], probabilities=probabilities, query_embeddings=queries,
         query_labels=[names[i] for i in query_labels], reference_embeddings=references,
@@ -70,6 +112,10 @@ def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20,
         description=(f"seeded simulation (seed {seed}): {species} species in look-alike pairs (each pair a genus), "
                      f"{dim}-d clusters, {references_per_species} references and {queries_per_species} queries per "
                      f"species; the classifier is weak on {len(weak)} species and knows {len(known)}: "
-                     f"{new_species} are new, present only as references"),
-        taxa=simulated_taxa(names),
+                     f"{new_species} are new, present only as references; each species lives in one of "
+                     f"{len(REGIONS)} regions (look-alikes in different ones), half of them in summer only, with "
+                     f"{RECORDS_PER_SPECIES} occurrence records each; {VIEWS} photos of each queried bird"),
+        taxa=taxa,
+        query_places=places, occurrences=records, uninformative_occurrences=uninformative,
+        view_probabilities=view_probabilities, view_embeddings=view_embeddings,
     )

@@ -110,6 +110,10 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
     assert summary["new_species"]["queries"] > 0 and summary["known_species"]["queries"] > 0
     assert summary["new_species"]["queries"] + summary["known_species"]["queries"] == summary["split"]["test"]
     assert {"uncertain", "rolled_up_share", "correct_share"} <= summary["rollup"].keys()
+    prior, views = summary["prior"], summary["views"]
+    assert prior["top1_with"] > prior["top1_without"] + 0.05  # look-alikes live in different ranges
+    assert prior["uninformative_change_points"] <= 1.0  # seed 0; an even spread of records changes ~nothing
+    assert views["views"] == 3 and views["top1_pooled"] > views["top1_one_photo"]
     assert [row["method"] for row in summary["ablation"]] == [
         "classifier", "kNN", "fusion", "+ temperature scaling", "+ calibration (confidence)", "+ roll-up"]
     assert {p.name for p in out.iterdir()} == {"report.md", "metrics.json", "coverage_risk.png", "reliability.png",

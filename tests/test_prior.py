@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from identify.cli import main
 from identify.config import FusionConfig
 from identify.fusion import RankedSpecies, with_prior
-from identify.prior import FLOOR, SHRINK_LOCAL, Occurrences, Place, PriorModel, TaxonPrior, cell_of, week_of
+from identify.prior import FLOOR, SHRINK_LOCAL, SHRINK_REGIONAL, Occurrences, Place, PriorModel, TaxonPrior, cell_of, week_of
 from identify.taxonomy import Taxon, Taxonomy
 
 JERUSALEM, BERLIN = (31.78, 35.22), (52.52, 13.40)
@@ -27,15 +27,17 @@ HERE, AWAY = "Passer hispaniolensis", "Passer domesticus"
 def test_the_prior_by_hand():
     cell = cell_of(*JERUSALEM)
     april = date(2026, 4, 15)
-    model = PriorModel([(cell, week_of(april), HERE, 30), (cell, week_of(april) + 2, "Upupa epops", 10),
-                        (cell_of(*BERLIN), week_of(april), AWAY, 60)])
+    model = PriorModel([(cell, week_of(april), HERE, 300), (cell, week_of(april) + 2, "Upupa epops", 100),
+                        (cell_of(*BERLIN), week_of(april), AWAY, 600)])
     priors = model.at(Place(*JERUSALEM, april))
-    local_total = 40  # both Jerusalem taxa are within two weeks
-    regional = {HERE: 30 / 40, "Upupa epops": 10 / 40}  # the region has no record of AWAY
-    overall_away = 60 / 100
-    p_regional_away = (0 + 10 * overall_away) / (40 + 10)
-    assert priors[AWAY].probability == pytest.approx(SHRINK_LOCAL * p_regional_away / (local_total + SHRINK_LOCAL))
-    assert priors[HERE].probability > 0.7 and priors[HERE].expected_here and not priors[AWAY].expected_here
+    local_total = regional_total = 400  # both Jerusalem taxa are within two weeks; the region has no AWAY
+    overall = {HERE: 0.3, "Upupa epops": 0.1, AWAY: 0.6}
+    for taxon, local in ((HERE, 300), ("Upupa epops", 100), (AWAY, 0)):
+        p_regional = (local + SHRINK_REGIONAL * overall[taxon]) / (regional_total + SHRINK_REGIONAL)
+        expected = (local + SHRINK_LOCAL * p_regional) / (local_total + SHRINK_LOCAL)
+        assert priors[taxon].probability == pytest.approx(expected)
+    assert priors[HERE].probability > priors["Upupa epops"].probability > priors[AWAY].probability
+    assert priors[HERE].expected_here and priors["Upupa epops"].expected_here and not priors[AWAY].expected_here
     assert sum(p.probability for p in priors.values()) == pytest.approx(1.0)
     january = model.at(Place(*JERUSALEM, date(2026, 1, 10)))  # out of season: nothing local, the region speaks
     assert not january[HERE].expected_here and january[HERE].probability > january[AWAY].probability
