@@ -5,6 +5,7 @@ Alembic (`migrations/`); `identify db upgrade` applies them."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -152,6 +153,8 @@ class Sighting(Base):
 
     __tablename__ = "sightings"
     id: Mapped[int] = mapped_column(primary_key=True)
+    # What the outside world calls it: a random token, so ids say nothing about how many there are or when.
+    public_id: Mapped[str] = mapped_column(String(24), unique=True, default=lambda: secrets.token_urlsafe(12))
     photo_sha256: Mapped[str] = mapped_column(String(64), index=True)
     photo_name: Mapped[str] = mapped_column(String(80), server_default="")  # the stored file's generated name
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))

@@ -63,7 +63,8 @@ class SightingFields:
 
 @dataclass(frozen=True)
 class Identified:
-    sighting_id: int
+    sighting_id: int  # SQL's key
+    public_id: str  # what the outside world calls it
     result: Identification
 
 
@@ -162,7 +163,7 @@ class IdentificationService:
         stored: list[StoredPhoto] = []
         try:
             stored = [self.photos.save(data, image_format(data)) for data in photos]
-            sighting_id = self.sightings.add(NewSighting(
+            sighting_id, public_id = self.sightings.add(NewSighting(
                 photos=[PhotoOfSighting(p.sha256, p.name, e.embedding) for p, e in zip(stored, evidence, strict=True)],
                 model_id=self.model_id,
                 embedding=result.embedding, decision=result.decision.decision, reasons=result.decision.reasons,
@@ -177,11 +178,15 @@ class IdentificationService:
                 self.photos.discard(photo)
             raise
         self.similar_index.add([sighting_id], result.embedding[None, :])
-        return Identified(sighting_id, result)
+        return Identified(sighting_id, public_id, result)
 
     # ---- looking -----------------------------------------------------------------------------------------
     def sighting(self, sighting_id: int) -> SightingRecord:
         return self.sightings.get(sighting_id)
+
+    def sighting_key(self, public_id: str) -> int:
+        """The SQL key of a sighting from the id the outside world knows; unknown_sighting (404) otherwise."""
+        return self.sightings.key_of(public_id)
 
     def neighbours_of(self, record: SightingRecord) -> list[NeighbourInfo]:
         """The references a stored answer was based on, as they are now (species, thumbnail)."""

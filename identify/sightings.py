@@ -71,7 +71,8 @@ class ReviewRecord:
 
 @dataclass(frozen=True)
 class SightingRecord:
-    id: int
+    id: int  # SQL's key: never shown outside
+    public_id: str  # what URLs and the API call it
     photo_sha256: str
     photo_name: str
     decision: str
@@ -164,7 +165,8 @@ class SightingStore:
         return self.references.species_id(session, name)
 
     # ---- writing an upload -------------------------------------------------------------------------------
-    def add(self, new: NewSighting) -> int:
+    def add(self, new: NewSighting) -> tuple[int, str]:
+        """Store a sighting; returns (SQL key, public id)."""
         with self.sessions.begin() as session:
             sighting = Sighting(
                 photo_sha256=new.photos[0].sha256,
@@ -200,7 +202,7 @@ class SightingStore:
                     for rank, p in enumerate(new.predictions, start=1)]
             if rows:
                 session.execute(insert(Prediction), rows)  # one executemany, not one ORM object per row
-            return sighting.id
+            return sighting.id, sighting.public_id
 
     # ---- reading -----------------------------------------------------------------------------------------
     def get(self, sighting_id: int, with_reviews: bool = True) -> SightingRecord:
@@ -231,7 +233,8 @@ class SightingStore:
             )
         ]
         return SightingRecord(
-            id=sighting.id, photo_sha256=sighting.photo_sha256, photo_name=sighting.photo_name,
+            id=sighting.id, public_id=sighting.public_id, photo_sha256=sighting.photo_sha256,
+            photo_name=sighting.photo_name,
             decision=sighting.decision, reasons=list(sighting.reasons or []), uncertainty=sighting.uncertainty,
             status=sighting.status, species=species, taxon=taxon_of_row(taxon), version=sighting.version,
             lat=sighting.lat, lon=sighting.lon,
@@ -265,6 +268,14 @@ class SightingStore:
     def many(self, ids: Sequence[int]) -> dict[int, SightingRecord]:
         with self.sessions() as session:
             return {i: self._record(session, i, with_reviews=False) for i in ids}
+
+    def key_of(self, public_id: str) -> int:
+        """The SQL key of the sighting the outside world calls `public_id`; 404 when there is none."""
+        with self.sessions() as session:
+            found = session.scalar(select(Sighting.id).where(Sighting.public_id == public_id[:24]))
+        if found is None:
+            raise IdentifyError("unknown_sighting", f"no sighting {public_id}", 404)
+        return found
 
     def embedding(self, sighting_id: int) -> np.ndarray:
         with self.sessions() as session:

@@ -55,7 +55,8 @@ def test_one_upload_with_three_photos_is_one_sighting_with_three_photos(client, 
                            json={"action": "correct", "species": "Wallcreeper", "version": 1})
     assert reviewed.status_code == 200
     with service.store.session() as session:  # every photo teaches
-        labels = session.scalars(select(ReferenceImage.source).where(ReferenceImage.sighting_id == sighting_id)).all()
+        key = service.sighting_key(sighting_id)
+        labels = session.scalars(select(ReferenceImage.source).where(ReferenceImage.sighting_id == key)).all()
     assert len(labels) == 3
 
 

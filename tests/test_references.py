@@ -249,7 +249,7 @@ def test_an_uncertain_answer_rolls_up_to_its_genus_on_the_api_and_the_page(servi
     with service.store.sessions.begin() as session:
         from identify.schema import Sighting
 
-        session.get(Sighting, sighting).rollup = result.rollup.to_dict()
+        session.get(Sighting, service.sighting_key(sighting)).rollup = result.rollup.to_dict()
     body = client.get(f"/api/v1/sightings/{sighting}").get_json()
     assert body["rollup"]["common_name"] == "sparrow" and body["rollup"]["rank"] == "genus"
     page = client.get(f"/sightings/{sighting}").get_data(as_text=True)

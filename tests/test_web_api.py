@@ -430,3 +430,23 @@ def test_an_uploader_can_hide_the_location(client, token):
     assert (public["lat"], public["lon"], public["location"]) == (None, None, "hidden")
     curator = client.get(f"/api/v1/sightings/{sighting_id}", headers=bearer(token)).get_json()
     assert (curator["lat"], curator["location"]) == (31.78, "hidden from the public")
+
+
+def test_public_ids_are_random_tokens_and_sql_keys_stay_inside(client, service):
+    ids = [upload(client, jpeg_bytes(species_photo(2, v))).get_json()["sighting_id"] for v in (30, 31)]
+    assert all(isinstance(i, str) and len(i) == 16 and not i.isdigit() for i in ids) and ids[0] != ids[1]
+    assert client.get(f"/api/v1/sightings/{ids[0]}").status_code == 200
+    key = service.sighting_key(ids[0])
+    assert client.get(f"/api/v1/sightings/{key}").get_json()["error"]["code"] == "unknown_sighting"
+
+
+def test_the_upgrade_gives_existing_sightings_a_public_id(client, service):
+    from identify.storage import downgrade_database, upgrade_database
+
+    upload(client, jpeg_bytes(species_photo(2, 32)))
+    upload(client, jpeg_bytes(species_photo(2, 33)))
+    downgrade_database(service.store.engine, "0008")  # as a database of the release before public ids
+    upgrade_database(service.store.engine)
+    with service.store.session() as session:
+        public = session.scalars(select(Sighting.public_id)).all()
+    assert len(public) == 2 and len(set(public)) == 2 and all(len(p) == 16 for p in public)

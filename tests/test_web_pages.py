@@ -49,10 +49,15 @@ def rows(service, model) -> int:  # type: ignore[no-untyped-def]
         return session.scalar(select(func.count()).select_from(model))
 
 
-def test_upload_page_identifies_and_explains(client):
+def uploaded(client) -> str:  # type: ignore[no-untyped-def]
+    """Upload through the page; the new sighting's address (a random public id, never the SQL key)."""
     response = upload_page(client)
-    assert response.status_code == 302 and response.headers["Location"] == "/sightings/1"
-    html = client.get("/sightings/1").get_data(as_text=True)
+    assert response.status_code == 302 and re.fullmatch(r"/sightings/[A-Za-z0-9_-]{16}", response.headers["Location"])
+    return response.headers["Location"]
+
+
+def test_upload_page_identifies_and_explains(client):
+    html = client.get(uploaded(client)).get_data(as_text=True)
     assert "Needs review" in html and "Why" in html and "The classifier says" in html
     assert re.search(r'src="/media/thumbnails/[0-9a-f]{64}\.jpg"', html)  # the nearest reference photos
     assert re.search(r'src="/media/photos/[0-9a-f]{64}\.jpg"', html)
@@ -92,39 +97,40 @@ def test_login_never_redirects_off_site(client):
 
 
 def test_review_from_the_queue_page(client, service):
-    upload_page(client)
+    address = uploaded(client)
+    public_id = address.rsplit("/", 1)[1]
     log_in(client)
     html = client.get("/review").get_data(as_text=True)
-    assert "Sighting 1" in html and 'name="version" value="1"' in html and "Keys:" in html
+    assert f"Sighting {public_id}" in html and 'name="version" value="1"' in html and "Keys:" in html
     form = {"csrf_token": csrf_token(html), "version": "1", "action": "correct", "species": SPECIES[0],
             "add_as_reference": "1", "back": "/review"}
-    response = client.post("/sightings/1/review", data=form)
+    response = client.post(f"{address}/review", data=form)
     assert response.status_code == 302 and response.headers["Location"] == "/review"
     html = client.get("/review").get_data(as_text=True)
     assert "corrected as Passer_domesticus; reference" in html and "Nothing to review" in html
-    stale = client.post("/sightings/1/review", data={**form, "action": "confirm", "add_as_reference": ""})  # old version
+    stale = client.post(f"{address}/review", data={**form, "action": "confirm", "add_as_reference": ""})  # old version
     assert "someone reviewed it meanwhile" in client.get(stale.headers["Location"]).get_data(as_text=True)
     assert rows(service, Review) == 1
-    sighting = client.get("/sightings/1").get_data(as_text=True)
+    sighting = client.get(address).get_data(as_text=True)
     assert "Review (version 2)" in sighting and "ana corrected" in sighting and "added as reference" in sighting
 
 
 def test_the_public_cannot_review(client, service):
-    upload_page(client)
+    address = uploaded(client)
     token = csrf_token(client.get("/").get_data(as_text=True))
-    response = client.post("/sightings/1/review", data={"csrf_token": token, "version": "1", "action": "reject"})
+    response = client.post(f"{address}/review", data={"csrf_token": token, "version": "1", "action": "reject"})
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
     assert rows(service, Review) == 0
 
 
 def test_cookie_authenticated_api_writes_need_the_csrf_header(client, service):
-    upload_page(client)
+    api = "/api/v1" + uploaded(client)
     log_in(client)
     review = {"action": "confirm", "version": 1}
-    refused = client.post("/api/v1/sightings/1/review", json=review)
+    refused = client.post(f"{api}/review", json=review)
     assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "csrf_failed"
     token = csrf_token(client.get("/review").get_data(as_text=True))
-    accepted = client.post("/api/v1/sightings/1/review", json=review, headers={"X-CSRFToken": token})
+    accepted = client.post(f"{api}/review", json=review, headers={"X-CSRFToken": token})
     assert accepted.status_code == 200 and accepted.get_json()["status"] == "confirmed"
 
 
@@ -136,15 +142,15 @@ def test_logout_ends_the_session(client):
 
 
 def test_stored_files_are_served_only_by_generated_names(client, service):
-    upload_page(client)
-    photo = re.search(r'/media/photos/[0-9a-f]{64}\.jpg', client.get("/sightings/1").get_data(as_text=True)).group(0)
+    photo = re.search(r'/media/photos/[0-9a-f]{64}\.jpg', client.get(uploaded(client)).get_data(as_text=True)).group(0)
     assert client.get(photo).status_code == 200
     for path in ("/media/photos/secret_key", "/media/photos/..%2Fsecret_key", "/media/photos/../identify.db",
                  "/media/thumbnails/" + "0" * 64 + ".jpg", "/media/thumbnails/secret_key"):
         assert client.get(path).status_code == 404, path
 
 
-def test_unknown_pages_render_an_error_page(client):
-    response = client.get("/sightings/999")
+def test_unknown_pages_render_an_error_page(client, service):
+    upload_page(client)
+    response = client.get("/sightings/1")  # the SQL key of the sighting just stored: not a public id
     assert response.status_code == 404 and "unknown_sighting" in response.get_data(as_text=True)
     assert response.mimetype == "text/html"

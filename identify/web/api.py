@@ -50,24 +50,26 @@ def identify() -> Any:
     started = time.perf_counter()
     fields = parse_sighting_fields(request.form)  # bad fields fail before any work
     identified = service().identify_upload(uploaded_images(), fields)
-    body = views.identification_json(identified.sighting_id, identified.result)
+    body = views.identification_json(identified.public_id, identified.result)
     # Server-Timing: the model's forward pass (of the batch this photo shared) and the whole request here.
     timing = (f"model;dur={identified.result.forward_seconds * 1000:.2f};desc=forward, "
               f"app;dur={(time.perf_counter() - started) * 1000:.2f}")
-    headers = {"Location": url_for("api.sighting", sighting_id=identified.sighting_id), "Server-Timing": timing}
+    headers = {"Location": url_for("api.sighting", sighting_id=identified.public_id), "Server-Timing": timing}
     return jsonify(body), 201, headers
 
 
-@bp.get("/sightings/<int:sighting_id>")
-def sighting(sighting_id: int) -> Any:
+@bp.get("/sightings/<sighting_id>")
+def sighting(sighting_id: str) -> Any:
     svc = service()
-    record = svc.sighting(sighting_id)
+    record = svc.sighting(svc.sighting_key(sighting_id))
     return jsonify(views.sighting_json(record, svc.neighbours_of(record)))
 
 
-@bp.get("/sightings/<int:sighting_id>/similar")
-def similar_to_sighting(sighting_id: int) -> Any:
-    hits = service().similar_to_sighting(sighting_id, parse_k(request.args.get("k")), parse_filters(request.args))
+@bp.get("/sightings/<sighting_id>/similar")
+def similar_to_sighting(sighting_id: str) -> Any:
+    svc = service()
+    hits = svc.similar_to_sighting(svc.sighting_key(sighting_id), parse_k(request.args.get("k")),
+                                   parse_filters(request.args))
     return jsonify({"sighting_id": sighting_id, "similar": views.similar_json(hits)})
 
 
@@ -101,10 +103,11 @@ def _review_body() -> dict[str, Any]:
     return request.form.to_dict()
 
 
-@bp.post("/sightings/<int:sighting_id>/review")
-def review(sighting_id: int) -> Any:
+@bp.post("/sightings/<sighting_id>/review")
+def review(sighting_id: str) -> Any:
     curator = api_curator()
-    outcome = service().review(parse_review(sighting_id, curator.id, _review_body()))
+    svc = service()
+    outcome = svc.review(parse_review(svc.sighting_key(sighting_id), curator.id, _review_body()))
     result = views.sighting_json(outcome.sighting)
     result["reference_id"] = outcome.reference_id
     return jsonify(result)

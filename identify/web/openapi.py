@@ -79,7 +79,7 @@ SCHEMAS: dict[str, Any] = {
     "Model": {"type": "object", "properties": {"name": {"type": "string"}, "sha256": {"type": "string"}}},
     "Identification": {"type": "object", "required": ["sighting_id", "decision", "species", "neighbours", "model"],
                        "properties": {
-        "sighting_id": {"type": "integer"}, "url": {"type": "string"},
+        "sighting_id": {"type": "string", "description": "A random token (SQL keys are never shown)"}, "url": {"type": "string"},
         "decision": {"type": "string", "enum": ["confident", "needs_review", "no_match"]},
         "reasons": {"type": "array", "items": {"type": "string"}}, "uncertainty": {"type": "number"},
         "species": {"type": "array", "items": _ref("RankedSpecies"), "maxItems": 5}, "rollup": _ref("RollUp"),
@@ -87,7 +87,7 @@ SCHEMAS: dict[str, Any] = {
                   "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}, "date": {"type": "string"}}},
         "neighbours": {"type": "array", "items": _ref("Neighbour")}, "model": _ref("Model")}},
     "SightingSummary": {"type": "object", "properties": {
-        "sighting_id": {"type": "integer"}, "url": {"type": "string"}, "photo_url": {"type": "string"},
+        "sighting_id": {"type": "string", "description": "A random token (SQL keys are never shown)"}, "url": {"type": "string"}, "photo_url": {"type": "string"},
         "thumbnail_url": {"type": "string"}, "decision": {"type": "string"}, "uncertainty": {"type": "number"},
         "status": {"type": "string", "enum": ["open", "confirmed", "corrected", "rejected"]},
         "answer": {"type": ["string", "null"]}, "answer_taxon": _ref("Taxon"), "version": {"type": "integer"},
@@ -114,7 +114,7 @@ SCHEMAS: dict[str, Any] = {
 def openapi_document() -> dict[str, Any]:
     multipart = {"required": True, "content": {"multipart/form-data": {"schema": IMAGE_FORM}}}
     curator = [{"bearer": []}, {"cookie": []}]
-    sighting_id = {"name": "sighting_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    sighting_id = {"name": "sighting_id", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "identify", "version": __version__,

@@ -47,16 +47,17 @@ def upload_post() -> Any:
         identified = service().identify_upload([upload.read() for upload in uploads], fields)
     except IdentifyError as exc:
         return render_template("upload.html", error=exc, form=request.form), exc.status
-    return redirect(url_for("pages.sighting", sighting_id=identified.sighting_id))
+    return redirect(url_for("pages.sighting", sighting_id=identified.public_id))
 
 
-@bp.get("/sightings/<int:sighting_id>")
-def sighting(sighting_id: int) -> Any:
+@bp.get("/sightings/<sighting_id>")
+def sighting(sighting_id: str) -> Any:
     svc = service()
-    record = svc.sighting(sighting_id)
+    key = svc.sighting_key(sighting_id)
+    record = svc.sighting(key)
     filter_error = None
     try:
-        similar = svc.similar_to_sighting(sighting_id, SIMILAR_ON_PAGE, parse_filters(request.args))
+        similar = svc.similar_to_sighting(key, SIMILAR_ON_PAGE, parse_filters(request.args))
     except IdentifyError as exc:
         similar, filter_error = [], exc
     curator = current_curator()
@@ -82,9 +83,9 @@ def review_queue() -> Any:
                            ranked_of={r.id: views.sighting_json(r)["species"] for r in records})
 
 
-@bp.post("/sightings/<int:sighting_id>/review")
+@bp.post("/sightings/<sighting_id>/review")
 @login_required
-def review(sighting_id: int) -> Any:
+def review(sighting_id: str) -> Any:
     curator = current_curator()
     assert curator is not None
     back = local_path(request.form.get("back"))
@@ -92,7 +93,8 @@ def review(sighting_id: int) -> Any:
     body["add_as_reference"] = "add_as_reference" in request.form  # an unticked box sends nothing: that is a no
     body["as_written"] = "as_written" in request.form
     try:
-        outcome = service().review(parse_review(sighting_id, curator.id, body))
+        svc = service()
+        outcome = svc.review(parse_review(svc.sighting_key(sighting_id), curator.id, body))
     except IdentifyError as exc:
         flash(f"Sighting {sighting_id}: {exc.message}", "error")
         return redirect(back)

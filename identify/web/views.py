@@ -61,7 +61,7 @@ def neighbours_json(neighbours: list[NeighbourInfo]) -> list[dict[str, Any]]:
     return answer_neighbours_json(neighbours, thumbnail_link)
 
 
-def identification_json(sighting_id: int, result: Identification) -> dict[str, Any]:
+def identification_json(sighting_id: str, result: Identification) -> dict[str, Any]:
     return {"sighting_id": sighting_id, "url": url_for("pages.sighting", sighting_id=sighting_id),
             **answer_json(result, thumbnail_link)}
 
@@ -75,8 +75,8 @@ def review_json(review: ReviewRecord) -> dict[str, Any]:
 def sighting_summary_json(record: SightingRecord) -> dict[str, Any]:
     """What lists (queue, similar sightings) show of a sighting."""
     return {
-        "sighting_id": record.id,
-        "url": url_for("pages.sighting", sighting_id=record.id),
+        "sighting_id": record.public_id,
+        "url": url_for("pages.sighting", sighting_id=record.public_id),
         "photo_url": photo_url(record.photo_name),
         "thumbnail_url": thumbnail_url(record.photo_sha256),
         "decision": record.decision,
