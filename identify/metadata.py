@@ -93,6 +93,16 @@ class BoundingBox:
     max_lon: float
     max_lat: float
 
+    def holds(self, lat: float, lon: float) -> bool:
+        inside_lon = self.min_lon <= lon <= self.max_lon if self.min_lon <= self.max_lon else \
+            (lon >= self.min_lon or lon <= self.max_lon)  # across the antimeridian
+        return self.min_lat <= lat <= self.max_lat and inside_lon
+
+    def widened(self, margin: float) -> "BoundingBox":
+        """The box grown by `margin` degrees on every side (clamped at the poles and the antimeridian)."""
+        return BoundingBox(max(-180.0, self.min_lon - margin), max(-90.0, self.min_lat - margin),
+                           min(180.0, self.max_lon + margin), min(90.0, self.max_lat + margin))
+
 
 def _blank(raw: str | None) -> bool:
     return raw is None or raw.strip() == ""

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
 from identify.fusion import RankedSpecies
-from identify.metadata import BoundingBox, ObservedTime, as_utc
+from identify.metadata import GENERALISED_STEP, BoundingBox, ObservedTime, as_utc, generalised
 from identify.photos import PhotoStore
 from identify.references import NewReference, References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, SightingPhoto, Species
@@ -112,6 +112,7 @@ class SightingFilters:
     start: datetime | None = None  # on or after (observed_at, else upload time)
     end: datetime | None = None  # on or before
     bbox: BoundingBox | None = None
+    exact_places: bool = True  # False for the public: bbox matches the generalised positions it is shown
 
     @property
     def any(self) -> bool:
@@ -358,14 +359,21 @@ class SightingStore:
                 query = query.where(_when(Sighting) >= filters.start)
             if filters.end is not None:
                 query = query.where(_when(Sighting) <= filters.end)
-            if filters.bbox is not None:
-                box = filters.bbox
-                query = query.where(Sighting.lat >= box.min_lat, Sighting.lat <= box.max_lat)
-                if box.min_lon <= box.max_lon:
-                    query = query.where(Sighting.lon >= box.min_lon, Sighting.lon <= box.max_lon)
-                else:  # the box crosses the antimeridian
-                    query = query.where((Sighting.lon >= box.min_lon) | (Sighting.lon <= box.max_lon))
-            return np.fromiter(session.scalars(query), dtype=np.int64)
+            if filters.bbox is None:
+                return np.fromiter(session.scalars(query), dtype=np.int64)
+            box = filters.bbox if filters.exact_places else filters.bbox.widened(GENERALISED_STEP)
+            query = query.where(Sighting.lat >= box.min_lat, Sighting.lat <= box.max_lat)
+            if box.min_lon <= box.max_lon:
+                query = query.where(Sighting.lon >= box.min_lon, Sighting.lon <= box.max_lon)
+            else:  # the box crosses the antimeridian
+                query = query.where((Sighting.lon >= box.min_lon) | (Sighting.lon <= box.max_lon))
+            if filters.exact_places:
+                return np.fromiter(session.scalars(query), dtype=np.int64)
+            # The public sees generalised positions, so a box must not tell more than they do: test the centre
+            # of each sighting's square (SQL has no portable floor), and never a hidden position.
+            rows = session.execute(query.add_columns(Sighting.lat, Sighting.lon, Sighting.hide_location)).all()
+            return np.array([i for i, lat, lon, hidden in rows
+                             if not hidden and filters.bbox.holds(*generalised(lat, lon)[:2])], dtype=np.int64)
 
     def _species_ids_named(self, session: Session, name: str) -> list[int]:
         """The species a filter names: the label itself, or every label of the taxon the name resolves to."""

@@ -450,3 +450,22 @@ def test_the_upgrade_gives_existing_sightings_a_public_id(client, service):
     with service.store.session() as session:
         public = session.scalars(select(Sighting.public_id)).all()
     assert len(public) == 2 and len(set(public)) == 2 and all(len(p) == 16 for p in public)
+
+
+def test_the_publics_area_filter_sees_only_the_generalised_square(client, token):
+    """A narrow box around the exact position must not find a sighting whose shown square centre lies outside
+    it (else many boxes would narrow the position down); a curator's box works on the exact position."""
+    target = upload(client, jpeg_bytes(species_photo(2, 40)), lat="31.7812", lon="35.2234").get_json()["sighting_id"]
+    probe = upload(client, jpeg_bytes(species_photo(2, 41))).get_json()["sighting_id"]
+    narrow = {"bbox": "35.22,31.78,35.23,31.79"}  # holds the exact place, not the square's centre (31.75, 35.25)
+    square = {"bbox": "35.2,31.7,35.3,31.8"}
+
+    def found(query, headers=None) -> list[str]:  # type: ignore[no-untyped-def]
+        response = client.get(f"/api/v1/sightings/{probe}/similar", query_string=query, headers=headers or {})
+        return [h["sighting_id"] for h in response.get_json()["similar"]]
+
+    assert found(narrow) == [] and found(square) == [target]
+    assert found(narrow, bearer(token)) == [target]
+    hidden = upload(client, jpeg_bytes(species_photo(2, 42)), lat="31.7812", lon="35.2234",
+                    hide_location="true").get_json()["sighting_id"]
+    assert hidden not in found(square) and hidden in found(square, bearer(token))

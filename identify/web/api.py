@@ -69,13 +69,13 @@ def sighting(sighting_id: str) -> Any:
 def similar_to_sighting(sighting_id: str) -> Any:
     svc = service()
     hits = svc.similar_to_sighting(svc.sighting_key(sighting_id), parse_k(request.args.get("k")),
-                                   parse_filters(request.args))
+                                   views.filters_for_viewer(parse_filters(request.args)))
     return jsonify({"sighting_id": sighting_id, "similar": views.similar_json(hits)})
 
 
 @bp.post("/similar")
 def similar_to_photo() -> Any:
-    k, filters = parse_k(request.values.get("k")), parse_filters(request.values)
+    k, filters = parse_k(request.values.get("k")), views.filters_for_viewer(parse_filters(request.values))
     hits = service().similar_to_photo(uploaded_image(), k, filters)
     return jsonify({"similar": views.similar_json(hits)})
 

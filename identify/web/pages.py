@@ -57,7 +57,7 @@ def sighting(sighting_id: str) -> Any:
     record = svc.sighting(key)
     filter_error = None
     try:
-        similar = svc.similar_to_sighting(key, SIMILAR_ON_PAGE, parse_filters(request.args))
+        similar = svc.similar_to_sighting(key, SIMILAR_ON_PAGE, views.filters_for_viewer(parse_filters(request.args)))
     except IdentifyError as exc:
         similar, filter_error = [], exc
     curator = current_curator()

@@ -3,6 +3,7 @@ dictionaries, so a species reads the same everywhere)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from identify.answers import neighbours_json as answer_neighbours_json
 from identify.answers import ranking_json, taxon_json
 from identify.identifier import Identification, NeighbourInfo
 from identify.service import SimilarSighting
-from identify.sightings import ReviewRecord, SightingRecord
+from identify.sightings import ReviewRecord, SightingFilters, SightingRecord
 from identify.metadata import generalised
 from identify.taxonomy import Suggestion
 from identify.web.auth import current_curator_or_none
@@ -33,6 +34,11 @@ def thumbnail_url(sha256: str) -> str:
 def sees_exact_places() -> bool:
     """Curators see exact positions and original photos; the public sees generalised ones without GPS."""
     return current_curator_or_none() is not None
+
+
+def filters_for_viewer(filters: SightingFilters) -> SightingFilters:
+    """The public's area filter matches the generalised positions it is shown, never the exact ones."""
+    return filters if sees_exact_places() else replace(filters, exact_places=False)
 
 
 def photo_url(name: str) -> str:
