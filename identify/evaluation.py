@@ -118,13 +118,12 @@ def knn_matrix(space: LabelSpace, hood: Neighbourhood, k: int, temperature: floa
 
 def fused_matrix(space: LabelSpace, knn: np.ndarray, weight: float) -> np.ndarray:
     """identify.fusion.fuse for every query at once: the classifier's unknown share (1 - max p) goes to the
-    voted species outside its classes, in proportion to their votes (Jia et al. when there are none)."""
+    species outside its classes as far as the neighbours back them (Jia et al. when none is voted)."""
     outside = knn * ~space.is_class
-    outside_votes = outside.sum(axis=1, keepdims=True)
     unknown = 1.0 - space.clf.max(axis=1, keepdims=True)
-    has_outside = outside_votes > 0
-    open_set = (1.0 - unknown) * space.clf + unknown * outside / np.where(has_outside, outside_votes, 1.0)
-    return weight * knn + (1.0 - weight) * np.where(has_outside, open_set, space.clf)
+    backed = unknown * outside.sum(axis=1, keepdims=True)
+    open_set = (1.0 - backed) * space.clf + unknown * outside
+    return weight * knn + (1.0 - weight) * open_set
 
 
 def top_k_accuracy(scores: np.ndarray, truth: np.ndarray, k: int) -> float:

@@ -6,13 +6,14 @@ with s_i the cosine similarity of L2-normalised embeddings. The label space is t
 classes and the references' species, so a species known only through its references can still win.
 
 A species outside the classifier's classes must not be penalised for it: the classifier's silence about it is
-absence of evidence, not evidence against. So when the neighbours vote for such species, the classifier keeps
-a "none of my classes" share u = 1 - max p_clf (its own uncertainty: the maximum-softmax-probability baseline
-of open-set recognition, Hendrycks & Gimpel 2017), and those species divide u in proportion to their votes:
+absence of evidence, not evidence against. So the classifier keeps a "none of my classes" share
+u = 1 - max p_clf (its own uncertainty: the maximum-softmax-probability baseline of open-set recognition,
+Hendrycks & Gimpel 2017), and the species outside its classes take as much of it as the neighbours back them:
 
-    p_clf'(c) = (1 - u) * p_clf(c)  for the classifier's classes,   u * p_kNN(o) / sum_O p_kNN  for o outside.
+    p_clf'(o) = u * p_kNN(o)  for o outside the classes,   p_clf'(c) = (1 - u * sum_O p_kNN) * p_clf(c)  for classes.
 
-When every voted species is a class, p_clf' = p_clf and this is Jia et al.'s formula exactly. Scores are then
+What of u the neighbours do not back stays with the classes, so a stray far neighbour of a new species takes
+almost nothing. When no voted species is outside, p_clf' = p_clf and this is Jia et al.'s formula exactly. Scores are then
 calibrated (identify.calibration) before the decision. Open-set rejection follows Sun et al. 2022
 (arXiv 2204.06507): far from every reference, and an unsure classifier, means no match."""
 
@@ -172,14 +173,15 @@ def unknown_share(classifier: dict[str, float]) -> float:
 
 
 def open_set_classifier(classifier: dict[str, float], knn: dict[str, float]) -> dict[str, float]:
-    """p_clf' (see the module): the classifier's distribution with its unknown share handed to the voted
-    species outside its classes; unchanged when there are none."""
+    """p_clf' (see the module): the classifier's distribution with its unknown share handed to the species
+    outside its classes as far as the neighbours back them; unchanged when no such species is voted."""
     outside = {name: vote for name, vote in knn.items() if name not in classifier and vote > 0.0}
     if not outside:
         return classifier
-    share, votes = unknown_share(classifier), sum(outside.values())
-    return {**{name: (1.0 - share) * p for name, p in classifier.items()},
-            **{name: share * vote / votes for name, vote in outside.items()}}
+    share = unknown_share(classifier)
+    backed = share * sum(outside.values())
+    return {**{name: (1.0 - backed) * p for name, p in classifier.items()},
+            **{name: share * vote for name, vote in outside.items()}}
 
 
 def decide(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour], config: FusionConfig) -> Decision:

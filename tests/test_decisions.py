@@ -46,13 +46,25 @@ def test_jia_et_al_is_the_special_case_when_every_species_is_a_class():
     assert ranking == pytest.approx({"a": 0.3 * 0.5 + 0.7 * 0.6, "b": 0.3 * 0.5 + 0.7 * 0.4})
 
 
-def test_new_species_share_the_unknown_part_by_their_votes():
+def test_new_species_take_the_unknown_share_as_far_as_the_neighbours_back_them():
     config = FusionConfig(weight_knn=0.5, k=5, temperature=1.0)
-    ranking = {s.name: s.score for s in fuse(["a"], np.array([1.0]) * 0.8 + 0.0,
+    ranking = {s.name: s.score for s in fuse(["a", "b"], np.array([0.8, 0.2]),
                                              votes(("x", 0.5), ("y", 0.5), ("y", 0.5), ("a", 0.5)), config)}
-    u = 1 - 0.8  # one class holding 0.8 of... itself: the remaining 0.2 is the classifier's own doubt
-    assert ranking["x"] == pytest.approx(0.5 * 0.25 + 0.5 * u * (0.25 / 0.75))
-    assert ranking["y"] == pytest.approx(0.5 * 0.5 + 0.5 * u * (0.5 / 0.75))
+    u = 1 - 0.8
+    backed = u * 0.75  # the neighbours back x and y with 0.25 + 0.5 of their vote
+    assert ranking["x"] == pytest.approx(0.5 * 0.25 + 0.5 * u * 0.25)
+    assert ranking["y"] == pytest.approx(0.5 * 0.5 + 0.5 * u * 0.5)
+    assert ranking["a"] == pytest.approx(0.5 * 0.25 + 0.5 * (1 - backed) * 0.8)
+    assert sum(ranking.values()) == pytest.approx(1.0)
+
+
+def test_a_stray_far_neighbour_takes_almost_nothing():
+    """A cat photo whose 20th neighbour is an astronaut reference (vote 1e-5) must not hand the astronaut the
+    classifier's whole doubt (it took 0.29 of the fused score before)."""
+    config = FusionConfig(weight_knn=0.5, k=20, temperature=0.07)
+    ranking = {s.name: s.score for s in fuse(["Egyptian cat", "tabby"], np.array([0.42, 0.58]),
+                                             votes(("Egyptian cat", 0.92), ("astronaut", 0.15)), config)}
+    assert ranking["astronaut"] < 1e-3
 
 
 def test_temperature_calibration_by_hand_and_fitted():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 from sqlalchemy import select
 
 from identify.cli import main
@@ -210,7 +211,7 @@ def test_a_species_only_references_know_is_confident_with_default_settings(web_s
     engine = make_engine(settings.database_url)
     service = IdentificationService(settings, tiny_backbone, Store(engine))
     client = create_app(settings, service).test_client()
-    query = striped(0).crop((2, 2, 94, 94)).resize((96, 96))
+    query = Image.open(io.BytesIO(jpeg_bytes(striped(0), quality=70)))  # the same bird, saved again: near-identical
     answer = upload(client, query)
     top = answer["species"][0]
     assert (top["name"], answer["decision"], answer["reasons"]) == ("Upupa epops", "confident", [])
@@ -235,14 +236,14 @@ def test_an_uncertain_answer_rolls_up_to_its_genus_on_the_api_and_the_page(servi
 
     service.references.ensure_species(["Passer italiae"])  # a congener only references would know
     service.identifier.names = service.identifier._load_names()
-    service.identifier.config = replace(service.identifier.config, k=6, confident_score=0.85)
+    service.identifier.config = replace(service.identifier.config, k=6, confident_score=0.75)
     neighbours = [NeighbourInfo(i + 1, species, 0.95, "x.jpg", "0" * 64)
                   for i, species in enumerate(["Passer italiae", "Passer_domesticus"] * 3)]
     evidence = Evidence(np.array([0.34, 0.33, 0.33], dtype=np.float32), np.zeros(8, dtype=np.float32), neighbours, 0.0)
     result = service.identifier.explain(evidence)
-    assert result.decision.decision == "needs_review" and result.species[0].score < 0.85
+    assert result.decision.decision == "needs_review" and result.species[0].score < 0.75
     assert result.rollup is not None and result.rollup.to_dict()["scientific_name"] == "Passer"
-    assert result.rollup.common_name == "sparrow" and result.rollup.score >= 0.85
+    assert result.rollup.common_name == "sparrow" and result.rollup.score >= 0.75
     assert set(result.rollup.members) == {"Passer italiae", "Passer_domesticus"}
 
     sighting = upload(client, NEW_BIRD)["sighting_id"]  # a stored sighting, given this roll-up
