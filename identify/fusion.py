@@ -13,8 +13,8 @@ Hendrycks & Gimpel 2017), and the species outside its classes take as much of it
     p_clf'(o) = u * p_kNN(o)  for o outside the classes,   p_clf'(c) = (1 - u * sum_O p_kNN) * p_clf(c)  for classes.
 
 What of u the neighbours do not back stays with the classes, so a stray far neighbour of a new species takes
-almost nothing. When no voted species is outside, p_clf' = p_clf and this is Jia et al.'s formula exactly. Scores are then
-calibrated (identify.calibration) before the decision. Open-set rejection follows Sun et al. 2022
+almost nothing. When no voted species is outside, p_clf' = p_clf and this is Jia et al.'s formula exactly.
+Scores are then calibrated (identify.calibration) before the decision. Open-set rejection follows Sun et al. 2022
 (arXiv 2204.06507): far from every reference, and an unsure classifier, means no match."""
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ web app and `identify predict` see the same reference set."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,7 +70,6 @@ class References:
         self.sessions = store.sessions
         self._taxonomy = taxonomy
         self._species_ids: dict[str, int] = {}  # labels are never renamed or deleted: safe to keep
-        self._lock = threading.Lock()
 
     @classmethod
     def for_settings(cls, store: Store, settings: Any) -> "References":
