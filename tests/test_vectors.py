@@ -161,3 +161,36 @@ def test_a_manifest_without_what_identifies_the_model_is_corrupt(tmp_path):
     with pytest.raises(IdentifyError) as error:
         load_index(tmp_path, "birds")
     assert error.value.code == "index_corrupt"
+
+
+def test_a_live_index_catches_up_with_a_burst_below_its_own_rows():
+    """Other workers commit 3,000 rows while this process adds its own row 3,001 before it next looks: every
+    row must be found (the look-back once started below the process's own highest id, and lost 2,000 rows)."""
+    from identify.vectors.live import LOOKBACK, LiveIndex, empty_index
+
+    plan = plan_index(0, "flat")
+    base = VectorIndex(empty_index(8), new_manifest(identity(dim=8), plan, 0, 0))
+    committed: list[int] = []
+    vectors = unit_vectors(4000, 8)
+    live = LiveIndex(base, 0, ids_after=lambda after: [i for i in committed if i > after],
+                     vectors_of=lambda ids: (np.asarray(ids, dtype=np.int64), vectors[np.asarray(ids) - 1]),
+                     refresh_seconds=0)
+    live.refresh(force=True)
+    committed += range(1, 3 * LOOKBACK + 1)  # a burst larger than any look-back, by other workers
+    live.add([3 * LOOKBACK + 1], vectors[[3 * LOOKBACK]])  # this process's own row, above the burst
+    committed.append(3 * LOOKBACK + 1)
+    live.refresh(force=True)
+    assert live.count == 3 * LOOKBACK + 1
+    committed += [3 * LOOKBACK + 2]
+    assert live.refresh(force=True) == 1 and live.count == 3 * LOOKBACK + 2
+    late = 3 * LOOKBACK - 10  # a row that commits late, out of id order, within the look-back
+    committed.remove(late)
+    live2 = LiveIndex(VectorIndex(empty_index(8), new_manifest(identity(dim=8), plan, 0, 0)), 0,
+                      ids_after=lambda after: [i for i in committed if i > after],
+                      vectors_of=lambda ids: (np.asarray(ids, dtype=np.int64), vectors[np.asarray(ids) - 1]),
+                      refresh_seconds=0)
+    live2.refresh(force=True)
+    committed.append(late)
+    committed.sort()
+    live2.refresh(force=True)
+    assert live2.count == 3 * LOOKBACK + 2

@@ -469,3 +469,23 @@ def test_the_publics_area_filter_sees_only_the_generalised_square(client, token)
     hidden = upload(client, jpeg_bytes(species_photo(2, 42)), lat="31.7812", lon="35.2234",
                     hide_location="true").get_json()["sighting_id"]
     assert hidden not in found(square) and hidden in found(square, bearer(token))
+
+
+def test_every_worker_sees_every_sighting_after_a_burst_larger_than_the_look_back(make_service, client):
+    """Worker B stores 2,400 sightings while worker A, before it next looks, stores one of its own: A's
+    similar-sightings search must then cover all of them (it once covered only the last 1,000)."""
+    from identify.sightings import NewSighting, PhotoOfSighting
+
+    worker_a, worker_b = make_service(), make_service()
+    worker_a.similar_index.refresh(force=True)
+    rng = np.random.default_rng(0)
+    dim = worker_b.backbone.identity.embedding_dim
+    for n in range(2400):  # straight into SQL as worker B's uploads would land (no forward pass needed)
+        embedding = rng.standard_normal(dim).astype(np.float32)
+        worker_b.sightings.add(NewSighting(photos=[PhotoOfSighting(f"{n:064x}", f"{n:064x}.jpg", embedding)],
+                                           model_id=worker_b.model_id, embedding=embedding, decision="needs_review",
+                                           reasons=[], uncertainty=0.5, predictions=[], neighbours=[]))
+    own = create_app(worker_a.settings, worker_a).test_client()
+    upload(own, jpeg_bytes(species_photo(2, 50)))  # A's own row, above the whole burst
+    worker_a.similar_index.refresh(force=True)
+    assert worker_a.similar_index.count == 2401 == count_rows(worker_a, Sighting)

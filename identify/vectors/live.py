@@ -5,8 +5,9 @@ there first. A `LiveIndex` starts from a base (a published index, or nothing) an
 `refresh_seconds`, adds the rows committed since it last looked. Rows this process commits are added at once.
 
 Ids come from SQL sequences, which commit out of order under concurrency: row 11 can be visible before row
-10 commits. So each refresh looks back over the last LOOKBACK ids and adds those it has not seen, instead of
-trusting a single high-water mark."""
+10 commits. So each refresh reads from LOOKBACK ids below the highest id a refresh has read (not the highest
+id in the index: this process's own rows may be far above a burst of other workers' rows it has not read
+yet) and adds those it has not seen."""
 
 from __future__ import annotations
 
@@ -39,7 +40,11 @@ class LiveIndex:
         self.base = base
         self.manifest: Manifest = base.manifest
         self._floor = floor_id
-        self._high = floor_id
+        self._high = floor_id  # the highest id in the index, whoever added it
+        # The highest id a refresh has read from SQL: every id below it that had committed then was read. Rows
+        # this process adds itself do not move it, so a burst of other workers' rows below one of ours is
+        # still fetched (the look-back only covers rows that commit late, out of id order).
+        self._synced = floor_id
         self._recent: set[int] = set()  # ids above the look-back line that are in the index
         self._ids_after = ids_after
         self._vectors_of = vectors_of
@@ -65,7 +70,7 @@ class LiveIndex:
             self._forget_old()
 
     def _forget_old(self) -> None:
-        line = self._high - LOOKBACK
+        line = min(self._high, self._synced) - LOOKBACK  # no refresh looks at ids this low again
         if len(self._recent) > 2 * LOOKBACK:
             self._recent = {i for i in self._recent if i > line}
 
@@ -76,13 +81,16 @@ class LiveIndex:
             if not force and now - self._refreshed_at < self._refresh_seconds:
                 return 0
             self._refreshed_at = now
-            start = max(self._floor, self._high - LOOKBACK)
-            missing = [i for i in self._ids_after(start) if i not in self._recent]
-            if not missing:
-                return 0
-            ids, vectors = self._vectors_of(missing)
+            start = max(self._floor, self._synced - LOOKBACK)
+            committed = self._ids_after(start)
+            missing = [i for i in committed if i not in self._recent]
             before = self.base.count
-            self.add(ids, vectors)
+            if missing:
+                ids, vectors = self._vectors_of(missing)
+                self.add(ids, vectors)
+            if committed:
+                self._synced = max(self._synced, int(committed[-1]))
+                self._forget_old()
             return self.base.count - before
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
