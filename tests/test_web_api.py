@@ -489,3 +489,45 @@ def test_every_worker_sees_every_sighting_after_a_burst_larger_than_the_look_bac
     upload(own, jpeg_bytes(species_photo(2, 50)))  # A's own row, above the whole burst
     worker_a.similar_index.refresh(force=True)
     assert worker_a.similar_index.count == 2401 == count_rows(worker_a, Sighting)
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"action": "confirm", "version": 1.7}, "bad_review"),  # was taken as 1
+    ({"action": "confirm", "version": True}, "bad_review"),
+    ({"action": "confirm", "version": 3_000_000_000}, "bad_review"),  # past SQL's INTEGER: a 500 on PostgreSQL
+    ({"action": "confirm", "version": "1e3"}, "bad_review"),
+    ({"action": "reject", "version": 1, "note": "two\x00birds"}, "bad_field"),  # PostgreSQL refuses NUL
+    ({"action": "reject", "version": 1, "note": "\ud800"}, "bad_field"),  # a lone surrogate is no UTF-8
+])
+def test_reviews_with_bad_values_are_refused_and_change_nothing(client, service, token, body, code):
+    sighting_id = upload(client, jpeg_bytes(NEW_BIRD)).get_json()["sighting_id"]
+    response = client.post(f"/api/v1/sightings/{sighting_id}/review", headers=bearer(token), json=body)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == code
+    assert count_rows(service, Review) == 0
+    assert client.get(f"/api/v1/sightings/{sighting_id}").get_json()["version"] == 1
+
+
+def test_nul_in_a_filter_or_a_login_name_is_bad_input_not_a_server_error(client):
+    sighting_id = upload(client, jpeg_bytes(NEW_BIRD)).get_json()["sighting_id"]
+    for field in ("species", "genus", "family"):
+        response = client.get(f"/api/v1/sightings/{sighting_id}/similar", query_string={field: "Passer\x00"})
+        assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_field"
+    app = client.application
+    app.config["WTF_CSRF_ENABLED"] = False
+    response = client.post("/login", data={"name": "ana\x00", "password": "correct horse battery"})
+    assert response.status_code == 401
+
+
+def test_405_answers_say_which_methods_are_allowed(client):
+    response = client.get("/api/v1/identify")
+    assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in response.headers["Allow"]
+
+
+def test_a_review_page_number_past_any_page_shows_the_first(client, service, token):
+    app = client.application
+    app.config["WTF_CSRF_ENABLED"] = False
+    assert client.post("/login", data={"name": "ana", "password": "correct horse battery"}).status_code == 302
+    for page in ("3000000000", "99999999999999999999999", "-5", "x"):
+        response = client.get(f"/review?page={page}")
+        assert response.status_code == 200 and "Review queue" in response.get_data(as_text=True)

@@ -72,7 +72,13 @@ def _register_error_handlers(app: Flask) -> None:
         if status == 413:
             limit = app.config["IDENTIFY_MAX_UPLOAD_MB"]
             return _error_response(IdentifyError("file_too_large", f"the upload is over {limit:g} MB", 413))
-        return _error_response(IdentifyError(HTTP_CODES.get(status, f"http_{status}"), exc.description or exc.name, status))
+        response = _error_response(IdentifyError(HTTP_CODES.get(status, f"http_{status}"), exc.description or exc.name,
+                                                 status))
+        allowed = getattr(exc, "valid_methods", None)
+        if status == 405 and allowed:  # RFC 9110: a 405 says which methods the resource takes
+            body, code = response
+            return body, code, {"Allow": ", ".join(allowed)}
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:  # logged with its trace; the user gets a code, never the trace

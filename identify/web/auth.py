@@ -81,7 +81,9 @@ def local_path(target: str | None) -> str:
 def login() -> Any:
     error = None
     if request.method == "POST":
-        curator = service().curators.check_password(request.form.get("name", ""), request.form.get("password", ""))
+        name, password = request.form.get("name", ""), request.form.get("password", "")
+        unusable = any("\x00" in text for text in (name, password))  # PostgreSQL refuses NUL: no such curator
+        curator = None if unusable else service().curators.check_password(name, password)
         if curator is not None:
             session.clear()  # a fresh session on login: no fixation
             session["curator_id"] = curator.id

@@ -13,13 +13,30 @@ from identify.sightings import ReviewRequest, SightingFilters
 
 MAX_SIMILAR = 100
 MAX_TEXT = 2000  # observer, note, names
+MAX_VERSION = 2**31 - 1  # a sighting's version is an SQL INTEGER on every backend
 
 
 def text_field(raw: object, name: str) -> str | None:
+    """Trimmed text of at most MAX_TEXT characters, or None when blank. NUL bytes (PostgreSQL refuses them) and
+    unpaired surrogates (not UTF-8) are bad input, not a server error."""
     value = str(raw or "").strip()
     if len(value) > MAX_TEXT:
         raise IdentifyError("bad_field", f"{name} is longer than {MAX_TEXT} characters")
+    if "\x00" in value:
+        raise IdentifyError("bad_field", f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise IdentifyError("bad_field", f"{name} is not valid Unicode text") from None
     return value or None
+
+
+def parse_version(raw: object) -> int:
+    """A sighting version: a whole number (1, or "1"), never 1.7 or true, within SQL's INTEGER."""
+    text = raw if isinstance(raw, str) else str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else ""
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_VERSION:
+        raise IdentifyError("bad_review", "version (the sighting's version you reviewed, a whole number) is required")
+    return int(text)
 
 
 def boolean_field(raw: object, name: str) -> bool | None:
@@ -70,10 +87,7 @@ def parse_k(raw: str | None, default: int = 10) -> int:
 def parse_review(sighting_id: int, curator_id: int, body: Mapping[str, Any]) -> ReviewRequest:
     """A curator's review from a JSON object or a form: action, version, species, note, add_as_reference,
     as_written."""
-    try:
-        version = int(body.get("version"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise IdentifyError("bad_review", "version (the sighting's version you reviewed) is required") from None
+    version = parse_version(body.get("version"))
     return ReviewRequest(
         sighting_id=sighting_id, curator_id=curator_id, action=str(body.get("action") or ""), version=version,
         species=text_field(body.get("species"), "species"), note=text_field(body.get("note"), "note"),
