@@ -26,6 +26,7 @@ _DUMMY_HASH = generate_password_hash("not a password")
 class CuratorInfo:
     id: int
     name: str
+    session_epoch: int = 0  # a login session is valid only while the curator's epoch is the one it began in
 
 
 def _token_hash(token: str) -> str:
@@ -58,6 +59,7 @@ class Curators:
                     session.add(curator)
                 curator.password_hash = generate_password_hash(password)
                 curator.token_hash = _token_hash(token)
+                curator.session_epoch = (curator.session_epoch or 0) + 1  # a reset ends every session
         except IntegrityError:  # created by someone else between our read and our write
             raise IdentifyError("curator_exists", f"curator {name!r} exists", 409) from None
         return token
@@ -68,7 +70,9 @@ class Curators:
         if curator is None:
             check_password_hash(_DUMMY_HASH, password)
             return None
-        return CuratorInfo(curator.id, curator.name) if check_password_hash(curator.password_hash, password) else None
+        if not check_password_hash(curator.password_hash, password):
+            return None
+        return CuratorInfo(curator.id, curator.name, curator.session_epoch)
 
     def check_token(self, token: str) -> CuratorInfo | None:
         if not token.startswith(TOKEN_PREFIX):
@@ -83,4 +87,16 @@ class Curators:
     def get(self, curator_id: int) -> CuratorInfo | None:
         with self.sessions() as session:
             curator = session.get(Curator, curator_id)
-        return CuratorInfo(curator.id, curator.name) if curator else None
+        return CuratorInfo(curator.id, curator.name, curator.session_epoch) if curator else None
+
+    def in_session(self, curator_id: int, epoch: int) -> CuratorInfo | None:
+        """The curator of a login session begun in `epoch`; None once they logged out or were reset since."""
+        curator = self.get(curator_id)
+        return curator if curator is not None and curator.session_epoch == epoch else None
+
+    def end_sessions(self, curator_id: int) -> None:
+        """End every login session of this curator, in every browser and on every worker."""
+        with self.sessions.begin() as session:
+            curator = session.get(Curator, curator_id)
+            if curator is not None:
+                curator.session_epoch = (curator.session_epoch or 0) + 1

@@ -219,6 +219,9 @@ class Curator(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
     token_hash: Mapped[Optional[str]] = mapped_column(String(128), unique=True)
+    # Every login session carries the epoch it began in; logging out or a password reset moves it on, which
+    # ends every session of this curator at once, on every worker.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -154,3 +154,33 @@ def test_unknown_pages_render_an_error_page(client, service):
     response = client.get("/sightings/1")  # the SQL key of the sighting just stored: not a public id
     assert response.status_code == 404 and "unknown_sighting" in response.get_data(as_text=True)
     assert response.mimetype == "text/html"
+
+
+def _session_cookie(client) -> str:  # type: ignore[no-untyped-def]
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+def test_logout_ends_every_session_of_the_curator(service):
+    """A cookie saved before logging out (another browser, a stolen copy) must open nothing afterwards."""
+    app = create_app(service.settings, service)
+    here, elsewhere = app.test_client(), app.test_client()
+    log_in(here)
+    log_in(elsewhere)
+    saved = _session_cookie(here)
+    token = csrf_token(here.get("/review").get_data(as_text=True))
+    here.post("/logout", data={"csrf_token": token})
+    replay = app.test_client()
+    replay.set_cookie("session", saved)
+    assert replay.get("/review").status_code == 302
+    assert elsewhere.get("/review").status_code == 302  # the other browser's session ended too
+    log_in(here)
+    assert here.get("/review").status_code == 200  # logging in again works
+
+
+def test_a_password_reset_ends_every_session(service, client):
+    log_in(client)
+    assert client.get("/review").status_code == 200
+    service.curators.create("ana", "a brand new password", replace=True)
+    assert client.get("/review").status_code == 302

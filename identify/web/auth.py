@@ -34,8 +34,9 @@ def current_curator() -> CuratorInfo | None:
                 raise IdentifyError("unauthorised", "the API token is not valid", 401)
         else:
             g.auth = "session"
-            curator_id = session.get("curator_id")
-            g.curator = service().curators.get(curator_id) if isinstance(curator_id, int) else None
+            curator_id, epoch = session.get("curator_id"), session.get("epoch")
+            valid = isinstance(curator_id, int) and isinstance(epoch, int)
+            g.curator = service().curators.in_session(curator_id, epoch) if valid else None
     return g.curator
 
 
@@ -87,6 +88,7 @@ def login() -> Any:
         if curator is not None:
             session.clear()  # a fresh session on login: no fixation
             session["curator_id"] = curator.id
+            session["epoch"] = curator.session_epoch
             session.permanent = True
             flash(f"Logged in as {curator.name}.")
             return redirect(local_path(request.form.get("next")))
@@ -97,6 +99,9 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
+    curator = current_curator_or_none()
+    if curator is not None and g.auth == "session":
+        service().curators.end_sessions(curator.id)  # a cookie copied or saved before now opens nothing
     session.clear()
     flash("Logged out.")
     return redirect(url_for("pages.upload"))
