@@ -58,6 +58,7 @@ def uploaded(client) -> str:  # type: ignore[no-untyped-def]
 
 def test_upload_page_identifies_and_explains(client):
     html = client.get(uploaded(client)).get_data(as_text=True)
+    assert "Here and now" not in html  # no place was given: no prior column (it once showed, empty)
     assert "Needs review" in html and "Why" in html and "The classifier says" in html
     assert re.search(r'src="/media/thumbnails/[0-9a-f]{64}\.jpg"', html)  # the nearest reference photos
     assert re.search(r'src="/media/photos/[0-9a-f]{64}\.jpg"', html)
@@ -184,3 +185,34 @@ def test_a_password_reset_ends_every_session(service, client):
     assert client.get("/review").status_code == 200
     service.curators.create("ana", "a brand new password", replace=True)
     assert client.get("/review").status_code == 302
+
+
+def test_every_answer_carries_the_security_headers(client):
+    for path in ("/", "/login", "/api/v1/status", "/api/v1/nothing"):
+        response = client.get(path)
+        csp = response.headers["Content-Security-Policy"]
+        script = next(part for part in csp.split(";") if part.strip().startswith("script-src"))
+        assert "'unsafe-inline'" not in script and "frame-ancestors 'none'" in csp, path
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+        assert "Strict-Transport-Security" not in response.headers  # only behind HTTPS
+    assert "<script>" not in client.get("/").get_data(as_text=True)  # no inline script to allow
+
+
+def test_one_log_line_per_request_with_its_id(client, caplog):
+    import logging
+
+    logger = logging.getLogger("identify.requests")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="identify.requests"):
+            mine = client.get("/api/v1/status", headers={"X-Request-ID": "trace-42"})
+            theirs = client.get("/api/v1/nothing")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert mine.headers["X-Request-ID"] == "trace-42"
+    assert len(theirs.headers["X-Request-ID"]) == 32
+    lines = [r.getMessage() for r in caplog.records if r.name == "identify.requests"]
+    assert lines[0].startswith("GET /api/v1/status 200 ") and lines[0].endswith("id=trace-42")
+    assert lines[1].startswith("GET /api/v1/nothing 404 ") and len(lines) == 2
+    assert client.get("/", headers={"X-Request-ID": "bad id\\n"}).headers["X-Request-ID"] != "bad id\\n"

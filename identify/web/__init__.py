@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
+import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request
+from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -21,6 +25,21 @@ from identify.errors import IdentifyError
 from identify.service import IdentificationService
 
 log = logging.getLogger(__name__)
+request_log = logging.getLogger("identify.requests")
+
+# No inline script anywhere (app.js is a file); style attributes carry the score bars' widths. Photos previewed
+# before an upload are blob: URLs.
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self' 'unsafe-inline'",
+    "img-src": "'self' data: blob:",
+    "object-src": "'none'",
+    "base-uri": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 FORM_SLACK_BYTES = 1024 * 1024  # room for the other form fields beside a photo at the byte limit
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "file_too_large",
@@ -86,6 +105,40 @@ def _register_error_handlers(app: Flask) -> None:
         return _error_response(IdentifyError("internal_error", "something went wrong on our side; it was logged", 500))
 
 
+def _security_headers(app: Flask, secure: bool) -> None:
+    """CSP, X-Content-Type-Options, frame-ancestors / X-Frame-Options, Referrer-Policy (flask-talisman); HSTS
+    and HTTPS redirects only behind HTTPS (IDENTIFY_SECURE_COOKIES), which a reverse proxy terminates."""
+    Talisman(app, force_https=False, strict_transport_security=secure, session_cookie_secure=secure,
+             content_security_policy=CONTENT_SECURITY_POLICY, frame_options="DENY",
+             referrer_policy="strict-origin-when-cross-origin")
+
+
+def _request_log(app: Flask) -> None:
+    """One line per request: method, path, status, duration and a request id, which the response carries as
+    X-Request-ID (a caller's own id is kept when it looks like one)."""
+    if not request_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        request_log.addHandler(handler)
+        request_log.setLevel(logging.INFO)
+        request_log.propagate = False
+
+    @app.before_request
+    def start() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish(response: Any) -> Any:
+        request_id = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = request_id
+        took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        request_log.info("%s %s %s %.1fms id=%s", request.method, request.path, response.status_code, took,
+                         request_id)
+        return response
+
+
 def create_app(settings: Settings | None = None, service: IdentificationService | None = None) -> Flask:
     settings = settings or load_settings()
     service = service or IdentificationService.from_settings(settings)
@@ -112,6 +165,8 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     app.register_blueprint(pages.bp)
     app.register_blueprint(auth.bp)
     _register_error_handlers(app)
+    _security_headers(app, limits.secure_cookies)
+    _request_log(app)
 
     @app.context_processor
     def globals_for_templates() -> dict[str, Any]:
