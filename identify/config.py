@@ -64,6 +64,10 @@ class ServiceConfig:
     max_batch: int = 32  # concurrent uploads identified in one forward pass, at most
     secret_key: str | None = None  # signs session cookies; generated into <data dir>/secret_key when unset
     secure_cookies: bool = False  # set when served over HTTPS
+    # Rate limits (Flask-Limiter notation; "off" for none). Failed logins count per account and per address.
+    login_limit: str = "10 per minute"
+    identify_limit: str = "300 per minute"  # uploads per address
+    rate_limit_storage: str = "memory://"  # one process; redis://host:6379 when several workers serve
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:

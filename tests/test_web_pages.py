@@ -216,3 +216,48 @@ def test_one_log_line_per_request_with_its_id(client, caplog):
     assert lines[0].startswith("GET /api/v1/status 200 ") and lines[0].endswith("id=trace-42")
     assert lines[1].startswith("GET /api/v1/nothing 404 ") and len(lines) == 2
     assert client.get("/", headers={"X-Request-ID": "bad id\\n"}).headers["X-Request-ID"] != "bad id\\n"
+
+
+def _wrong_logins(client, count: int, name: str = "ana") -> list:  # type: ignore[no-untyped-def]
+    client.application.config["WTF_CSRF_ENABLED"] = False
+    return [client.post("/login", data={"name": name, "password": "not the password"}) for _ in range(count)]
+
+
+def test_twenty_wrong_passwords_for_one_account_are_slowed_down(client):
+    answers = _wrong_logins(client, 20)
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited and all(a.headers["Retry-After"].isdigit() for a in limited)
+    assert answers[0].status_code == 401 and "too_many_requests" in limited[0].get_data(as_text=True)
+    right = client.post("/login", data={"name": "ana", "password": "correct horse battery"})
+    assert right.status_code == 429  # the account waits out the window, even with the right password
+
+
+def test_logins_that_succeed_do_not_count(client):
+    client.application.config["WTF_CSRF_ENABLED"] = False
+    for _ in range(15):
+        assert client.post("/login", data={"name": "ana", "password": "correct horse battery"}).status_code == 302
+
+
+def test_workers_share_their_counters_in_redis(make_service, web_settings):
+    """Two workers over one Redis: failures at one count at the other (a Redis server runs on 127.0.0.1:6379)."""
+    from dataclasses import replace
+
+    shared = replace(web_settings, service=replace(web_settings.service, rate_limit_storage="redis://127.0.0.1:6379"))
+    first = create_app(shared, make_service(shared)).test_client()
+    second = create_app(shared, make_service(shared)).test_client()
+    first.application.extensions["identify_limiter"].reset()
+    assert all(a.status_code == 401 for a in _wrong_logins(first, 6))
+    later = [a.status_code for a in _wrong_logins(second, 5)]
+    assert later[:4] == [401] * 4 and later[4] == 429  # the 11th failure overall, at the other worker
+    first.application.extensions["identify_limiter"].reset()
+
+
+def test_uploads_are_limited_per_address_and_a_refused_one_stores_nothing(make_service, web_settings):
+    from dataclasses import replace
+
+    tight = replace(web_settings, service=replace(web_settings.service, identify_limit="3 per minute"))
+    service = make_service(tight)
+    client = create_app(tight, service).test_client()
+    statuses = [client.post("/api/v1/identify", data={"image": (io.BytesIO(PHOTO), "b.jpg")}).status_code
+                for _ in range(4)]
+    assert statuses == [201, 201, 201, 429] and rows(service, Sighting) == 3

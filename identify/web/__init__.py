@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -16,6 +17,8 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, g, jsonify, render_template, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -113,6 +116,35 @@ def _security_headers(app: Flask, secure: bool) -> None:
              referrer_policy="strict-origin-when-cross-origin")
 
 
+def _login_name() -> str:
+    return "login:" + request.form.get("name", "").strip().lower()[:200]
+
+
+def _failed(response: Any) -> bool:
+    return response.status_code == 401
+
+
+def _rate_limits(app: Flask, limits: Any, data_dir: Any) -> Limiter:
+    """Flask-Limiter: failed logins per account and per address, uploads per address; 429 with Retry-After.
+    Counters live in `rate_limit_storage`: memory for one process, Redis when several workers must share them."""
+    # Workers of one deployment share its data dir, and so their counters; another deployment on the same Redis
+    # keeps its own.
+    deployment = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    limiter = Limiter(get_remote_address, app=app, storage_uri=limits.rate_limit_storage, headers_enabled=True,
+                      key_prefix=f"identify-{deployment}")
+    if limits.login_limit != "off":
+        login = app.view_functions["auth.login"]
+        login = limiter.limit(limits.login_limit, key_func=_login_name, methods=["POST"], deduct_when=_failed,
+                              scope="login-account")(login)
+        login = limiter.limit(limits.login_limit, methods=["POST"], deduct_when=_failed, scope="login-address")(login)
+        app.view_functions["auth.login"] = login
+    if limits.identify_limit != "off":
+        for endpoint in ("api.identify", "pages.upload_post"):
+            app.view_functions[endpoint] = limiter.limit(limits.identify_limit, scope="identify")(
+                app.view_functions[endpoint])
+    return limiter
+
+
 def _request_log(app: Flask) -> None:
     """One line per request: method, path, status, duration and a request id, which the response carries as
     X-Request-ID (a caller's own id is kept when it looks like one)."""
@@ -167,6 +199,7 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     _register_error_handlers(app)
     _security_headers(app, limits.secure_cookies)
     _request_log(app)
+    app.extensions["identify_limiter"] = _rate_limits(app, limits, settings.data_dir)
 
     @app.context_processor
     def globals_for_templates() -> dict[str, Any]:
