@@ -166,11 +166,11 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     from identify.backbone import load_backbone
     from identify.identifier import Identifier
     from identify.images import read_image_file
-    from identify.metadata import exif_metadata, parse_position, parse_timestamp
+    from identify.metadata import parse_position, parse_timestamp
     from identify.references import References
 
     given_lat, given_lon = parse_position(lat, lon)  # bad values fail before the model loads
-    given_date = parse_timestamp(observed, "date")
+    given_date = parse_timestamp(observed, "date", local=True)
     settings = _settings()
     config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
     backbone = load_backbone(model, network=network)
@@ -181,7 +181,7 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     live = references.live_index(settings.indexes_dir, index_name, backbone.identity, model_id, refresh_seconds=0)
     identifier = Identifier(backbone, live, references, config, settings.calibration)
     if not ignore_location:
-        identifier.prior = _prior_model(store, references)
+        identifier.prior = _prior_model(settings, store, references)
     if group:
         _predict_observation(identifier, backbone, _photo_files(photos), ignore_location, given_lat, given_lon,
                              given_date, json_output)
@@ -190,8 +190,7 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     for photo in photos:
         try:
             image = read_image_file(photo, draft_size=backbone.identity.decode_size)
-            place = None if ignore_location else _place(exif_metadata(photo.read_bytes()), given_lat, given_lon,
-                                                         given_date)
+            place = None if ignore_location else _place([photo], given_lat, given_lon, given_date)
             result = identification_json(identifier.explain(identifier.search([image])[0], place), path_link)
         except IdentifyError as exc:
             failed += 1
@@ -223,12 +222,9 @@ def _predict_observation(identifier, backbone, files: list[Path], ignore_locatio
     from identify.answers import identification_json, path_link
     from identify.identifier import pool_evidence
     from identify.images import read_image_file
-    from identify.metadata import exif_metadata
 
     images = [read_image_file(f, draft_size=backbone.identity.decode_size) for f in files]
-    exifs = [exif_metadata(f.read_bytes()) for f in files]
-    located = next((e for e in exifs if e.lat is not None and e.observed_at is not None), exifs[0])
-    place = None if ignore_location else _place(located, lat, lon, when)
+    place = None if ignore_location else _place(files, lat, lon, when)
     result = identification_json(identifier.explain(pool_evidence(identifier.search(images)), place), path_link)
     if json_output:
         click.echo(json.dumps({"photos": [str(f) for f in files], **result}))
@@ -236,22 +232,23 @@ def _predict_observation(identifier, backbone, files: list[Path], ignore_locatio
         _print_identification(f"{len(files)} photos ({files[0].parent})", result)
 
 
-def _prior_model(store, references):  # type: ignore[no-untyped-def]
+def _prior_model(settings, store, references):  # type: ignore[no-untyped-def]
     """Place and season from imported occurrences and the service's confirmed sightings."""
+    from identify.photos import PhotoStore
     from identify.prior import Occurrences
     from identify.sightings import SightingStore
 
-    confirmed = SightingStore(store, references, photos=None).confirmed_records()  # type: ignore[arg-type]
+    confirmed = SightingStore(store, references, PhotoStore(settings.data_dir)).confirmed_records()
     return Occurrences(store, references.taxonomy).model(confirmed)
 
 
-def _place(exif, lat, lon, when):  # type: ignore[no-untyped-def]
-    """The place and date a photo was taken: given, else its EXIF; None without both a position and a date."""
+def _place(files: list[Path], lat, lon, when):  # type: ignore[no-untyped-def]
+    """Where and when the photos were taken, as the web app works it out (given, else EXIF); None without both
+    a position and a date."""
+    from identify.metadata import exif_metadata, where_and_when
     from identify.prior import Place
 
-    lat, lon = (lat, lon) if lat is not None else (exif.lat, exif.lon)
-    when = when or exif.observed_at
-    return Place(lat, lon, when) if lat is not None and lon is not None and when is not None else None
+    return Place.of(*where_and_when([exif_metadata(f.read_bytes()) for f in files], lat, lon, when))
 
 
 def _labelled(path: Path):  # type: ignore[no-untyped-def]

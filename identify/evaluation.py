@@ -34,7 +34,7 @@ from identify.fusion import (
     fuse,
     with_prior,
 )
-from identify.prior import FLOOR, Place, PriorModel, cell_of, week_of
+from identify.prior import FLOOR, Place, PriorModel
 from identify.rollup import roll_up
 from identify.taxonomy import Taxon
 from identify.vectors.plan import exact_knn
@@ -408,7 +408,9 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
 
 
 def _prior_model(records: list[tuple[str, float, float, Any]]) -> PriorModel:
-    return PriorModel((cell_of(lat, lon), week_of(when), taxon, 1) for taxon, lat, lon, when in records)
+    model = PriorModel(())
+    model.add_records(records)
+    return model
 
 
 def _prior_block(data: EvaluationData, hood: Neighbourhood, test: np.ndarray, config: FusionConfig,

@@ -1,7 +1,8 @@
 """Identification: one forward pass (probabilities + embedding), a search of the live reference set, fusion and
 the decision.
 
-The CLI's `predict` and the web app both call `Identifier`, so they give the same answer. Labels that name the
+The CLI's `predict` and the web app both call `Identifier.search` and `Identifier.explain`, so they give the
+same answer. Labels that name the
 same taxon (a model class "House sparrow", a reference folder "Passer_domesticus") are one species here: the
 model's class label stands for the taxon, and each ranked species carries its taxon."""
 
@@ -121,14 +122,11 @@ class Identifier:
         if missing:
             if len(self._known) > REFERENCE_CACHE_SIZE:
                 self._known = {}
-            self._known.update(self.references.info(missing))
-            if any(not self.names.knows(info.species) for info in self._known.values()):
+            fetched = self.references.info(missing)
+            self._known.update(fetched)
+            if any(not self.names.knows(info.species) for info in fetched.values()):
                 self.names = self._load_names()  # a label new since we looked (a curator named a new species)
         return {i: self._known[i] for i in ids if i in self._known}
-
-    def identify(self, images: Sequence[Image.Image]) -> list[Identification]:
-        """One identification per image, from one batched forward pass and one batched search."""
-        return [self.explain(evidence) for evidence in self.search(images)]
 
     def search(self, images: Sequence[Image.Image]) -> list[Evidence]:
         """The transform, forward pass and neighbour search of a batch of photos: the part that gains from

@@ -9,6 +9,7 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Sequence
 
 from PIL import ExifTags, Image
 
@@ -197,6 +198,17 @@ def _gps_degrees(value: object, ref: object, limit: float) -> float | None:
     if isinstance(ref, str) and ref.strip("\x00").upper() in ("S", "W"):
         result = -result
     return result if math.isfinite(result) and abs(result) <= limit else None
+
+
+def where_and_when(photos: Sequence[PhotoMetadata], lat: float | None, lon: float | None,
+                   moment: datetime | None) -> tuple[float | None, float | None, ObservedTime | None]:
+    """Where and when the photos of one bird were taken: what the observer gave wins; else the first photo's
+    EXIF with a GPS position, and the first with a date; the time placed by observed_time's rule."""
+    if lat is None:
+        located = next((p for p in photos if p.lat is not None), None)
+        lat, lon = (located.lat, located.lon) if located is not None else (None, None)
+    moment = moment or next((p.observed_at for p in photos if p.observed_at is not None), None)
+    return lat, lon, observed_time(moment, lat, lon)
 
 
 def exif_metadata(data: bytes) -> PhotoMetadata:

@@ -26,6 +26,7 @@ from typing import Iterable
 from sqlalchemy import insert, select, update
 
 from identify.errors import IdentifyError
+from identify.metadata import ObservedTime
 from identify.schema import OccurrenceCount, OccurrenceImport, utcnow
 from identify.storage import Store
 from identify.taxonomy import Taxonomy
@@ -51,6 +52,13 @@ class Place:
     lat: float
     lon: float
     when: date | datetime
+
+    @classmethod
+    def of(cls, lat: float | None, lon: float | None, observed: ObservedTime | None) -> "Place | None":
+        """The place for the prior; None without both a position and a time (no place, no prior)."""
+        if lat is None or lon is None or observed is None:
+            return None
+        return cls(lat, lon, observed.local)
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,10 @@ class PriorModel:
                 self._by_cell_week.setdefault((cell, week), Counter())[taxon] += count
                 self._by_region.setdefault(self._region(cell), Counter())[taxon] += count
                 self._overall[taxon] += count
+
+    def add_records(self, records: Iterable[tuple[str, float, float, date | datetime]]) -> None:
+        """Single records, as (scientific name, lat, lon, when): a confirmed sighting, a simulated record."""
+        self.add((cell_of(lat, lon, self.resolution), week_of(when), taxon, 1) for taxon, lat, lon, when in records)
 
     @property
     def empty(self) -> bool:
@@ -215,5 +227,5 @@ class Occurrences:
                                           OccurrenceCount.count)
                                    .where(OccurrenceCount.resolution == self.resolution)).all()
         model = PriorModel(((c, w, t, n) for c, w, t, n in rows), self.resolution)
-        model.add((cell_of(lat, lon, self.resolution), week_of(when), taxon, 1) for taxon, lat, lon, when in extra)
+        model.add_records(extra)
         return model

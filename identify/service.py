@@ -22,9 +22,9 @@ from identify.curators import Curators
 from identify.errors import IdentifyError
 from identify.identifier import Identification, Identifier, NeighbourInfo, pool_evidence
 from identify.images import decode_image, image_format, read_image_file
-from identify.metadata import exif_metadata, observed_time
+from identify.metadata import exif_metadata, where_and_when
 from identify.photos import THUMBNAIL_SIZE, PhotoStore, StoredPhoto
-from identify.prior import Occurrences, Place, cell_of, week_of
+from identify.prior import Occurrences, Place
 from identify.references import References
 from identify.sightings import (
     NewSighting,
@@ -149,14 +149,10 @@ class IdentificationService:
         """Identify one to five photos of one bird and store them as one sighting. On any failure nothing is
         stored."""
         images = self._decode_all(photos)
-        exifs = [exif_metadata(data) for data in photos]  # first: the place and date take part
-        located = next((e for e in exifs if e.lat is not None), exifs[0])
-        lat, lon = (fields.lat, fields.lon) if fields.lat is not None else (located.lat, located.lon)
-        observed = observed_time(fields.observed_at or next((e.observed_at for e in exifs if e.observed_at), None),
-                                 lat, lon)
-        place = None
-        if not fields.ignore_location and lat is not None and lon is not None and observed is not None:
-            place = Place(lat, lon, observed.local)
+        # EXIF first: the place and date take part in the identification.
+        lat, lon, observed = where_and_when([exif_metadata(data) for data in photos], fields.lat, fields.lon,
+                                            fields.observed_at)
+        place = None if fields.ignore_location else Place.of(lat, lon, observed)
         # One forward pass per photo, batched with each other and with the uploads that arrive meanwhile.
         evidence = self.batcher.submit_many(images)
         result = self.identifier.explain(pool_evidence(evidence), place)
@@ -225,8 +221,8 @@ class IdentificationService:
         if confirmed.status in ("confirmed", "corrected") and confirmed.taxon is not None and \
                 confirmed.lat is not None and confirmed.lon is not None and confirmed.observed_at is not None:
             # A confirmed sighting is a record for the prior: this process counts it now, others at restart.
-            self.identifier.prior.add([(cell_of(confirmed.lat, confirmed.lon, self.identifier.prior.resolution),
-                                        week_of(confirmed.observed_at), confirmed.taxon.scientific_name, 1)])
+            self.identifier.prior.add_records([(confirmed.taxon.scientific_name, confirmed.lat, confirmed.lon,
+                                                confirmed.observed_at)])
         return outcome
 
     def species_names(self) -> list[str]:

@@ -272,9 +272,6 @@ class Taxonomy:
         authorities' lists)."""
         return _group_names().get((rank, name))
 
-    def by_scientific_name(self, scientific_name: str) -> Taxon | None:
-        return _index().taxa.get(scientific_name)
-
     def suggest(self, text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
         """Names that start with what was typed (common or scientific, any authority), then names that contain
         it, then close spellings (difflib, as birdnames' fuzzy matching): at most `limit`, species first."""
@@ -328,10 +325,3 @@ def _group_names() -> dict[tuple[str, str], str]:
 @functools.lru_cache(maxsize=1)
 def _sorted_keys() -> list[str]:
     return sorted(_index().display)
-
-
-def default_taxonomy() -> Taxonomy:
-    """A taxonomy with the mapping file the settings name (IDENTIFY_TAXONOMY_MAPPING), if any."""
-    from identify.config import load_settings
-
-    return Taxonomy.with_mapping_file(load_settings().taxonomy_mapping)
