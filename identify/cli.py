@@ -72,7 +72,8 @@ def _store(settings):  # type: ignore[no-untyped-def]
     return Store(engine)
 
 
-model_option = click.option("--model", required=True, help="Birder pretrained model name or path to a .pt checkpoint.")
+model_option = click.option("--model", required=True, envvar="IDENTIFY_MODEL", show_envvar=True,
+                            help="Birder pretrained model name or path to a .pt checkpoint.")
 network_option = click.option("--network", help="Birder network of the checkpoint, when it cannot be told from it.")
 json_option = click.option("--json", "json_output", is_flag=True, help="Print JSON instead of text.")
 
@@ -124,26 +125,27 @@ def _species_text(entry: dict[str, Any]) -> str:
     return name
 
 
-def _print_identification(photo: str, result: dict[str, Any]) -> None:
+def _identification_text(photo: str, result: dict[str, Any]) -> str:
     reasons = f" ({', '.join(result['reasons'])})" if result["reasons"] else ""
-    click.echo(f"{photo}: {result['decision']}{reasons}")
-    click.echo(f"  {'species':<44} {'fused':>7} {'classifier':>10} {'kNN':>7}")
+    lines = [f"{photo}: {result['decision']}{reasons}", f"  {'species':<44} {'fused':>7} {'classifier':>10} {'kNN':>7}"]
     for s in result["species"]:
-        click.echo(f"  {_species_text(s)[:44]:<44} {s['score']:7.3f} {s['classifier']:10.3f} {s['knn']:7.3f}")
+        lines.append(f"  {_species_text(s)[:44]:<44} {s['score']:7.3f} {s['classifier']:10.3f} {s['knn']:7.3f}")
     if result.get("rollup"):
         from identify.rollup import RollUp
 
         rolled = RollUp(**{**result["rollup"], "members": tuple(result["rollup"]["members"])})
-        click.echo(f"  {rolled.text}, {rolled.score:.2f}: species uncertain")
-    click.echo("  nearest references:")
+        lines.append(f"  {rolled.text}, {rolled.score:.2f}: species uncertain")
+    lines.append("  nearest references:")
     for n in result["neighbours"][:5]:
-        click.echo(f"    #{n['reference_id']:<6} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
+        lines.append(f"    #{n['reference_id']:<6} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
+    return "\n".join(lines)
 
 
 @main.command()
 @model_option
 @network_option
-@click.option("--index", "index_name", default="default", show_default=True, help="Name of a published index.")
+@click.option("--index", "index_name", default="default", show_default=True, envvar="IDENTIFY_INDEX", show_envvar=True,
+              help="Name of a published index (identify indexes lists them).")
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--k", type=click.IntRange(min=1), help="Neighbours that vote.")
 @click.option("--weight-knn", type=click.FloatRange(0, 1), help="Lambda: share of the kNN vote.")
@@ -158,20 +160,44 @@ def _print_identification(photo: str, result: dict[str, Any]) -> None:
 def predict(model: str, network: str | None, index_name: str, photos: tuple[Path, ...], k: int | None,
             weight_knn: float | None, temperature: float | None, lat: str | None, lon: str | None,
             observed: str | None, ignore_location: bool, group: bool, json_output: bool) -> None:
-    """Identify photos: top-5 species (fused score, classifier, kNN), the decision, the nearest references.
+    """Identify photos (files, or folders searched recursively): top-5 species (fused score, classifier, kNN),
+    the decision, the nearest references.
 
     The reference set is the live one the web app searches: the published index plus every reference added
     since (curators' promotions included). With --json, one JSON object per photo, one per line."""
-    from identify.answers import identification_json, path_link
+    from identify.metadata import parse_position, parse_timestamp
+    from identify.vectors.catalog import require_index
+
+    # Every mistake is reported before torch and birder load (they take seconds to import).
+    given_lat, given_lon = parse_position(lat, lon)
+    given_date = parse_timestamp(observed, "date", local=True)
+    files = _photo_files(photos)
+    settings = _settings()
+    require_index(settings.indexes_dir, index_name)
+    _require_model_file(model)
+    identifier = _identifier(settings, model, network, index_name, k, weight_knn, temperature, ignore_location)
+    if group:
+        _predict_observation(identifier, files, ignore_location, given_lat, given_lon, given_date, json_output)
+        return
+    failed = _predict_each(identifier, files, ignore_location, given_lat, given_lon, given_date, json_output)
+    if failed:
+        sys.exit(1)
+
+
+def _require_model_file(model: str) -> None:
+    """A model given as a path must be a file; a name is left to birder's registry (which needs torch)."""
+    path = Path(model).expanduser()
+    if (path.suffix == ".pt" or os.sep in model) and not path.is_file():
+        raise IdentifyError("model_not_found", f"no checkpoint at {path}")
+
+
+def _identifier(settings, model: str, network: str | None, index_name: str, k: int | None,  # type: ignore[no-untyped-def]
+                weight_knn: float | None, temperature: float | None, ignore_location: bool):
+    """The service's identifier over the live reference set, and the prior unless place is left out."""
     from identify.backbone import load_backbone
     from identify.identifier import Identifier
-    from identify.images import read_image_file
-    from identify.metadata import parse_position, parse_timestamp
     from identify.references import References
 
-    given_lat, given_lon = parse_position(lat, lon)  # bad values fail before the model loads
-    given_date = parse_timestamp(observed, "date", local=True)
-    settings = _settings()
     config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
     backbone = load_backbone(model, network=network)
     store = _store(settings)
@@ -182,32 +208,48 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     identifier = Identifier(backbone, live, references, config, settings.calibration)
     if not ignore_location:
         identifier.prior = _prior_model(settings, store, references)
-    if group:
-        _predict_observation(identifier, backbone, _photo_files(photos), ignore_location, given_lat, given_lon,
-                             given_date, json_output)
-        return
+    return identifier
+
+
+PROGRESS_FROM = 4  # photos: fewer are answered before a bar would be worth drawing
+
+
+def _predict_each(identifier, files: list[Path], ignore_location: bool, lat, lon, when,  # type: ignore[no-untyped-def]
+                  json_output: bool) -> int:
+    """One answer per photo, printed as it comes; returns how many photos failed."""
+    from tqdm import tqdm
+
+    from identify.answers import identification_json, path_link
+    from identify.images import read_image_file
+
     failed = 0
-    for photo in photos:
+    bar = tqdm(files, unit="photo", file=sys.stderr, disable=len(files) < PROGRESS_FROM, leave=False)
+    for photo in bar:
         try:
-            image = read_image_file(photo, draft_size=backbone.identity.decode_size)
-            place = None if ignore_location else _place([photo], given_lat, given_lon, given_date)
+            image = read_image_file(photo, draft_size=identifier.backbone.identity.decode_size)
+            place = None if ignore_location else _place([photo], lat, lon, when)
             result = identification_json(identifier.explain(identifier.search([image])[0], place), path_link)
         except IdentifyError as exc:
             failed += 1
-            click.echo(json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}")
+            line = json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}"
+            bar.write(line, file=sys.stdout)
             continue
         if json_output:
-            click.echo(json.dumps({"photo": str(photo), **result}))
+            bar.write(json.dumps({"photo": str(photo), **result}), file=sys.stdout)
         else:
-            _print_identification(str(photo), result)
-    if failed:
-        sys.exit(1)
+            bar.write(_identification_text(str(photo), result), file=sys.stdout)
+    return failed
 
 
 def _photo_files(paths: tuple[Path, ...]) -> list[Path]:
-    """The files given, a folder standing for every visible file below it."""
+    """The files given, a folder standing for every visible file below it; a path that is not there fails
+    the whole command before anything loads."""
     from index_builder.sources import visible_files
 
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise IdentifyError("photo_not_found", f"no such photo or folder: {missing[0]}{more}")
     files: list[Path] = []
     for path in paths:
         files += visible_files(path) if path.is_dir() else [path]
@@ -216,20 +258,20 @@ def _photo_files(paths: tuple[Path, ...]) -> list[Path]:
     return files
 
 
-def _predict_observation(identifier, backbone, files: list[Path], ignore_location: bool, lat, lon, when,  # type: ignore[no-untyped-def]
+def _predict_observation(identifier, files: list[Path], ignore_location: bool, lat, lon, when,  # type: ignore[no-untyped-def]
                          json_output: bool) -> None:
     """Every photo as one observation of one bird: their evidence pooled into one answer."""
     from identify.answers import identification_json, path_link
     from identify.identifier import pool_evidence
     from identify.images import read_image_file
 
-    images = [read_image_file(f, draft_size=backbone.identity.decode_size) for f in files]
+    images = [read_image_file(f, draft_size=identifier.backbone.identity.decode_size) for f in files]
     place = None if ignore_location else _place(files, lat, lon, when)
     result = identification_json(identifier.explain(pool_evidence(identifier.search(images)), place), path_link)
     if json_output:
         click.echo(json.dumps({"photos": [str(f) for f in files], **result}))
     else:
-        _print_identification(f"{len(files)} photos ({files[0].parent})", result)
+        click.echo(_identification_text(f"{len(files)} photos ({files[0].parent})", result))
 
 
 def _prior_model(settings, store, references):  # type: ignore[no-untyped-def]
@@ -343,6 +385,28 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
                f"{selective['coverage']:.1%}, error {selective['realised_error']:.1%} (target "
                f"{selective['target_error']:.0%})")
     click.echo(f"report: {report}")
+
+
+@main.command("indexes")
+@json_option
+@reports_errors
+def indexes(json_output: bool) -> None:
+    """List the published indexes: name, model, vectors, index type, size on disk, when built."""
+    from identify.vectors.catalog import published_indexes
+
+    settings = _settings()
+    found = published_indexes(settings.indexes_dir)
+    if json_output:
+        click.echo(json.dumps([entry.to_dict() for entry in found]))
+        return
+    if not found:
+        click.echo(f"no index under {settings.indexes_dir} (run: identify build-index)")
+        return
+    click.echo(f"{'name':<16} {'model':<32} {'vectors':>8} {'type':<6} {'size':>9}  built")
+    for entry in found:
+        m = entry.manifest
+        click.echo(f"{entry.name[:16]:<16} {m.model[:32]:<32} {m.count:>8} {m.index_type:<6} "
+                   f"{entry.size_bytes / 2**20:>7.1f}MB  {m.created or 'unknown'}")
 
 
 @main.command("convert-demo-model")

@@ -19,7 +19,8 @@ from identify.images import sha256_file
 from identify.references import References
 from identify.storage import Store
 from identify.vectors.plan import build_planned_index, plan_index
-from identify.vectors.published import Manifest, check_compatible, new_manifest, publish, read_manifest
+from identify.vectors.catalog import Manifest, read_manifest
+from identify.vectors.published import check_compatible, new_manifest, publish
 from index_builder.dataset import ReferenceDataset, default_workers, loader
 from index_builder.sources import ReferenceSource
 from index_builder.writer import EmbeddingWriter

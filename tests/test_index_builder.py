@@ -1,6 +1,10 @@
 """The index builder end to end through `identify build-index` / `identify predict`, on SQLite and PostgreSQL."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +212,47 @@ def test_killed_build_process_loses_nothing_and_resumes(tmp_path, data_dir):
     summary = last_json(resumed.stdout)
     assert summary["embedded"] + summary["already_indexed"] == 90 and summary["count"] == 90
     assert row_counts(database_url) == (90, 90, 90)
+
+
+def test_predict_takes_folders_recursively_and_the_environment(refs, tiny_checkpoint, data_dir, tmp_path):
+    """IDENTIFY_MODEL and IDENTIFY_INDEX stand for --model and --index; a folder stands for every photo below it."""
+    identify("build-index", "--model", tiny_checkpoint, "--images", refs, "--name", "birds", "--workers", "0")
+    env = {"IDENTIFY_MODEL": str(tiny_checkpoint), "IDENTIFY_INDEX": "birds"}
+    result = identify("predict", refs / SPECIES[0], "--json", env=env)
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert len(answers) == 6 and all(a["neighbours"][0]["species"] == SPECIES[0] for a in answers)
+    assert "/6 [" in result.stderr  # a progress bar past a few photos
+    assert "[" not in identify("predict", *sorted((refs / SPECIES[0]).iterdir())[:2], env=env).stderr
+    listing = identify("indexes", "--json")
+    (entry,) = json.loads(listing.stdout)
+    assert (entry["name"], entry["vectors"], entry["index_type"], entry["model"]) == ("birds", 18, "flat",
+                                                                                     tiny_checkpoint.stem)
+    assert entry["size_bytes"] > 0 and entry["created"]
+    assert "birds" in identify("indexes").stdout
+
+
+def _timed_cli(*args: str, env: dict) -> tuple[subprocess.CompletedProcess, float, set[str]]:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "identify", *args], capture_output=True,
+                            text=True, env={**os.environ, **env})
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    return result, time.perf_counter() - start, imported
+
+
+def test_predict_mistakes_are_reported_at_once_without_the_model_stack(refs, tiny_checkpoint, data_dir):
+    """A missing photo, model file or index fails before torch, birder or FAISS load, naming what there is."""
+    identify("build-index", "--model", tiny_checkpoint, "--images", refs, "--name", "birds", "--workers", "0")
+    photo = str(refs / SPECIES[0] / f"{SPECIES[0]}_0.jpg")
+    env = {"IDENTIFY_DATA_DIR": str(data_dir)}
+    cases = [(["--model", str(tiny_checkpoint), "--index", "birds", "/no/such.jpg"], "photo_not_found"),
+             (["--model", "/no/such/model.pt", "--index", "birds", photo], "model_not_found"),
+             (["--model", str(tiny_checkpoint), "--index", "nosuch", photo], "unknown_index")]
+    for args, code in cases:
+        result, seconds, imported = _timed_cli("predict", *args, env=env)
+        message = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 1 and message.startswith(f"error: {code}:"), (code, message)
+        assert not imported & {"torch", "birder", "faiss", "torchvision"}, (code, imported & {"torch", "birder"})
+        assert seconds < 2.0, (code, seconds)  # the process start included; the check itself takes milliseconds
+    result, _, _ = _timed_cli("predict", "--model", str(tiny_checkpoint), "--index", "nosuch", photo, env=env)
+    assert "known: birds" in result.stderr

@@ -1,5 +1,6 @@
 """Vector search: the only rooms of the project that import FAISS.
 
+- `catalog`: the manifests and the list of published indexes, without FAISS (the command line's quick path);
 - `plan`: which index type a collection gets, building and tuning it (and exact k-NN for evaluation);
 - `published`: an index on disk with its manifest, written and read atomically, checked against the model;
 - `live`: an index in a running process that follows SQL (rows other processes commit join it).

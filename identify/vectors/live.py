@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from identify.vectors import faiss_module, normalised
-from identify.vectors.published import Manifest, VectorIndex
+from identify.vectors.catalog import Manifest
+from identify.vectors.published import VectorIndex
 
 LOOKBACK = 1000  # ids below the highest seen that may still commit late
 

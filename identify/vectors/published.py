@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,51 +20,13 @@ import numpy as np
 
 from identify.errors import IdentifyError
 from identify.identity import ModelIdentity
+from identify.vectors.catalog import METRIC, UNKNOWN_MAX_ID, Manifest, require_index
 from identify.vectors import faiss_module, gpu_count, normalised
 from identify.vectors.plan import IndexPlan, apply_plan
 
 log = logging.getLogger(__name__)
 
-METRIC = "cosine"
 KEEP_VERSIONS = 2  # the current version and the one before it, for a manual rollback
-
-
-UNKNOWN_MAX_ID = -1  # a manifest written before `max_reference_id` existed: the index's own ids tell
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What a published index holds. Fields after `count` were added over time and have defaults, so an index
-    published by an older release still opens; fields a newer release adds are ignored here."""
-
-    model: str
-    model_sha256: str
-    network: str
-    dim: int
-    metric: str
-    count: int
-    index_type: str = "flat"
-    factory: str = "Flat"
-    nprobe: int | None = None
-    ef_search: int | None = None
-    max_reference_id: int = UNKNOWN_MAX_ID  # rows above this id were added to SQL after the build
-    created: str = ""
-    version: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_file(cls, path: Path) -> "Manifest":
-        try:
-            data = json.loads(path.read_text())
-            known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
-            manifest = cls(**known)
-        except (OSError, ValueError, TypeError) as exc:  # TypeError: a field that has no default is missing
-            raise IdentifyError("index_corrupt", f"{path} is not a readable manifest ({exc})", 500) from None
-        if manifest.metric != METRIC:
-            raise IdentifyError("index_corrupt", f"{path}: metric {manifest.metric!r}, expected {METRIC!r}", 500)
-        return manifest
 
 
 class VectorIndex:
@@ -151,18 +112,11 @@ def new_manifest(identity: Any, plan: IndexPlan, count: int, max_reference_id: i
     )
 
 
-def read_manifest(indexes_dir: Path, name: str) -> Manifest | None:
-    path = indexes_dir / name / "manifest.json"
-    return Manifest.from_file(path) if path.exists() else None
-
-
 def load_index(indexes_dir: Path, name: str) -> VectorIndex:
     """The published index `name`. Both files are read from one resolved version, never from two."""
     faiss = faiss_module()
-    link = indexes_dir / name
-    if not link.exists():
-        raise IdentifyError("unknown_index", f"no index named {name!r} under {indexes_dir}", 404)
-    version_dir = link.resolve()
+    require_index(indexes_dir, name)
+    version_dir = (indexes_dir / name).resolve()
     manifest = Manifest.from_file(version_dir / "manifest.json")
     try:
         index = faiss.read_index(str(version_dir / "index.faiss"))
