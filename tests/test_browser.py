@@ -99,3 +99,67 @@ def test_drop_a_photo_log_in_and_review_from_the_queue_with_the_keyboard(page, s
     expect(page.locator("#answer")).to_have_text("Hooded Crow Corvus cornix")
     expect(page.locator("#answer i.sci")).to_have_text("Corvus cornix")  # the scientific name in italics
     expect(page.locator(".history")).to_contain_text("ana corrected")
+
+
+# What a thumb presses: WCAG 2.5.5 asks 44 px. Links inside running text are exempt, as WCAG exempts them.
+TAP_TARGETS = ("button, input:not([type=hidden]):not([type=checkbox]), summary, label.check, nav a, .pager a, "
+               "ul.cards a, ul.more-photos a")
+SMALL_TARGETS = f"""() => Array.from(document.querySelectorAll("{TAP_TARGETS}"))
+    .filter((e) => e.offsetParent !== null)
+    .map((e) => [e.outerHTML.slice(0, 60), e.getBoundingClientRect().height])
+    .filter(([, height]) => height < 44)"""
+OVERFLOWING = """(width) => Array.from(document.querySelectorAll("body *"))
+    .filter((e) => e.getBoundingClientRect().right > width && !Array.from(e.children).some(
+        (c) => c.getBoundingClientRect().right > width))
+    .map((e) => e.outerHTML.slice(0, 80))"""
+
+
+def _check_page(page: Page, label: str, width: int) -> list[str]:
+    """Sideways scroll, tap targets and axe-core's WCAG checks of the page in view: a list of what fails."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    problems = []
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    if scroll_width > width:
+        problems.append(f"{label} @{width}: {scroll_width}px wide: {page.evaluate(OVERFLOWING, width)[:3]}")
+    if width < 600:
+        problems += [f"{label} @{width}: tap target {h:.0f}px {html}" for html, h in page.evaluate(SMALL_TARGETS)]
+    results = Axe().run(page)
+    problems += [f"{label} @{width}: axe {v['id']}: {[n['target'] for n in v['nodes']][:3]}"
+                 for v in results.response["violations"]]
+    shot(page, f"phone-{label}-{width}")
+    return problems
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, width):
+    """Upload, result, sighting with similar sightings, login, review queue, one sighting's review and an error
+    page: no sideways scroll, 44 px tap targets on a phone, no axe-core violation, at 390 and 1280 px."""
+    phone = width < 600
+    context = browser.new_context(viewport={"width": width, "height": 844 if phone else 900}, is_mobile=phone,
+                                  has_touch=phone, device_scale_factor=2 if phone else 1)
+    page = context.new_page()
+    base, problems = served["base"], []
+    photo = tmp_path / "bird.jpg"
+    photo.write_bytes(jpeg_bytes(species_photo(2, 11, size=256)))
+    page.goto(base + "/")
+    assert page.get_attribute("#image", "accept") == "image/*"  # phones offer the camera and the photo library
+    problems += _check_page(page, "upload", width)
+    page.set_input_files("#image", str(photo))
+    page.click("#identify-button")
+    page.wait_for_url("**/sightings/*")
+    result = page.url
+    problems += _check_page(page, "result", width)
+    page.goto(base + "/login")
+    problems += _check_page(page, "login", width)
+    page.fill("input[name=name]", "ana")
+    page.fill("input[name=password]", "correct horse battery")
+    page.click("button:has-text('Log in')")
+    page.wait_for_url("**/review*")
+    problems += _check_page(page, "review-queue", width)
+    page.goto(result)
+    problems += _check_page(page, "review-one", width)
+    page.goto(base + "/sightings/no-such-sighting")
+    problems += _check_page(page, "error", width)
+    context.close()
+    assert problems == []
