@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -13,6 +14,8 @@ from identify.synthetic import free_port, jpeg_bytes, make_species_folder, speci
 
 __all__ = ["free_port", "jpeg_bytes", "make_species_folder", "species_photo", "write_birder_checkpoint"]
 
+# Every JSON answer of the API is checked against its schema in the OpenAPI document (identify.web.openapi).
+os.environ.setdefault("IDENTIFY_CHECK_RESPONSES", "1")
 POSTGRES_ADMIN_URL = os.environ.get("IDENTIFY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia"]
 
@@ -147,8 +150,8 @@ def token(service) -> str:  # type: ignore[no-untyped-def]
     return service.curators.create("ana", "correct horse battery")
 
 
-@pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, tiny_backbone) -> Iterator[dict]:
+@contextlib.contextmanager
+def serving(root: Path, checkpoint: Path, backbone) -> Iterator[dict]:  # type: ignore[no-untyped-def]
     """A real `identify serve` on loopback over the tiny model, with an index and a curator; its base URL."""
     import subprocess
     import sys
@@ -159,15 +162,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, tiny
     from identify.curators import Curators
     from identify.storage import Store, make_engine
 
-    root = tmp_path_factory.mktemp("served")
     settings = Settings(root / "var", f"sqlite:///{root / 'var' / 'identify.db'}", FusionConfig(k=1),
                         ServiceConfig(index="birds"))
-    build_reference_index(settings, tiny_backbone, make_species_folder(root / "refs", SPECIES, per=4), "birds")
+    build_reference_index(settings, backbone, make_species_folder(root / "refs", SPECIES, per=4), "birds")
     engine = make_engine(settings.database_url)
     Curators(Store(engine)).create("ana", "correct horse battery")
     engine.dispose()
     port = free_port()
-    env = {**os.environ, "IDENTIFY_DATA_DIR": str(settings.data_dir), "IDENTIFY_MODEL": str(tiny_checkpoint),
+    env = {**os.environ, "IDENTIFY_DATA_DIR": str(settings.data_dir), "IDENTIFY_MODEL": str(checkpoint),
            "IDENTIFY_INDEX": "birds", "IDENTIFY_K": "1", "IDENTIFY_CONFIDENT_SCORE": "0.9"}
     env.pop("IDENTIFY_DATABASE_URL", None)
     log = open(root / "serve.log", "w")
@@ -187,7 +189,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, tiny
             pytest.fail(f"identify serve did not answer: {(root / 'serve.log').read_text()[-2000:]}")
         if server.poll() is not None:
             pytest.fail(f"identify serve exited: {(root / 'serve.log').read_text()[-2000:]}")
-        yield {"base": base, "log": root / "serve.log", "root": root}
+        yield {"base": base, "log": root / "serve.log", "root": root, "database_url": settings.database_url}
     finally:
         server.terminate()
         try:
@@ -195,3 +197,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, tiny
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, tiny_backbone) -> Iterator[dict]:
+    """A server the browser tests share."""
+    with serving(tmp_path_factory.mktemp("served"), tiny_checkpoint, tiny_backbone) as server:
+        yield server

@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from identify.config import Settings, load_settings
 from identify.errors import IdentifyError
+from identify.web.openapi import check_response, check_responses_enabled
 from identify.service import IdentificationService
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,8 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     _security_headers(app, limits.secure_cookies)
     _request_log(app)
     app.extensions["identify_limiter"] = _rate_limits(app, limits, settings.data_dir)
+    if check_responses_enabled():
+        app.after_request(check_response)
 
     @app.context_processor
     def globals_for_templates() -> dict[str, Any]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from identify.errors import IdentifyError
 from identify.web import views
 from identify.web.forms import parse_count, parse_filters, parse_k, parse_review, parse_sighting_fields, text_field
 from identify.web.auth import api_curator, service
-from identify.web.openapi import openapi_document
+from identify.web import schemas
+from identify.web.openapi import documented, openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -34,11 +35,14 @@ def uploaded_images() -> list[bytes]:
 
 @bp.get("/openapi.json")
 def openapi() -> Any:
+    """This document."""
     return jsonify(openapi_document())
 
 
 @bp.get("/status")
+@documented((200, schemas.Status, "The model, the index and how many sightings are searchable"), errors=())
 def status() -> Any:
+    """What is served: the model, the reference index, the sightings that similar-sightings search covers."""
     svc = service()
     return jsonify({"model": {"name": svc.backbone.identity.name, "sha256": svc.backbone.identity.sha256},
                     "index": {"name": svc.index_name, "references": svc.reference_index.count},
@@ -46,7 +50,9 @@ def status() -> Any:
 
 
 @bp.post("/identify")
+@documented((201, schemas.Identification, "Identified and stored"), errors=(400, 413, 429), form=schemas.UploadForm)
 def identify() -> Any:
+    """Identify one to five photos of one bird and store them as a sighting."""
     started = time.perf_counter()
     fields = parse_sighting_fields(request.form)  # bad fields fail before any work
     identified = service().identify_upload(uploaded_images(), fields)
@@ -59,14 +65,18 @@ def identify() -> Any:
 
 
 @bp.get("/sightings/<sighting_id>")
+@documented((200, schemas.Sighting, "The sighting"), errors=(404,))
 def sighting(sighting_id: str) -> Any:
+    """A stored sighting with its answer, neighbours and reviews."""
     svc = service()
     record = svc.sighting(svc.sighting_key(sighting_id))
     return jsonify(views.sighting_json(record, svc.neighbours_of(record)))
 
 
 @bp.get("/sightings/<sighting_id>/similar")
+@documented((200, schemas.SimilarOfSighting, "Most similar first"), errors=(400, 404), query=schemas.SimilarQuery)
 def similar_to_sighting(sighting_id: str) -> Any:
+    """Similar past sightings (itself left out)."""
     svc = service()
     hits = svc.similar_to_sighting(svc.sighting_key(sighting_id), parse_k(request.args.get("k")),
                                    views.filters_for_viewer(parse_filters(request.args)))
@@ -74,14 +84,19 @@ def similar_to_sighting(sighting_id: str) -> Any:
 
 
 @bp.post("/similar")
+@documented((200, schemas.Similar, "Most similar first"), errors=(400, 413), form=schemas.SimilarForm)
 def similar_to_photo() -> Any:
+    """Similar past sightings of an uploaded photo (the photo is not stored)."""
     k, filters = parse_k(request.values.get("k")), views.filters_for_viewer(parse_filters(request.values))
     hits = service().similar_to_photo(uploaded_image(), k, filters)
     return jsonify({"similar": views.similar_json(hits)})
 
 
 @bp.get("/review/queue")
+@documented((200, schemas.ReviewQueue, "One page of the queue"), errors=(400, 401), curator=True,
+            query=schemas.QueueQuery)
 def review_queue() -> Any:
+    """Open uncertain sightings, the most uncertain first (curators)."""
     api_curator()
     page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
     per_page = parse_count(request.args.get("per_page"), "per_page", 20, PER_PAGE_LIMIT)
@@ -104,7 +119,11 @@ def _review_body() -> dict[str, Any]:
 
 
 @bp.post("/sightings/<sighting_id>/review")
+@documented((200, schemas.Sighting, "The reviewed sighting (reference_id when its photo became a reference)"),
+            errors=(400, 401, 404, 409), curator=True, json=schemas.ReviewBody)
 def review(sighting_id: str) -> Any:
+    """Confirm, correct or reject a sighting; its photo can become a reference at once (curators). The body is
+    JSON or a form."""
     curator = api_curator()
     svc = service()
     outcome = svc.review(parse_review(svc.sighting_key(sighting_id), curator.id, _review_body()))
@@ -114,12 +133,12 @@ def review(sighting_id: str) -> Any:
 
 
 @bp.get("/export")
+@documented((200, None, "A Darwin Core Archive (application/zip) or CSV (text/csv) file"), errors=(400, 401),
+            curator=True, query=schemas.ExportQuery)
 def export() -> Any:
-    """Sightings as Darwin Core (curators): `format` dwca (default) or csv, `status` confirmed (default) or all."""
+    """Sightings as Darwin Core (curators)."""
     import tempfile
     from pathlib import Path
-
-    from flask import send_file
 
     from identify.export import FORMATS, STATUSES
 
@@ -127,19 +146,22 @@ def export() -> Any:
     fmt, status = request.args.get("format", "dwca"), request.args.get("status", "confirmed")
     if fmt not in FORMATS or status not in STATUSES:
         raise IdentifyError("bad_field", f"format is one of {', '.join(FORMATS)}, status one of {', '.join(STATUSES)}")
-    folder = tempfile.mkdtemp(prefix="identify-export-")
-    out = Path(folder) / ("sightings-dwca.zip" if fmt == "dwca" else "sightings.csv")
-    service().export(fmt, status, out, request.url_root)
-    response = send_file(out, as_attachment=True, download_name=out.name,
-                         mimetype="application/zip" if fmt == "dwca" else "text/csv")
-    response.call_on_close(lambda: (out.unlink(missing_ok=True), Path(folder).rmdir()))
-    return response
+    name = "sightings-dwca.zip" if fmt == "dwca" else "sightings.csv"
+    # Written to a file (the writer's interface), answered from memory: an export of a society's records is a few
+    # megabytes, and the spec's wrapper reads the body anyway.
+    with tempfile.TemporaryDirectory(prefix="identify-export-") as folder:
+        out = Path(folder) / name
+        service().export(fmt, status, out, request.url_root)
+        body = out.read_bytes()
+    return Response(body, mimetype="application/zip" if fmt == "dwca" else "text/csv",
+                    headers={"Content-Disposition": f"attachment; filename={name}"})
 
 
 SUGGESTION_LIMIT = 50
 
 
 @bp.get("/taxa")
+@documented((200, schemas.TaxonSuggestions, "Species first"), query=schemas.TaxaQuery)
 def taxa() -> Any:
     """Names of the bird taxonomy for what was typed (`q`): common and scientific names of every authority,
     species first. The review form's suggestions come from here."""

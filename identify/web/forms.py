@@ -17,9 +17,10 @@ MAX_VERSION = 2**31 - 1  # a sighting's version is an SQL INTEGER on every backe
 
 
 def text_field(raw: object, name: str) -> str | None:
-    """Trimmed text of at most MAX_TEXT characters, or None when blank. NUL bytes (PostgreSQL refuses them) and
-    unpaired surrogates (not UTF-8) are bad input, not a server error."""
-    value = str(raw or "").strip()
+    """Trimmed text of at most MAX_TEXT characters as sent (the limit the API document states), or None when
+    blank. NUL bytes (PostgreSQL refuses them) and unpaired surrogates (not UTF-8) are bad input, not a server
+    error."""
+    value = str(raw or "")
     if len(value) > MAX_TEXT:
         raise IdentifyError("bad_field", f"{name} is longer than {MAX_TEXT} characters")
     if "\x00" in value:
@@ -28,7 +29,7 @@ def text_field(raw: object, name: str) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise IdentifyError("bad_field", f"{name} is not valid Unicode text") from None
-    return value or None
+    return value.strip() or None
 
 
 def parse_version(raw: object) -> int:

@@ -1,0 +1,245 @@
+"""The API's request and response schemas (pydantic), from which spectree generates /api/v1/openapi.json.
+
+Why spectree with pydantic: the schemas are typed classes like the rest of the code, spectree reads them off
+the views' decorators (a route without one is not in the document, and a test says every route has one), and
+pydantic can check a real response against its schema. The views still parse requests with
+identify.web.forms, which gives every mistake its own error code; the models here say the same rules to
+clients. Responses forbid fields they do not declare, so a field added to a view but not here fails the test
+suite (response validation in tests, schemathesis) instead of drifting."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Requests (documented; parsed by identify.web.forms) -----------------------------------------------------------
+
+def optional(**rules: Any) -> Any:
+    """A field a client may leave out. Not nullable: a form or query string has no null to send."""
+    return Field(None, **rules)
+
+
+class SimilarQuery(BaseModel):
+    species: str = optional(description="Only sightings whose answer is this species (a label, or any name of "
+                            "its taxon)", max_length=2000)
+    genus: str = optional(description="Only sightings whose answer is of this genus", max_length=2000)
+    family: str = optional(description="Only sightings whose answer is of this family", max_length=2000)
+    from_: str = optional(alias="from", description="Observed (else uploaded) on or after, ISO 8601")
+    to: str = optional(description="Observed (else uploaded) on or before, ISO 8601")
+    bbox: str = optional(description="west,south,east,north in degrees", examples=["-10,35,30,60"])
+    k: int = optional(ge=1, le=100, description="How many (default 10)")
+
+
+class QueueQuery(BaseModel):
+    page: int = optional(ge=1, le=1_000_000, description="1-based (default 1)")
+    per_page: int = optional(ge=1, le=100, description="Default 20")
+
+
+class TaxaQuery(BaseModel):
+    q: str = optional(description="What was typed", max_length=2000)
+    limit: int = optional(ge=1, le=50, description="Default 10")
+
+
+class ExportQuery(BaseModel):
+    format: Literal["dwca", "csv"] = Field("dwca", description="A Darwin Core Archive (zip) or the occurrence CSV")
+    status: Literal["confirmed", "all"] = Field("confirmed", description="Confirmed or corrected, or every sighting")
+
+
+class UploadForm(BaseModel):
+    image: list[bytes] = Field(description="1 to 5 photos of the same bird (repeat the field): JPEG, PNG, WebP, "
+                               "TIFF...", json_schema_extra={"items": {"type": "string", "format": "binary"}},
+                               min_length=1, max_length=5)
+    lat: float = optional(ge=-90, le=90, description="Default: EXIF GPS")
+    lon: float = optional(ge=-180, le=180, description="Default: EXIF GPS")
+    observed_at: str = optional(description="ISO 8601; default: EXIF DateTimeOriginal")
+    observer: str = optional(max_length=2000)
+    note: str = optional(max_length=2000)
+    ignore_location: bool = optional(description="Leave place and season out of the identification")
+    hide_location: bool = optional(description="Show the public no position (curators still see it)")
+
+
+class SimilarForm(SimilarQuery):
+    image: bytes = Field(description="The photo", json_schema_extra={"format": "binary"})
+
+
+class ReviewBody(BaseModel):
+    action: Literal["confirm", "correct", "reject"]
+    version: int = Field(ge=0, le=2**31 - 1, description="The sighting's version you reviewed")
+    species: str = optional(max_length=2000, description="Required by correct: a label in use, or "
+                                   "any common or scientific name of the bird taxonomies")
+    note: str = optional(max_length=2000)
+    add_as_reference: bool = optional(description="Make the photo a reference at once (default: "
+                                             "true, unless rejected)")
+    as_written: bool = optional(description="correct: take a name no taxonomy knows, as written")
+
+
+# Responses -----------------------------------------------------------------------------------------------------
+
+class ErrorDetail(Schema):
+    code: str = Field(examples=["not_an_image"], description="Stable; see the README's error codes")
+    message: str
+
+
+class Error(Schema):
+    error: ErrorDetail
+    sighting: Optional["Sighting"] = Field(None, description="stale_version: the sighting as it is now")
+
+
+class Taxon(Schema):
+    scientific_name: str
+    common_name: Optional[str]
+    rank: Literal["species", "subspecies", "genus", "family", "order"]
+    genus: Optional[str]
+    family: Optional[str]
+    order: Optional[str]
+    authority: str
+    authority_version: str
+
+
+class RankedSpecies(Schema):
+    name: str = Field(description="The label (model class or reference species)")
+    score: float = Field(description="What the answer means: calibrated when a calibration is set")
+    classifier: float = Field(description="Classifier probability")
+    knn: float = Field(description="Share of the neighbours' vote")
+    fused: float = Field(description="The fused score before calibration")
+    taxon: Optional[Taxon] = Field(description="Null when no bird taxonomy knows the label")
+    prior: Optional[float] = Field(None, description="p(taxon | place, week); only when a place and date were used")
+    expected_here: Optional[bool] = Field(None, description="Recorded near the place in season")
+
+
+class RollUp(Schema):
+    """When no species is confident: the lowest taxon whose members' scores sum to the confident threshold."""
+    rank: Literal["genus", "family", "order"]
+    scientific_name: str
+    common_name: Optional[str]
+    score: float
+    members: list[str]
+
+
+class Neighbour(Schema):
+    reference_id: int
+    species: str
+    similarity: float = Field(description="Cosine")
+    thumbnail_url: str
+
+
+class Model(Schema):
+    name: str
+    sha256: str
+
+
+class Place(Schema):
+    lat: float
+    lon: float
+    date: str
+
+
+class Identification(Schema):
+    sighting_id: str = Field(description="A random token (SQL keys are never shown)")
+    url: str
+    decision: Literal["confident", "needs_review", "no_match"]
+    reasons: list[str]
+    uncertainty: float
+    species: list[RankedSpecies] = Field(max_length=5)
+    rollup: Optional[RollUp]
+    neighbours: list[Neighbour]
+    model: Model
+    place: Optional[Place] = Field(description="The place and date whose prior shaped the answer")
+
+
+class SightingSummary(Schema):
+    sighting_id: str = Field(description="A random token (SQL keys are never shown)")
+    url: str
+    photo_url: str
+    thumbnail_url: str
+    decision: Literal["confident", "needs_review", "no_match"]
+    uncertainty: float
+    status: Literal["open", "confirmed", "corrected", "rejected"]
+    answer: Optional[str] = Field(description="The species label of the current answer")
+    answer_taxon: Optional[Taxon]
+    version: int
+    lat: Optional[float]
+    lon: Optional[float]
+    coordinate_uncertainty_m: Optional[float] = Field(description="Radius of a generalised position")
+    location: Literal["none", "exact", "generalised", "hidden", "hidden from the public"]
+    observed_at: Optional[str] = Field(description="Local time of the observation, ISO 8601")
+    observed_zone: Optional[Literal["offset", "place", "unknown"]]
+    created_at: str
+    top: Optional[list[RankedSpecies]] = Field(None, description="The best species (lists only)")
+    similarity: Optional[float] = Field(None, description="In similar-sightings lists")
+
+
+class PhotoLinks(Schema):
+    photo_url: str
+    thumbnail_url: str
+
+
+class ReviewEntry(Schema):
+    id: int
+    curator: str
+    action: Literal["confirm", "correct", "reject"]
+    species: Optional[str]
+    note: Optional[str]
+    version: int
+    added_as_reference: bool
+    created_at: Optional[str]
+
+
+class Sighting(SightingSummary):
+    photos: list[PhotoLinks]
+    reasons: list[str]
+    observer: Optional[str]
+    note: Optional[str]
+    species: list[RankedSpecies]
+    rollup: Optional[RollUp]
+    model: Model
+    reviews: list[ReviewEntry]
+    neighbours: Optional[list[Neighbour]] = None
+    reference_id: Optional[int] = Field(None, description="After a review: the reference the photo became")
+
+
+class SimilarOfSighting(Schema):
+    sighting_id: str
+    similar: list[SightingSummary]
+
+
+class Similar(Schema):
+    similar: list[SightingSummary]
+
+
+class ReviewQueue(Schema):
+    items: list[SightingSummary]
+    page: int
+    per_page: int
+    total: int
+    next: Optional[str]
+
+
+class TaxonSuggestion(Schema):
+    name: str
+    taxon: Taxon
+
+
+class TaxonSuggestions(Schema):
+    q: str
+    taxa: list[TaxonSuggestion]
+
+
+class IndexStatus(Schema):
+    name: str
+    references: int
+
+
+class Status(Schema):
+    model: Model
+    index: IndexStatus
+    sightings: int
+
+
+Error.model_rebuild()
