@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -169,23 +170,19 @@ class References:
         ids: list[int] = []
         for ref in references:
             species_id = self.species_id(session, ref.species)
-            row = session.scalar(select(ReferenceImage).where(ReferenceImage.file_sha256 == ref.file_sha256))
-            if row is None:
-                row = ReferenceImage(file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, lat=ref.lat,
-                                     lon=ref.lon, observed_at=ref.observed_at, source=ref.source,
-                                     sighting_id=ref.sighting_id)
-                session.add(row)
-                session.flush()
-            elif row.species_id != species_id:
+            _insert_if_absent(session, ReferenceImage, dict(
+                file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, lat=ref.lat, lon=ref.lon,
+                observed_at=ref.observed_at, source=ref.source, sighting_id=ref.sighting_id), ["file_sha256"])
+            row = session.scalars(select(ReferenceImage).where(ReferenceImage.file_sha256 == ref.file_sha256)
+                                  .execution_options(populate_existing=True)).one()
+            if row.species_id != species_id:
                 held = session.get(Species, row.species_id)
                 raise IdentifyError("reference_conflict", f"this photo is already reference {row.id}, labelled "
                                     f"{held.name if held else '?'}", 409)
-            has_embedding = session.scalar(
-                select(Embedding.id).where(Embedding.reference_id == row.id, Embedding.model_id == model_id))
-            if has_embedding is None:
-                vector = ref.vector if isinstance(ref.vector, bytes) else \
-                    np.ascontiguousarray(ref.vector, dtype=np.float32).tobytes()
-                session.add(Embedding(reference_id=row.id, model_id=model_id, vector=vector))
+            vector = ref.vector if isinstance(ref.vector, bytes) else \
+                np.ascontiguousarray(ref.vector, dtype=np.float32).tobytes()
+            _insert_if_absent(session, Embedding, dict(reference_id=row.id, model_id=model_id, vector=vector),
+                              ["reference_id", "model_id"])
             self._add_member(session, index_id, row.id)
             ids.append(row.id)
         return ids
@@ -197,10 +194,8 @@ class References:
 
     @staticmethod
     def _add_member(session: Session, index_id: int, reference_id: int) -> bool:
-        if session.get(IndexMember, (index_id, reference_id)) is not None:
-            return False
-        session.add(IndexMember(index_id=index_id, reference_id=reference_id))
-        return True
+        return _insert_if_absent(session, IndexMember, dict(index_id=index_id, reference_id=reference_id),
+                                 ["index_id", "reference_id"])
 
     def add_members(self, index_id: int, reference_ids: Iterable[int]) -> int:
         """Make already-embedded references members of an index; returns how many were new members."""
@@ -326,3 +321,12 @@ class References:
         )
         live.refresh(force=True)
         return live
+
+
+def _insert_if_absent(session: Session, table: type, values: dict[str, Any], key: list[str]) -> bool:
+    """INSERT ... ON CONFLICT (key) DO NOTHING; True when this call inserted the row. Two transactions adding the
+    same photo at once (two curators promoting two sightings of it, two builds) both get the one row instead
+    of a unique violation: PostgreSQL waits for the first to commit, SQLite serialises writers."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    result = session.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=key))
+    return bool(result.rowcount)

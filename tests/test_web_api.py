@@ -551,3 +551,31 @@ def test_a_review_page_number_past_any_page_shows_the_first(client, service, tok
     for page in ("3000000000", "99999999999999999999999", "-5", "x"):
         response = client.get(f"/review?page={page}")
         assert response.status_code == 200 and "Review queue" in response.get_data(as_text=True)
+
+
+def test_two_curators_promoting_the_same_photo_at_once_share_one_reference(client, service, token):
+    """Two sightings of one photo, each corrected by another curator at the same moment: both reviews stand and
+    the photo becomes one reference (on PostgreSQL the second insert once failed on the unique hash: a 500)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from identify.schema import ReferenceImage
+
+    other = service.curators.create("ben", "another long one")
+    app = client.application
+    for round_ in range(10):
+        photo = jpeg_bytes(species_photo(1, 300 + round_))
+        ids = [upload(client, photo).get_json()["sighting_id"] for _ in range(2)]
+        start = threading.Barrier(2)
+
+        def promote(sighting_id: str, curator_token: str) -> int:
+            body = {"action": "correct", "species": SPECIES[2], "version": 1, "add_as_reference": True}
+            with app.test_client() as own:
+                start.wait()
+                return own.post(f"/api/v1/sightings/{sighting_id}/review", headers=bearer(curator_token),
+                                json=body).status_code
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            statuses = list(pool.map(promote, ids, [token, other]))
+        assert statuses == [200, 200], (round_, statuses)
+    assert count_rows(service, ReferenceImage) == 18 + 10
