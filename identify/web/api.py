@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -44,9 +45,11 @@ def openapi() -> Any:
 def status() -> Any:
     """What is served: the model, the reference index, the sightings that similar-sightings search covers."""
     svc = service()
+    svc.reference_index.refresh()  # what a search made now would cover (both follow SQL, every few seconds)
+    svc.similar_index.refresh()
     return jsonify({"model": {"name": svc.backbone.identity.name, "sha256": svc.backbone.identity.sha256},
                     "index": {"name": svc.index_name, "references": svc.reference_index.count},
-                    "sightings": svc.similar_index.count})
+                    "sightings": svc.similar_index.count, "process": os.getpid()})
 
 
 @bp.post("/identify")

@@ -239,7 +239,8 @@ class IndexStatus(Schema):
 class Status(Schema):
     model: Model
     index: IndexStatus
-    sightings: int
+    sightings: int = Field(description="Sightings that a similar-sightings search of this worker covers")
+    process: int = Field(description="The id of the worker process that answered (several workers: each its own)")
 
 
 Error.model_rebuild()
