@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,23 @@ class PhotoStore:
             return None
         path = self.photo_path(name)
         return path if path.is_file() else None
+
+    def sweep(self, kept_names: set[str], kept_hashes: set[str], older_than_seconds: float) -> int:
+        """Delete stored files that no row names, last written more than `older_than_seconds` ago; returns how
+        many. A server killed between writing a photo and committing its sighting leaves such a file (and a
+        killed write a `.tmp-` file). The age keeps the files of uploads in flight in other workers."""
+        cutoff = time.time() - older_than_seconds
+        candidates = [*self.photos.glob("*/*"), *self.public.glob("*/*"), *self.thumbnails.glob("*")]
+        removed = 0
+        for path in candidates:
+            wanted = path.name in kept_names if path.parent.parent in (self.photos, self.public) else \
+                path.stem in kept_hashes
+            if path.name.startswith(".tmp-"):
+                wanted = False
+            if not wanted and path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def thumbnail_sha256(self, name: str) -> str | None:
         """The photo hash a generated thumbnail name stands for, or None for any other name."""

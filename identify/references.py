@@ -256,6 +256,11 @@ class References:
             return np.empty(0, dtype=np.int64), np.empty((0, dim), dtype=np.float32)
         return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
+    def file_hashes(self) -> set[str]:
+        """The content hashes of every reference photo (their thumbnails are kept by the photo sweep)."""
+        with self.store.session() as session:
+            return set(session.scalars(select(ReferenceImage.file_sha256)))
+
     def member_ids_after(self, index_id: int, model_id: int, after_id: int) -> list[int]:
         """Ids above `after_id` of the index's members that `model_id` has embedded, ascending."""
         with self.store.session() as session:

@@ -138,7 +138,7 @@ class IndexBuild(Base):
     __tablename__ = "index_builds"
     id: Mapped[int] = mapped_column(primary_key=True)
     index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20))  # running, published, failed
+    status: Mapped[str] = mapped_column(String(20))  # running, published, unchanged, failed, abandoned
     index_type: Mapped[Optional[str]] = mapped_column(String(100))
     embedded: Mapped[int] = mapped_column(default=0)
     skipped: Mapped[int] = mapped_column(default=0)

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PHOTOS = 5  # of one bird in one sighting (as Pl@ntNet takes)
+ORPHAN_AGE_SECONDS = 3600.0  # a stored photo no row names after an hour was left by a killed upload
 
 @dataclass(frozen=True)
 class SightingFields:
@@ -109,6 +110,13 @@ class IdentificationService:
             refresh_seconds=self.limits.refresh_seconds,
         )
         self.similar_index.refresh(force=True)
+        self._sweep_orphan_photos()
+
+    def _sweep_orphan_photos(self) -> None:
+        names, hashes = self.sightings.photo_files()
+        removed = self.photos.sweep(names, hashes | self.references.file_hashes(), ORPHAN_AGE_SECONDS)
+        if removed:
+            log.warning("removed %d stored photo files that no sighting names (a server killed mid-upload)", removed)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "IdentificationService":

@@ -326,6 +326,13 @@ class SightingStore:
             ).all()
         return [(name, lat, lon, as_utc(when)) for name, lat, lon, when in rows]  # type: ignore[misc]
 
+    def photo_files(self) -> tuple[set[str], set[str]]:
+        """The names and hashes of every stored photo a sighting holds (what the photo sweep keeps)."""
+        with self.sessions() as session:
+            rows = [*session.execute(select(Sighting.photo_name, Sighting.photo_sha256)),
+                    *session.execute(select(SightingPhoto.photo_name, SightingPhoto.photo_sha256))]
+        return {name for name, _ in rows}, {sha for _, sha in rows}
+
     # ---- the similar-sightings index follows these -------------------------------------------------------
     def ids_after(self, model_id: int, after_id: int) -> list[int]:
         with self.sessions() as session:

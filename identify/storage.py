@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -130,6 +130,15 @@ class Store:
         if index_id is None:
             raise IdentifyError("unknown_index", f"no index named {name!r} in the database (run identify build-index)", 404)
         return index_id
+
+    def abandon_builds(self, index_id: int) -> int:
+        """Mark the builds of an index still `running` as `abandoned`; returns how many. Only for a caller that
+        knows none of them is alive (the index builder, holding the index's build lock)."""
+        with self.sessions.begin() as session:
+            result = session.execute(update(IndexBuild).where(IndexBuild.index_id == index_id,
+                                                              IndexBuild.status == "running")
+                                     .values(status="abandoned", finished_at=utcnow()))
+            return int(result.rowcount)
 
     def start_build(self, index_id: int) -> int:
         with self.sessions.begin() as session:

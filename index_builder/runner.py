@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -148,6 +149,10 @@ class IndexBuilder:
         return True
 
     def run(self, sources: Sequence[ReferenceSource]) -> BuildReport:
+        with build_lock(self.settings.indexes_dir, self.options.name):
+            return self._run(sources)
+
+    def _run(self, sources: Sequence[ReferenceSource]) -> BuildReport:
         started = time.perf_counter()
         identity = self.backbone.identity
         published = read_manifest(self.settings.indexes_dir, self.options.name)
@@ -155,6 +160,10 @@ class IndexBuilder:
             check_compatible(published, identity, self.options.name)
         model_id = self.store.register_model(identity)
         index_id = self.store.open_index(self.options.name, model_id)
+        abandoned = self.store.abandon_builds(index_id)  # we hold the lock: no other build of it is alive
+        if abandoned:
+            log.warning("marked %d earlier build(s) of %r abandoned (killed before they finished)", abandoned,
+                        self.options.name)
         build_id = self.store.start_build(index_id)
         self.report.total = len(sources)
         try:
@@ -175,3 +184,22 @@ class IndexBuilder:
             embedded=self.report.embedded, skipped=self.report.skipped, count=self.report.count, path=self.report.index,
         )
         return self.report
+
+
+@contextlib.contextmanager
+def build_lock(indexes_dir: Path, name: str) -> Iterator[None]:
+    """One build of an index at a time, across processes: an exclusive lock on indexes/.locks/<name>. The kernel
+    drops it when its process dies, however it dies, so a build that finds it free knows that every build row
+    still `running` belongs to a dead process."""
+    folder = indexes_dir / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / name, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IdentifyError("build_running", f"another build of index {name!r} is running; wait for it "
+                                "to finish", 409) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from identify.backbone import Backbone, load_backbone
 from identify.cli import main
 from identify.config import load_settings
-from identify.schema import Embedding, IndexMember, ReferenceImage
+from identify.schema import Embedding, IndexBuild, IndexMember, ReferenceImage
 from identify.storage import Store, make_engine, upgrade_database
 from index_builder.runner import BuildOptions, IndexBuilder
 from index_builder.sources import from_folder
@@ -212,6 +212,25 @@ def test_killed_build_process_loses_nothing_and_resumes(tmp_path, data_dir):
     summary = last_json(resumed.stdout)
     assert summary["embedded"] + summary["already_indexed"] == 90 and summary["count"] == 90
     assert row_counts(database_url) == (90, 90, 90)
+    engine = make_engine(database_url)
+    with engine.connect() as connection:  # the killed build is marked, not left `running` for ever
+        statuses = connection.execute(select(IndexBuild.status).order_by(IndexBuild.id)).scalars().all()
+    engine.dispose()
+    assert statuses == ["abandoned", "published"]
+
+
+def test_a_second_build_of_the_same_index_waits_its_turn(refs, tiny_checkpoint, data_dir):
+    """While one build holds an index, another of the same index is refused at once; other indexes go on."""
+    from index_builder.runner import build_lock
+
+    settings = load_settings()
+    with build_lock(settings.indexes_dir, "birds"):
+        busy = identify("build-index", "--model", tiny_checkpoint, "--images", refs, "--name", "birds", "--workers", "0")
+        assert busy.exit_code == 1 and "error: build_running:" in busy.stderr
+        other = identify("build-index", "--model", tiny_checkpoint, "--images", refs, "--name", "other", "--workers", "0")
+        assert other.exit_code == 0
+    assert identify("build-index", "--model", tiny_checkpoint, "--images", refs, "--name", "birds",
+                    "--workers", "0").exit_code == 0
 
 
 def test_predict_takes_folders_recursively_and_the_environment(refs, tiny_checkpoint, data_dir, tmp_path):

@@ -579,3 +579,33 @@ def test_two_curators_promoting_the_same_photo_at_once_share_one_reference(clien
             statuses = list(pool.map(promote, ids, [token, other]))
         assert statuses == [200, 200], (round_, statuses)
     assert count_rows(service, ReferenceImage) == 18 + 10
+
+
+def test_photo_files_no_sighting_names_are_swept_at_start(make_service, client, service):
+    """A server killed between storing a photo and committing its sighting leaves a file no row names: the next
+    start removes it once it is an hour old, and keeps every photo a sighting or reference still uses."""
+    import os
+    import time
+
+    kept = upload(client, jpeg_bytes(species_photo(0, 77))).get_json()
+    summary = client.get(f"/api/v1/sightings/{kept['sighting_id']}").get_json()
+    assert client.get(summary["thumbnail_url"]).status_code == 200  # thumbnails are made on first request
+    photos = service.photos
+    orphan = photos.save(jpeg_bytes(species_photo(1, 78)), "JPEG")
+    photos.make_thumbnail(orphan.sha256, Image.open(io.BytesIO(jpeg_bytes(species_photo(1, 78)))))
+    fresh = photos.save(jpeg_bytes(species_photo(2, 79)), "JPEG")  # an upload still in flight in another worker
+    half_written = photos.photos / "ab" / ".tmp-killed"
+    half_written.parent.mkdir(parents=True, exist_ok=True)
+    half_written.write_bytes(b"half a photo")
+    hour_ago = time.time() - 3700
+    for path in (photos.photo_path(orphan.name), photos.thumbnail_path(orphan.sha256), half_written,
+                 *photos.photos.glob("*/*"), *photos.thumbnails.glob("*")):
+        if path != photos.photo_path(fresh.name):
+            os.utime(path, (hour_ago, hour_ago))
+
+    restarted = make_service()
+    assert not photos.photo_path(orphan.name).exists() and not photos.thumbnail_path(orphan.sha256).exists()
+    assert not half_written.exists() and photos.photo_path(fresh.name).exists()
+    record = restarted.sighting(restarted.sighting_key(kept["sighting_id"]))
+    assert photos.photo_path(record.photo_name).exists() and photos.thumbnail_path(record.photo_sha256).exists()
+    assert client.get(kept["neighbours"][0]["thumbnail_url"]).status_code == 200  # references' thumbnails stay
