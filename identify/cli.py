@@ -165,12 +165,12 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
 
     The reference set is the live one the web app searches: the published index plus every reference added
     since (curators' promotions included). With --json, one JSON object per photo, one per line."""
-    from identify.metadata import parse_position, parse_timestamp
+    from identify.metadata import parse_observed_at, parse_position
     from identify.vectors.catalog import require_index
 
     # Every mistake is reported before torch and birder load (they take seconds to import).
     given_lat, given_lon = parse_position(lat, lon)
-    given_date = parse_timestamp(observed, "date", local=True)
+    given_date = parse_observed_at(observed, "date")
     files = _photo_files(photos)
     settings = _settings()
     require_index(settings.indexes_dir, index_name)

@@ -15,8 +15,29 @@ class IdentifyError(Exception):
         self.status = status
         self.details: dict[str, Any] = {}  # more for the client, e.g. the current state on a 409
 
-    def to_dict(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
+    @classmethod
+    def all_of(cls, problems: list["IdentifyError"]) -> "IdentifyError":
+        """One error for several problems of one request, each kept under `problems` (a form shows them all at
+        once); its code and status are the first problem's."""
+        if len(problems) == 1:
+            return problems[0]
+        error = cls(problems[0].code, "; ".join(p.message for p in problems), problems[0].status)
+        error.problems = problems
+        return error
+
+    @property
+    def problems(self) -> list["IdentifyError"]:
+        return self.details.get("problems", [self])
+
+    @problems.setter
+    def problems(self, problems: list["IdentifyError"]) -> None:
+        self.details["problems"] = problems
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if len(self.problems) > 1:
+            body["problems"] = [{"code": p.code, "message": p.message} for p in self.problems]
+        return {"error": body}
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -147,6 +147,30 @@ def parse_timestamp(raw: str | None, name: str = "observed_at", local: bool = Fa
         raise IdentifyError("bad_date", f"{name} {raw!r} cannot be placed in time") from None
 
 
+EARLIEST_OBSERVATION = datetime(1800, 1, 1)  # older dates are typos (museum skins are catalogued, not uploaded)
+CLOCK_SKEW = timedelta(days=1)  # a camera or phone clock a little ahead is forgiven
+WIDEST_OFFSET = timedelta(hours=14)  # a naive local time may be this far ahead of UTC (UTC+14, Kiribati)
+
+
+def plausible_observation(moment: datetime) -> bool:
+    """Between 1800 and now (plus a day of clock skew); a naive local time may be up to UTC+14 ahead."""
+    now = datetime.now(timezone.utc)
+    try:
+        if moment.tzinfo is None:
+            return EARLIEST_OBSERVATION <= moment <= now.replace(tzinfo=None) + CLOCK_SKEW + WIDEST_OFFSET
+        return EARLIEST_OBSERVATION.replace(tzinfo=timezone.utc) <= moment.astimezone(timezone.utc) <= now + CLOCK_SKEW
+    except OverflowError:  # 0001-01-01 with a positive offset, 9999-12-31 with a negative one
+        return False
+
+
+def parse_observed_at(raw: str | None, name: str = "observed_at") -> datetime | None:
+    """When a bird was seen, as given (see parse_timestamp's `local`): not in the future, not before 1800."""
+    moment = parse_timestamp(raw, name, local=True)
+    if moment is not None and not plausible_observation(moment):
+        raise IdentifyError("bad_date", f"{name} {raw!r} is in the future or before 1800")
+    return moment
+
+
 def as_utc(moment: datetime | None) -> datetime | None:
     """UTC, so every backend stores and compares the same instant (SQLite keeps no zone: naive means UTC)."""
     if moment is None:
@@ -183,10 +207,10 @@ def _exif_time(value: object, offset: object) -> datetime | None:
         text = offset.strip("\x00")
         try:
             sign = -1 if text[0] == "-" else 1
-            return moment.replace(tzinfo=timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6]))))
+            moment = moment.replace(tzinfo=timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6]))))
         except ValueError:
             pass
-    return moment
+    return moment if plausible_observation(moment) else None  # a camera clock set wrong is no date at all
 
 
 def _gps_degrees(value: object, ref: object, limit: float) -> float | None:

@@ -58,6 +58,17 @@ def test_identify_answers_the_documented_contract(client):
     assert client.get(body["neighbours"][0]["thumbnail_url"]).mimetype == "image/jpeg"
 
 
+def test_an_upload_with_several_problems_names_them_all(client, service):
+    response = client.post("/api/v1/identify", data={"lat": "12", "observed_at": "2999-01-01", "ignore_location": "maybe"})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_coordinates"
+    assert [p["code"] for p in error["problems"]] == ["bad_coordinates", "bad_date", "bad_field", "missing_image"]
+    assert count_rows(service, Sighting) == 0
+    one = upload(client, jpeg_bytes(species_photo(0, 1)), lat="12").get_json()["error"]
+    assert one["code"] == "bad_coordinates" and "problems" not in one  # one problem: the plain shape
+
+
 def test_the_whole_loop_correction_becomes_a_reference(client, service, token):
     first = upload(client, jpeg_bytes(NEW_BIRD)).get_json()
     assert first["decision"] == "needs_review"
@@ -415,11 +426,26 @@ def test_a_given_time_keeps_its_offset_and_a_bare_one_takes_the_places(client):
     assert (body["observed_at"], body["observed_zone"]) == ("2026-04-15T07:00:00+03:00", "place")
 
 
-@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "2999-01-01",
+                                    "1799-12-31T23:00:00Z", "0001-01-01"])
 def test_dates_at_the_edge_of_the_calendar_are_refused_not_a_server_error(client, service, moment):
+    """Not a server error (converting to UTC overflowed), and not stored either: a bird seen in 2999 or before
+    1800 is a typo (2999-01-01 was stored before)."""
     response = upload(client, jpeg_bytes(species_photo(1, 6)), observed_at=moment)
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_date"
     assert count_rows(service, Sighting) == 0
+
+
+def test_a_date_a_day_ahead_is_clock_skew_and_a_camera_clock_in_the_future_is_no_date(client):
+    from datetime import timedelta
+
+    soon = (datetime.now(timezone.utc) + timedelta(hours=20)).isoformat(timespec="seconds")
+    assert upload(client, jpeg_bytes(species_photo(1, 9)), observed_at=soon).status_code == 201
+    future_exif = _exif_jpeg(species_photo(1, 10), taken="2999:01:01 07:30:00")
+    answer = upload(client, future_exif)  # bad EXIF never fails an upload: the date is just not known
+    assert answer.status_code == 201
+    body = client.get(f"/api/v1/sightings/{answer.get_json()['sighting_id']}").get_json()
+    assert body["observed_at"] is None
 
 
 def _gps_of(data: bytes) -> dict:

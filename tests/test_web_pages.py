@@ -73,6 +73,19 @@ def test_upload_page_shows_errors_in_place_and_stores_nothing(client, service):
     assert rows(service, Sighting) == 0
 
 
+def test_upload_page_lists_every_problem_and_keeps_what_was_typed(client, service):
+    token = csrf_token(client.get("/").get_data(as_text=True))
+    response = client.post("/", data={"csrf_token": token, "lat": "91", "lon": "5", "observed_at": "yesterday",
+                                      "observer": "Ana Lopes", "note": "x" * 2001,
+                                      "image": (io.BytesIO(b""), "")})  # the file field left empty
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    problems = re.findall(r"<li>[^<]*<code>(\w+)</code></li>", html)
+    assert problems == ["bad_coordinates", "bad_date", "bad_field", "missing_image"]
+    assert 'value="Ana Lopes"' in html and 'value="91"' in html and 'value="yesterday"' in html
+    assert rows(service, Sighting) == 0
+
+
 def test_forms_without_the_csrf_token_are_refused(client, service):
     response = client.post("/", data={"image": (io.BytesIO(PHOTO), "bird.jpg")})
     assert response.status_code == 400 and "csrf_failed" in response.get_data(as_text=True)

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from identify.errors import IdentifyError
 from identify.web import views
-from identify.web.forms import parse_count, parse_filters, parse_k, parse_review, parse_sighting_fields, text_field
+from identify.web.forms import parse_count, parse_filters, parse_k, parse_review, parse_upload, text_field
 from identify.web.auth import api_curator, service
 from identify.web import schemas
 from identify.web.openapi import documented, openapi_document
@@ -27,11 +27,6 @@ def uploaded_image() -> bytes:
     if upload is None:
         raise IdentifyError("missing_image", "send the photo as the multipart form field `image`")
     return upload.read()
-
-
-def uploaded_images() -> list[bytes]:
-    """The bytes of every multipart `image` field: one to five photos of the same bird."""
-    return [upload.read() for upload in request.files.getlist("image")]
 
 
 @bp.get("/openapi.json")
@@ -57,8 +52,8 @@ def status() -> Any:
 def identify() -> Any:
     """Identify one to five photos of one bird and store them as a sighting."""
     started = time.perf_counter()
-    fields = parse_sighting_fields(request.form)  # bad fields fail before any work
-    identified = service().identify_upload(uploaded_images(), fields)
+    fields, photos = parse_upload(request.form, request.files.getlist("image"))  # bad input fails before any work
+    identified = service().identify_upload(photos, fields)
     body = views.identification_json(identified.public_id, identified.result)
     # Server-Timing: the model's forward pass (of the batch this photo shared) and the whole request here.
     timing = (f"model;dur={identified.result.forward_seconds * 1000:.2f};desc=forward, "

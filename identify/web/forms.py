@@ -3,11 +3,13 @@ an IdentifyError with a stable code, raised before any work is done."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+
+from werkzeug.datastructures import FileStorage
 
 from identify.config import parse_boolean
 from identify.errors import IdentifyError
-from identify.metadata import parse_bbox, parse_position, parse_timestamp
+from identify.metadata import parse_bbox, parse_observed_at, parse_position, parse_timestamp
 from identify.service import SightingFields
 from identify.sightings import ReviewRequest, SightingFilters
 
@@ -51,11 +53,39 @@ def boolean_field(raw: object, name: str) -> bool | None:
 
 
 def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
-    lat, lon = parse_position(form.get("lat"), form.get("lon"))
-    return SightingFields(lat, lon, parse_timestamp(form.get("observed_at"), local=True),
-                          text_field(form.get("observer"), "observer"), text_field(form.get("note"), "note"),
-                          bool(boolean_field(form.get("ignore_location"), "ignore_location")),
-                          bool(boolean_field(form.get("hide_location"), "hide_location")))
+    """The optional fields of an upload. Every bad field is reported, not just the first (IdentifyError.all_of)."""
+    problems: list[IdentifyError] = []
+
+    def checked(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return parse(*args, **kwargs)
+        except IdentifyError as exc:
+            problems.append(exc)
+            return None
+
+    lat, lon = checked(parse_position, form.get("lat"), form.get("lon")) or (None, None)
+    fields = SightingFields(lat, lon, checked(parse_observed_at, form.get("observed_at")),
+                            checked(text_field, form.get("observer"), "observer"),
+                            checked(text_field, form.get("note"), "note"),
+                            bool(checked(boolean_field, form.get("ignore_location"), "ignore_location")),
+                            bool(checked(boolean_field, form.get("hide_location"), "hide_location")))
+    if problems:
+        raise IdentifyError.all_of(problems)
+    return fields
+
+
+def parse_upload(form: Mapping[str, str], files: list[FileStorage]) -> tuple[SightingFields, list[bytes]]:
+    """An upload's fields and photos, every problem of both reported together. A part with neither a file name
+    nor bytes is a file field left empty in a browser, not a photo."""
+    photos = [data for data in (upload.read() for upload in files) if data] if files else []
+    problems = [] if photos else [IdentifyError("missing_image", "choose a photo (the multipart field `image`)")]
+    try:
+        fields = parse_sighting_fields(form)
+    except IdentifyError as exc:
+        raise IdentifyError.all_of([*exc.problems, *problems]) from None
+    if problems:
+        raise problems[0]
+    return fields, photos
 
 
 def parse_filters(args: Mapping[str, str]) -> SightingFilters:

@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from identify.errors import IdentifyError
 from identify.web import views
 from identify.web.auth import current_curator, local_path, login_required, service
-from identify.web.forms import parse_count, parse_filters, parse_review, parse_sighting_fields
+from identify.web.forms import parse_count, parse_filters, parse_review, parse_upload
 
 bp = Blueprint("pages", __name__)
 
@@ -41,12 +41,9 @@ def upload() -> Any:
 @bp.post("/")
 def upload_post() -> Any:
     try:
-        fields = parse_sighting_fields(request.form)
-        uploads = [upload for upload in request.files.getlist("image") if upload.filename]
-        if not uploads:
-            raise IdentifyError("missing_image", "choose a photo first")
-        identified = service().identify_upload([upload.read() for upload in uploads], fields)
-    except IdentifyError as exc:
+        fields, photos = parse_upload(request.form, request.files.getlist("image"))
+        identified = service().identify_upload(photos, fields)
+    except IdentifyError as exc:  # every problem listed, the fields kept as typed (a browser clears the photos)
         return render_template("upload.html", error=exc, form=request.form), exc.status
     return redirect(url_for("pages.sighting", sighting_id=identified.public_id))
 

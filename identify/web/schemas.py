@@ -81,9 +81,16 @@ class ReviewBody(BaseModel):
 
 # Responses -----------------------------------------------------------------------------------------------------
 
+class Problem(Schema):
+    code: str
+    message: str
+
+
 class ErrorDetail(Schema):
     code: str = Field(examples=["not_an_image"], description="Stable; see the README's error codes")
     message: str
+    problems: Optional[list[Problem]] = Field(None, description="When a request has several problems: each of "
+                                              "them (`code` and `message` are the first's)")
 
 
 class Error(Schema):
