@@ -69,6 +69,13 @@ def test_an_upload_with_several_problems_names_them_all(client, service):
     assert one["code"] == "bad_coordinates" and "problems" not in one  # one problem: the plain shape
 
 
+def test_a_similar_search_refuses_a_second_photo_rather_than_drop_it(client):
+    photo = jpeg_bytes(species_photo(0, 2))
+    both = client.post("/api/v1/similar", data={"image": [(io.BytesIO(photo), "a.jpg"), (io.BytesIO(photo), "b.jpg")]})
+    assert both.status_code == 400 and both.get_json()["error"]["code"] == "too_many_photos"
+    assert client.post("/api/v1/similar", data={"image": (io.BytesIO(photo), "a.jpg")}).status_code == 200
+
+
 def test_the_whole_loop_correction_becomes_a_reference(client, service, token):
     first = upload(client, jpeg_bytes(NEW_BIRD)).get_json()
     assert first["decision"] == "needs_review"

@@ -22,11 +22,13 @@ MAX_PAGE = 1_000_000
 
 
 def uploaded_image() -> bytes:
-    """The bytes of the multipart `image` field."""
-    upload = request.files.get("image")
-    if upload is None:
+    """The bytes of the one multipart `image` field (a second one is refused, never silently dropped)."""
+    uploads = request.files.getlist("image")
+    if not uploads:
         raise IdentifyError("missing_image", "send the photo as the multipart form field `image`")
-    return upload.read()
+    if len(uploads) > 1:
+        raise IdentifyError("too_many_photos", f"{len(uploads)} photos: a similar-sightings search takes one")
+    return uploads[0].read()
 
 
 @bp.get("/openapi.json")
