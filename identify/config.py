@@ -62,6 +62,8 @@ class ServiceConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard
     refresh_seconds: float = 2.0  # how often a process looks in SQL for rows other processes added
     max_batch: int = 32  # concurrent uploads identified in one forward pass, at most
+    # Similar sightings less similar than this (cosine) are not offered: a list of strangers helps nobody.
+    similar_floor: float = 0.5
     secret_key: str | None = None  # signs session cookies; generated into <data dir>/secret_key when unset
     secure_cookies: bool = False  # set when served over HTTPS
     # Rate limits (Flask-Limiter notation; "off" for none). Failed logins count per account and per address.
@@ -73,6 +75,8 @@ class ServiceConfig:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
             raise IdentifyError("bad_config", "max_upload_mb, max_pixels and max_batch must be positive, "
                                 "refresh_seconds >= 0")
+        if not -1 <= self.similar_floor <= 1:
+            raise IdentifyError("bad_config", "similar_floor is a cosine similarity, from -1 to 1")
 
     @property
     def max_upload_bytes(self) -> int:

@@ -199,13 +199,16 @@ class IdentificationService:
                 for i, s in record.neighbours if i in known]
 
     def _similar(self, embedding: np.ndarray, k: int, filters: SightingFilters, exclude: int | None) -> list[SimilarSighting]:
-        """The k nearest sightings that pass the filters (SQL picks the ids, FAISS searches only those)."""
+        """The k nearest sightings that pass the filters (SQL picks the ids, FAISS searches only those), none
+        below the similarity floor."""
         allowed = self.sightings.matching_ids(self.model_id, filters) if filters.any else None
         if allowed is not None and exclude is not None:
             allowed = allowed[allowed != exclude]
         room_for_itself = 1 if exclude is not None and allowed is None else 0
         similarities, ids = self.similar_index.search(embedding[None, :], k + room_for_itself, allowed)
-        hits = [(int(i), float(s)) for i, s in zip(ids[0], similarities[0], strict=True) if i >= 0 and i != exclude][:k]
+        floor = self.limits.similar_floor
+        hits = [(int(i), float(s)) for i, s in zip(ids[0], similarities[0], strict=True)
+                if i >= 0 and i != exclude and s >= floor][:k]
         records = self.sightings.many([i for i, _ in hits])
         return [SimilarSighting(records[i], s) for i, s in hits]
 

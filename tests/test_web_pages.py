@@ -274,3 +274,70 @@ def test_uploads_are_limited_per_address_and_a_refused_one_stores_nothing(make_s
     statuses = [client.post("/api/v1/identify", data={"image": (io.BytesIO(PHOTO), "b.jpg")}).status_code
                 for _ in range(4)]
     assert statuses == [201, 201, 201, 429] and rows(service, Sighting) == 3
+
+
+def _set_decision(service, public_id: str, decision: str) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    with service.store.sessions.begin() as session:
+        session.execute(update(Sighting).where(Sighting.public_id == public_id).values(decision=decision))
+
+
+def test_a_no_match_is_not_headed_with_a_species(client, service):
+    address = uploaded(client)
+    _set_decision(service, address.rsplit("/", 1)[1], "no_match")
+    html = client.get(address).get_data(as_text=True)
+    heading = re.search(r"<h1>(.*?)</h1>", html, re.S).group(1)
+    assert "no match" in heading and not any(name.replace("_", " ") in heading for name in SPECIES)
+    assert not any(common in heading for common in ("Sparrow", "Crow", "Dove"))
+    assert "is not an identification" in html
+
+
+def test_a_reviewed_sighting_shows_the_review_not_needs_review(client, service):
+    address = uploaded(client)
+    log_in(client)
+    html = client.get(address).get_data(as_text=True)
+    client.post(f"{address}/review", data={"csrf_token": csrf_token(html), "version": "1", "action": "correct",
+                                           "species": SPECIES[1], "back": address})
+    decision = re.search(r'<p class="decision[^"]*" id="decision">(.*?)</p>', client.get(address).get_data(as_text=True),
+                         re.S).group(1)
+    assert "Corrected by a curator" in decision and "Hooded Crow" in decision and "Needs review</strong>" not in decision
+
+
+def test_the_why_text_counts_the_neighbours_it_shows(client):
+    html = client.get(uploaded(client)).get_data(as_text=True)
+    why = re.sub(r"\s+", " ", re.search(r'<p id="why">(.*?)</p>', html, re.S).group(1))
+    section = html[html.index('id="refs-heading"'):html.index('id="similar-heading"')]
+    shown = section.count("<li>")
+    named = re.search(r"Of the (\d+) most similar|The most similar reference photo", why)
+    assert named and int(named.group(1) or 1) == shown, (why, shown)
+
+
+def test_similar_sightings_below_the_floor_are_not_offered(make_service, web_settings):
+    from dataclasses import replace
+
+    strict = replace(web_settings, service=replace(web_settings.service, similar_floor=0.9999))
+    svc = make_service(strict)
+    client = create_app(strict, svc).test_client()
+    first = uploaded(client)
+    client.post("/", data={"csrf_token": csrf_token(client.get("/").get_data(as_text=True)),
+                           "image": (io.BytesIO(jpeg_bytes(species_photo(0, 5))), "other.jpg")})
+    assert "Nothing close yet" in client.get(first).get_data(as_text=True)
+    similar = client.get(f"/api/v1/sightings/{first.rsplit('/', 1)[1]}/similar").get_json()["similar"]
+    assert similar == []
+    anything = replace(web_settings, service=replace(web_settings.service, similar_floor=-1.0))
+    loose = create_app(anything, make_service(anything)).test_client()
+    assert loose.get(f"/api/v1/sightings/{first.rsplit('/', 1)[1]}/similar").get_json()["similar"]
+
+
+def test_after_a_review_the_queue_goes_on_to_the_next_sighting(client, service):
+    ids = [uploaded(client).rsplit("/", 1)[1] for _ in range(3)]
+    log_in(client)
+    html = client.get("/review").get_data(as_text=True)
+    order = re.findall(r'id="item-([\w-]+)"', html)
+    assert sorted(order) == sorted(ids)
+    answer = client.post(f"/sightings/{order[0]}/review", data={
+        "csrf_token": csrf_token(html), "version": "1", "action": "confirm", "back": "/review#item-" + order[1]})
+    back = re.search(r'name="back" value="([^"]+)"', html).group(1)
+    assert back == f"/review?page=1#item-{order[1]}"
+    assert answer.status_code == 302 and answer.headers["Location"].endswith(f"#item-{order[1]}")

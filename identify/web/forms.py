@@ -77,7 +77,7 @@ def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
 def parse_upload(form: Mapping[str, str], files: list[FileStorage]) -> tuple[SightingFields, list[bytes]]:
     """An upload's fields and photos, every problem of both reported together. A part with neither a file name
     nor bytes is a file field left empty in a browser, not a photo."""
-    photos = [data for data in (upload.read() for upload in files) if data] if files else []
+    photos = [data for upload, data in ((u, u.read()) for u in files) if data or upload.filename]
     problems = [] if photos else [IdentifyError("missing_image", "choose a photo (the multipart field `image`)")]
     try:
         fields = parse_sighting_fields(form)

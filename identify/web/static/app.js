@@ -78,7 +78,9 @@ function setUpQueue() {
       actions[event.key]();
     }
   });
-  select(0);
+  // Back from a review: the address names the next sighting (#item-<id>); start there, not at the top.
+  const named = items.findIndex((item) => "#" + item.id === window.location.hash);
+  select(named >= 0 ? named : 0);
 }
 
 // Review forms: as a curator types a species, offer names of the whole bird taxonomy (common and scientific,
