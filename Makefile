@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FAISS ?= cpu
 INSTALLED := $(VENV)/.installed-$(FAISS)
 
-.PHONY: test demo install clean chromium
+.PHONY: test demo demo-photos install clean chromium
 
 install: $(INSTALLED)
 
@@ -16,7 +16,7 @@ $(INSTALLED): pyproject.toml constraints/offline.txt
 	$(BIN)/identify taxonomy suggest sparrow --limit 1 > /dev/null  # builds the name index cache once (about 3 s)
 	touch $@
 
-test: $(INSTALLED) chromium
+test: $(INSTALLED) chromium demo-photos
 	$(BIN)/python -m pytest -q
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
@@ -25,21 +25,32 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		{ echo "the browser tests need Chromium: sudo apt-get install chromium"; exit 1; }
 
-# The demo: a real model (ImageNet EfficientNet-Lite0) and real photos (scikit-image's), all offline.
+# The demo: a real model (ImageNet EfficientNet-Lite0) and real bird photos (Debian's tuxpaint-stamps-default:
+# photo cut-outs of 35 birds, set on backgrounds), all offline. Its curator and password stay across runs.
 DEMO := var/demo
 DEMO_HOST ?= 127.0.0.1
 DEMO_PORT ?= 8000
-demo: $(INSTALLED)
-	$(BIN)/python -m identify.demo $(DEMO) > /dev/null
-	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify convert-demo-model --out $(DEMO)/models/efficientnet_lite0_imagenet.pt
-	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify build-index --model $(DEMO)/models/efficientnet_lite0_imagenet.pt \
-		--images $(DEMO)/gallery --name demo
-	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify predict --model $(DEMO)/models/efficientnet_lite0_imagenet.pt \
-		--index demo $(DEMO)/queries/*.jpg
-	@echo "A curator for the review queue (log in at /login):"
-	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify create-curator demo --generate-password --reset
-	IDENTIFY_DATA_DIR=$(DEMO) IDENTIFY_MODEL=$(DEMO)/models/efficientnet_lite0_imagenet.pt IDENTIFY_INDEX=demo \
+DEMO_MODEL := $(DEMO)/models/efficientnet_lite0_imagenet.pt
+STAMPS := /usr/share/tuxpaint/stamps/animals/birds
+demo: $(INSTALLED) demo-photos
+	$(BIN)/python -m identify.demo photos $(DEMO) > /dev/null
+	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify convert-demo-model --out $(DEMO_MODEL)
+	IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/identify build-index --model $(DEMO_MODEL) --images $(DEMO)/gallery --name demo
+	IDENTIFY_DATA_DIR=$(DEMO) IDENTIFY_MODEL=$(DEMO_MODEL) IDENTIFY_INDEX=demo $(BIN)/identify predict --json \
+		$(DEMO)/queries > $(DEMO)/predictions.jsonl || true
+	$(BIN)/python -m identify.demo summary $(DEMO) $(DEMO)/predictions.jsonl
+	@IDENTIFY_DATA_DIR=$(DEMO) $(BIN)/python -m identify.demo curator $(DEMO)
+	IDENTIFY_DATA_DIR=$(DEMO) IDENTIFY_MODEL=$(DEMO_MODEL) IDENTIFY_INDEX=demo \
 		$(BIN)/identify serve --host $(DEMO_HOST) --port $(DEMO_PORT)
+
+# The demo's bird photos come from a Debian package: installed without asking when we may, else say how.
+demo-photos:
+	@test -d $(STAMPS) || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tuxpaint-stamps-default >/dev/null; } || \
+		{ sudo -n true 2>/dev/null && sudo apt-get install -y -qq tuxpaint-stamps-default >/dev/null; } || \
+		{ echo "make demo needs the bird photos of Debian's tuxpaint-stamps-default:"; \
+		  echo "  sudo apt-get install tuxpaint-stamps-default   (or set IDENTIFY_DEMO_STAMPS to its animals/birds folder)"; \
+		  exit 1; }
 
 clean:
 	rm -rf $(VENV) var/demo

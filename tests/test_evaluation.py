@@ -139,7 +139,8 @@ def test_write_config_refuses_what_it_could_not_check(data_dir, tmp_path, monkey
     assert "too few to hold any out" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_evaluate_the_real_demo_model_on_real_photos(data_dir, tmp_path):
+def test_evaluate_the_real_demo_model_on_real_bird_photos(data_dir, tmp_path):
+    """The demo's 35 bird queries against its 90 references, through `identify evaluate`."""
     from identify.demo import write_demo_photos
     from identify.demo_model import convert_demo_model
 
@@ -151,10 +152,8 @@ def test_evaluate_the_real_demo_model_on_real_photos(data_dir, tmp_path):
                                        "--workers", "0"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["kind"] == "labelled photos" and summary["queries"] == 20
-    # The 4 astronaut queries have no ImageNet class: the classifier cannot be right on them, the fusion can.
-    assert summary["accuracy"]["classifier"]["top1"] <= 0.8
-    assert summary["accuracy"]["fusion"]["top1"] >= 0.9
+    assert summary["kind"] == "labelled photos" and summary["queries"] == 35
+    assert summary["accuracy"]["fusion"]["top1"] >= 0.5  # measured 0.60 on its test split
     assert "**Data: labelled photos.**" in (out / "report.md").read_text()
 
 
