@@ -59,9 +59,11 @@ def sighting(sighting_id: str) -> Any:
     except IdentifyError as exc:
         similar, filter_error = [], exc
     curator = current_curator()
+    answer, neighbours = views.sighting_json(record), svc.neighbours_of(record)
+    by_vote = max(answer["species"], key=lambda s: s["knn"], default=None)
+    agreeing = views.agreeing_neighbours(neighbours, by_vote, svc.references.label_taxa()) if by_vote else 0
     return render_template(
-        "sighting.html", sighting=record, answer=views.sighting_json(record), neighbours=svc.neighbours_of(record),
-        similar=similar,
+        "sighting.html", sighting=record, answer=answer, neighbours=neighbours, agreeing=agreeing, similar=similar,
         filters=request.args, filter_error=filter_error, curator=curator,
         species_names=svc.species_names() if curator else [],
     )
