@@ -414,6 +414,8 @@ class SightingStore:
             sighting = session.get(Sighting, request.sighting_id)
             if sighting is None:
                 raise IdentifyError("unknown_sighting", f"no sighting {request.sighting_id}", 404)
+            if sighting.version != request.version:  # stale first: what else is wrong may be someone else's doing
+                raise self._stale(request)
             species_id, label = self._reviewed_species(session, sighting, request, model_classes)
             changed = session.execute(
                 update(Sighting)

@@ -172,26 +172,38 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-BAD_UPLOADS = {
-    "empty_file": (b"", {}, 400),
-    "not_an_image": (b"hello, I am text\n" * 10, {}, 400),
-    "truncated_image": (jpeg_bytes(species_photo(0, 1))[:400], {}, 400),
-    "too_many_pixels": (_png(Image.new("L", (3000, 3000))), {}, 413),  # over the 4 Mpx limit set below
-    "bad_coordinates": (jpeg_bytes(species_photo(0, 1)), {"lat": "91", "lon": "0"}, 400),
-    "bad_date": (jpeg_bytes(species_photo(0, 1)), {"observed_at": "last tuesday"}, 400),
-    "bad_field": (jpeg_bytes(species_photo(0, 1)), {"note": "x" * 5000}, 400),
-}
+PHOTO_OK = jpeg_bytes(species_photo(0, 1))
+# (case, photos, fields, status, code): what the issue's probe sent, each answered with its code, nothing stored.
+BAD_UPLOADS = [
+    ("empty file", [b""], {}, 400, "empty_file"),
+    ("text", [b"hello, I am text\n" * 10], {}, 400, "not_an_image"),
+    ("truncated", [PHOTO_OK[:400]], {}, 400, "truncated_image"),
+    ("over 4 Mpx", [_png(Image.new("L", (3000, 3000)))], {}, 413, "too_many_pixels"),  # the limit set below
+    ("second photo truncated", [PHOTO_OK, PHOTO_OK[:400]], {}, 400, "truncated_image"),
+    ("six photos", [PHOTO_OK] * 6, {}, 400, "too_many_photos"),
+    ("lat 91", [PHOTO_OK], {"lat": "91", "lon": "0"}, 400, "bad_coordinates"),
+    ("lat alone", [PHOTO_OK], {"lat": "12"}, 400, "bad_coordinates"),
+    ("lon nan", [PHOTO_OK], {"lat": "1", "lon": "nan"}, 400, "bad_coordinates"),
+    ("words as a date", [PHOTO_OK], {"observed_at": "last tuesday"}, 400, "bad_date"),
+    ("year 2999", [PHOTO_OK], {"observed_at": "2999-01-01"}, 400, "bad_date"),
+    ("edge of the calendar", [PHOTO_OK], {"observed_at": "0001-01-01T00:00:00+05:00"}, 400, "bad_date"),
+    ("long note", [PHOTO_OK], {"note": "x" * 5000}, 400, "bad_field"),
+    ("NUL in a note", [PHOTO_OK], {"note": "a\x00b"}, 400, "bad_field"),
+    ("long observer name", [PHOTO_OK], {"observer": "y" * 2001}, 400, "bad_field"),
+    ("boolean maybe", [PHOTO_OK], {"ignore_location": "maybe"}, 400, "bad_field"),
+]
 
 
-@pytest.mark.parametrize("code", list(BAD_UPLOADS))
-def test_bad_uploads_get_a_code_and_store_nothing(make_service, web_settings, code):
+@pytest.mark.parametrize("case", BAD_UPLOADS, ids=[case[0] for case in BAD_UPLOADS])
+def test_bad_uploads_get_a_code_and_store_nothing(make_service, web_settings, case):
     from dataclasses import replace
 
+    _, photos, fields, status, code = case
     settings = replace(web_settings, service=replace(web_settings.service, max_pixels=4_000_000))
     service = make_service(settings)
     client = create_app(settings, service).test_client()
-    data, fields, status = BAD_UPLOADS[code]
-    response = upload(client, data, **fields)
+    response = client.post("/api/v1/identify", data={
+        "image": [(io.BytesIO(data), f"{n}.jpg") for n, data in enumerate(photos)], **fields})
     assert response.status_code == status
     assert response.get_json()["error"]["code"] == code
     assert "Traceback" not in response.get_data(as_text=True)
@@ -642,3 +654,29 @@ def test_photo_files_no_sighting_names_are_swept_at_start(make_service, client, 
     record = restarted.sighting(restarted.sighting_key(kept["sighting_id"]))
     assert photos.photo_path(record.photo_name).exists() and photos.thumbnail_path(record.photo_sha256).exists()
     assert client.get(kept["neighbours"][0]["thumbnail_url"]).status_code == 200  # references' thumbnails stay
+
+
+def test_twenty_two_curator_races_each_have_one_winner_and_one_409(client, service, token):
+    """Two curators review the same version of a sighting at the same moment, twenty times: each time exactly
+    one review stands and the other gets 409 stale_version. (On PostgreSQL a confirm that lost to a reject was
+    a 400 'nothing to confirm': the loser was judged on the winner's state before its version was checked.)"""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    other = service.curators.create("ben", "another long one")
+    app = client.application
+    for round_ in range(20):
+        sighting_id = upload(client, jpeg_bytes(species_photo(round_ % 3, 400 + round_))).get_json()["sighting_id"]
+        start = threading.Barrier(2)
+
+        def review(body: dict, curator_token: str) -> int:
+            with app.test_client() as own:
+                start.wait()
+                return own.post(f"/api/v1/sightings/{sighting_id}/review", headers=bearer(curator_token),
+                                json=body).status_code
+
+        bodies = [{"action": "confirm", "version": 1}, {"action": "reject", "version": 1, "add_as_reference": False}]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            statuses = sorted(pool.map(review, bodies, [token, other]))
+        assert statuses == [200, 409], (round_, statuses)
+    assert count_rows(service, Review) == 20
