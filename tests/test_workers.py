@@ -89,3 +89,122 @@ def test_every_worker_covers_every_sighting_after_a_burst(gunicorn_on_postgres):
             break
     assert len(seen) == 2, "only one worker answered"
     assert set(seen.values()) == {UPLOADS}, seen
+
+
+def _serve(root: Path, checkpoint: Path, env_extra: dict | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "IDENTIFY_DATA_DIR": str(root / "var"), "IDENTIFY_MODEL": str(checkpoint),
+           "IDENTIFY_INDEX": "birds", "IDENTIFY_IDENTIFY_LIMIT": "off", **(env_extra or {})}
+    env.pop("IDENTIFY_DATABASE_URL", None)
+    server = subprocess.Popen([str(Path(sys.executable).parent / "identify"), "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            _get(base + "/api/v1/status")
+            return server, base
+        except OSError:
+            assert server.poll() is None, "identify serve exited"
+            time.sleep(0.25)
+    raise AssertionError("identify serve did not answer")
+
+
+def _upload(base: str, photo: bytes) -> str:
+    body, content_type = _multipart(photo)
+    request = urllib.request.Request(base + "/api/v1/identify", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["sighting_id"]
+
+
+@pytest.fixture
+def served_root(tmp_path: Path, tiny_backbone) -> Path:  # type: ignore[no-untyped-def]
+    settings = Settings(tmp_path / "var", f"sqlite:///{tmp_path / 'var' / 'identify.db'}", FusionConfig(),
+                        ServiceConfig(index="birds"))
+    build_reference_index(settings, tiny_backbone, make_species_folder(tmp_path / "refs", SPECIES, per=2), "birds")
+    return tmp_path
+
+
+def test_no_acknowledged_upload_is_lost_when_the_server_is_killed(served_root, tiny_checkpoint):
+    """SIGKILL under load from 8 clients: every upload answered 201 before the kill is there after a restart,
+    with its photo; the ones cut off are simply not there."""
+    import signal
+    import threading
+
+    server, base = _serve(served_root, tiny_checkpoint)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        variant = 0
+        while not stop.is_set():
+            variant += 1
+            try:
+                acknowledged.append(_upload(base, jpeg_bytes(species_photo(number % 3, 2000 + 50 * number + variant,
+                                                                           size=64))))
+            except OSError:  # the server is gone
+                return
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 150 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(acknowledged) >= 150
+    server, base = _serve(served_root, tiny_checkpoint)
+    try:
+        for sighting_id in acknowledged:
+            sighting = _get(f"{base}/api/v1/sightings/{sighting_id}")
+            with urllib.request.urlopen(base + sighting["photo_url"], timeout=30) as photo:
+                assert photo.status == 200
+        assert _get(base + "/api/v1/status")["sightings"] >= len(acknowledged)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_eight_thousand_requests_from_sixteen_clients_without_an_error_and_with_flat_memory(served_root,
+                                                                                              tiny_checkpoint):
+    """The service's everyday mix (pages, sightings, similar sightings, name suggestions, status and one upload
+    in twenty): no answer other than 2xx, and the server's memory after the last 6,000 requests within 32 MiB of
+    what it was after the first 2,000."""
+    server, base = _serve(served_root, tiny_checkpoint)
+    try:
+        seeds = [_upload(base, jpeg_bytes(species_photo(i % 3, 3000 + i, size=64))) for i in range(20)]
+        paths = ["/", "/api/v1/status", "/api/v1/taxa?q=sparr"] + \
+                [f"/api/v1/sightings/{s}" for s in seeds[:5]] + [f"/api/v1/sightings/{s}/similar" for s in seeds[:5]] + \
+                [f"/sightings/{s}" for s in seeds[:3]]
+
+        def request(number: int) -> int:
+            if number % 20 == 0:
+                _upload(base, jpeg_bytes(species_photo(number % 3, 4000 + number, size=64)))
+                return 201
+            with urllib.request.urlopen(base + paths[number % len(paths)], timeout=60) as response:
+                response.read()
+                return response.status
+
+        with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+            first = list(pool.map(request, range(2000)))
+            warm = _rss_mib(server.pid)
+            rest = list(pool.map(request, range(2000, 8000)))
+        end = _rss_mib(server.pid)
+        statuses = first + rest
+        assert len(statuses) == 8000 and all(200 <= s < 300 for s in statuses)
+        print(f"server memory: {warm:.0f} MiB after 2,000 requests, {end:.0f} MiB after 8,000")
+        assert end - warm < 32, (warm, end)
+    finally:
+        server.terminate()
+        server.wait(30)
