@@ -6,6 +6,8 @@ one the document lists for the operation, with the content type and body schema 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -21,11 +23,14 @@ from identify.curators import Curators
 from identify.storage import Store, make_engine
 from tests.conftest import serving
 
-EXAMPLES = 20  # per operation, mode and caller: 9 operations x 2 x 2 x 20 requests
+EXAMPLES = int(os.environ.get("IDENTIFY_CONTRACT_EXAMPLES", 20))  # per operation, mode and caller (9 x 2 x 2 x 20)
 # Not schemathesis' positive_data_acceptance: a request can fit the document and still be wrong in ways a schema
 # cannot say (random bytes as a photo, lat without lon, `from` after `to`), and those get their 400.
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection]
+CONFORMS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
+            response_schema_conformance]
+# negative_data_rejection (a request the document forbids must get a 4xx) everywhere but multipart bodies: a
+# multipart form cannot tell a one-element array from a string, so schemathesis' "array" there is one value.
+CHECKS = [*CONFORMS, negative_data_rejection]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +58,11 @@ def test_the_api_keeps_its_contract(served_alone):  # type: ignore[no-untyped-de
 
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                      derandomize=True, database=None)
+                      database=None)
             def keeps_contract(case):  # type: ignore[no-untyped-def]
+                checks = CONFORMS if case.media_type == "multipart/form-data" else CHECKS
                 for headers in callers.values():
-                    case.call_and_validate(headers=headers, checks=CHECKS)
+                    case.call_and_validate(headers=headers, checks=checks)
 
             try:
                 keeps_contract()

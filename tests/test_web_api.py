@@ -680,3 +680,11 @@ def test_twenty_two_curator_races_each_have_one_winner_and_one_409(client, servi
             statuses = sorted(pool.map(review, bodies, [token, other]))
         assert statuses == [200, 409], (round_, statuses)
     assert count_rows(service, Review) == 20
+
+
+def test_a_field_given_twice_is_refused_not_half_read(client):
+    """Found by schemathesis: /similar with k=1&k=2 answered with the first."""
+    photo = jpeg_bytes(species_photo(0, 2))
+    twice = client.post("/api/v1/similar", data={"image": (io.BytesIO(photo), "a.jpg"), "k": ["1", "2"]})
+    assert twice.status_code == 400 and twice.get_json()["error"]["code"] == "bad_field"
+    assert client.get("/api/v1/taxa?q=wren&q=sparrow").status_code == 400

@@ -80,6 +80,20 @@ def _error_response(exc: IdentifyError) -> Any:
     return render_template("error.html", error=exc), exc.status
 
 
+REPEATABLE = {"image"}  # an upload's photos; every other API field takes one value
+
+
+def _one_value_per_field() -> None:
+    """An API field given twice is refused rather than one of its values picked (which would the client mean?)."""
+    if not request.path.startswith("/api/"):
+        return
+    for fields in (request.args, request.form):
+        repeated = sorted(key for key in fields if key not in REPEATABLE and len(fields.getlist(key)) > 1)
+        if repeated:
+            raise IdentifyError("bad_field", f"{repeated[0]} is given {len(fields.getlist(repeated[0]))} times; "
+                                "give it once")
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(IdentifyError)
     def identify_error(exc: IdentifyError) -> Any:
@@ -203,6 +217,7 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     app.extensions["identify_limiter"] = _rate_limits(app, limits, settings.data_dir)
     if check_responses_enabled():
         app.after_request(check_response)
+    app.before_request(_one_value_per_field)
 
     @app.context_processor
     def globals_for_templates() -> dict[str, Any]:

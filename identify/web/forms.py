@@ -99,8 +99,8 @@ def parse_filters(args: Mapping[str, str]) -> SightingFilters:
 
 
 def parse_count(raw: str | None, name: str, default: int, limit: int, code: str = "bad_field") -> int:
-    """A whole number in [1, limit]; blank gives the default."""
-    if raw is None or str(raw).strip() == "":
+    """A whole number in [1, limit]; left out gives the default (an empty value is no number: refused)."""
+    if raw is None:
         return default
     try:
         value = int(raw)

@@ -9,7 +9,7 @@ suite (response validation in tests, schemathesis) instead of drifting."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,8 +55,9 @@ class UploadForm(BaseModel):
     image: list[bytes] = Field(description="1 to 5 photos of the same bird (repeat the field): JPEG, PNG, WebP, "
                                "TIFF...", json_schema_extra={"items": {"type": "string", "format": "binary"}},
                                min_length=1, max_length=5)
-    lat: float = optional(ge=-90, le=90, description="Default: EXIF GPS")
-    lon: float = optional(ge=-180, le=180, description="Default: EXIF GPS")
+    # Empty is "not given": a browser sends the fields of a form that were left empty.
+    lat: Union[Annotated[float, Field(ge=-90, le=90)], Literal[""]] = optional(description="Default: EXIF GPS")
+    lon: Union[Annotated[float, Field(ge=-180, le=180)], Literal[""]] = optional(description="Default: EXIF GPS")
     observed_at: str = optional(description="ISO 8601; default: EXIF DateTimeOriginal")
     observer: str = optional(max_length=2000)
     note: str = optional(max_length=2000)
