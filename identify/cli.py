@@ -95,6 +95,7 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
     """Embed labelled reference photos and publish a FAISS index. Re-runs embed only new photos."""
     _passive_openmp()
     from identify.backbone import load_backbone
+    from index_builder.distributed import Ranks
     from index_builder.runner import BuildOptions, IndexBuilder
     from index_builder.sources import from_folder, from_manifest
 
@@ -102,13 +103,24 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
         raise IdentifyError("bad_arguments", "give exactly one of --images DIR or --manifest CSV")
     sources = from_folder(images) if images is not None else from_manifest(manifest)  # type: ignore[arg-type]
     settings = _settings()
-    backbone = load_backbone(model, network=network, half=half)  # before SQL: a bad model changes nothing
-    store = _store(settings)
-    options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output)
-    report = IndexBuilder(settings, backbone, store, options).run(sources)
+    ranks = Ranks.from_environment()  # under torchrun: this process's share of the build
+    ranks.start()
+    try:
+        # The model before SQL: a bad model changes nothing.
+        backbone = load_backbone(model, network=network, half=half, device=ranks.device())
+        store = _store(settings) if ranks.leader else None
+        ranks.barrier()  # rank 0 has migrated the schema (two migrations at once would race)
+        store = store or _store(settings)
+        options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output)
+        report = IndexBuilder(settings, backbone, store, options, ranks=ranks).run(sources)
+    finally:
+        ranks.stop()
     if json_output:
-        summary = report.to_dict()
-        click.echo(json.dumps(summary))
+        click.echo(json.dumps(report.to_dict() if ranks.leader else report.shard_dict()))
+        return
+    if not ranks.leader:
+        click.echo(f"rank {ranks.rank}: embedded {report.embedded}, skipped {report.skipped}, already indexed "
+                   f"{report.already_indexed} of its shard")
         return
     click.echo(f"embedded {report.embedded}, skipped {report.skipped}, already indexed {report.already_indexed}, "
                f"duplicates {report.duplicates}, of {report.total} files ({report.images_per_second} img/s)")

@@ -23,6 +23,7 @@ from identify.vectors.plan import build_planned_index, plan_index
 from identify.vectors.catalog import Manifest, read_manifest
 from identify.vectors.published import check_compatible, new_manifest, publish
 from index_builder.dataset import ReferenceDataset, default_workers, loader
+from index_builder.distributed import Ranks
 from index_builder.sources import ReferenceSource
 from index_builder.writer import EmbeddingWriter
 
@@ -43,9 +44,16 @@ class BuildReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    rank: int = 0  # under torchrun: which process this is, of world_size
+    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def shard_dict(self) -> dict[str, Any]:
+        """What a rank other than 0 did with its shard (rank 0 reports the whole build, `count` included)."""
+        keys = ("rank", "world_size", "embedded", "skipped", "already_indexed", "duplicates", "failures")
+        return {key: getattr(self, key) for key in keys}
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ def _hash_all(paths: Sequence[Path]) -> list[str | None]:
 
 class IndexBuilder:
     def __init__(self, settings: Settings, backbone: Backbone, store: Store, options: BuildOptions,
-                 references: References | None = None) -> None:
+                 references: References | None = None, ranks: Ranks | None = None) -> None:
         if options.batch_size < 1:
             raise IdentifyError("bad_batch_size", "--batch-size must be at least 1")
         plan_index(0, options.index_type)  # reject a bad --index-type before any work
@@ -79,7 +87,8 @@ class IndexBuilder:
         self.store = store
         self.references = references or References.for_settings(store, settings)
         self.options = options
-        self.report = BuildReport()
+        self.ranks = ranks or Ranks()
+        self.report = BuildReport(rank=self.ranks.rank, world_size=self.ranks.world_size)
 
     def _fail(self, source: ReferenceSource, code: str, message: str) -> None:
         log.warning("skipped %s: %s", source.path, message)
@@ -115,7 +124,8 @@ class IndexBuilder:
         dataset = ReferenceDataset([source for source, _ in pending], self.backbone.transform,
                                    self.backbone.identity.decode_size)
         workers = default_workers() if self.options.workers is None else self.options.workers
-        with tqdm(total=len(pending), unit="img", desc="embedding", disable=not self.options.progress) as bar:
+        desc = f"embedding (rank {self.ranks.rank})" if self.ranks.distributed else "embedding"
+        with tqdm(total=len(pending), unit="img", desc=desc, disable=not self.options.progress) as bar:
             for batch in loader(dataset, self.options.batch_size, workers):
                 for position, code, message in batch.failures:
                     self._fail(pending[position][0], code, message)
@@ -149,8 +159,21 @@ class IndexBuilder:
         return True
 
     def run(self, sources: Sequence[ReferenceSource]) -> BuildReport:
+        if not self.ranks.leader:  # rank 0 holds the index's lock for the whole launch
+            return self._run(sources)
         with build_lock(self.settings.indexes_dir, self.options.name):
             return self._run(sources)
+
+    def _begin(self, sources: Sequence[ReferenceSource], model_id: int) -> tuple[int, int]:
+        """Rank 0's part before the others start: the index, every species (so that no two ranks race to
+        create one) and the build row; returns (index id, build id)."""
+        index_id = self.store.open_index(self.options.name, model_id)
+        self.references.ensure_species(sorted({source.species for source in sources}))
+        abandoned = self.store.abandon_builds(index_id)  # we hold the lock: no other build of it is alive
+        if abandoned:
+            log.warning("marked %d earlier build(s) of %r abandoned (killed before they finished)", abandoned,
+                        self.options.name)
+        return index_id, self.store.start_build(index_id)
 
     def _run(self, sources: Sequence[ReferenceSource]) -> BuildReport:
         started = time.perf_counter()
@@ -158,32 +181,44 @@ class IndexBuilder:
         published = read_manifest(self.settings.indexes_dir, self.options.name)
         if published is not None:
             check_compatible(published, identity, self.options.name)
-        model_id = self.store.register_model(identity)
-        index_id = self.store.open_index(self.options.name, model_id)
-        abandoned = self.store.abandon_builds(index_id)  # we hold the lock: no other build of it is alive
-        if abandoned:
-            log.warning("marked %d earlier build(s) of %r abandoned (killed before they finished)", abandoned,
-                        self.options.name)
-        build_id = self.store.start_build(index_id)
+        model_id = self.store.register_model(identity) if self.ranks.leader else 0
+        index_id, build_id = self._begin(sources, model_id) if self.ranks.leader else (0, None)
+        self.ranks.barrier()
+        if not self.ranks.leader:  # rank 0 has recorded them: these only look them up
+            model_id = self.store.register_model(identity)
+            index_id = self.store.open_index(self.options.name, model_id)
         self.report.total = len(sources)
         try:
-            pending = self._triage(sources, model_id, index_id)
+            pending = self._triage(self.ranks.shard(sources), model_id, index_id)
             embed_started = time.perf_counter()
             self._embed(pending, EmbeddingWriter(self.references, index_id, model_id))
             embed_seconds = time.perf_counter() - embed_started
-            if self.report.embedded or not self._is_current(index_id, published):
+            self._sum_over_ranks()  # also the barrier: every shard is in SQL past this line
+            if self.ranks.leader and (self.report.embedded or not self._is_current(index_id, published)):
                 self._publish(index_id, model_id)
         except BaseException:
-            with contextlib.suppress(Exception):  # the original error matters more than this bookkeeping
-                self.store.finish_build(build_id, "failed", embedded=self.report.embedded, skipped=self.report.skipped)
+            if build_id is not None:
+                with contextlib.suppress(Exception):  # the original error matters more than this bookkeeping
+                    self.store.finish_build(build_id, "failed", embedded=self.report.embedded,
+                                            skipped=self.report.skipped)
             raise
         self.report.seconds = round(time.perf_counter() - started, 3)
         self.report.images_per_second = round(self.report.embedded / embed_seconds, 2) if self.report.embedded else 0.0
-        self.store.finish_build(
-            build_id, "published" if self.report.published else "unchanged", index_type=self.report.index_type,
-            embedded=self.report.embedded, skipped=self.report.skipped, count=self.report.count, path=self.report.index,
-        )
+        if build_id is not None:
+            self.store.finish_build(
+                build_id, "published" if self.report.published else "unchanged", index_type=self.report.index_type,
+                embedded=self.report.embedded, skipped=self.report.skipped, count=self.report.count,
+                path=self.report.index,
+            )
         return self.report
+
+    def _sum_over_ranks(self) -> None:
+        """Rank 0's report counts the whole build; the others keep their shard's counts."""
+        fields = ("embedded", "skipped", "already_indexed", "duplicates")
+        totals = self.ranks.total([getattr(self.report, name) for name in fields])
+        if self.ranks.leader:
+            for name, value in zip(fields, totals, strict=True):
+                setattr(self.report, name, value)
 
 
 @contextlib.contextmanager

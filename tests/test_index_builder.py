@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
@@ -275,3 +276,43 @@ def test_predict_mistakes_are_reported_at_once_without_the_model_stack(refs, tin
         assert seconds < 2.0, (code, seconds)  # the process start included; the check itself takes milliseconds
     result, _, _ = _timed_cli("predict", "--model", str(tiny_checkpoint), "--index", "nosuch", photo, env=env)
     assert "known: birds" in result.stderr
+
+
+def _vectors_by_photo(database_url: str) -> dict[str, np.ndarray]:
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(ReferenceImage.file_sha256, Embedding.vector)
+                                  .join(Embedding, Embedding.reference_id == ReferenceImage.id)).all()
+    engine.dispose()
+    return {sha: np.frombuffer(vector, dtype=np.float32) for sha, vector in rows}
+
+
+def test_a_torchrun_build_of_two_ranks_equals_one_process(refs, tiny_checkpoint, tmp_path):
+    """Two CPU processes under torchrun (gloo) store the same rows and vectors as one process, without
+    duplicates; rank 0 reports the whole build, rank 1 its shard; a rerun of both embeds nothing."""
+    args = ["build-index", "--model", str(tiny_checkpoint), "--images", str(refs), "--name", "birds", "--json",
+            "--workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("IDENTIFY_DATABASE_URL", None)
+    one = subprocess.run([sys.executable, "-m", "identify", *args], capture_output=True, text=True, check=True,
+                         env={**env, "IDENTIFY_DATA_DIR": str(tmp_path / "one")})
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "identify"]
+
+    def two_ranks() -> list[dict]:
+        run = subprocess.run([*torchrun, *args], capture_output=True, text=True, timeout=600,
+                             env={**env, "IDENTIFY_DATA_DIR": str(tmp_path / "two")})
+        assert run.returncode == 0, run.stderr[-2000:]
+        return sorted((json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")),
+                      key=lambda report: report["rank"])
+
+    leader, other = two_ranks()
+    assert (leader["rank"], leader["world_size"], other["rank"], other["world_size"]) == (0, 2, 1, 2)
+    assert "count" not in other and other["embedded"] == 9  # its shard: every second of 18 photos
+    assert leader["embedded"] == 18 and leader["count"] == last_json(one.stdout)["count"] == 18
+    alone = _vectors_by_photo(f"sqlite:///{tmp_path / 'one' / 'identify.db'}")
+    shared = _vectors_by_photo(f"sqlite:///{tmp_path / 'two' / 'identify.db'}")
+    assert set(shared) == set(alone) and len(shared) == 18
+    assert all(np.allclose(shared[sha], alone[sha], atol=1e-5) for sha in alone)
+    assert row_counts(f"sqlite:///{tmp_path / 'two' / 'identify.db'}") == (18, 18, 18)
+    again = two_ranks()
+    assert [r["embedded"] for r in again] == [0, 0] and again[0]["already_indexed"] == 18
