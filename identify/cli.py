@@ -84,14 +84,18 @@ json_option = click.option("--json", "json_output", is_flag=True, help="Print JS
 @click.option("--images", type=click.Path(path_type=Path), help="Folder in class-folder layout: Species_name/*.jpg.")
 @click.option("--manifest", type=click.Path(path_type=Path), help="CSV with path,species[,lat,lon,observed_at,source].")
 @click.option("--name", default="default", show_default=True, help="Index name (indexes/<name>/ under the data dir).")
-@click.option("--index-type", default="auto", show_default=True, type=click.Choice(["auto", "flat", "ivf", "hnsw"]))
+@click.option("--index-type", default="auto", show_default=True,
+              type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq"]))
+@click.option("--memory-budget", callback=lambda _c, _p, value: _bytes(value),
+              help="Memory the published index may take (e.g. 512MB, 4GiB); past it, auto chooses IVF-PQ.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader decode workers [default: CPU count, at most 8].")
 @click.option("--half", is_flag=True, help="Half precision on a CUDA device.")
 @json_option
 @reports_errors
 def build_index(model: str, network: str | None, images: Path | None, manifest: Path | None, name: str,
-                index_type: str, batch_size: int, workers: int | None, half: bool, json_output: bool) -> None:
+                index_type: str, memory_budget: int | None, batch_size: int, workers: int | None, half: bool,
+                json_output: bool) -> None:
     """Embed labelled reference photos and publish a FAISS index. Re-runs embed only new photos."""
     _passive_openmp()
     from identify.backbone import load_backbone
@@ -111,7 +115,8 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
         store = _store(settings) if ranks.leader else None
         ranks.barrier()  # rank 0 has migrated the schema (two migrations at once would race)
         store = store or _store(settings)
-        options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output)
+        options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output,
+                               memory_budget=memory_budget)
         report = IndexBuilder(settings, backbone, store, options, ranks=ranks).run(sources)
     finally:
         ranks.stop()
@@ -124,8 +129,28 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
         return
     click.echo(f"embedded {report.embedded}, skipped {report.skipped}, already indexed {report.already_indexed}, "
                f"duplicates {report.duplicates}, of {report.total} files ({report.images_per_second} img/s)")
-    click.echo(f"index {report.index}: {report.count} vectors, {report.index_type}"
+    recall = f", recall@10 {report.recall_at_10:.3f}" if report.recall_at_10 is not None else ""
+    click.echo(f"index {report.index}: {report.count} vectors, {report.index_type}{recall}"
                + ("" if report.published else " (unchanged)"))
+
+
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+              "GIB": 2**30, "TIB": 2**40, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _bytes(text: str | None) -> int | None:
+    """A size as people write it: 512MB, 4GiB, 1.5G (binary for a bare letter), or bytes."""
+    if text is None:
+        return None
+    number = text.strip().upper().rstrip("S")
+    unit = number.lstrip("0123456789.")
+    try:
+        value = float(number[: len(number) - len(unit)]) * SIZE_UNITS[unit.strip()]
+    except (ValueError, KeyError):
+        raise click.BadParameter(f"{text!r} is not a size such as 512MB or 4GiB") from None
+    if value <= 0:
+        raise click.BadParameter("the memory budget must be positive")
+    return int(value)
 
 
 def _species_text(entry: dict[str, Any]) -> str:

@@ -40,6 +40,7 @@ class BuildReport:
     count: int = 0  # vectors in the published index
     index: str = ""
     index_type: str = ""
+    recall_at_10: float | None = None  # IVF, IVF-PQ: recall@10 against exact search, as tuned
     published: bool = False  # False when nothing changed and the published index was kept
     seconds: float = 0.0
     images_per_second: float = 0.0
@@ -63,6 +64,7 @@ class BuildOptions:
     batch_size: int = 32
     workers: int | None = None
     progress: bool = True
+    memory_budget: int | None = None  # bytes the published index may take; past it, IVF-PQ
 
 
 def _hash_all(paths: Sequence[Path]) -> list[str | None]:
@@ -141,11 +143,12 @@ class IndexBuilder:
         ids, vectors = self.references.index_vectors(index_id, model_id, identity.embedding_dim)
         if len(ids) == 0:
             raise IdentifyError("nothing_embedded", f"no photo could be embedded into {self.options.name!r}")
-        index, plan = build_planned_index(ids, vectors, self.options.index_type)
+        index, plan = build_planned_index(ids, vectors, self.options.index_type, self.options.memory_budget)
         manifest = new_manifest(identity, plan, len(ids), int(ids.max()))
         link = publish(index, manifest, self.settings.indexes_dir, self.options.name)
         self.report.published = True
         self.report.count, self.report.index_type, self.report.index = len(ids), plan.index_type, str(link)
+        self.report.recall_at_10 = plan.recall_at_10
 
     def _is_current(self, index_id: int, manifest: Manifest | None) -> bool:
         """True when the published index (`manifest`) already holds every member (nothing to rebuild)."""
@@ -154,7 +157,12 @@ class IndexBuilder:
             return False
         if manifest.count != self.references.member_count(index_id):
             return False
+        budget = self.options.memory_budget
+        if budget is not None and plan_index(manifest.count, requested, manifest.dim, budget).index_type != \
+                manifest.index_type:  # the budget changed what the collection needs
+            return False
         self.report.count, self.report.index_type = manifest.count, manifest.index_type
+        self.report.recall_at_10 = manifest.recall_at_10
         self.report.index = str(self.settings.indexes_dir / self.options.name)
         return True
 

@@ -316,3 +316,21 @@ def test_a_torchrun_build_of_two_ranks_equals_one_process(refs, tiny_checkpoint,
     assert row_counts(f"sqlite:///{tmp_path / 'two' / 'identify.db'}") == (18, 18, 18)
     again = two_ranks()
     assert [r["embedded"] for r in again] == [0, 0] and again[0]["already_indexed"] == 18
+
+
+def test_a_small_memory_budget_gives_an_ivf_pq_index_and_its_recall(refs, tiny_checkpoint, data_dir):
+    args = ["build-index", "--model", tiny_checkpoint, "--images", refs, "--name", "birds", "--workers", "0", "--json"]
+    report = last_json(identify(*args, "--memory-budget", "4KB").stdout)
+    assert report["index_type"] == "ivfpq" and report["count"] == 18
+    assert 0 < report["recall_at_10"] <= 1
+    listed = json.loads(identify("indexes", "--json").stdout)[0]
+    assert (listed["index_type"], listed["recall_at_10"]) == ("ivfpq", report["recall_at_10"])
+    photo = refs / SPECIES[1] / f"{SPECIES[1]}_0.jpg"
+    answer = last_json(identify("predict", "--model", tiny_checkpoint, "--index", "birds", photo, "--json").stdout)
+    assert answer["neighbours"]  # an IVF-PQ index is searched like any other
+    again = last_json(identify(*args).stdout)  # no budget: the published index stays as it is
+    assert (again["published"], again["index_type"]) == (False, "ivfpq")
+    roomy = last_json(identify(*args, "--memory-budget", "1GiB").stdout)  # room enough: exact again
+    assert (roomy["published"], roomy["index_type"], roomy["recall_at_10"]) == (True, "flat", None)
+    bad = identify(*args, "--memory-budget", "lots")
+    assert bad.exit_code == 2 and "not a size" in bad.output

@@ -115,8 +115,9 @@ def test_tuned_nprobe_reaches_the_target_recall_on_new_queries():
     ids = np.arange(8000, dtype=np.int64) + 1
     plan = plan_index(len(ids), "ivf")
     index = build_faiss_index(ids, vectors, plan)
-    nprobe = tune_nprobe(index, vectors)
+    nprobe, recall = tune_nprobe(index, vectors)
     assert nprobe is not None and 1 <= nprobe < faiss.extract_index_ivf(index).nlist  # a fraction of the lists
+    assert recall >= 0.95
     queries = (centres[rng.integers(0, 50, 300)] + 0.15 * rng.standard_normal((300, 32))).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     faiss.extract_index_ivf(index).nprobe = nprobe
@@ -194,3 +195,37 @@ def test_a_live_index_catches_up_with_a_burst_below_its_own_rows():
     committed.sort()
     live2.refresh(force=True)
     assert live2.count == 3 * LOOKBACK + 2
+
+
+def test_past_the_memory_budget_the_plan_is_ivf_pq_with_its_recall():
+    """Clustered vectors whose exact index needs 1.1 MiB, given a budget of 200 KiB: OPQ + IVF-PQ codes that
+    fit (16 bytes a vector), an nprobe tuned on the collection, and the recall@10 it reached, which new queries
+    confirm."""
+    import faiss
+
+    from identify.vectors.plan import build_planned_index, flat_bytes
+
+    rng = np.random.default_rng(7)
+    centres = unit_vectors(40, 64, seed=3)
+    vectors = (centres[rng.integers(0, 40, 4_000)] + 0.2 * rng.standard_normal((4_000, 64))).astype(np.float32)
+    ids = np.arange(len(vectors), dtype=np.int64) + 1
+    budget = 200 * 2**10
+    assert flat_bytes(len(vectors), 64) > budget
+    index, plan = build_planned_index(ids, vectors, "auto", memory_budget=budget)
+    assert plan.index_type == "ivfpq" and plan.factory.startswith("OPQ16,") and ",PQ16" in plan.factory
+    code_bytes = int(plan.factory.split(",PQ")[1].split("x")[0])
+    assert len(vectors) * (code_bytes + 32) <= budget
+    assert plan.recall_at_10 is not None and 0.5 <= plan.recall_at_10 <= 1.0
+    queries = (centres[rng.integers(0, 40, 300)] + 0.2 * rng.standard_normal((300, 64))).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    faiss.extract_index_ivf(index).nprobe = plan.nprobe
+    assert abs(_recall_at_10(index, vectors, queries, ids) - plan.recall_at_10) < 0.15  # what it says holds
+
+
+def test_a_budget_too_small_for_any_code_is_refused():
+    from identify.errors import IdentifyError
+    from identify.vectors.plan import plan_index
+
+    with pytest.raises(IdentifyError) as refused:
+        plan_index(1_000_000, "auto", 128, memory_budget=2**20)
+    assert refused.value.code == "memory_budget_too_small"

@@ -28,6 +28,7 @@ class Manifest:
     factory: str = "Flat"
     nprobe: int | None = None
     ef_search: int | None = None
+    recall_at_10: float | None = None  # IVF, IVF-PQ: what the build measured against exact search
     max_reference_id: int = UNKNOWN_MAX_ID  # rows above this id were added to SQL after the build
     created: str = ""
     version: str = ""
@@ -65,7 +66,8 @@ class PublishedIndex:
     def to_dict(self) -> dict[str, object]:
         m = self.manifest
         return {"name": self.name, "model": m.model, "network": m.network, "vectors": m.count, "dim": m.dim,
-                "index_type": m.index_type, "factory": m.factory, "size_bytes": self.size_bytes,
+                "index_type": m.index_type, "factory": m.factory, "recall_at_10": m.recall_at_10,
+                "size_bytes": self.size_bytes,
                 "created": m.created}
 
 

@@ -1,5 +1,6 @@
 """Choosing, building and tuning a FAISS index for a collection (FAISS wiki, autofaiss): exact search up to
-FLAT_LIMIT vectors, IVF above with `nprobe` tuned to a target recall, HNSW on request."""
+FLAT_LIMIT vectors, IVF above with `nprobe` tuned to a target recall, HNSW on request, and IVF-PQ (with OPQ)
+when the vectors would not fit a memory budget."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ from identify.vectors import faiss_module, gpu_count, normalised
 log = logging.getLogger(__name__)
 
 FLAT_LIMIT = 100_000  # exact search up to here (FAISS wiki: brute force is fine below ~100k-1M)
-INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw", "ivfpq")
+# What a vector costs in memory besides its code: its id in the inverted list, in IDMap2's id map and in
+# IDMap2's reverse hash map (about 16 bytes with the hash table's overhead).
+ID_BYTES = 8 + 8 + 16
+PQ_CODE_BYTES = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)  # sub-quantizers tried, biggest (most accurate) first
 # k-means wants 39 to 256 points per centroid (FAISS); 64 keeps a million-vector build to minutes on a CPU.
 TRAIN_POINTS_PER_LIST = 64
 TARGET_RECALL = 0.95  # IVF: nprobe is raised until recall@10 on a sample of the collection reaches this
@@ -27,24 +32,59 @@ IVF_MIN_SPEEDUP = 2.0  # below this, exact search (recall 1) is worth its cost
 
 @dataclass(frozen=True)
 class IndexPlan:
-    index_type: str  # flat, ivf, hnsw
+    index_type: str  # flat, ivf, hnsw, ivfpq
     factory: str  # FAISS index_factory string, without the IDMap2 wrapper
     nprobe: int | None = None  # IVF: lists searched per query
     ef_search: int | None = None  # HNSW: candidate list size per query
+    recall_at_10: float | None = None  # IVF, IVF-PQ: recall@10 against exact search, measured when tuned
 
 
-def plan_index(count: int, requested: str = "auto") -> IndexPlan:
-    """The index for `count` vectors: exact up to FLAT_LIMIT, else IVF with 4*sqrt(N) lists (autofaiss)."""
+def flat_bytes(count: int, dim: int) -> int:
+    """Memory of an exact index: float32 vectors and their ids."""
+    return count * (4 * dim + ID_BYTES)
+
+
+def _ivf_lists(count: int) -> int:
+    # IVF needs ~39 training points per list; small collections get fewer lists rather than a bad clustering.
+    return max(1, min(int(4 * math.sqrt(max(count, 1))), count // 39))
+
+
+def plan_index(count: int, requested: str = "auto", dim: int | None = None,
+               memory_budget: int | None = None) -> IndexPlan:
+    """The index for `count` vectors: exact up to FLAT_LIMIT, else IVF with 4*sqrt(N) lists (autofaiss); IVF-PQ
+    when `memory_budget` (bytes) cannot hold the exact vectors of dimension `dim`."""
     if requested not in INDEX_TYPES:
         raise IdentifyError("bad_index_type", f"index type must be one of {', '.join(INDEX_TYPES)}")
     index_type = requested if requested != "auto" else ("flat" if count <= FLAT_LIMIT else "ivf")
+    if requested == "auto" and memory_budget is not None and dim and flat_bytes(count, dim) > memory_budget:
+        index_type = "ivfpq"
     if index_type == "flat":
         return IndexPlan("flat", "Flat")
     if index_type == "hnsw":
         return IndexPlan("hnsw", "HNSW32", ef_search=128)
-    # IVF needs ~39 training points per list; small collections get fewer lists rather than a bad clustering.
-    nlist = max(1, min(int(4 * math.sqrt(max(count, 1))), count // 39))
-    return IndexPlan("ivf", f"IVF{nlist},Flat", nprobe=max(1, min(nlist, nlist // 16 + 8)))
+    nlist = _ivf_lists(count)
+    nprobe = max(1, min(nlist, nlist // 16 + 8))
+    if index_type == "ivfpq":
+        return IndexPlan("ivfpq", _pq_factory(count, dim or 0, nlist, memory_budget), nprobe=nprobe)
+    return IndexPlan("ivf", f"IVF{nlist},Flat", nprobe=nprobe)
+
+
+def _pq_factory(count: int, dim: int, nlist: int, memory_budget: int | None) -> str:
+    """IVF-PQ with the most code bytes that fit the budget (and divide the dimension), OPQ-rotated where that
+    helps. Codes are 8 bits wide when there are points enough to train 256 centroids per sub-quantizer, fewer
+    bits below."""
+    fitting = [m for m in PQ_CODE_BYTES if dim % m == 0 and m <= max(1, dim // 2)  # sub-vectors of 2+ dims
+               and (memory_budget is None or count * (m + ID_BYTES) <= memory_budget)]
+    if not fitting:
+        smallest = count * (1 + ID_BYTES)
+        raise IdentifyError("memory_budget_too_small", f"{count} vectors need at least {smallest / 2**20:.1f} MiB "
+                            "even as 1-byte codes with their ids; raise --memory-budget")
+    m = fitting[0]
+    bits = max(1, min(8, int(math.log2(max(2, count // 39)))))
+    # OPQ rotates the space so each sub-vector carries a fair share of the variance: it helps when sub-vectors
+    # span several dimensions, and costs training time for nothing when they span one or two.
+    rotation = f"OPQ{m}," if dim // m >= 4 else ""
+    return f"{rotation}IVF{nlist},PQ{m}x{bits}"
 
 
 def build_faiss_index(ids: np.ndarray, vectors: np.ndarray, plan: IndexPlan) -> Any:
@@ -54,8 +94,16 @@ def build_faiss_index(ids: np.ndarray, vectors: np.ndarray, plan: IndexPlan) -> 
     index = faiss.index_factory(unit.shape[1], f"IDMap2,{plan.factory}", faiss.METRIC_INNER_PRODUCT)
     if plan.index_type == "ivf":
         _train_ivf(faiss, index, unit)
+    elif plan.index_type == "ivfpq":  # OPQ rotation, coarse centroids and PQ codebooks: FAISS trains them all
+        index.train(_training_sample(unit, TRAIN_POINTS_PER_LIST * faiss.extract_index_ivf(index).nlist))
     index.add_with_ids(unit, np.ascontiguousarray(ids, dtype=np.int64))
     return index
+
+
+def _training_sample(unit: np.ndarray, size: int) -> np.ndarray:
+    if len(unit) <= size:
+        return unit
+    return np.ascontiguousarray(unit[np.random.default_rng(0).choice(len(unit), size, replace=False)])
 
 
 def _train_ivf(faiss: Any, index: Any, unit: np.ndarray) -> None:
@@ -63,9 +111,7 @@ def _train_ivf(faiss: Any, index: Any, unit: np.ndarray) -> None:
 
     CPU and GPU share this path; only the index that assigns points to centroids moves."""
     ivf = faiss.extract_index_ivf(index)
-    sample = unit
-    if len(unit) > TRAIN_POINTS_PER_LIST * ivf.nlist:
-        sample = unit[np.random.default_rng(0).choice(len(unit), TRAIN_POINTS_PER_LIST * ivf.nlist, replace=False)]
+    sample = _training_sample(unit, TRAIN_POINTS_PER_LIST * ivf.nlist)
     clustering = faiss.Clustering(unit.shape[1], ivf.nlist)
     clustering.spherical = True  # centroids on the unit sphere, as the vectors are
     assigner = faiss.IndexFlatIP(unit.shape[1])
@@ -87,10 +133,11 @@ def _best_of_two(search: Any) -> tuple[Any, float]:
 
 
 def tune_nprobe(index: Any, vectors: np.ndarray, target: float = TARGET_RECALL, queries: int = 200,
-                k: int = 10) -> int | None:
-    """The smallest nprobe (1, 2, 4, ... lists) whose recall@k against exact search reaches `target`, or None
-    when IVF is then not at least IVF_MIN_SPEEDUP times faster than exact search (uniform data is like that:
-    exact search is then the better index, with recall 1).
+                k: int = 10) -> tuple[int | None, float]:
+    """(nprobe, recall@k): the smallest nprobe (1, 2, 4, ... lists, all of them last) whose recall@k against
+    exact search reaches `target`, and the recall it reached. nprobe is None when IVF is then not at least
+    IVF_MIN_SPEEDUP times faster than exact search (uniform data is like that: exact search is then the better
+    index), or when not even every list reaches the target (IVF-PQ's codes may not; its recall says how far).
 
     The queries are a sample of the collection, each one's own row left out (a new photo is not indexed)."""
     faiss = faiss_module()
@@ -100,41 +147,50 @@ def tune_nprobe(index: Any, vectors: np.ndarray, target: float = TARGET_RECALL, 
     id_map = faiss.vector_to_array(index.id_map)
     (_, exact), exact_seconds = _best_of_two(lambda: faiss.knn(sample, unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT))
     truth = [set(id_map[row].tolist()) - {own} for row, own in zip(exact, id_map[rows], strict=True)]
-    wanted = sum(len(t) for t in truth)
+    wanted = max(1, sum(len(t) for t in truth))
     ivf = faiss.extract_index_ivf(index)
-    nprobe = 1
-    while nprobe < ivf.nlist:
-        ivf.nprobe = nprobe
+    nprobe, recall = 1, 0.0
+    while True:
+        ivf.nprobe = min(nprobe, ivf.nlist)
         (_, found), ivf_seconds = _best_of_two(lambda: index.search(sample, k + 1))
-        hits = sum(len(t & set(row.tolist())) for t, row in zip(truth, found, strict=True))
-        if hits >= target * wanted:
-            return nprobe if ivf_seconds * IVF_MIN_SPEEDUP <= exact_seconds else None
+        recall = sum(len(t & set(row.tolist())) for t, row in zip(truth, found, strict=True)) / wanted
+        if recall >= target:
+            return (ivf.nprobe if ivf_seconds * IVF_MIN_SPEEDUP <= exact_seconds else None), recall
+        if nprobe >= ivf.nlist:
+            return None, recall
         nprobe *= 2
-    return None
 
 
-def build_planned_index(ids: np.ndarray, vectors: np.ndarray, requested: str = "auto") -> tuple[Any, IndexPlan]:
+def build_planned_index(ids: np.ndarray, vectors: np.ndarray, requested: str = "auto",
+                        memory_budget: int | None = None) -> tuple[Any, IndexPlan]:
     """The index `build-index` publishes, and its plan. An IVF index gets the nprobe that reaches
-    TARGET_RECALL; under `auto`, a collection where IVF cannot do that faster than exact search gets Flat."""
-    plan = plan_index(len(ids), requested)
+    TARGET_RECALL; under `auto`, a collection where IVF cannot do that faster than exact search gets Flat. An
+    IVF-PQ index (past the memory budget) gets the nprobe that reaches the target, or all its lists when its
+    codes cannot, and says the recall@10 it has either way."""
+    plan = plan_index(len(ids), requested, vectors.shape[1] if vectors.ndim == 2 else None, memory_budget)
     index = build_faiss_index(ids, vectors, plan)
-    if plan.index_type != "ivf":
+    if plan.index_type not in ("ivf", "ivfpq"):
         return index, plan
-    nprobe = tune_nprobe(index, vectors)
+    nprobe, recall = tune_nprobe(index, vectors)
+    nlist = faiss_module().extract_index_ivf(index).nlist
+    if plan.index_type == "ivfpq":
+        return index, dataclasses.replace(plan, nprobe=nprobe or int(nlist), recall_at_10=round(recall, 4))
     if nprobe is None and requested == "auto":
         log.info("IVF reaches recall %.2f no faster than exact search here: publishing an exact index", TARGET_RECALL)
         plan = plan_index(len(ids), "flat")
         return build_faiss_index(ids, vectors, plan), plan
-    nlist = faiss_module().extract_index_ivf(index).nlist
-    return index, dataclasses.replace(plan, nprobe=nprobe or int(nlist))
+    return index, dataclasses.replace(plan, nprobe=nprobe or int(nlist), recall_at_10=round(recall, 4))
 
 
 def apply_plan(index: Any, plan: IndexPlan) -> Any:
     """Set the plan's search parameters (IVF nprobe, HNSW efSearch) on a built index; returns the index."""
     faiss = faiss_module()
     inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
-    if plan.nprobe is not None and hasattr(inner, "nprobe"):
-        inner.nprobe = plan.nprobe
+    if plan.nprobe is not None:
+        try:  # through OPQ's pre-transform to the IVF inside
+            faiss.extract_index_ivf(index).nprobe = plan.nprobe
+        except RuntimeError:  # not an IVF index
+            pass
     if plan.ef_search is not None and hasattr(inner, "hnsw"):
         inner.hnsw.efSearch = plan.ef_search
     return index

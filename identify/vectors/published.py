@@ -106,6 +106,7 @@ def new_manifest(identity: Any, plan: IndexPlan, count: int, max_reference_id: i
         factory=plan.factory,
         nprobe=plan.nprobe,
         ef_search=plan.ef_search,
+        recall_at_10=plan.recall_at_10,
         max_reference_id=max_reference_id,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         version=_version_stamp(),
