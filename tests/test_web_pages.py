@@ -346,14 +346,15 @@ def test_after_a_review_the_queue_goes_on_to_the_next_sighting(client, service):
 def test_the_why_text_counts_neighbours_of_the_taxon_whatever_their_label():
     """Found in the demo: 'of the 20 most similar reference photos, 0 are Red Junglefowl' while 5 were labelled
     Gallus gallus, because the vote's winner carried the classifier's label `cock`."""
-    from identify.identifier import NeighbourInfo
+    from identify.identifier import NeighbourInfo, SpeciesNames
     from identify.taxonomy import Taxonomy
     from identify.web.views import agreeing_neighbours
 
     junglefowl = Taxonomy().resolve("Gallus gallus")
     neighbours = [NeighbourInfo(i, label, 0.9, "p.jpg", "0" * 64)
                   for i, label in enumerate(["Gallus gallus", "Gallus gallus", "Meleagris gallopavo", "tabby"])]
-    voted = {"name": "cock", "taxon": {"scientific_name": "Gallus gallus"}}
-    taxa = {"Gallus gallus": junglefowl, "Meleagris gallopavo": Taxonomy().resolve("Meleagris gallopavo"), "tabby": None}
-    assert agreeing_neighbours(neighbours, voted, taxa) == 2
-    assert agreeing_neighbours(neighbours, {"name": "tabby", "taxon": None}, taxa) == 1
+    taxa = {"cock": junglefowl, "Gallus gallus": junglefowl, "tabby": None,
+            "Meleagris gallopavo": Taxonomy().resolve("Meleagris gallopavo")}
+    names = SpeciesNames(["cock"], taxa)  # the classifier's `cock` stands for Gallus gallus in answers
+    assert agreeing_neighbours(neighbours, "cock", names.canonical) == 2
+    assert agreeing_neighbours(neighbours, "tabby", names.canonical) == 1

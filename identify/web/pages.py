@@ -61,7 +61,7 @@ def sighting(sighting_id: str) -> Any:
     curator = current_curator()
     answer, neighbours = views.sighting_json(record), svc.neighbours_of(record)
     by_vote = max(answer["species"], key=lambda s: s["knn"], default=None)
-    agreeing = views.agreeing_neighbours(neighbours, by_vote, svc.references.label_taxa()) if by_vote else 0
+    agreeing = views.agreeing_neighbours(neighbours, by_vote["name"], svc.identifier.names.canonical) if by_vote else 0
     return render_template(
         "sighting.html", sighting=record, answer=answer, neighbours=neighbours, agreeing=agreeing, similar=similar,
         filters=request.args, filter_error=filter_error, curator=curator,

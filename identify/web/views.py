@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from flask import g, url_for
 
@@ -121,17 +121,11 @@ def similar_json(hits: list[SimilarSighting]) -> list[dict[str, Any]]:
     return [{**sighting_summary_json(hit.sighting), "similarity": round(hit.similarity, 6)} for hit in hits]
 
 
-def agreeing_neighbours(neighbours: list[NeighbourInfo], species: dict[str, Any],
-                        label_taxa: dict[str, Any]) -> int:
-    """How many of the neighbours name the same species as `species` (a ranked species' JSON): the same taxon,
-    or the same label where there is none (labels of one taxon, `hen` and `Gallus gallus`, agree)."""
-    wanted = species["taxon"]["scientific_name"] if species.get("taxon") else species["name"]
-
-    def named(label: str) -> str:
-        taxon = label_taxa.get(label)
-        return taxon.scientific_name if taxon is not None else label
-
-    return sum(named(n.species) == wanted for n in neighbours)
+def agreeing_neighbours(neighbours: list[NeighbourInfo], label: str, canonical: Callable[[str], str]) -> int:
+    """How many of the neighbours name the species `label` names, labels of one taxon (`hen`, `Gallus gallus`)
+    agreeing: `canonical` is the identifier's label for a taxon (SpeciesNames.canonical)."""
+    wanted = canonical(label)
+    return sum(canonical(n.species) == wanted for n in neighbours)
 
 
 def suggestion_json(suggestion: Suggestion) -> dict[str, Any]:
