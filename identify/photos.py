@@ -112,10 +112,12 @@ class PhotoStore:
         candidates = [*self.photos.glob("*/*"), *self.public.glob("*/*"), *self.thumbnails.glob("*")]
         removed = 0
         for path in candidates:
-            wanted = path.name in kept_names if path.parent.parent in (self.photos, self.public) else \
-                path.stem in kept_hashes
             if path.name.startswith(".tmp-"):
                 wanted = False
+            elif path.parent.parent in (self.photos, self.public):
+                wanted = path.name in kept_names
+            else:  # a thumbnail, named by the photo's hash
+                wanted = path.stem in kept_hashes
             if not wanted and path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
                 removed += 1

@@ -172,16 +172,22 @@ class IndexBuilder:
         with build_lock(self.settings.indexes_dir, self.options.name):
             return self._run(sources)
 
-    def _begin(self, sources: Sequence[ReferenceSource], model_id: int) -> tuple[int, int]:
-        """Rank 0's part before the others start: the index, every species (so that no two ranks race to
-        create one) and the build row; returns (index id, build id)."""
+    def _begin(self, sources: Sequence[ReferenceSource]) -> tuple[int, int, int | None]:
+        """Rank 0's part before the others start: the model, the index, every species (so that no two ranks race
+        to create one) and the build row; returns (model id, index id, build id)."""
+        model_id = self.store.register_model(self.backbone.identity)
         index_id = self.store.open_index(self.options.name, model_id)
         self.references.ensure_species(sorted({source.species for source in sources}))
         abandoned = self.store.abandon_builds(index_id)  # we hold the lock: no other build of it is alive
         if abandoned:
             log.warning("marked %d earlier build(s) of %r abandoned (killed before they finished)", abandoned,
                         self.options.name)
-        return index_id, self.store.start_build(index_id)
+        return model_id, index_id, self.store.start_build(index_id)
+
+    def _look_up(self) -> tuple[int, int, int | None]:
+        """The other ranks' part, once rank 0 has begun: the same model and index, and no build row of their own."""
+        model_id = self.store.register_model(self.backbone.identity)
+        return model_id, self.store.open_index(self.options.name, model_id), None
 
     def _run(self, sources: Sequence[ReferenceSource]) -> BuildReport:
         started = time.perf_counter()
@@ -189,12 +195,9 @@ class IndexBuilder:
         published = read_manifest(self.settings.indexes_dir, self.options.name)
         if published is not None:
             check_compatible(published, identity, self.options.name)
-        model_id = self.store.register_model(identity) if self.ranks.leader else 0
-        index_id, build_id = self._begin(sources, model_id) if self.ranks.leader else (0, None)
+        begun = self._begin(sources) if self.ranks.leader else None
         self.ranks.barrier()
-        if not self.ranks.leader:  # rank 0 has recorded them: these only look them up
-            model_id = self.store.register_model(identity)
-            index_id = self.store.open_index(self.options.name, model_id)
+        model_id, index_id, build_id = begun or self._look_up()
         self.report.total = len(sources)
         try:
             pending = self._triage(self.ranks.shard(sources), model_id, index_id)

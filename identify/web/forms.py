@@ -78,13 +78,14 @@ def parse_upload(form: Mapping[str, str], files: list[FileStorage]) -> tuple[Sig
     """An upload's fields and photos, every problem of both reported together. A part with neither a file name
     nor bytes is a file field left empty in a browser, not a photo."""
     photos = [data for upload, data in ((u, u.read()) for u in files) if data or upload.filename]
-    problems = [] if photos else [IdentifyError("missing_image", "choose a photo (the multipart field `image`)")]
     try:
-        fields = parse_sighting_fields(form)
+        fields, problems = parse_sighting_fields(form), []
     except IdentifyError as exc:
-        raise IdentifyError.all_of([*exc.problems, *problems]) from None
+        problems = exc.problems
+    if not photos:
+        problems = [*problems, IdentifyError("missing_image", "choose a photo (the multipart field `image`)")]
     if problems:
-        raise problems[0]
+        raise IdentifyError.all_of(problems)
     return fields, photos
 
 
