@@ -109,17 +109,15 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
     settings = _settings()
     ranks = Ranks.from_environment()  # under torchrun: this process's share of the build
     ranks.start()
-    try:
-        # The model before SQL: a bad model changes nothing.
-        backbone = load_backbone(model, network=network, half=half, device=ranks.device())
-        store = _store(settings) if ranks.leader else None
-        ranks.barrier()  # rank 0 has migrated the schema (two migrations at once would race)
-        store = store or _store(settings)
-        options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output,
-                               memory_budget=memory_budget)
-        report = IndexBuilder(settings, backbone, store, options, ranks=ranks).run(sources)
-    finally:
-        ranks.stop()
+    # The model before SQL: a bad model changes nothing.
+    backbone = load_backbone(model, network=network, half=half, device=ranks.device())
+    store = _store(settings) if ranks.leader else None
+    ranks.barrier()  # rank 0 has migrated the schema (two migrations at once would race)
+    store = store or _store(settings)
+    options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output,
+                           memory_budget=memory_budget)
+    report = IndexBuilder(settings, backbone, store, options, ranks=ranks).run(sources)
+    ranks.finish()
     if json_output:
         click.echo(json.dumps(report.to_dict() if ranks.leader else report.shard_dict()))
         return

@@ -86,9 +86,14 @@ class Ranks:
         dist.all_reduce(tensor)
         return [int(value) for value in tensor.cpu()]
 
-    def stop(self) -> None:
-        if self.distributed:
-            import torch.distributed as dist
+    def finish(self) -> None:
+        """Leave the launch once every rank is done (rank 0 has published): all ranks then tear the group down
+        together. Only on success: after an error a rank just exits, and torchrun stops the others (a rank that
+        destroys its group while another still talks to it can abort in gloo's threads: it happened once here,
+        rank 1 ending in SIGABRT while rank 0 published)."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        dist.barrier()
+        dist.destroy_process_group()
