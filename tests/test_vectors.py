@@ -229,3 +229,41 @@ def test_a_budget_too_small_for_any_code_is_refused():
     with pytest.raises(IdentifyError) as refused:
         plan_index(1_000_000, "auto", 128, memory_budget=2**20)
     assert refused.value.code == "memory_budget_too_small"
+
+
+class _IgnoresSelectors:
+    """A FAISS index that drops the search parameters, as FAISS's GPU indexes do with an IDSelector (seen on an
+    H100 with FAISS 1.15.1: a restricted search answered ids outside the selection)."""
+
+    def __init__(self, index) -> None:  # type: ignore[no-untyped-def]
+        self._index = index
+
+    def search(self, queries, k, params=None):  # type: ignore[no-untyped-def]
+        return self._index.search(queries, k)
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self._index, name)
+
+
+@pytest.mark.parametrize("allowed_every", [2, 700])  # a common selection (filtered answers), a rare one (exact)
+def test_a_restricted_search_of_an_index_that_ignores_selectors_answers_only_allowed_ids(allowed_every):
+    from identify.vectors.live import LiveIndex, empty_index
+
+    vectors = unit_vectors(3000, 16)
+    ids = np.arange(1, 3001)
+
+    def live(honours: bool) -> LiveIndex:
+        index = empty_index(16)
+        index.add_with_ids(vectors, ids)
+        wrapped = index if honours else _IgnoresSelectors(index)
+        base = VectorIndex(wrapped, new_manifest(identity(dim=16), plan_index(0, "flat"), 3000, 3000),
+                           honours_selectors=honours)
+        return LiveIndex(base, 3000, ids_after=lambda after: [], vectors_of=lambda ids: (ids, vectors[:0]))
+
+    allowed = ids[::allowed_every]
+    queries = unit_vectors(6, 16, seed=9)
+    expected_similarities, expected = live(True).search(queries, 10, allowed)
+    similarities, found = live(False).search(queries, 10, allowed)
+    assert np.isin(found[found >= 0], allowed).all()
+    assert (found == expected).all()
+    assert np.allclose(similarities[found >= 0], expected_similarities[expected >= 0], atol=1e-5)

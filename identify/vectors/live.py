@@ -22,6 +22,7 @@ from identify.vectors.catalog import Manifest
 from identify.vectors.published import VectorIndex
 
 LOOKBACK = 1000  # ids below the highest seen that may still commit late
+GPU_MAX_K = 2048  # the most neighbours a FAISS GPU search returns at once
 
 IdsAfter = Callable[[int], list[int]]  # ids of rows with id > n, ascending
 VectorsOf = Callable[[list[int]], tuple[np.ndarray, np.ndarray]]  # (ids, raw vectors) of these rows
@@ -100,10 +101,50 @@ class LiveIndex:
         with self._lock:
             if allowed is None:
                 return self.base.search(queries, k)
-            faiss = faiss_module()
             n = len(queries)
+            allowed = np.ascontiguousarray(allowed, dtype=np.int64)
             k = min(k, self.base.count, len(allowed))
             if k == 0:
                 return np.empty((n, 0), dtype=np.float32), np.empty((n, 0), dtype=np.int64)
-            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            if not self.base.honours_selectors:
+                return _filtered_search(self.base, normalised(queries), k, allowed)
+            faiss = faiss_module()
+            selector = faiss.IDSelectorBatch(allowed)
             return self.base.index.search(normalised(queries), k, params=faiss.SearchParameters(sel=selector))
+
+
+def _filtered_search(base: VectorIndex, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A restricted search of an index that ignores IDSelectors (a GPU copy): more neighbours than asked, keeping
+    the allowed ones, widening up to what one GPU search returns; past that (a selection too rare among the
+    neighbours), exact similarities to the allowed vectors themselves."""
+    fetch = min(base.count, GPU_MAX_K, max(4 * k, k * base.count // len(allowed)))
+    while True:
+        similarities, ids = base.index.search(queries, fetch)
+        keep = np.isin(ids, allowed) & (ids >= 0)
+        if keep.sum(axis=1).min() >= k or fetch == base.count:
+            return _first_kept(similarities, ids, keep, k)
+        if fetch == min(base.count, GPU_MAX_K):
+            return _exact_among(base, queries, k, allowed)
+        fetch = min(base.count, GPU_MAX_K, 4 * fetch)
+
+
+def _first_kept(similarities: np.ndarray, ids: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query row, the first k kept answers, padded as FAISS pads (-1 ids, -inf similarities)."""
+    out_similarities = np.full((len(ids), k), -np.inf, dtype=np.float32)
+    out_ids = np.full((len(ids), k), -1, dtype=np.int64)
+    for row in range(len(ids)):
+        chosen = np.flatnonzero(keep[row])[:k]
+        out_similarities[row, : len(chosen)] = similarities[row, chosen]
+        out_ids[row, : len(chosen)] = ids[row, chosen]
+    return out_similarities, out_ids
+
+
+def _exact_among(base: VectorIndex, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products with the allowed vectors that are in the index (read back from it)."""
+    faiss = faiss_module()
+    present = allowed[np.isin(allowed, faiss.vector_to_array(base.index.id_map))]
+    vectors = np.stack([base.index.reconstruct(int(i)) for i in present]) if len(present) else \
+        np.empty((0, base.manifest.dim), dtype=np.float32)
+    similarities = queries @ vectors.T
+    order = np.argsort(-similarities, axis=1, kind="stable")[:, :k]
+    return _first_kept(np.take_along_axis(similarities, order, axis=1), present[order], np.ones(order.shape, bool), k)

@@ -32,9 +32,13 @@ KEEP_VERSIONS = 2  # the current version and the one before it, for a manual rol
 class VectorIndex:
     """A FAISS index over normalised embeddings whose ids are SQL reference ids, with its manifest."""
 
-    def __init__(self, index: Any, manifest: Manifest) -> None:
+    def __init__(self, index: Any, manifest: Manifest, honours_selectors: bool = True) -> None:
         self.index = index
         self.manifest = manifest
+        # FAISS's GPU indexes take an IDSelector in the search parameters and silently ignore it (seen on an H100
+        # with FAISS 1.15.1: a restricted search answered ids outside the selection), so a restricted search of a
+        # GPU copy must filter its answers itself (LiveIndex does).
+        self.honours_selectors = honours_selectors
         self._apply_search_parameters()
 
     def _apply_search_parameters(self) -> None:
@@ -60,7 +64,7 @@ def to_search_device(index: VectorIndex) -> VectorIndex:
         return index
     faiss = faiss_module()
     try:
-        return VectorIndex(faiss.index_cpu_to_all_gpus(index.index), index.manifest)
+        return VectorIndex(faiss.index_cpu_to_all_gpus(index.index), index.manifest, honours_selectors=False)
     except RuntimeError as exc:  # an index type without a GPU implementation (HNSW) stays on the CPU
         log.warning("index stays on the CPU: %s", exc)
         return index
