@@ -312,10 +312,12 @@ class References:
         """The published index `index_name` (on the GPU when there is one) plus every member SQL gained since
         it was built (references curators added, builds of other processes), following SQL from then on."""
         from identify.vectors.live import LiveIndex
+        from identify.vectors import gpu_count
         from identify.vectors.published import check_compatible, load_index, to_search_device
 
         index_id = self.store.index_id(index_name)
-        published = to_search_device(load_index(indexes_dir, index_name))
+        # Memory-mapped unless it goes to a GPU (which copies it whole): server processes then share one copy.
+        published = to_search_device(load_index(indexes_dir, index_name, mapped=gpu_count() == 0))
         check_compatible(published.manifest, identity, index_name)  # one model, one vector space
         dim = identity.embedding_dim
         live = LiveIndex(

@@ -8,7 +8,7 @@ import pytest
 
 from identify.errors import IdentifyError
 from identify.identity import ModelIdentity
-from identify.vectors.plan import FLAT_LIMIT, build_faiss_index, plan_index
+from identify.vectors.plan import FLAT_LIMIT, ID_BYTES, build_faiss_index, plan_index
 from identify.vectors.published import VectorIndex, check_compatible, load_index, new_manifest, publish
 
 
@@ -267,3 +267,29 @@ def test_a_restricted_search_of_an_index_that_ignores_selectors_answers_only_all
     assert np.isin(found[found >= 0], allowed).all()
     assert (found == expected).all()
     assert np.allclose(similarities[found >= 0], expected_similarities[expected >= 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf", "ivfpq"])
+def test_a_memory_mapped_index_answers_as_a_loaded_one_and_live_rows_go_beside_it(tmp_path, index_type):
+    """Server processes map the published index read-only and share it; rows added while serving go into the
+    live index's own delta, and every search merges both, exactly as one index holding all the rows would."""
+    from identify.vectors.live import LiveIndex
+
+    vectors = unit_vectors(3000, 16)
+    plan = plan_index(3000, index_type, 16, 3000 * (ID_BYTES + 4) if index_type == "ivfpq" else None)
+    manifest = new_manifest(identity(), plan, 3000, 3000)
+    publish(build_faiss_index(np.arange(1, 3001), vectors, plan), manifest, tmp_path, "birds")
+    loaded, mapped = load_index(tmp_path, "birds"), load_index(tmp_path, "birds", mapped=True)
+    queries = unit_vectors(20, 16, seed=4)
+    assert (loaded.search(queries, 10)[1] == mapped.search(queries, 10)[1]).all()
+
+    added = unit_vectors(5, 16, seed=8)
+    live = LiveIndex(mapped, 3000, ids_after=lambda after: [], vectors_of=lambda ids: (ids, added[:0]))
+    live.add(range(3001, 3006), added)
+    assert mapped.count == 3000 and live.count == 3005  # the mapped base is never written
+    similarities, ids = live.search(added, 3)
+    assert (ids[:, 0] == np.arange(3001, 3006)).all() and np.allclose(similarities[:, 0], 1.0, atol=1e-5)
+    _, restricted = live.search(queries, 4, allowed=np.array([7, 3002, 3004]))
+    assert restricted.shape == (20, 3) and set(restricted.ravel()) <= {7, 3002, 3004, -1}
+    if index_type in ("flat", "hnsw"):  # exact, or exact among the selection: every allowed row, for every query
+        assert all(sorted(row) == [7, 3002, 3004] for row in restricted.tolist())

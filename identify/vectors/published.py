@@ -117,14 +117,18 @@ def new_manifest(identity: Any, plan: IndexPlan, count: int, max_reference_id: i
     )
 
 
-def load_index(indexes_dir: Path, name: str) -> VectorIndex:
-    """The published index `name`. Both files are read from one resolved version, never from two."""
+def load_index(indexes_dir: Path, name: str, mapped: bool = False) -> VectorIndex:
+    """The published index `name`. Both files are read from one resolved version, never from two.
+
+    `mapped`: the vectors (flat, HNSW) or inverted lists (IVF, IVF-PQ) stay in the file, memory-mapped read-only,
+    so every server process on the machine shares one copy in the page cache instead of holding its own. The
+    index must then never be written (LiveIndex adds new rows to an index of its own)."""
     faiss = faiss_module()
     require_index(indexes_dir, name)
     version_dir = (indexes_dir / name).resolve()
     manifest = Manifest.from_file(version_dir / "manifest.json")
     try:
-        index = faiss.read_index(str(version_dir / "index.faiss"))
+        index = faiss.read_index(str(version_dir / "index.faiss"), _mapping_flags(manifest) if mapped else 0)
     except RuntimeError as exc:
         raise IdentifyError("index_corrupt", f"{version_dir / 'index.faiss'} does not read ({exc})", 500) from None
     if index.ntotal != manifest.count or index.d != manifest.dim:
@@ -134,6 +138,14 @@ def load_index(indexes_dir: Path, name: str) -> VectorIndex:
         ids = faiss.vector_to_array(index.id_map) if hasattr(index, "id_map") else np.empty(0, dtype=np.int64)
         manifest = replace(manifest, max_reference_id=int(ids.max()) if len(ids) else 0)
     return VectorIndex(index, manifest)
+
+
+def _mapping_flags(manifest: Manifest) -> int:
+    """FAISS's read flags that leave the bulk of an index of this type in its file (the two cannot be combined:
+    IVF's flag maps inverted lists, the other the codes of a flat index or of HNSW's storage)."""
+    faiss = faiss_module()
+    bulk = faiss.IO_FLAG_MMAP if manifest.index_type.startswith("ivf") else faiss.IO_FLAG_MMAP_IFC
+    return bulk | faiss.IO_FLAG_READ_ONLY
 
 
 def check_compatible(manifest: Manifest, identity: Any, name: str) -> None:
