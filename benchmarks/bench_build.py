@@ -34,14 +34,16 @@ def write_photos(root: Path, count: int, width: int, height: int) -> None:
         photo.save(folder / f"{i:05d}.jpg", quality=90)
 
 
-def pure_forward(checkpoint: Path, photos: Path, batch_size: int) -> float:
-    """img/s of the forward pass alone, on tensors decoded beforehand."""
+def pure_forward(checkpoint: Path, photos: Path, batch_size: int, channels_last: bool = False) -> float:
+    """img/s of birder's forward pass alone, on tensors decoded beforehand, in the plain memory layout (the
+    reference of the issue's targets) or in channels-last (what the Backbone now uses)."""
     from identify.backbone import load_backbone
     from identify.images import read_image_file
 
     backbone = load_backbone(str(checkpoint))
     transform = backbone.transform
     tensors = torch.stack([transform(read_image_file(p)) for p in sorted(photos.rglob("*.jpg"))])
+    backbone.use_memory_format(torch.channels_last if channels_last else torch.contiguous_format)
     backbone.forward(tensors[:batch_size])  # warm-up
     started = time.perf_counter()
     for start in range(0, len(tensors), batch_size):

@@ -21,7 +21,7 @@ from index_builder.sources import ReferenceSource
 @dataclass
 class DecodedBatch:
     positions: list[int]  # positions in the dataset of the decoded images, in `tensors` order
-    tensors: torch.Tensor | None  # (n, 3, H, W), None when every image of the batch failed
+    tensors: torch.Tensor | None  # (n, 3, H, W) uint8 (Backbone.finish_batch makes the input), None if all failed
     failures: list[tuple[int, str, str]]  # (position, error code, message)
 
 
@@ -80,11 +80,11 @@ def embed_sources(backbone: Backbone, sources: Sequence[ReferenceSource], batch_
     positions: list[int] = []
     probabilities, embeddings, failures = [], [], []
     with tqdm(total=len(sources), unit="img", desc=description, disable=not progress) as bar:
-        dataset = ReferenceDataset(sources, backbone.transform, backbone.identity.decode_size)
+        dataset = ReferenceDataset(sources, backbone.decode_transform, backbone.identity.decode_size)
         for batch in loader(dataset, batch_size, workers):
             failures += batch.failures
             if batch.tensors is not None:
-                output = backbone.forward(batch.tensors)
+                output = backbone.forward(backbone.finish_batch(batch.tensors))
                 positions += batch.positions
                 probabilities.append(output.probabilities)
                 embeddings.append(output.embeddings)

@@ -6,11 +6,12 @@ import contextlib
 import fcntl
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from identify.backbone import Backbone
@@ -65,6 +66,11 @@ class BuildOptions:
     workers: int | None = None
     progress: bool = True
     memory_budget: int | None = None  # bytes the published index may take; past it, IVF-PQ
+
+
+def _write(writer: EmbeddingWriter, chosen: list[tuple[ReferenceSource, str]], embeddings: np.ndarray) -> int:
+    writer.write([source for source, _ in chosen], [sha for _, sha in chosen], embeddings)
+    return len(chosen)
 
 
 def _hash_all(paths: Sequence[Path]) -> list[str | None]:
@@ -123,20 +129,26 @@ class IndexBuilder:
     def _embed(self, pending: list[tuple[ReferenceSource, str]], writer: EmbeddingWriter) -> None:
         if not pending:
             return
-        dataset = ReferenceDataset([source for source, _ in pending], self.backbone.transform,
+        dataset = ReferenceDataset([source for source, _ in pending], self.backbone.decode_transform,
                                    self.backbone.identity.decode_size)
         workers = default_workers() if self.options.workers is None else self.options.workers
         desc = f"embedding (rank {self.ranks.rank})" if self.ranks.distributed else "embedding"
-        with tqdm(total=len(pending), unit="img", desc=desc, disable=not self.options.progress) as bar:
+        # One batch's SQL commit runs in a thread while the next batch goes through the network (the commit's
+        # wait for the disk then costs the forward nothing). At most one is in flight, in order, so a build
+        # that stops keeps every batch before the one it was writing; a failed write fails the build.
+        with tqdm(total=len(pending), unit="img", desc=desc, disable=not self.options.progress) as bar, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="build-writer") as writes:
+            in_flight: Future[int] | None = None
             for batch in loader(dataset, self.options.batch_size, workers):
                 for position, code, message in batch.failures:
                     self._fail(pending[position][0], code, message)
                 if batch.tensors is not None:
-                    output = self.backbone.forward(batch.tensors)
+                    output = self.backbone.forward(self.backbone.finish_batch(batch.tensors))
                     chosen = [pending[p] for p in batch.positions]
-                    writer.write([s for s, _ in chosen], [h for _, h in chosen], output.embeddings)
-                    self.report.embedded += len(chosen)
+                    self.report.embedded += in_flight.result() if in_flight else 0
+                    in_flight = writes.submit(_write, writer, chosen, output.embeddings)
                 bar.update(len(batch.positions) + len(batch.failures))
+            self.report.embedded += in_flight.result() if in_flight else 0
 
     def _publish(self, index_id: int, model_id: int) -> None:
         identity = self.backbone.identity

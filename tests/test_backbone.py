@@ -85,3 +85,29 @@ def test_pretrained_name_reads_birders_models_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(settings, "MODELS_DIR", tmp_path)
     error = load_error("xcit_nano12_p16_il-common")
     assert error.code == "model_unavailable" and "found" in error.message and "SHA256" in error.message
+
+
+def test_the_split_transform_gives_birders_numbers_and_ships_uint8(tmp_path):
+    """Decode workers apply the per-photo half (uint8 out, a quarter of the bytes); the batch half scales and
+    normalises: together exactly birder's own transform, so built references and queries stay comparable."""
+    path = write_birder_checkpoint("xcit_nano12_p16", ["a", "b"], 256, tmp_path / "xcit_nano12_p16.pt")
+    backbone = load_backbone(str(path))
+    photos = [species_photo(i, 3, size=300).resize((400, 300)) for i in range(3)]
+    halves = [backbone.decode_transform(photo) for photo in photos]
+    assert all(half.dtype == torch.uint8 and half.shape == (3, 256, 256) for half in halves)
+    whole = torch.stack([backbone.transform(photo) for photo in photos])
+    assert torch.equal(backbone.finish_batch(torch.stack(halves)), whole)
+    assert torch.equal(backbone.batch(photos), whole)
+
+
+def test_the_channels_last_layout_gives_the_plain_layouts_numbers(tmp_path):
+    """The backbone runs in channels-last memory layout (faster convolutions); what it says must not change."""
+    path = write_birder_checkpoint("xcit_nano12_p16", ["a", "b"], 256, tmp_path / "xcit_nano12_p16.pt")
+    backbone = load_backbone(str(path))
+    assert backbone.memory_format == torch.channels_last
+    batch = backbone.batch([species_photo(i, 1, size=256) for i in range(2)])
+    fast = backbone.forward(batch)
+    backbone.use_memory_format(torch.contiguous_format)
+    plain = backbone.forward(batch)
+    np.testing.assert_allclose(fast.embeddings, plain.embeddings, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast.probabilities, plain.probabilities, atol=1e-6)
