@@ -6,6 +6,7 @@ per case with the ratio auto/flat queries/s.
 
     .venv/bin/python benchmarks/bench_search.py [--sizes 10000,100000,1000000] [--dims 128,384,768] [--queries 1000]
         [--clusters N]   # N > 0: clustered vectors, as embeddings of N species are
+        [--memory-budget MB]   # as build-index --memory-budget: IVF-PQ when the exact vectors would not fit
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import numpy as np
 
-from identify.vectors import faiss_threads
+from identify.vectors import faiss_module, faiss_threads
 from identify.vectors.plan import apply_plan, build_faiss_index, build_planned_index, plan_index
 
 
@@ -42,13 +43,13 @@ def queries_per_second(index, queries: np.ndarray, k: int = 10) -> tuple[float, 
     return len(queries) / (time.perf_counter() - started), found
 
 
-def case(n: int, dim: int, n_queries: int, clusters: int) -> dict:
+def case(n: int, dim: int, n_queries: int, clusters: int, memory_budget: int | None = None) -> dict:
     vectors = random_unit(n, dim, seed=n + dim, clusters=clusters)
     queries = random_unit(n_queries, dim, seed=1, clusters=clusters)
     ids = np.arange(n, dtype=np.int64)
     flat = build_faiss_index(ids, vectors, plan_index(n, "flat"))
     started = time.perf_counter()
-    auto, plan = build_planned_index(ids, vectors)  # exactly what build-index publishes
+    auto, plan = build_planned_index(ids, vectors, "auto", memory_budget)  # exactly what build-index publishes
     apply_plan(auto, plan)
     build_seconds = time.perf_counter() - started
     flat_qps, exact = queries_per_second(flat, queries)
@@ -56,7 +57,8 @@ def case(n: int, dim: int, n_queries: int, clusters: int) -> dict:
     recall = float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact.tolist(), found.tolist())]))
     return {"n": n, "dim": dim, "auto": plan.factory, "nprobe": plan.nprobe, "build_s": round(build_seconds, 1),
             "flat_qps": round(flat_qps, 1), "auto_qps": round(auto_qps, 1), "ratio": round(auto_qps / flat_qps, 2),
-            "recall_at_10": round(recall, 3)}
+            "recall_at_10": round(recall, 3), "tuned_recall_at_10": plan.recall_at_10,
+            "bytes_per_vector": round(len(faiss_module().serialize_index(auto)) / n, 1)}
 
 
 def main() -> None:
@@ -66,15 +68,18 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--clusters", type=int, default=0,
                         help="0: uniform random unit vectors (the issue's case); N: clustered around N centres")
+    parser.add_argument("--memory-budget", type=float, default=None, help="MB, as build-index --memory-budget")
     args = parser.parse_args()
+    budget = int(args.memory_budget * 2**20) if args.memory_budget else None
     print(f"data: {'uniform random unit vectors' if not args.clusters else f'{args.clusters} clusters'}; "
           f"{args.queries} queries; FAISS threads {faiss_threads()}", flush=True)
     for n in (int(x) for x in args.sizes.split(",")):
         for dim in (int(x) for x in args.dims.split(",")):
-            result = case(n, dim, args.queries, args.clusters)
+            result = case(n, dim, args.queries, args.clusters, budget)
             print(f"n={n:>8} d={dim:>4}  flat {result['flat_qps']:>9.1f} q/s  auto {result['auto']:<14} "
                   f"nprobe={result['nprobe']}  {result['auto_qps']:>9.1f} q/s  ratio {result['ratio']:>6.2f}x  "
-                  f"recall@10 {result['recall_at_10']:.3f}  (build {result['build_s']} s)", flush=True)
+                  f"recall@10 {result['recall_at_10']:.3f}  {result['bytes_per_vector']} B/vector  "
+                  f"(build {result['build_s']} s)", flush=True)
             print("JSON " + json.dumps(result), flush=True)
 
 

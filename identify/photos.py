@@ -8,6 +8,7 @@ reaches the file system. Writes go to a temporary file renamed into place: a rea
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -15,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from PIL import ExifTags, Image
 
@@ -103,6 +105,24 @@ class PhotoStore:
             return None
         path = self.photo_path(name)
         return path if path.is_file() else None
+
+    def sweep_if_due(self, every_seconds: float, kept: Callable[[], tuple[set[str], set[str]]],
+                     older_than_seconds: float) -> int | None:
+        """`sweep`, unless another process is sweeping or one swept less than `every_seconds` ago (None then).
+        Several workers start at once and restart often; one sweep an hour is enough, and `kept` (which reads
+        every photo name and hash from SQL) is only called when it runs."""
+        self.photos.mkdir(parents=True, exist_ok=True)
+        stamp = self.photos / ".last-sweep"
+        with open(self.photos / ".sweep.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            if stamp.exists() and time.time() - stamp.stat().st_mtime < every_seconds:
+                return None
+            removed = self.sweep(*kept(), older_than_seconds)
+            stamp.touch()
+            return removed
 
     def sweep(self, kept_names: set[str], kept_hashes: set[str], older_than_seconds: float) -> int:
         """Delete stored files that no row names, last written more than `older_than_seconds` ago; returns how

@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PHOTOS = 5  # of one bird in one sighting (as Pl@ntNet takes)
-ORPHAN_AGE_SECONDS = 3600.0  # a stored photo no row names after an hour was left by a killed upload
+# A stored photo no row names after an hour was left by a killed upload; one process sweeps them at start, at
+# most once an hour (the other workers, and restarts within the hour, skip the sweep and its SQL reads).
+ORPHAN_AGE_SECONDS = 3600.0
 
 @dataclass(frozen=True)
 class SightingFields:
@@ -113,10 +115,14 @@ class IdentificationService:
         self._sweep_orphan_photos()
 
     def _sweep_orphan_photos(self) -> None:
-        names, hashes = self.sightings.photo_files()
-        removed = self.photos.sweep(names, hashes | self.references.file_hashes(), ORPHAN_AGE_SECONDS)
+        removed = self.photos.sweep_if_due(ORPHAN_AGE_SECONDS, self._photo_files_in_use, ORPHAN_AGE_SECONDS)
         if removed:
             log.warning("removed %d stored photo files that no sighting names (a server killed mid-upload)", removed)
+
+    def _photo_files_in_use(self) -> tuple[set[str], set[str]]:
+        """(photo names sightings use, photo hashes sightings and references use)."""
+        names, hashes = self.sightings.photo_files()
+        return names, hashes | self.references.file_hashes()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "IdentificationService":

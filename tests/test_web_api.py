@@ -627,8 +627,9 @@ def test_two_curators_promoting_the_same_photo_at_once_share_one_reference(clien
 
 
 def test_photo_files_no_sighting_names_are_swept_at_start(make_service, client, service):
-    """A server killed between storing a photo and committing its sighting leaves a file no row names: the next
-    start removes it once it is an hour old, and keeps every photo a sighting or reference still uses."""
+    """A server killed between storing a photo and committing its sighting leaves a file no row names: a start
+    removes it once it is an hour old, and keeps every photo a sighting or reference still uses. One process
+    sweeps at most once an hour: the other workers' starts skip the sweep and its SQL reads."""
     import os
     import time
 
@@ -642,9 +643,11 @@ def test_photo_files_no_sighting_names_are_swept_at_start(make_service, client, 
     half_written = photos.photos / "ab" / ".tmp-killed"
     half_written.parent.mkdir(parents=True, exist_ok=True)
     half_written.write_bytes(b"half a photo")
+    make_service()  # a restart within the hour of the last sweep leaves the files alone
+    assert photos.photo_path(orphan.name).exists() and half_written.exists()
     hour_ago = time.time() - 3700
     for path in (photos.photo_path(orphan.name), photos.thumbnail_path(orphan.sha256), half_written,
-                 *photos.photos.glob("*/*"), *photos.thumbnails.glob("*")):
+                 photos.photos / ".last-sweep", *photos.photos.glob("*/*"), *photos.thumbnails.glob("*")):
         if path != photos.photo_path(fresh.name):
             os.utime(path, (hour_ago, hour_ago))
 
@@ -688,3 +691,24 @@ def test_a_field_given_twice_is_refused_not_half_read(client):
     twice = client.post("/api/v1/similar", data={"image": (io.BytesIO(photo), "a.jpg"), "k": ["1", "2"]})
     assert twice.status_code == 400 and twice.get_json()["error"]["code"] == "bad_field"
     assert client.get("/api/v1/taxa?q=wren&q=sparrow").status_code == 400
+
+
+def test_only_one_of_several_processes_sweeps_photos_at_a_time(tmp_path):
+    """While one process sweeps (holding the sweep lock), another's start skips it without reading SQL."""
+    import fcntl
+
+    from identify.photos import PhotoStore
+
+    photos = PhotoStore(tmp_path)
+    asked = []
+
+    def kept() -> tuple[set[str], set[str]]:
+        asked.append(True)
+        return set(), set()
+
+    photos.photos.mkdir(parents=True)
+    with open(photos.photos / ".sweep.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert photos.sweep_if_due(3600, kept, 3600) is None and not asked
+    assert photos.sweep_if_due(3600, kept, 3600) == 0 and asked == [True]
+    assert photos.sweep_if_due(3600, kept, 3600) is None and asked == [True]  # swept less than an hour ago
