@@ -58,7 +58,14 @@ def case(n: int, dim: int, n_queries: int, clusters: int, memory_budget: int | N
     return {"n": n, "dim": dim, "auto": plan.factory, "nprobe": plan.nprobe, "build_s": round(build_seconds, 1),
             "flat_qps": round(flat_qps, 1), "auto_qps": round(auto_qps, 1), "ratio": round(auto_qps / flat_qps, 2),
             "recall_at_10": round(recall, 3), "tuned_recall_at_10": plan.recall_at_10,
-            "bytes_per_vector": round(len(faiss_module().serialize_index(auto)) / n, 1)}
+            **bytes_per_vector(auto, n, dim, plan.factory.endswith(",RFlat")), "k_factor": plan.k_factor}
+
+
+def bytes_per_vector(index, n: int, dim: int, reranks: bool) -> dict:  # type: ignore[no-untyped-def]
+    """The index file's bytes per vector, and those a server holds in memory (a re-ranking layer's full vectors
+    stay in the file, memory-mapped, read a few per query)."""
+    on_disk = len(faiss_module().serialize_index(index)) / n
+    return {"bytes_per_vector": round(on_disk, 1), "scanned_bytes_per_vector": round(on_disk - (4 * dim if reranks else 0), 1)}
 
 
 def main() -> None:
@@ -78,7 +85,8 @@ def main() -> None:
             result = case(n, dim, args.queries, args.clusters, budget)
             print(f"n={n:>8} d={dim:>4}  flat {result['flat_qps']:>9.1f} q/s  auto {result['auto']:<14} "
                   f"nprobe={result['nprobe']}  {result['auto_qps']:>9.1f} q/s  ratio {result['ratio']:>6.2f}x  "
-                  f"recall@10 {result['recall_at_10']:.3f}  {result['bytes_per_vector']} B/vector  "
+                  f"recall@10 {result['recall_at_10']:.3f}  {result['bytes_per_vector']} B/vector on disk, "
+                  f"{result['scanned_bytes_per_vector']} in memory  k_factor={result['k_factor']}  "
                   f"(build {result['build_s']} s)", flush=True)
             print("JSON " + json.dumps(result), flush=True)
 

@@ -30,8 +30,14 @@ class Manifest:
     ef_search: int | None = None
     recall_at_10: float | None = None  # IVF, IVF-PQ: what the build measured against exact search
     max_reference_id: int = UNKNOWN_MAX_ID  # rows above this id were added to SQL after the build
+    k_factor: int | None = None  # IVF-PQ: candidates re-ranked exactly per neighbour asked
     created: str = ""
     version: str = ""
+
+    @property
+    def reranks(self) -> bool:
+        """IVF-PQ with a re-ranking layer: the full vectors beside the codes (FAISS IndexRefineFlat)."""
+        return self.factory.endswith(",RFlat")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

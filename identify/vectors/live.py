@@ -121,8 +121,9 @@ def _search(part: VectorIndex, queries: np.ndarray, k: int, allowed: np.ndarray 
     if allowed is None:
         return part.index.search(queries, k)
     kind = part.manifest.index_type
-    # HNSW's graph walk stops short of a sparse selection (seen: 1 of 4 found among 5 allowed ids of 3,000).
-    if not part.honours_selectors or kind == "hnsw":
+    # HNSW's graph walk stops short of a sparse selection (seen: 1 of 4 found among 5 allowed ids of 3,000), and
+    # a re-ranking layer (IVF-PQ) takes no selector.
+    if not part.honours_selectors or kind == "hnsw" or part.manifest.reranks:
         return _filtered_search(part, queries, k, allowed)
     faiss = faiss_module()
     selector = faiss.IDSelectorBatch(allowed)

@@ -28,6 +28,9 @@ PQ_CODE_BYTES = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)  # sub-quantizers tried, bi
 TRAIN_POINTS_PER_LIST = 64
 TARGET_RECALL = 0.95  # IVF: nprobe is raised until recall@10 on a sample of the collection reaches this
 IVF_MIN_SPEEDUP = 2.0  # below this, exact search (recall 1) is worth its cost
+# IVF-PQ re-ranks its best k * k_factor candidates exactly from the full vectors (kept on disk beside the codes
+# and memory-mapped by servers); the planner tries these factors, smallest first, until the target recall.
+RERANK_FACTORS = (4, 16, 64, 256)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class IndexPlan:
     nprobe: int | None = None  # IVF: lists searched per query
     ef_search: int | None = None  # HNSW: candidate list size per query
     recall_at_10: float | None = None  # IVF, IVF-PQ: recall@10 against exact search, measured when tuned
+    k_factor: int | None = None  # IVF-PQ: candidates re-ranked exactly per neighbour asked (FAISS IndexRefine)
 
 
 def flat_bytes(count: int, dim: int) -> int:
@@ -84,7 +88,9 @@ def _pq_factory(count: int, dim: int, nlist: int, memory_budget: int | None) -> 
     # OPQ rotates the space so each sub-vector carries a fair share of the variance: it helps when sub-vectors
     # span several dimensions, and costs training time for nothing when they span one or two.
     rotation = f"OPQ{m}," if dim // m >= 4 else ""
-    return f"{rotation}IVF{nlist},PQ{m}x{bits}"
+    # RFlat: the full vectors beside the codes, to re-rank the codes' best candidates exactly. They live on disk
+    # (memory-mapped when served); the budget is for what each query scans, the codes and ids.
+    return f"{rotation}IVF{nlist},PQ{m}x{bits},RFlat"
 
 
 def build_faiss_index(ids: np.ndarray, vectors: np.ndarray, plan: IndexPlan) -> Any:
@@ -171,15 +177,26 @@ def build_planned_index(ids: np.ndarray, vectors: np.ndarray, requested: str = "
     index = build_faiss_index(ids, vectors, plan)
     if plan.index_type not in ("ivf", "ivfpq"):
         return index, plan
-    nprobe, recall = tune_nprobe(index, vectors)
     nlist = faiss_module().extract_index_ivf(index).nlist
     if plan.index_type == "ivfpq":
-        return index, dataclasses.replace(plan, nprobe=nprobe or int(nlist), recall_at_10=round(recall, 4))
+        return index, _tune_reranking(index, vectors, plan, int(nlist))
+    nprobe, recall = tune_nprobe(index, vectors)
     if nprobe is None and requested == "auto":
         log.info("IVF reaches recall %.2f no faster than exact search here: publishing an exact index", TARGET_RECALL)
         plan = plan_index(len(ids), "flat")
         return build_faiss_index(ids, vectors, plan), plan
     return index, dataclasses.replace(plan, nprobe=nprobe or int(nlist), recall_at_10=round(recall, 4))
+
+
+def _tune_reranking(index: Any, vectors: np.ndarray, plan: IndexPlan, nlist: int) -> IndexPlan:
+    """IVF-PQ: the smallest re-ranking factor, then nprobe, that reach TARGET_RECALL (or the largest factor and
+    every list when none does), with the recall@10 reached."""
+    for k_factor in RERANK_FACTORS:
+        apply_plan(index, dataclasses.replace(plan, k_factor=k_factor))
+        nprobe, recall = tune_nprobe(index, vectors)
+        if recall >= TARGET_RECALL:
+            break
+    return dataclasses.replace(plan, nprobe=nprobe or nlist, k_factor=k_factor, recall_at_10=round(recall, 4))
 
 
 def apply_plan(index: Any, plan: IndexPlan) -> Any:
@@ -193,6 +210,8 @@ def apply_plan(index: Any, plan: IndexPlan) -> Any:
             pass
     if plan.ef_search is not None and hasattr(inner, "hnsw"):
         inner.hnsw.efSearch = plan.ef_search
+    if plan.k_factor is not None and hasattr(inner, "k_factor"):
+        inner.k_factor = plan.k_factor
     return index
 
 

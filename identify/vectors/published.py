@@ -43,7 +43,7 @@ class VectorIndex:
 
     def _apply_search_parameters(self) -> None:
         m = self.manifest
-        apply_plan(self.index, IndexPlan(m.index_type, m.factory, m.nprobe, m.ef_search))
+        apply_plan(self.index, IndexPlan(m.index_type, m.factory, m.nprobe, m.ef_search, k_factor=m.k_factor))
 
     @property
     def count(self) -> int:
@@ -111,6 +111,7 @@ def new_manifest(identity: Any, plan: IndexPlan, count: int, max_reference_id: i
         nprobe=plan.nprobe,
         ef_search=plan.ef_search,
         recall_at_10=plan.recall_at_10,
+        k_factor=plan.k_factor,
         max_reference_id=max_reference_id,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         version=_version_stamp(),
@@ -142,9 +143,12 @@ def load_index(indexes_dir: Path, name: str, mapped: bool = False) -> VectorInde
 
 def _mapping_flags(manifest: Manifest) -> int:
     """FAISS's read flags that leave the bulk of an index of this type in its file (the two cannot be combined:
-    IVF's flag maps inverted lists, the other the codes of a flat index or of HNSW's storage)."""
+    IVF's flag maps inverted lists, the other the codes of a flat index, of HNSW's storage or of a re-ranking
+    layer's full vectors)."""
     faiss = faiss_module()
-    bulk = faiss.IO_FLAG_MMAP if manifest.index_type.startswith("ivf") else faiss.IO_FLAG_MMAP_IFC
+    # IVF-PQ with re-ranking: its full vectors (the bulk, read a few per query) are mapped; the codes are small.
+    lists = manifest.index_type.startswith("ivf") and not manifest.reranks
+    bulk = faiss.IO_FLAG_MMAP if lists else faiss.IO_FLAG_MMAP_IFC
     return bulk | faiss.IO_FLAG_READ_ONLY
 
 
