@@ -54,6 +54,9 @@ class PhotoStore:
         self.photos = data_dir / "photos"
         self.thumbnails = data_dir / "thumbnails"
         self.public = data_dir / "public"  # copies without GPS, for the public
+        # beside the photo folders, not in them: the sweep's lock, and the time of the last sweep
+        self.sweep_lock = data_dir / ".photo-sweep.lock"
+        self.sweep_stamp = data_dir / ".photo-sweep.last"
 
     def photo_path(self, name: str) -> Path:
         return self.photos / name[:2] / name
@@ -111,13 +114,13 @@ class PhotoStore:
         """`sweep`, unless another process is sweeping or one swept less than `every_seconds` ago (None then).
         Several workers start at once and restart often; one sweep an hour is enough, and `kept` (which reads
         every photo name and hash from SQL) is only called when it runs."""
-        self.photos.mkdir(parents=True, exist_ok=True)
-        stamp = self.photos / ".last-sweep"
-        with open(self.photos / ".sweep.lock", "a+") as handle:
+        self.photos.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.sweep_lock, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return None
+            stamp = self.sweep_stamp
             if stamp.exists() and time.time() - stamp.stat().st_mtime < every_seconds:
                 return None
             removed = self.sweep(*kept(), older_than_seconds)

@@ -647,7 +647,7 @@ def test_photo_files_no_sighting_names_are_swept_at_start(make_service, client, 
     assert photos.photo_path(orphan.name).exists() and half_written.exists()
     hour_ago = time.time() - 3700
     for path in (photos.photo_path(orphan.name), photos.thumbnail_path(orphan.sha256), half_written,
-                 photos.photos / ".last-sweep", *photos.photos.glob("*/*"), *photos.thumbnails.glob("*")):
+                 photos.sweep_stamp, *photos.photos.glob("*/*"), *photos.thumbnails.glob("*")):
         if path != photos.photo_path(fresh.name):
             os.utime(path, (hour_ago, hour_ago))
 
@@ -706,8 +706,7 @@ def test_only_one_of_several_processes_sweeps_photos_at_a_time(tmp_path):
         asked.append(True)
         return set(), set()
 
-    photos.photos.mkdir(parents=True)
-    with open(photos.photos / ".sweep.lock", "a+") as held:
+    with open(photos.sweep_lock, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         assert photos.sweep_if_due(3600, kept, 3600) is None and not asked
     assert photos.sweep_if_due(3600, kept, 3600) == 0 and asked == [True]
