@@ -10,7 +10,7 @@
 On a machine without a GPU it says so ("skipped: no GPU") and exits 0: no figure is made up. Run it on a GPU
 machine through the `device` tool (see BENCHMARKS.md).
 
-    .venv/bin/python benchmarks/bench_gpu.py [--vectors 1000000] [--network xcit_nano12_p16] [--images 512]
+    .venv/bin/python benchmarks/bench_gpu.py [--vectors 1000000] [--network xcit_nano12_p16] [--images 512] [--build-workers N]
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def forward_ratios(checkpoint: Path, batch: int = 64, rounds: int = 10) -> dict:
             "forward_autocast_vs_fp32": round(fp16 / fp32, 2)}
 
 
-def build_ratio(checkpoint: Path, images: int, root: Path) -> dict:
+def build_ratio(checkpoint: Path, images: int, root: Path, workers: int | None = None) -> dict:
     from identify.synthetic import make_species_folder
 
     refs = make_species_folder(root / "refs", ["Passer domesticus", "Corvus cornix", "Columba livia", "Pica pica"],
@@ -110,7 +110,7 @@ def build_ratio(checkpoint: Path, images: int, root: Path) -> dict:
 
     def images_per_second(data_dir: Path, extra: list[str], env: dict[str, str]) -> float:
         command = [*IDENTIFY, "build-index", "--model", str(checkpoint), "--images", str(refs),
-                   "--name", "bench", "--json", *extra]
+                   "--name", "bench", "--json", *extra, *(["--workers", str(workers)] if workers is not None else [])]
         run = subprocess.run(command, capture_output=True, text=True,
                              env={**os.environ, "IDENTIFY_DATA_DIR": str(data_dir), **env})
         if run.returncode != 0:
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--network", default="xcit_nano12_p16")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--build-workers", type=int, default=None, help="build-index --workers (default: its own)")
     options = parser.parse_args()
     torch_gpus, faiss_gpus = gpus()
     if torch_gpus == 0 or faiss_gpus == 0:
@@ -178,7 +179,7 @@ def main() -> None:
         checkpoint = write_birder_checkpoint(options.network, ["a", "b", "c", "d"], options.size,
                                              root / f"{options.network}.pt")
         result = {"gpus": torch_gpus, **search_ratios(options.vectors), **forward_ratios(checkpoint),
-                  **build_ratio(checkpoint, options.images, root)}
+                  **build_ratio(checkpoint, options.images, root, options.build_workers)}
     print(json.dumps(result))
 
 
