@@ -84,7 +84,7 @@ def embed_sources(backbone: Backbone, sources: Sequence[ReferenceSource], batch_
         for batch in loader(dataset, batch_size, workers):
             failures += batch.failures
             if batch.tensors is not None:
-                output = backbone.forward(backbone.finish_batch(batch.tensors))
+                output = backbone.forward_decoded(batch.tensors)
                 positions += batch.positions
                 probabilities.append(output.probabilities)
                 embeddings.append(output.embeddings)

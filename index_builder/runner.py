@@ -143,7 +143,7 @@ class IndexBuilder:
                 for position, code, message in batch.failures:
                     self._fail(pending[position][0], code, message)
                 if batch.tensors is not None:
-                    output = self.backbone.forward(self.backbone.finish_batch(batch.tensors))
+                    output = self.backbone.forward_decoded(batch.tensors)
                     chosen = [pending[p] for p in batch.positions]
                     self.report.embedded += in_flight.result() if in_flight else 0
                     in_flight = writes.submit(_write, writer, chosen, output.embeddings)

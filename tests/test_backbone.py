@@ -98,6 +98,9 @@ def test_the_split_transform_gives_birders_numbers_and_ships_uint8(tmp_path):
     whole = torch.stack([backbone.transform(photo) for photo in photos])
     assert torch.equal(backbone.finish_batch(torch.stack(halves)), whole)
     assert torch.equal(backbone.batch(photos), whole)
+    # the build copies the uint8 batch to the device and finishes it there: the same answer
+    np.testing.assert_array_equal(backbone.forward_decoded(torch.stack(halves)).embeddings,
+                                  backbone.forward(whole).embeddings)
 
 
 def test_the_channels_last_layout_gives_the_plain_layouts_numbers(tmp_path):
