@@ -22,7 +22,7 @@ import numpy as np
 
 from identify.vectors import faiss_module, normalised
 from identify.vectors.catalog import Manifest
-from identify.vectors.published import VectorIndex
+from identify.vectors.published import VectorIndex, no_answers
 
 LOOKBACK = 1000  # ids below the highest seen that may still commit late
 GPU_MAX_K = 2048  # the most neighbours a FAISS GPU search returns at once
@@ -109,17 +109,17 @@ class LiveIndex:
         with self._lock:
             answers = [_search(part, queries, k, allowed) for part in (self.base, self.delta) if part.count]
         if not answers:
-            return np.empty((len(queries), 0), dtype=np.float32), np.empty((len(queries), 0), dtype=np.int64)
+            return no_answers(len(queries))
         return _merged(answers, min(k, self.count, len(allowed) if allowed is not None else k))
 
 
 def _search(part: VectorIndex, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """One index's k best (normalised queries), restricted to `allowed` when given."""
-    k = min(k, part.count, len(allowed) if allowed is not None else k)
-    if k == 0:
-        return np.empty((len(queries), 0), dtype=np.float32), np.empty((len(queries), 0), dtype=np.int64)
+    """One index's k best, restricted to `allowed` when given."""
     if allowed is None:
-        return part.index.search(queries, k)
+        return part.search(queries, k)
+    k = min(k, part.count, len(allowed))
+    if k == 0:
+        return no_answers(len(queries))
     kind = part.manifest.index_type
     # HNSW's graph walk stops short of a sparse selection (seen: 1 of 4 found among 5 allowed ids of 3,000), and
     # a re-ranking layer (IVF-PQ) takes no selector.

@@ -200,7 +200,8 @@ def _tune_reranking(index: Any, vectors: np.ndarray, plan: IndexPlan, nlist: int
 
 
 def apply_plan(index: Any, plan: IndexPlan) -> Any:
-    """Set the plan's search parameters (IVF nprobe, HNSW efSearch) on a built index; returns the index."""
+    """Set the plan's search parameters (IVF nprobe, HNSW efSearch, IVF-PQ's re-ranking factor) on a built
+    index; returns the index."""
     faiss = faiss_module()
     inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     if plan.nprobe is not None:

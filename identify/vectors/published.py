@@ -53,9 +53,13 @@ class VectorIndex:
         """(similarities, reference ids), each (n, k'), best first; k' = min(k, count); ids -1 mean none."""
         k = min(k, self.count)
         if k == 0:
-            n = len(queries)
-            return np.empty((n, 0), dtype=np.float32), np.empty((n, 0), dtype=np.int64)
+            return no_answers(len(queries))
         return self.index.search(normalised(queries), k)
+
+
+def no_answers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (similarities, ids) of a search with nothing to answer: n rows of no columns."""
+    return np.empty((n, 0), dtype=np.float32), np.empty((n, 0), dtype=np.int64)
 
 
 def to_search_device(index: VectorIndex) -> VectorIndex:
