@@ -128,9 +128,19 @@ def _search(part: VectorIndex, queries: np.ndarray, k: int, allowed: np.ndarray 
     faiss = faiss_module()
     selector = faiss.IDSelectorBatch(allowed)
     # An IVF index refuses plain SearchParameters, and its own would reset nprobe to 1 unless given.
-    params = faiss.SearchParametersIVF(sel=selector, nprobe=part.manifest.nprobe or 1) if kind.startswith("ivf") \
-        else faiss.SearchParameters(sel=selector)
+    params = faiss.SearchParametersIVF(sel=selector, nprobe=_restricted_nprobe(part, len(allowed))) \
+        if kind.startswith("ivf") else faiss.SearchParameters(sel=selector)
     return part.index.search(queries, k, params=params)
+
+
+def _restricted_nprobe(part: VectorIndex, allowed: int) -> int:
+    """The lists a restricted IVF search visits: the tuned nprobe scaled by how rare the selection is, so that
+    it meets as many allowed vectors as an unrestricted search meets vectors (the tuned nprobe alone found 3.5%
+    of the 10 nearest among 20 allowed ids of 20,000). A selection rare enough visits every list: exact among
+    it."""
+    nlist = int(faiss_module().extract_index_ivf(part.index).nlist)
+    nprobe = part.manifest.nprobe or 1
+    return min(nlist, -(-nprobe * part.count // max(allowed, 1)))
 
 
 def _merged(answers: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +183,7 @@ def _exact_among(base: VectorIndex, queries: np.ndarray, k: int, allowed: np.nda
     """Exact inner products with the allowed vectors that are in the index (read back from it)."""
     faiss = faiss_module()
     present = allowed[np.isin(allowed, faiss.vector_to_array(base.index.id_map))]
-    vectors = np.stack([base.index.reconstruct(int(i)) for i in present]) if len(present) else \
+    vectors = base.index.reconstruct_batch(present) if len(present) else \
         np.empty((0, base.manifest.dim), dtype=np.float32)
     similarities = queries @ vectors.T
     order = np.argsort(-similarities, axis=1, kind="stable")[:, :k]
