@@ -76,6 +76,9 @@ model_option = click.option("--model", required=True, envvar="IDENTIFY_MODEL", s
                             help="Birder pretrained model name or path to a .pt checkpoint.")
 network_option = click.option("--network", help="Birder network of the checkpoint, when it cannot be told from it.")
 json_option = click.option("--json", "json_output", is_flag=True, help="Print JSON instead of text.")
+memory_budget_option = click.option(
+    "--memory-budget", callback=lambda _c, _p, value: _bytes(value),
+    help="Memory the published index may take (e.g. 512MB, 4GiB); past it, auto chooses IVF-PQ.")
 
 
 @main.command("build-index")
@@ -86,8 +89,7 @@ json_option = click.option("--json", "json_output", is_flag=True, help="Print JS
 @click.option("--name", default="default", show_default=True, help="Index name (indexes/<name>/ under the data dir).")
 @click.option("--index-type", default="auto", show_default=True,
               type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq"]))
-@click.option("--memory-budget", callback=lambda _c, _p, value: _bytes(value),
-              help="Memory the published index may take (e.g. 512MB, 4GiB); past it, auto chooses IVF-PQ.")
+@memory_budget_option
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader decode workers [default: CPU count, at most 8].")
 @click.option("--half", is_flag=True, help="Half precision on a CUDA device.")
@@ -420,6 +422,40 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
                f"{selective['coverage']:.1%}, error {selective['realised_error']:.1%} (target "
                f"{selective['target_error']:.0%})")
     click.echo(f"report: {report}")
+
+
+@main.command("index-sightings")
+@model_option
+@network_option
+@memory_budget_option
+@json_option
+@reports_errors
+def index_sightings(model: str, network: str | None, memory_budget: int | None, json_output: bool) -> None:
+    """Publish the similar-sightings snapshot of this model's sightings now, planned as build-index plans.
+
+    Servers start from it and read from SQL only the sightings stored after it; they also publish one themselves
+    every IDENTIFY_SIMILAR_SNAPSHOT_ROWS new sightings (0 leaves it to this command, e.g. from cron)."""
+    from identify.backbone import load_backbone
+    from identify.photos import PhotoStore
+    from identify.references import References
+    from identify.sightings import SightingStore
+    from identify.similar import SimilarSightings
+
+    settings = _settings()
+    backbone = load_backbone(model, network=network)
+    store = _store(settings)
+    sightings = SightingStore(store, References.for_settings(store, settings), PhotoStore(settings.data_dir))
+    similar = SimilarSightings(settings.indexes_dir, backbone.identity, store.register_model(backbone.identity),
+                               sightings, refresh_seconds=0, snapshot_rows=0, memory_budget=memory_budget)
+    published = similar.snapshot() is not None
+    report = {"published": published, "snapshot": str(similar.directory / similar.name), **similar.describe()}
+    if json_output:
+        click.echo(json.dumps(report))
+        return
+    recall = f", recall@10 {report['recall_at_10']:.3f}" if report["recall_at_10"] is not None else ""
+    click.echo(f"similar sightings of {backbone.identity.name}: {report['snapshot_count']} in the snapshot "
+               f"({report['index_type']}{recall}), {report['newer']} newer searched beside it"
+               + ("" if published else " (unchanged: nothing settled since the last snapshot)"))
 
 
 @main.command("indexes")

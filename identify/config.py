@@ -64,6 +64,10 @@ class ServiceConfig:
     max_batch: int = 32  # concurrent uploads identified in one forward pass, at most
     # Similar sightings less similar than this (cosine) are not offered: a list of strangers helps nobody.
     similar_floor: float = 0.5
+    # Similar sightings past a published snapshot are searched exactly beside it; at this many, a server publishes
+    # a new snapshot (0: only `identify index-sightings` does). Past the budget (MB; 0: none) it is IVF-PQ.
+    similar_snapshot_rows: int = 20_000
+    similar_memory_budget_mb: float = 0.0
     secret_key: str | None = None  # signs session cookies; generated into <data dir>/secret_key when unset
     secure_cookies: bool = False  # set when served over HTTPS
     # Rate limits (Flask-Limiter notation; "off" for none). Failed logins count per account and per address.
@@ -75,12 +79,19 @@ class ServiceConfig:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
             raise IdentifyError("bad_config", "max_upload_mb, max_pixels and max_batch must be positive, "
                                 "refresh_seconds >= 0")
+        if self.similar_snapshot_rows < 0 or self.similar_memory_budget_mb < 0:
+            raise IdentifyError("bad_config", "similar_snapshot_rows and similar_memory_budget_mb must be >= 0")
         if not -1 <= self.similar_floor <= 1:
             raise IdentifyError("bad_config", "similar_floor is a cosine similarity, from -1 to 1")
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def similar_memory_budget(self) -> int | None:
+        """Bytes, or None for no budget."""
+        return int(self.similar_memory_budget_mb * 10**6) or None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from identify.metadata import exif_metadata, where_and_when
 from identify.photos import THUMBNAIL_SIZE, PhotoStore, StoredPhoto
 from identify.prior import Occurrences, Place
 from identify.references import References
+from identify.similar import SimilarSightings
 from identify.sightings import (
     NewSighting,
     PhotoOfSighting,
@@ -37,9 +38,6 @@ from identify.sightings import (
 )
 from identify.storage import Store, make_engine, upgrade_database
 from identify.taxonomy import Suggestion
-from identify.vectors.live import LiveIndex, empty_index
-from identify.vectors.plan import IndexPlan
-from identify.vectors.published import VectorIndex, new_manifest
 
 if TYPE_CHECKING:
     from identify.backbone import Backbone
@@ -99,19 +97,15 @@ class IdentificationService:
                                      settings.calibration)
         self.occurrences = Occurrences(store, self.references.taxonomy)
         self.identifier.prior = self.occurrences.model(self.sightings.confirmed_records())
-        dim = identity.embedding_dim
         # The transform, forward pass and search run batched in one thread; decoding and fusion run in the
         # request threads. All torch work stays in the batcher's thread: torch ops in request threads would each
         # start an OpenMP team whose spinning threads slow the forward pass (measured: 36 -> 54 ms).
         self.batcher = MicroBatcher(self.identifier.search, settings.service.max_batch, "identify-batcher")
-        # Similar sightings: exact search (filters restrict it with an IDSelector), rebuilt from SQL at start.
-        self.similar_index = LiveIndex(
-            VectorIndex(empty_index(dim), new_manifest(identity, IndexPlan("flat", "Flat"), 0, 0)), 0,
-            ids_after=lambda after: self.sightings.ids_after(self.model_id, after),
-            vectors_of=lambda ids: self.sightings.vectors(ids, dim),
-            refresh_seconds=self.limits.refresh_seconds,
-        )
-        self.similar_index.refresh(force=True)
+        # Similar sightings: a published snapshot (planned as build-index plans) and the sightings stored since.
+        self.similar_index = SimilarSightings(
+            settings.indexes_dir, identity, self.model_id, self.sightings, self.limits.refresh_seconds,
+            snapshot_rows=self.limits.similar_snapshot_rows, memory_budget=self.limits.similar_memory_budget)
+        self.similar_index.snapshot_if_due()  # a first start over many sightings: publish one for the next start
         self._sweep_orphan_photos()
 
     def _sweep_orphan_photos(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import func, insert, select, update
@@ -348,6 +348,28 @@ class SightingStore:
                     select(Sighting.id, Sighting.embedding).where(Sighting.id.in_(ids[start : start + IN_CHUNK]))
                 ).all()
         return rows_to_arrays(rows, dim)
+
+    def last_id(self, model_id: int, created_before: datetime) -> int:
+        """The highest id of this model's sightings stored before `created_before` (0 when there are none)."""
+        with self.sessions() as session:
+            return int(session.scalar(select(func.max(Sighting.id)).where(
+                Sighting.model_id == model_id, Sighting.created_at < created_before)) or 0)
+
+    def vectors_upto(self, model_id: int, last: int, dim: int, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of this model's sightings with id <= `last`, in id order, `batch` rows at a time: a
+        range scan on the key, so millions of rows stream without an IN list or one huge result."""
+        after = 0
+        while True:
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(Sighting.id, Sighting.embedding)
+                    .where(Sighting.model_id == model_id, Sighting.id > after, Sighting.id <= last)
+                    .order_by(Sighting.id).limit(batch)
+                ).all()
+            if not rows:
+                return
+            yield rows_to_arrays(list(rows), dim)
+            after = rows[-1][0]
 
     def matching_ids(self, model_id: int, filters: SightingFilters) -> np.ndarray:
         """Ids of the sightings that pass the filters (the FAISS search is then restricted to them)."""

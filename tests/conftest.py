@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 
 from identify.synthetic import free_port, jpeg_bytes, make_species_folder, species_photo, write_birder_checkpoint
@@ -204,3 +205,18 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, tiny
     """A server the browser tests share."""
     with serving(tmp_path_factory.mktemp("served"), tiny_checkpoint, tiny_backbone) as server:
         yield server
+
+
+def store_sightings(service, count: int, seed: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """`count` sightings with random embeddings, straight into SQL as another worker's uploads would land (no
+    forward pass, no index of `service` told); returns their embeddings."""
+    from identify.sightings import NewSighting, PhotoOfSighting
+
+    rng = np.random.default_rng(seed)
+    embeddings = rng.standard_normal((count, service.backbone.identity.embedding_dim)).astype(np.float32)
+    for n, embedding in enumerate(embeddings):
+        name = f"{seed:016x}{n:048x}"
+        service.sightings.add(NewSighting(photos=[PhotoOfSighting(name, f"{name}.jpg", embedding)],
+                                          model_id=service.model_id, embedding=embedding, decision="needs_review",
+                                          reasons=[], uncertainty=0.5, predictions=[], neighbours=[]))
+    return embeddings

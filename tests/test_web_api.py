@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from tests.conftest import SPECIES, jpeg_bytes, species_photo
+from tests.conftest import SPECIES, jpeg_bytes, species_photo, store_sightings
 from identify.schema import Prediction, Review, Sighting
 from identify.web import create_app, schemas
 
@@ -539,17 +539,9 @@ def test_the_publics_area_filter_sees_only_the_generalised_square(client, token)
 def test_every_worker_sees_every_sighting_after_a_burst_larger_than_the_look_back(make_service, client):
     """Worker B stores 2,400 sightings while worker A, before it next looks, stores one of its own: A's
     similar-sightings search must then cover all of them (it once covered only the last 1,000)."""
-    from identify.sightings import NewSighting, PhotoOfSighting
-
     worker_a, worker_b = make_service(), make_service()
     worker_a.similar_index.refresh(force=True)
-    rng = np.random.default_rng(0)
-    dim = worker_b.backbone.identity.embedding_dim
-    for n in range(2400):  # straight into SQL as worker B's uploads would land (no forward pass needed)
-        embedding = rng.standard_normal(dim).astype(np.float32)
-        worker_b.sightings.add(NewSighting(photos=[PhotoOfSighting(f"{n:064x}", f"{n:064x}.jpg", embedding)],
-                                           model_id=worker_b.model_id, embedding=embedding, decision="needs_review",
-                                           reasons=[], uncertainty=0.5, predictions=[], neighbours=[]))
+    store_sightings(worker_b, 2400)
     own = create_app(worker_a.settings, worker_a).test_client()
     upload(own, jpeg_bytes(species_photo(2, 50)))  # A's own row, above the whole burst
     worker_a.similar_index.refresh(force=True)
