@@ -40,18 +40,33 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of builds, the order alternating")
     options = parser.parse_args()
+    ratios = []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         refs = make_species_folder(root / "refs", SPECIES, per=options.images // len(SPECIES))
         model = convert_demo_model(root / "lite0.pt")
         args = ["build-index", "--model", str(model), "--images", str(refs), "--name", "bench", "--json"]
-        one, alone = timed_build([str(BIN / "identify"), *args], root / "one", {})
-        many, shared = timed_build([str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={options.ranks}", "-m",
-                                    "identify", *args], root / "many", {"OMP_NUM_THREADS": "1"})
-    assert alone["count"] == shared["count"] == options.images // len(SPECIES) * len(SPECIES)
-    print(f"build of {alone['count']} photos: one process {one:.1f} s, {options.ranks} ranks {many:.1f} s; "
-          f"ranks/one {many / one:.2f} (target <= 1.10 on one machine); cores {os.cpu_count()}")
+        for repeat in range(options.repeat):
+            def alone() -> tuple[float, dict]:
+                return timed_build([str(BIN / "identify"), *args], root / f"one{repeat}", {})
+
+            def ranked() -> tuple[float, dict]:
+                return timed_build([str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={options.ranks}",
+                                    "-m", "identify", *args], root / f"many{repeat}", {"OMP_NUM_THREADS": "1"})
+
+            if repeat % 2 == 0:  # alternate which goes first: the second may find warmer caches
+                (one, single), (many, shared) = alone(), ranked()
+            else:
+                (many, shared), (one, single) = ranked(), alone()
+            assert single["count"] == shared["count"] == options.images // len(SPECIES) * len(SPECIES)
+            ratios.append(many / one)
+            print(f"build of {single['count']} photos: one process {one:.1f} s, {options.ranks} ranks {many:.1f} s; "
+                  f"ranks/one {many / one:.2f} (target <= 1.10 on one machine); cores {os.cpu_count()}", flush=True)
+    if len(ratios) > 1:
+        print(f"ranks/one over {len(ratios)} pairs: median {sorted(ratios)[len(ratios) // 2]:.2f}, "
+              f"range {min(ratios):.2f}-{max(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Benchmarks that must behave on this machine too: the GPU benchmark says plainly that it measured nothing."""
+"""Benchmarks that must behave on this machine too: the GPU benchmark says plainly that it measured nothing, and
+the start benchmark measures what it says."""
 
 import subprocess
 import sys
@@ -12,3 +13,13 @@ def test_the_gpu_benchmark_says_it_was_skipped_without_a_gpu():
                          env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}, timeout=300)
     assert run.returncode == 0, run.stderr[-1000:]
     assert run.stdout.startswith("skipped: no GPU") and "No figure was measured" in run.stdout
+
+
+def test_the_start_benchmark_reads_only_the_sightings_after_the_snapshot():
+    import json
+
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_similar_start.py"), "--sightings", "3000",
+                          "--newer", "25"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-1000:]
+    result = json.loads(run.stdout.split("JSON ", 1)[1])
+    assert result["cold_rows_read"] == 3000 and result["warm_rows_read"] == 25
