@@ -50,6 +50,17 @@ class Backbone:
         if half and device.type != "cuda":
             log.warning("half precision needs a CUDA device; running in float32 on %s", device)
         self.half = half and device.type == "cuda"
+        self.compiled_batch: int | None = None  # set by `compile`: every batch is padded to this many photos
+
+    def compile(self, batch_size: int) -> None:
+        """Compile the embedding path with torch.compile (inductor), as `birder-predict --compile` does. For long
+        builds only: the first compile of a model on a machine takes tens of seconds (43 s for xcit_nano12_p16
+        on 2 cores; about 5 s once inductor's cache in /tmp holds it), for a forward 1.22-1.40x faster there
+        (a 2-core build was no faster: its decode workers set the pace; BENCHMARKS.md 1).
+        Every batch is padded to `batch_size` so that the graph compiles once: a smaller last batch would
+        compile a second one."""
+        self.net.embedding = torch.compile(self.net.embedding, dynamic=False)  # type: ignore[method-assign]
+        self.compiled_batch = batch_size
 
     @functools.cached_property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -93,11 +104,14 @@ class Backbone:
         """Probabilities and embeddings for a batch of transformed images (B, 3, H, W), in one pass."""
         from birder.inference.classification import infer_batch
 
+        count = len(batch)
+        if self.compiled_batch is not None and count < self.compiled_batch:
+            batch = torch.cat([batch, batch.new_zeros((self.compiled_batch - count, *batch.shape[1:]))])
         with torch.inference_mode(), self._autocast():
             batch = batch.to(self.device).contiguous(memory_format=self.memory_format)
             probabilities, embeddings = infer_batch(self.net, batch, return_embedding=True)
         assert embeddings is not None
-        return BackboneOutput(probabilities.astype(np.float32), embeddings.astype(np.float32))
+        return BackboneOutput(probabilities[:count].astype(np.float32), embeddings[:count].astype(np.float32))
 
     def forward_decoded(self, batch: torch.Tensor) -> BackboneOutput:
         """`forward` of stacked `decode_transform` tensors (uint8): copied to the device as they are, a quarter

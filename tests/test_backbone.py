@@ -114,3 +114,20 @@ def test_the_channels_last_layout_gives_the_plain_layouts_numbers(tmp_path):
     plain = backbone.forward(batch)
     np.testing.assert_allclose(fast.embeddings, plain.embeddings, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fast.probabilities, plain.probabilities, atol=1e-6)
+
+
+def test_a_compiled_forward_gives_the_eager_numbers_and_compiles_once(tiny_checkpoint):
+    """`build-index --compile`: torch.compile's forward, each batch padded to the batch size (a smaller last
+    batch would compile a second graph), must say what the eager forward says."""
+    from torch._dynamo.utils import counters
+
+    eager, compiled = load_backbone(str(tiny_checkpoint)), load_backbone(str(tiny_checkpoint))
+    compiled.compile(batch_size=4)
+    photos = [species_photo(i % 3, i, size=96) for i in range(7)]
+    counters.clear()
+    for batch in (photos[:4], photos[4:]):  # a full batch, then a last batch of 3
+        fast, plain = compiled.forward_images(batch), eager.forward_images(batch)
+        assert fast.embeddings.shape == plain.embeddings.shape == (len(batch), eager.identity.embedding_dim)
+        np.testing.assert_allclose(fast.embeddings, plain.embeddings, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(fast.probabilities, plain.probabilities, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
