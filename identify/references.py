@@ -310,24 +310,29 @@ class References:
     def live_index(self, indexes_dir: Path, index_name: str, identity: ModelIdentity, model_id: int,
                    refresh_seconds: float) -> Any:
         """The published index `index_name` (on the GPU when there is one) plus every member SQL gained since
-        it was built (references curators added, builds of other processes), following SQL from then on."""
-        from identify.vectors.live import LiveIndex
+        it was built (references curators added, builds of other processes), following SQL from then on, and
+        the index's newer versions as builds publish them."""
+        from identify.vectors.live import FollowingIndex, LiveIndex
         from identify.vectors import gpu_count
         from identify.vectors.published import check_compatible, load_index, to_search_device
 
         index_id = self.store.index_id(index_name)
-        # Memory-mapped unless it goes to a GPU (which copies it whole): server processes then share one copy.
-        published = to_search_device(load_index(indexes_dir, index_name, mapped=gpu_count() == 0))
-        check_compatible(published.manifest, identity, index_name)  # one model, one vector space
         dim = identity.embedding_dim
-        live = LiveIndex(
-            published, published.manifest.max_reference_id,
-            ids_after=lambda after: self.member_ids_after(index_id, model_id, after),
-            vectors_of=lambda ids: self.vectors_of(model_id, ids, dim),
-            refresh_seconds=refresh_seconds,
-        )
-        live.refresh(force=True)
-        return live
+
+        def open_live() -> LiveIndex:
+            # Memory-mapped unless it goes to a GPU (which copies it whole): server processes share one copy.
+            published = to_search_device(load_index(indexes_dir, index_name, mapped=gpu_count() == 0))
+            check_compatible(published.manifest, identity, index_name)  # one model, one vector space
+            live = LiveIndex(
+                published, published.manifest.max_reference_id,
+                ids_after=lambda after: self.member_ids_after(index_id, model_id, after),
+                vectors_of=lambda ids: self.vectors_of(model_id, ids, dim),
+                refresh_seconds=refresh_seconds,
+            )
+            live.refresh(force=True)
+            return live
+
+        return FollowingIndex(indexes_dir, index_name, open_live, refresh_seconds)
 
 
 def _insert_if_absent(session: Session, table: type, values: dict[str, Any], key: list[str]) -> bool:

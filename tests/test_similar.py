@@ -1,5 +1,6 @@
 """The similar-sightings index: a published snapshot (planned as build-index plans) and the sightings stored
-since; a restarted server reads only those from SQL, and a server publishes a new snapshot once they are many."""
+since; a restarted server reads only those from SQL, and a server publishes a new snapshot once they are many.
+Likewise a running server follows the reference index to each version a build publishes."""
 
 from __future__ import annotations
 
@@ -113,3 +114,30 @@ def test_index_sightings_publishes_through_the_planner_with_a_memory_budget(make
     again = json.loads(CliRunner().invoke(main, args, env=env, catch_exceptions=False).output)
     assert not again["published"] and again["snapshot_count"] == 2000  # nothing new: unchanged
     assert [entry.name for entry in published_indexes(web_settings.indexes_dir)] == ["birds"]  # not listed
+
+
+def test_a_running_server_follows_a_newly_published_reference_index(make_service, web_settings, tiny_backbone,
+                                                                     tmp_path):
+    """A build that publishes while servers run: they switch to the new version (shared, mapped) instead of
+    holding the build's rows in their own exact delta; a version they cannot use is logged and skipped."""
+    from dataclasses import replace
+
+    from tests.conftest import SPECIES, build_reference_index, make_species_folder
+    from identify.vectors.plan import build_faiss_index, plan_index
+    from identify.vectors.published import new_manifest, publish
+
+    service = make_service()
+    first = service.reference_index.live.base.manifest.version
+    more = make_species_folder(tmp_path / "more", SPECIES, per=2, first_variant=50)
+    build_reference_index(web_settings, tiny_backbone, more, "birds")
+    service.reference_index.refresh(force=True)
+    live = service.reference_index.live
+    assert live.base.manifest.version != first
+    assert live.delta.count == 0 and live.count == live.base.count == 3 * 6 + 3 * 2
+
+    other_model = replace(tiny_backbone.identity, sha256="0" * 64)  # a version the server cannot search
+    vectors = np.random.default_rng(0).standard_normal((4, other_model.embedding_dim)).astype(np.float32)
+    publish(build_faiss_index(np.arange(1, 5), vectors, plan_index(4)),
+            new_manifest(other_model, plan_index(4), 4, 4), web_settings.indexes_dir, "birds")
+    service.reference_index.refresh(force=True)
+    assert service.reference_index.live is live and service.reference_index.count == 24

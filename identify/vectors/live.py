@@ -13,16 +13,22 @@ yet) and adds those it has not seen."""
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from identify.errors import IdentifyError
 from identify.vectors import faiss_module, normalised
 from identify.vectors.catalog import Manifest
 from identify.vectors.published import VectorIndex, no_answers
+
+log = logging.getLogger(__name__)
 
 LOOKBACK = 1000  # ids below the highest seen that may still commit late
 GPU_MAX_K = 2048  # the most neighbours a FAISS GPU search returns at once
@@ -111,6 +117,71 @@ class LiveIndex:
         if not answers:
             return no_answers(len(queries))
         return _merged(answers, min(k, self.count, len(allowed) if allowed is not None else k))
+
+
+class FollowingIndex:
+    """The live index of a published index's current version, reopened when a build publishes a newer one.
+
+    Without it a long-lived server searched the version it started with, and took every row of a later build
+    into its own exact delta (read from SQL, held in each process): after a rebuild of a million references,
+    each worker held a million vectors of its own instead of sharing the new mapped file. It looks at the
+    `<name>` link at most every `refresh_seconds`; a version it cannot open (another model, a damaged file) is
+    logged and the current one kept."""
+
+    def __init__(self, indexes_dir: Path, name: str, open_live: Callable[[], LiveIndex],
+                 refresh_seconds: float = 2.0) -> None:
+        self._link = indexes_dir / name
+        self._open_live = open_live
+        self._refresh_seconds = refresh_seconds
+        self._reopening = threading.Lock()
+        self._version = self._published_version()  # before opening: a publish in between is seen next time
+        self.live = open_live()
+        self._checked_at = time.monotonic()
+
+    @property
+    def count(self) -> int:
+        return self.live.count
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.live.manifest
+
+    def add(self, ids: Iterable[int], vectors: np.ndarray) -> None:
+        self.live.add(ids, vectors)
+
+    def refresh(self, force: bool = False) -> int:
+        self._follow(force)
+        return self.live.refresh(force)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        self._follow()
+        return self.live.search(queries, k, allowed)
+
+    def _published_version(self) -> str | None:
+        try:
+            return os.readlink(self._link)
+        except OSError:  # gone for a moment or for good: keep what is open
+            return None
+
+    def _follow(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked_at < self._refresh_seconds:
+            return
+        if not self._reopening.acquire(blocking=False):  # another thread is reopening it
+            return
+        try:
+            self._checked_at = now
+            version = self._published_version()
+            if version is None or version == self._version:
+                return
+            self._version = version  # tried once, whether it opens or not
+            try:
+                self.live = self._open_live()  # one assignment: searches under way finish on the old one
+            except IdentifyError as exc:
+                log.warning("index %s: the newly published version %s is not used (%s)", self._link.name,
+                            version, exc.message)
+        finally:
+            self._reopening.release()
 
 
 def _search(part: VectorIndex, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
