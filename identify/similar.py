@@ -5,8 +5,9 @@ A server used to rebuild this index from every sighting's embedding in SQL at ea
 every worker. Now the sightings up to a cut are built into a published snapshot (flat, IVF, or IVF-PQ under a
 memory budget, as `build-index` plans a reference index); a server maps it read-only, so workers share one copy,
 and reads from SQL only the sightings stored after the cut. When those grow past `snapshot_rows`, one process
-(a file lock) publishes a new snapshot in a background thread and swaps it in; other processes swap it in when
-their own delta is due. `identify index-sightings` does the same on demand (from cron, or before a deployment).
+(a file lock) publishes a new snapshot in a background thread; every process switches to it within
+`refresh_seconds`, as to a reference index that a build publishes. `identify index-sightings` does the same
+on demand (from cron, or before a deployment).
 
     <indexes>/.sightings/similar-<model sha256[:16]>   the current snapshot (publish's layout: link + versions)
 
@@ -27,7 +28,7 @@ import numpy as np
 from identify.errors import IdentifyError
 from identify.identity import ModelIdentity
 from identify.vectors.catalog import Manifest, read_manifest
-from identify.vectors.live import LiveIndex, empty_index
+from identify.vectors.live import FollowingIndex, LiveIndex, empty_index
 from identify.vectors.plan import IndexPlan, build_planned_index
 from identify.vectors.published import VectorIndex, check_compatible, load_index, new_manifest, publish
 
@@ -66,11 +67,18 @@ class SimilarSightings:
         self.settle_seconds = SETTLE_SECONDS if settle_seconds is None else settle_seconds
         self._building = threading.Lock()
         self._checked_at = float("-inf")
-        self.live = self._open()
+        # Follows the snapshot's link: a snapshot another process publishes is searched here within
+        # refresh_seconds, like a reference index a build publishes.
+        self.index = FollowingIndex(self.directory, self.name, self._open, refresh_seconds)
+
+    @property
+    def live(self) -> LiveIndex:
+        """The snapshot being searched and the sightings after it."""
+        return self.index.live
 
     # ---- serving -----------------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.live.search(queries, k, allowed)
+        return self.index.search(queries, k, allowed)
 
     @property
     def count(self) -> int:
@@ -78,11 +86,11 @@ class SimilarSightings:
 
     def refresh(self, force: bool = False) -> int:
         """Take in the sightings other processes stored (see LiveIndex.refresh)."""
-        return self.live.refresh(force)
+        return self.index.refresh(force)
 
     def add(self, ids: list[int], vectors: np.ndarray) -> None:
         """A sighting this process has committed: searchable at once; a snapshot is published once it is due."""
-        self.live.add(ids, vectors)
+        self.index.add(ids, vectors)
         self.snapshot_if_due()
 
     @property
@@ -124,8 +132,8 @@ class SimilarSightings:
 
     # ---- snapshots -----------------------------------------------------------------------------------------
     def snapshot_if_due(self) -> None:
-        """Once the delta holds `snapshot_rows` sightings: swap in a newer snapshot another process published,
-        else publish one in the background (one process at a time; searches go on meanwhile)."""
+        """Once the delta holds `snapshot_rows` sightings, publish a snapshot in the background (one process at
+        a time; searches go on meanwhile), unless another process has just published one."""
         if not self.snapshot_rows or self.live.delta.count < self.snapshot_rows:
             return
         now = time.monotonic()
@@ -134,7 +142,7 @@ class SimilarSightings:
         self._checked_at = now
         published = read_manifest(self.directory, self.name)
         if published is not None and published.max_reference_id > self.floor:
-            self.live = self._open()
+            self.index.refresh(force=True)  # switch to it now rather than at the next look
             return
         threading.Thread(target=self._snapshot_quietly, name="similar-snapshot", daemon=True).start()
 
@@ -157,10 +165,9 @@ class SimilarSightings:
                     return None
                 manifest = self._build()
             if manifest is not None:
-                # One assignment: searches under way finish on the old index. A sighting this process commits
-                # while the new one reads SQL may reach only the old one; the new one's next refresh (within
-                # refresh_seconds) reads it from SQL.
-                self.live = self._open()
+                # Searches under way finish on the old index. A sighting this process commits while the new
+                # one reads SQL may reach only the old one; the new one's next refresh reads it from SQL.
+                self.index.refresh(force=True)
             return manifest
 
     def _build(self) -> Manifest | None:
