@@ -149,6 +149,8 @@ class SimilarSightings:
     def _snapshot_quietly(self) -> None:
         try:
             self.snapshot(wait=False)
+        except IdentifyError as exc:  # a budget too small for the codes, say: the operator's to change
+            log.warning("the similar-sightings snapshot was not published: %s: %s", exc.code, exc.message)
         except Exception:  # a background thread has nobody to answer; the delta keeps serving meanwhile
             log.exception("publishing the similar-sightings snapshot failed; it will be tried again")
 

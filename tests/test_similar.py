@@ -107,6 +107,9 @@ def test_index_sightings_publishes_through_the_planner_with_a_memory_budget(make
     store_sightings(service, 2000)
     env = {"IDENTIFY_DATA_DIR": str(web_settings.data_dir), "IDENTIFY_DATABASE_URL": web_settings.database_url}
     args = ["index-sightings", "--model", web_settings.service.model, "--json"]
+    refused = CliRunner().invoke(main, [*args, "--memory-budget", "1KB"], env=env)
+    assert refused.exit_code == 1 and json.loads(refused.stdout)["error"]["code"] == "memory_budget_too_small"
+    assert not (web_settings.indexes_dir / ".sightings" / f"similar-{service.backbone.identity.sha256[:16]}").exists()
     result = CliRunner().invoke(main, [*args, "--memory-budget", "100KB"], env=env, catch_exceptions=False)
     report = json.loads(result.output)
     assert report["published"] and report["snapshot_count"] == 2000 and report["newer"] == 0
