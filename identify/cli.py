@@ -459,7 +459,7 @@ def index_sightings(model: str, network: str | None, memory_budget: int | None, 
     recall = f", recall@10 {report['recall_at_10']:.3f}" if report["recall_at_10"] is not None else ""
     click.echo(f"similar sightings of {backbone.identity.name}: {report['snapshot_count']} in the snapshot "
                f"({report['index_type']}{recall}), {report['newer']} newer searched beside it"
-               + ("" if published else " (unchanged: nothing settled since the last snapshot)"))
+               + ("" if published else " (unchanged: no sighting stored a minute ago or more is missing from it)"))
 
 
 @main.command("indexes")

@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PHOTOS = 5  # of one bird in one sighting (as Pl@ntNet takes)
-# A stored photo no row names after an hour was left by a killed upload; one process sweeps them at start, at
-# most once an hour (the other workers, and restarts within the hour, skip the sweep and its SQL reads).
+# A stored photo no row names after an hour was left by a killed upload (younger ones may be uploads in flight).
 ORPHAN_AGE_SECONDS = 3600.0
+# One process sweeps them at start, at most this often: the other workers, and restarts in between, skip the
+# sweep and its SQL reads of every photo name.
+SWEEP_EVERY_SECONDS = 3600.0
 
 @dataclass(frozen=True)
 class SightingFields:
@@ -109,7 +111,7 @@ class IdentificationService:
         self._sweep_orphan_photos()
 
     def _sweep_orphan_photos(self) -> None:
-        removed = self.photos.sweep_if_due(ORPHAN_AGE_SECONDS, self._photo_files_in_use, ORPHAN_AGE_SECONDS)
+        removed = self.photos.sweep_if_due(SWEEP_EVERY_SECONDS, self._photo_files_in_use, ORPHAN_AGE_SECONDS)
         if removed:
             log.warning("removed %d stored photo files that no sighting names (a server killed mid-upload)", removed)
 
