@@ -3,7 +3,8 @@
 - `catalog`: the manifests and the list of published indexes, without FAISS (the command line's quick path);
 - `plan`: which index type a collection gets, building and tuning it (and exact k-NN for evaluation);
 - `published`: an index on disk with its manifest, written and read atomically, checked against the model;
-- `live`: an index in a running process that follows SQL (rows other processes commit join it).
+- `live`: an index in a running process that follows SQL (rows other processes commit join it) and the
+  versions that builds publish.
 
 Cosine similarity is the inner product of L2-normalised vectors. Every index is wrapped in `IndexIDMap2`,
 so FAISS ids are SQL ids."""
