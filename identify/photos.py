@@ -8,7 +8,6 @@ reaches the file system. Writes go to a temporary file renamed into place: a rea
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from PIL import ExifTags, Image
+
+from identify.locks import exclusive_lock
 
 THUMBNAIL_SIZE = 320
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "MPO": "jpg"}
@@ -114,11 +115,8 @@ class PhotoStore:
         """`sweep`, unless another process is sweeping or one swept less than `every_seconds` ago (None then).
         Several workers start at once and restart often; one sweep an hour is enough, and `kept` (which reads
         every photo name and hash from SQL) is only called when it runs."""
-        self.photos.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.sweep_lock, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with exclusive_lock(self.sweep_lock) as held:
+            if not held:
                 return None
             stamp = self.sweep_stamp
             if stamp.exists() and time.time() - stamp.stat().st_mtime < every_seconds:

@@ -323,14 +323,10 @@ class References:
             # Memory-mapped unless it goes to a GPU (which copies it whole): server processes share one copy.
             published = to_search_device(load_index(indexes_dir, index_name, mapped=gpu_count() == 0))
             check_compatible(published.manifest, identity, index_name)  # one model, one vector space
-            live = LiveIndex(
-                published, published.manifest.max_reference_id,
-                ids_after=lambda after: self.member_ids_after(index_id, model_id, after),
-                vectors_of=lambda ids: self.vectors_of(model_id, ids, dim),
-                refresh_seconds=refresh_seconds,
-            )
-            live.refresh(force=True)
-            return live
+            return LiveIndex.caught_up(published,
+                                       ids_after=lambda after: self.member_ids_after(index_id, model_id, after),
+                                       vectors_of=lambda ids: self.vectors_of(model_id, ids, dim),
+                                       refresh_seconds=refresh_seconds)
 
         return FollowingIndex(indexes_dir, index_name, open_live, refresh_seconds)
 

@@ -15,7 +15,6 @@ SQL stays the system of record: a lost or unreadable snapshot costs one full rea
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 from identify.errors import IdentifyError
 from identify.identity import ModelIdentity
+from identify.locks import exclusive_lock
 from identify.vectors.catalog import Manifest, read_manifest
 from identify.vectors.live import FollowingIndex, LiveIndex, empty_index
 from identify.vectors.plan import IndexPlan, build_planned_index
@@ -104,12 +104,9 @@ class SimilarSightings:
         dim = self.identity.embedding_dim
         if base is None:
             base = VectorIndex(empty_index(dim), new_manifest(self.identity, IndexPlan("flat", "Flat"), 0, 0))
-        live = LiveIndex(base, base.manifest.max_reference_id,
-                         ids_after=lambda after: self.sightings.ids_after(self.model_id, after),
-                         vectors_of=lambda ids: self.sightings.vectors(ids, dim),
-                         refresh_seconds=self.refresh_seconds)
-        live.refresh(force=True)
-        return live
+        return LiveIndex.caught_up(base, ids_after=lambda after: self.sightings.ids_after(self.model_id, after),
+                                   vectors_of=lambda ids: self.sightings.vectors(ids, dim),
+                                   refresh_seconds=self.refresh_seconds)
 
     def _published(self) -> VectorIndex | None:
         """The current snapshot, or None when there is none or it cannot be used (then SQL has it all)."""
@@ -159,11 +156,8 @@ class SimilarSightings:
         manifest published, or None when another process is publishing (and `wait` is false) or nothing is new.
         """
         with self._building:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.directory / f".{self.name}.lock", "a+") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-                except BlockingIOError:
+            with exclusive_lock(self.directory / f".{self.name}.lock", wait) as held:
+                if not held:
                     return None
                 manifest = self._build()
             if manifest is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +17,7 @@ from identify.backbone import Backbone
 from identify.config import Settings
 from identify.errors import IdentifyError
 from identify.images import sha256_file
+from identify.locks import exclusive_lock
 from identify.references import References
 from identify.storage import Store
 from identify.vectors.plan import build_planned_index, plan_index
@@ -249,15 +249,8 @@ def build_lock(indexes_dir: Path, name: str) -> Iterator[None]:
     """One build of an index at a time, across processes: an exclusive lock on indexes/.locks/<name>. The kernel
     drops it when its process dies, however it dies, so a build that finds it free knows that every build row
     still `running` belongs to a dead process."""
-    folder = indexes_dir / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / name, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with exclusive_lock(indexes_dir / ".locks" / name) as held:
+        if not held:
             raise IdentifyError("build_running", f"another build of index {name!r} is running; wait for it "
-                                "to finish", 409) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+                                "to finish", 409)
+        yield

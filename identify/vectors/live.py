@@ -65,6 +65,14 @@ class LiveIndex:
         self._refreshed_at = float("-inf")
         self._lock = threading.RLock()
 
+    @classmethod
+    def caught_up(cls, base: VectorIndex, ids_after: IdsAfter, vectors_of: VectorsOf,
+                  refresh_seconds: float) -> "LiveIndex":
+        """`base` (a published index) and every row SQL committed after it was built, read now."""
+        live = cls(base, base.manifest.max_reference_id, ids_after, vectors_of, refresh_seconds)
+        live.refresh(force=True)
+        return live
+
     @property
     def count(self) -> int:
         return self.base.count + self.delta.count
