@@ -499,21 +499,34 @@ def convert_demo_model_command(out: Path | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1), help="Requests served at once.")
+@click.option("--connection-limit", default=1000, show_default=True, type=click.IntRange(min=10),
+              help="Open connections, idle or slow ones included, before new clients must wait.")
+@click.option("--channel-timeout", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Seconds a connection may stay silent (half-open, or trickling its upload) before it is closed.")
 @reports_errors
-def serve(host: str, port: int, threads: int) -> None:
+def serve(host: str, port: int, threads: int, connection_limit: int, channel_timeout: int) -> None:
     """Run the web app and API with waitress (IDENTIFY_MODEL and IDENTIFY_INDEX say what it serves).
 
-    For several worker processes, run gunicorn instead (see the README)."""
+    waitress reads each request whole, asynchronously, before a thread serves it, so slow clients hold a
+    connection, never a thread; the connection limit and the timeout bound what they hold. For several worker
+    processes, run gunicorn behind a buffering proxy instead (see the README)."""
+    import resource
+
     from waitress import create_server
 
     from identify.web import create_app
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connection_limit + 256  # the connections, and the files a worker opens besides them
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
     settings = _settings()
     app = create_app(settings)
     # waitress reads a whole body before the app sees it: let it take a little over the app's limit, so the
     # app answers an oversize upload with its JSON 413 instead of a dropped connection.
     server = create_server(app, host=host, port=port, threads=threads,
-                           max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"])
+                           max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"],
+                           connection_limit=connection_limit, channel_timeout=channel_timeout)
     address = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{server.effective_port}/"
     click.echo(f"identify: serving {settings.service.model} with index {settings.service.index!r} on {address}")
     server.run()
@@ -539,11 +552,64 @@ def create_curator(name: str, password_stdin: bool, generate_password: bool, res
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    token = Curators(_store(_settings())).create(name, password, replace=reset)
+    settings = _settings()
+    token = Curators(_store(settings), settings.service.token_days).create(name, password, replace=reset)
     click.echo(f"curator {name!r} {'ready (password and token set anew)' if reset else 'created'}")
     if generate_password:
         click.echo(f"password: {password}")
     click.echo(f"API token (shown once; send as 'Authorization: Bearer <token>'): {token}")
+
+
+@main.group()
+def curators() -> None:
+    """Curators' access: list them, disable or enable one, issue a new API token."""
+
+
+def _curators():  # type: ignore[no-untyped-def]
+    from identify.curators import Curators
+
+    settings = _settings()
+    return Curators(_store(settings), settings.service.token_days)
+
+
+@curators.command("list")
+@click.option("--json", "json_output", is_flag=True, help="One JSON object per curator.")
+@reports_errors
+def curators_list(json_output: bool) -> None:
+    """Every curator, whether they are disabled, and when their API token ends."""
+    for account in _curators().accounts():
+        ends = account.token_expires_at.isoformat(timespec="seconds") if account.token_expires_at else None
+        if json_output:
+            click.echo(json.dumps({"name": account.name, "disabled": account.disabled, "token_expires_at": ends}))
+        else:
+            click.echo(f"{account.name}\t{'disabled' if account.disabled else 'active'}\ttoken ends {ends or 'never'}")
+
+
+@curators.command("disable")
+@click.argument("name")
+@reports_errors
+def curators_disable(name: str) -> None:
+    """No login and no token for NAME from now on, and every session of theirs ends; their reviews stay."""
+    _curators().set_disabled(name, True)
+    click.echo(f"curator {name!r} disabled")
+
+
+@curators.command("enable")
+@click.argument("name")
+@reports_errors
+def curators_enable(name: str) -> None:
+    """Let a disabled curator log in again (their old sessions stay ended)."""
+    _curators().set_disabled(name, False)
+    click.echo(f"curator {name!r} enabled")
+
+
+@curators.command("token")
+@click.argument("name")
+@reports_errors
+def curators_token(name: str) -> None:
+    """Issue NAME a new API token (the old one stops working at once); printed once, valid IDENTIFY_TOKEN_DAYS."""
+    token = _curators().new_token(name)
+    click.echo(f"API token for {name!r} (shown once; send as 'Authorization: Bearer <token>'): {token}")
 
 
 @main.command("export")
@@ -552,9 +618,10 @@ def create_curator(name: str, password_stdin: bool, generate_password: bool, res
 @click.option("--status", default="confirmed", show_default=True, type=click.Choice(["confirmed", "all"]),
               help="Sightings a curator confirmed or corrected, or every one with a species.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The file to write.")
-@click.option("--media-url", default="", help="The address the web app is served at, for associatedMedia links.")
+@click.option("--media-url", default=None,
+              help="The address the web app is served at, for associatedMedia links [default: IDENTIFY_PUBLIC_URL].")
 @reports_errors
-def export(fmt: str, status: str, out: Path, media_url: str) -> None:
+def export(fmt: str, status: str, out: Path, media_url: str | None) -> None:
     """Write sightings as Darwin Core, for GBIF and atlas projects."""
     from identify.export import installation_id, write_export
     from identify.photos import PhotoStore
@@ -564,7 +631,8 @@ def export(fmt: str, status: str, out: Path, media_url: str) -> None:
     settings = _settings()
     store = _store(settings)
     rows = SightingStore(store, References(store), PhotoStore(settings.data_dir)).export_rows(status)
-    count = write_export(rows, out, fmt, installation_id(settings.data_dir), media_url)
+    count = write_export(rows, out, fmt, installation_id(settings.data_dir),
+                         (settings.service.public_url or "") if media_url is None else media_url)
     click.echo(f"wrote {count} {status} sightings to {out} ({fmt})")
 
 

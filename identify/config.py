@@ -74,6 +74,13 @@ class ServiceConfig:
     login_limit: str = "10 per minute"
     identify_limit: str = "300 per minute"  # uploads per address
     rate_limit_storage: str = "memory://"  # one process; redis://host:6379 when several workers serve
+    # Reverse proxies in front that add X-Forwarded-For (0: none; the README's nginx: 1). Only these are believed:
+    # limits then key on the real client instead of the proxy's address, which every client would share.
+    proxy_hops: int = 0
+    # The address the public reaches the web app at (https://birds.example.org/), for links in exports; never
+    # taken from a request's Host header, which the client writes. Unset: exports link relative paths.
+    public_url: str | None = None
+    token_days: int = 90  # an API token is refused this many days after it was issued (0: never)
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
@@ -83,6 +90,10 @@ class ServiceConfig:
             raise IdentifyError("bad_config", "similar_snapshot_rows and similar_memory_budget_mb must be >= 0")
         if not -1 <= self.similar_floor <= 1:
             raise IdentifyError("bad_config", "similar_floor is a cosine similarity, from -1 to 1")
+        if not 0 <= self.proxy_hops <= 5 or self.token_days < 0:
+            raise IdentifyError("bad_config", "proxy_hops lies in [0, 5] and token_days is >= 0")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise IdentifyError("bad_config", "public_url is an http:// or https:// address")
 
     @property
     def max_upload_bytes(self) -> int:

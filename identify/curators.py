@@ -1,5 +1,7 @@
 """Curators: the people who may review. Passwords are stored as Werkzeug scrypt hashes; API tokens are random
-(256 bits) and stored as their SHA-256, so a leaked database holds neither passwords nor usable tokens."""
+(256 bits) and stored as their SHA-256, so a leaked database holds neither passwords nor usable tokens. A token
+ends `token_days` after it was issued; a disabled curator can neither log in nor use a token, and every session
+of theirs ends at once."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from identify.errors import IdentifyError
-from identify.schema import Curator
+from identify.metadata import as_utc
+from identify.schema import Curator, utcnow
 from identify.storage import Store
 
 TOKEN_PREFIX = "idt_"
@@ -37,9 +42,23 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True)
+class CuratorAccount:
+    """What `identify curators list` shows of a curator."""
+
+    name: str
+    disabled: bool
+    token_expires_at: datetime | None
+    created_at: datetime
+
+
 class Curators:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, token_days: int = 90) -> None:
         self.sessions = store.sessions
+        self.token_days = token_days  # 0: tokens never end
+
+    def _token_end(self) -> datetime | None:
+        return utcnow() + timedelta(days=self.token_days) if self.token_days else None
 
     def create(self, name: str, password: str, replace: bool = False) -> str:
         """Create (or with `replace`, reset) a curator; returns a new API token, shown once."""
@@ -59,6 +78,7 @@ class Curators:
                     session.add(curator)
                 curator.password_hash = generate_password_hash(password)
                 curator.token_hash = _token_hash(token)
+                curator.token_expires_at = self._token_end()
                 curator.session_epoch = (curator.session_epoch or 0) + 1  # a reset ends every session
         except IntegrityError:  # created by someone else between our read and our write
             raise IdentifyError("curator_exists", f"curator {name!r} exists", 409) from None
@@ -70,7 +90,7 @@ class Curators:
         if curator is None:
             check_password_hash(_DUMMY_HASH, password)
             return None
-        if not check_password_hash(curator.password_hash, password):
+        if not check_password_hash(curator.password_hash, password) or curator.disabled_at is not None:
             return None
         return CuratorInfo(curator.id, curator.name, curator.session_epoch)
 
@@ -80,14 +100,49 @@ class Curators:
         digest = _token_hash(token)
         with self.sessions() as session:
             curator = session.scalar(select(Curator).where(Curator.token_hash == digest))
-        if curator is None or not hmac.compare_digest(curator.token_hash or "", digest):
+        if curator is None or not hmac.compare_digest(curator.token_hash or "", digest) or \
+                curator.disabled_at is not None:
+            return None
+        ends = as_utc(curator.token_expires_at)
+        if ends is not None and ends <= utcnow():
             return None
         return CuratorInfo(curator.id, curator.name)
 
     def get(self, curator_id: int) -> CuratorInfo | None:
+        """The curator, unless there is none or they are disabled."""
         with self.sessions() as session:
             curator = session.get(Curator, curator_id)
-        return CuratorInfo(curator.id, curator.name, curator.session_epoch) if curator else None
+        if curator is None or curator.disabled_at is not None:
+            return None
+        return CuratorInfo(curator.id, curator.name, curator.session_epoch)
+
+    def new_token(self, name: str) -> str:
+        """A new API token for `name` (the old one stops working); returns it, shown once."""
+        token = new_token()
+        with self.sessions.begin() as session:
+            curator = self._named(session, name)
+            curator.token_hash = _token_hash(token)
+            curator.token_expires_at = self._token_end()
+        return token
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        """Disable (no login, no token, every session ended) or enable a curator again; the reviews stay theirs."""
+        with self.sessions.begin() as session:
+            curator = self._named(session, name)
+            curator.disabled_at = utcnow() if disabled else None
+            curator.session_epoch = (curator.session_epoch or 0) + 1
+
+    def accounts(self) -> list[CuratorAccount]:
+        with self.sessions() as session:
+            return [CuratorAccount(c.name, c.disabled_at is not None, as_utc(c.token_expires_at), as_utc(c.created_at))
+                    for c in session.scalars(select(Curator).order_by(Curator.name))]
+
+    @staticmethod
+    def _named(session: Session, name: str) -> Curator:
+        curator = session.scalar(select(Curator).where(Curator.name == name.strip()))
+        if curator is None:
+            raise IdentifyError("unknown_curator", f"no curator named {name!r}", 404)
+        return curator
 
     def in_session(self, curator_id: int, epoch: int) -> CuratorInfo | None:
         """The curator of a login session begun in `epoch`; None once they logged out or were reset since."""

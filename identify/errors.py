@@ -8,11 +8,12 @@ from typing import Any
 class IdentifyError(Exception):
     """An error the user can act on. `code` is stable (clients branch on it); `message` is for people."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.retry_after = retry_after  # seconds, for a fault worth retrying (503): sent as Retry-After
         self.details: dict[str, Any] = {}  # more for the client, e.g. the current state on a 409
 
     @classmethod

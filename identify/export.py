@@ -32,6 +32,12 @@ TERMS = (
     "coordinateUncertaintyInMeters", "recordedBy", "identifiedBy", "dateIdentified",
     "identificationVerificationStatus", "identificationRemarks", "occurrenceRemarks", "associatedMedia",
 )
+# Numbers this module formats itself: a leading minus there is a sign, not a formula.
+NUMERIC_TERMS = {"decimalLatitude", "decimalLongitude", "coordinateUncertaintyInMeters"}
+# What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): the first character, or the first
+# after leading spaces, which some spreadsheets skip.
+FORMULA_STARTS = ("=", "+", "-", "@")
+CONTROL_STARTS = ("\t", "\r", "\n")
 FORMATS = ("dwca", "csv")
 STATUSES = ("confirmed", "all")
 
@@ -114,11 +120,25 @@ def record(row: ExportRow, namespace: uuid.UUID, media_base: str) -> dict[str, s
     }
 
 
+def spreadsheet_safe(value: str) -> str:
+    """`value` as a spreadsheet shows it and never runs it: one that a spreadsheet would take for a formula (it
+    starts with = + - @, perhaps after spaces, or with a tab or a line break) gets a leading apostrophe, as
+    OWASP's CSV injection guidance says. Applied to every text cell of both formats, since observers, notes and
+    names written as given come from the public; the apostrophe stays visible in the value, which is honest."""
+    if value.startswith(CONTROL_STARTS) or value.lstrip(" ").startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _cells(record_: dict[str, str]) -> dict[str, str]:
+    return {term: value if term in NUMERIC_TERMS else spreadsheet_safe(value) for term, value in record_.items()}
+
+
 def _csv(records: Iterable[dict[str, str]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(TERMS), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(records)
+    writer.writerows(_cells(r) for r in records)
     return buffer.getvalue()
 
 
@@ -127,7 +147,8 @@ def _tab_separated(records: Iterable[dict[str, str]]) -> str:
     def clean(value: str) -> str:
         return " ".join(value.replace("\t", " ").splitlines())
 
-    lines = ["\t".join(TERMS)] + ["\t".join(clean(r[term]) for term in TERMS) for r in records]
+    rows = (_cells({term: clean(r[term]) for term in TERMS}) for r in records)
+    lines = ["\t".join(TERMS)] + ["\t".join(row[term] for term in TERMS) for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -1,12 +1,14 @@
-"""One process at a time, across processes: an exclusive `flock` on a file. The kernel drops the lock when its
-process dies, however it dies, so a lock found free means nobody is doing the work."""
+"""One process at a time, across processes: an exclusive `flock` on a file; or many at once, none while someone
+holds it exclusively: shared `flock`s. The kernel drops a lock when its process dies, however it dies, so a lock
+found free means nobody is doing the work. Each call opens the file anew, so threads of one process exclude each
+other as processes do (a flock belongs to an open file, not to a process)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -24,3 +26,15 @@ def exclusive_lock(path: Path, wait: bool = False) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def shared_locks(paths: Iterable[Path]) -> Iterator[None]:
+    """Hold a shared lock on each of `paths` (created if missing) for the block, taken in sorted order; waits
+    while another holds one of them exclusively."""
+    with contextlib.ExitStack() as stack:
+        for path in sorted(set(paths)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(open(path, "a+"))
+            fcntl.flock(handle, fcntl.LOCK_SH)
+        yield

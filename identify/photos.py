@@ -4,22 +4,32 @@
     thumbnails/<sha256>.jpg           320 px, upright RGB
 
 Files are served only by these generated names (`resolve` refuses anything else), so no user-chosen path ever
-reaches the file system. Writes go to a temporary file renamed into place: a reader never sees half a photo."""
+reaches the file system. Writes go to a temporary file renamed into place: a reader never sees half a photo.
+
+A file is shared by every sighting of the same bytes, so its lifetime follows the rows that name it, never one
+request's fate. An upload holds a shared lock on its photos (`reserved`) from before it saves them until its
+transaction has committed or failed; a file is removed only under the exclusive lock and only when no committed
+row names it (`remove_unnamed`, and the sweep), so a file that a concurrent upload saved or reused is never
+removed under it. The locks are striped by the hash's first two hex digits: 256 small files in `.photo-locks/`."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from PIL import ExifTags, Image
 
-from identify.locks import exclusive_lock
+from identify.locks import exclusive_lock, shared_locks
+
+log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 320
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "MPO": "jpg"}
@@ -31,7 +41,10 @@ THUMBNAIL_NAME = re.compile(r"^([0-9a-f]{64})\.jpg$")
 class StoredPhoto:
     sha256: str
     name: str  # generated: <sha256>.<ext>
-    created: bool  # False when the same bytes were stored before
+
+
+def photo_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def photo_name(sha256: str, image_format: str | None) -> str:
@@ -58,23 +71,49 @@ class PhotoStore:
         # beside the photo folders, not in them: the sweep's lock, and the time of the last sweep
         self.sweep_lock = data_dir / ".photo-sweep.lock"
         self.sweep_stamp = data_dir / ".photo-sweep.last"
+        self.locks = data_dir / ".photo-locks"
 
     def photo_path(self, name: str) -> Path:
         return self.photos / name[:2] / name
 
-    def save(self, data: bytes, image_format: str | None) -> StoredPhoto:
-        sha256 = hashlib.sha256(data).hexdigest()
+    def save(self, data: bytes, image_format: str | None, sha256: str | None = None) -> StoredPhoto:
+        """Store the bytes under their hash (`sha256` when the caller has it already). Call it inside `reserved`
+        of the same hash when a row is to name the file."""
+        sha256 = sha256 or photo_sha256(data)
         name = photo_name(sha256, image_format)
         path = self.photo_path(name)
-        if path.exists():
-            return StoredPhoto(sha256, name, created=False)
-        _write_atomically(path, lambda out: out.write(data))
-        return StoredPhoto(sha256, name, created=True)
+        if not path.exists():  # else the same bytes are stored already, perhaps by an upload in flight
+            _write_atomically(path, lambda out: out.write(data))
+        return StoredPhoto(sha256, name)
 
-    def discard(self, photo: StoredPhoto) -> None:
-        """Undo `save` of a photo this request created (its SQL row was never committed)."""
-        if photo.created:
-            self.photo_path(photo.name).unlink(missing_ok=True)
+    def _lock_path(self, name: str) -> Path:
+        return self.locks / f"{name[:2]}.lock"
+
+    @contextlib.contextmanager
+    def reserved(self, sha256s: Iterable[str]) -> Iterator[None]:
+        """For the block, no file of these hashes is removed: hold it from before `save` until the transaction
+        that names the files has committed or rolled back."""
+        with shared_locks(self._lock_path(sha) for sha in sha256s):
+            yield
+
+    def remove_unnamed(self, names: Iterable[str], named: Callable[[str], bool]) -> int:
+        """Remove the stored photos among `names` that no committed row names (`named`), skipping any that an
+        upload in flight holds (`reserved`); returns how many. For a failed upload's clean-up: it never raises,
+        since it runs while another error is on its way to the user (what it leaves, the sweep takes later)."""
+        removed = 0
+        for name in dict.fromkeys(names):
+            try:
+                removed += self._remove_if_unnamed(name, named)
+            except Exception as exc:  # the database may be what failed: keep the file
+                log.warning("kept photo %s after a failed upload: %s", name, exc)
+        return removed
+
+    def _remove_if_unnamed(self, name: str, named: Callable[[str], bool]) -> bool:
+        with exclusive_lock(self._lock_path(name)) as held:
+            if not held or named(name):
+                return False
+            self.photo_path(name).unlink(missing_ok=True)
+            return True
 
     def thumbnail_path(self, sha256: str) -> Path:
         return self.thumbnails / f"{sha256}.jpg"
@@ -111,7 +150,7 @@ class PhotoStore:
         return path if path.is_file() else None
 
     def sweep_if_due(self, every_seconds: float, kept: Callable[[], tuple[set[str], set[str]]],
-                     older_than_seconds: float) -> int | None:
+                     older_than_seconds: float, named: Callable[[str], bool]) -> int | None:
         """`sweep`, unless another process is sweeping or one swept less than `every_seconds` ago (None then).
         Several workers start at once and restart often; one sweep an hour is enough, and `kept` (which reads
         every photo name and hash from SQL) is only called when it runs."""
@@ -121,28 +160,36 @@ class PhotoStore:
             stamp = self.sweep_stamp
             if stamp.exists() and time.time() - stamp.stat().st_mtime < every_seconds:
                 return None
-            removed = self.sweep(*kept(), older_than_seconds)
+            removed = self.sweep(*kept(), older_than_seconds, named)
             stamp.touch()
             return removed
 
-    def sweep(self, kept_names: set[str], kept_hashes: set[str], older_than_seconds: float) -> int:
+    def sweep(self, kept_names: set[str], kept_hashes: set[str], older_than_seconds: float,
+              named: Callable[[str], bool]) -> int:
         """Delete stored files that no row names, last written more than `older_than_seconds` ago; returns how
         many. A server killed between writing a photo and committing its sighting leaves such a file (and a
-        killed write a `.tmp-` file). The age keeps the files of uploads in flight in other workers."""
+        killed write a `.tmp-` file). `kept_*` (read from SQL before the walk) pick the candidates; a photo is
+        then removed only through `remove_unnamed`, which asks `named` again under its lock, since an upload may
+        have reused the file and committed since. Thumbnails and public copies are made again on demand."""
         cutoff = time.time() - older_than_seconds
-        candidates = [*self.photos.glob("*/*"), *self.public.glob("*/*"), *self.thumbnails.glob("*")]
         removed = 0
-        for path in candidates:
-            if path.name.startswith(".tmp-"):
+        orphans = []
+        for path in [*self.photos.glob("*/*"), *self.public.glob("*/*"), *self.thumbnails.glob("*")]:
+            half_written = path.name.startswith(".tmp-")
+            if half_written:
                 wanted = False
             elif path.parent.parent in (self.photos, self.public):
                 wanted = path.name in kept_names
             else:  # a thumbnail, named by the photo's hash
                 wanted = path.stem in kept_hashes
-            if not wanted and path.is_file() and path.stat().st_mtime < cutoff:
+            if wanted or not path.is_file() or path.stat().st_mtime >= cutoff:
+                continue
+            if path.parent.parent == self.photos and not half_written:
+                orphans.append(path.name)
+            else:
                 path.unlink(missing_ok=True)
                 removed += 1
-        return removed
+        return removed + self.remove_unnamed(orphans, named)
 
     def thumbnail_sha256(self, name: str) -> str | None:
         """The photo hash a generated thumbnail name stands for, or None for any other name."""

@@ -125,7 +125,7 @@ class References:
                 return
             except IntegrityError:  # another process (a worker starting beside us) added some first
                 continue
-        raise IdentifyError("database_conflict", "could not record the species names", 503)
+        raise IdentifyError("database_conflict", "could not record the species names; try again", 503, retry_after=1)
 
     def link_taxa(self, relink: bool = False) -> tuple[int, int]:
         """Resolve species labels that have no taxon yet (all of them with `relink`, after the mapping file

@@ -223,6 +223,8 @@ class Curator(Base):
     # ends every session of this curator at once, on every worker.
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))  # set: no login, no token
+    token_expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))  # None: never
 
 
 class Review(Base):

@@ -23,7 +23,7 @@ from identify.errors import IdentifyError
 from identify.identifier import Identification, Identifier, NeighbourInfo, pool_evidence
 from identify.images import decode_image, image_format, read_image_file
 from identify.metadata import exif_metadata, where_and_when
-from identify.photos import THUMBNAIL_SIZE, PhotoStore, StoredPhoto
+from identify.photos import THUMBNAIL_SIZE, PhotoStore, StoredPhoto, photo_sha256
 from identify.prior import Occurrences, Place
 from identify.references import References
 from identify.similar import SimilarSightings
@@ -87,7 +87,7 @@ class IdentificationService:
         self.photos = PhotoStore(settings.data_dir)
         self.references = References.for_settings(store, settings)
         self.sightings = SightingStore(store, self.references, self.photos)
-        self.curators = Curators(store)
+        self.curators = Curators(store, settings.service.token_days)
         self.index_name = settings.service.index
         identity = backbone.identity
         self.model_id = store.register_model(identity)
@@ -111,7 +111,8 @@ class IdentificationService:
         self._sweep_orphan_photos()
 
     def _sweep_orphan_photos(self) -> None:
-        removed = self.photos.sweep_if_due(SWEEP_EVERY_SECONDS, self._photo_files_in_use, ORPHAN_AGE_SECONDS)
+        removed = self.photos.sweep_if_due(SWEEP_EVERY_SECONDS, self._photo_files_in_use, ORPHAN_AGE_SECONDS,
+                                           self.sightings.names_photo)
         if removed:
             log.warning("removed %d stored photo files that no sighting names (a server killed mid-upload)", removed)
 
@@ -166,22 +167,26 @@ class IdentificationService:
         # One forward pass per photo, batched with each other and with the uploads that arrive meanwhile.
         evidence = self.batcher.submit_many(images)
         result = self.identifier.explain(pool_evidence(evidence), place)
-        stored: list[StoredPhoto] = []
+        hashes = [photo_sha256(data) for data in photos]
+        stored: list[StoredPhoto] = []  # filled one by one: a failure on the second photo still knows the first
         try:
-            stored = [self.photos.save(data, image_format(data)) for data in photos]
-            sighting_id, public_id = self.sightings.add(NewSighting(
-                photos=[PhotoOfSighting(p.sha256, p.name, e.embedding) for p, e in zip(stored, evidence, strict=True)],
-                model_id=self.model_id,
-                embedding=result.embedding, decision=result.decision.decision, reasons=result.decision.reasons,
-                uncertainty=result.decision.uncertainty, predictions=result.species,
-                rollup=result.rollup.to_dict() if result.rollup is not None else None,
-                neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
-                lat=lat, lon=lon, observed=observed,
-                observer=fields.observer, note=fields.note, hide_location=fields.hide_location,
-            ))
+            with self.photos.reserved(hashes):  # no file of these is removed until the sighting is committed
+                for data, sha256 in zip(photos, hashes, strict=True):
+                    stored.append(self.photos.save(data, image_format(data), sha256))
+                sighting_id, public_id = self.sightings.add(NewSighting(
+                    photos=[PhotoOfSighting(p.sha256, p.name, e.embedding)
+                            for p, e in zip(stored, evidence, strict=True)],
+                    model_id=self.model_id,
+                    embedding=result.embedding, decision=result.decision.decision, reasons=result.decision.reasons,
+                    uncertainty=result.decision.uncertainty, predictions=result.species,
+                    rollup=result.rollup.to_dict() if result.rollup is not None else None,
+                    neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
+                    lat=lat, lon=lon, observed=observed,
+                    observer=fields.observer, note=fields.note, hide_location=fields.hide_location,
+                ))
         except BaseException:
-            for photo in stored:
-                self.photos.discard(photo)
+            # Only what no committed row names: the same bytes may belong to a sighting another request stored.
+            self.photos.remove_unnamed([photo.name for photo in stored], self.sightings.names_photo)
             raise
         self.similar_index.add([sighting_id], result.embedding[None, :])
         return Identified(sighting_id, public_id, result)
@@ -246,12 +251,13 @@ class IdentificationService:
         """Names of the taxonomy (common or scientific, any authority) for what a curator has typed so far."""
         return self.references.taxonomy.suggest(text, limit)
 
-    def export(self, fmt: str, status: str, out: Path, media_url: str) -> int:
-        """Sightings as Darwin Core into `out` (identify.export); returns how many."""
+    def export(self, fmt: str, status: str, out: Path) -> int:
+        """Sightings as Darwin Core into `out` (identify.export), photos linked under the configured public URL
+        (never one a request's Host header names); returns how many."""
         from identify.export import installation_id, write_export
 
         return write_export(self.sightings.export_rows(status), out, fmt, installation_id(self.settings.data_dir),
-                            media_url)
+                            self.limits.public_url or "")
 
     # ---- files -------------------------------------------------------------------------------------------
     def thumbnail(self, sha256: str) -> Path | None:

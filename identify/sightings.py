@@ -326,6 +326,15 @@ class SightingStore:
             ).all()
         return [(name, lat, lon, as_utc(when)) for name, lat, lon, when in rows]  # type: ignore[misc]
 
+    def names_photo(self, photo_name: str) -> bool:
+        """Whether a committed sighting names this stored photo file (the photo clean-up asks under its lock).
+        The name starts with the photo's hash, which both tables index."""
+        sha256 = photo_name.partition(".")[0]
+        with self.sessions() as session:
+            return any(session.scalar(select(table.id).where(table.photo_sha256 == sha256,
+                                                             table.photo_name == photo_name).limit(1)) is not None
+                       for table in (SightingPhoto, Sighting))
+
     def photo_files(self) -> tuple[set[str], set[str]]:
         """The names and hashes of every stored photo a sighting holds (what the photo sweep keeps)."""
         with self.sessions() as session:

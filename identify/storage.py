@@ -5,6 +5,7 @@ Callers get plain values (ids, arrays, dicts) back, never ORM objects bound to a
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,21 @@ from identify.identity import ModelIdentity
 from identify.schema import Index, IndexBuild, Model, utcnow
 
 
+def _private_file(path: Path) -> None:
+    """Create `path` readable by its owner alone if it is missing: the database holds password hashes and exact
+    positions. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets foreign keys, WAL (readers do not block the writer) and a busy timeout."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """An engine; SQLite gets foreign keys, WAL (readers do not block the writer) and a busy timeout, in a file
+    only its owner can read."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        _private_file(Path(url.removeprefix("sqlite:///")))
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
 

@@ -200,6 +200,44 @@ def serving(root: Path, checkpoint: Path, backbone) -> Iterator[dict]:  # type: 
         log.close()
 
 
+@contextlib.contextmanager
+def gunicorn_serving(root: Path, checkpoint: Path, backbone, database_url: str, per: int = 2,  # type: ignore[no-untyped-def]
+                     **env_extra: str) -> Iterator[dict]:
+    """Two gunicorn workers over `database_url` and the tiny model, with an index; their base URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from identify.config import FusionConfig, ServiceConfig, Settings
+
+    settings = Settings(root / "var", database_url, FusionConfig(), ServiceConfig(index="birds"))
+    build_reference_index(settings, backbone, make_species_folder(root / "refs", SPECIES, per=per), "birds")
+    port = free_port()
+    env = {**os.environ, "IDENTIFY_DATA_DIR": str(settings.data_dir), "IDENTIFY_DATABASE_URL": database_url,
+           "IDENTIFY_MODEL": str(checkpoint), "IDENTIFY_INDEX": "birds", "IDENTIFY_IDENTIFY_LIMIT": "off",
+           "IDENTIFY_REFRESH_SECONDS": "0.5", **env_extra}
+    log = open(root / "gunicorn.log", "w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:identify.web.gunicorn_config",  # the README's
+         "--workers", "2", "--bind", f"127.0.0.1:{port}", "identify.web:create_app()"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(base + "/api/v1/status", timeout=30)
+                break
+            except OSError:
+                assert server.poll() is None, (root / "gunicorn.log").read_text()[-2000:]
+                time.sleep(0.25)
+        yield {"base": base, "log": root / "gunicorn.log", "root": root, "database_url": database_url}
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, tiny_backbone) -> Iterator[dict]:
     """A server the browser tests share."""

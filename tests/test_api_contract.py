@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, negativ
 
 from identify.curators import Curators
 from identify.storage import Store, make_engine
-from tests.conftest import serving
+from tests.conftest import _postgres_database, gunicorn_serving, serving
 
 EXAMPLES = int(os.environ.get("IDENTIFY_CONTRACT_EXAMPLES", 20))  # per operation, mode and caller (9 x 2 x 2 x 20)
 # Not schemathesis' positive_data_acceptance: a request can fit the document and still be wrong in ways a schema
@@ -33,11 +33,18 @@ CONFORMS = [not_a_server_error, status_code_conformance, content_type_conformanc
 CHECKS = [*CONFORMS, negative_data_rejection]
 
 
-@pytest.fixture(scope="module")
-def served_alone(tmp_path_factory, tiny_checkpoint, tiny_backbone):  # type: ignore[no-untyped-def]
-    """A server of its own: what schemathesis stores must not crowd the browser tests' review queue."""
-    with serving(tmp_path_factory.mktemp("contract"), tiny_checkpoint, tiny_backbone) as server:
-        yield server
+@pytest.fixture(scope="module", params=["waitress-sqlite", "gunicorn-postgresql"])
+def served_alone(request, tmp_path_factory, tiny_checkpoint, tiny_backbone):  # type: ignore[no-untyped-def]
+    """A server of its own (what schemathesis stores must not crowd the browser tests' review queue): `identify
+    serve` on SQLite, and the README's deployment, two gunicorn workers on PostgreSQL."""
+    root = tmp_path_factory.mktemp("contract")
+    if request.param == "waitress-sqlite":
+        with serving(root, tiny_checkpoint, tiny_backbone) as server:
+            yield server
+        return
+    for url in _postgres_database():
+        with gunicorn_serving(root, tiny_checkpoint, tiny_backbone, url, IDENTIFY_K="1") as server:
+            yield server
 
 
 def _curator_token(served: dict) -> str:

@@ -698,8 +698,11 @@ def test_only_one_of_several_processes_sweeps_photos_at_a_time(tmp_path):
         asked.append(True)
         return set(), set()
 
+    def named(name: str) -> bool:
+        return False
+
     with open(photos.sweep_lock, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        assert photos.sweep_if_due(3600, kept, 3600) is None and not asked
-    assert photos.sweep_if_due(3600, kept, 3600) == 0 and asked == [True]
-    assert photos.sweep_if_due(3600, kept, 3600) is None and asked == [True]  # swept less than an hour ago
+        assert photos.sweep_if_due(3600, kept, 3600, named) is None and not asked
+    assert photos.sweep_if_due(3600, kept, 3600, named) == 0 and asked == [True]
+    assert photos.sweep_if_due(3600, kept, 3600, named) is None and asked == [True]  # swept less than an hour ago

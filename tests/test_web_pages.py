@@ -242,7 +242,7 @@ def test_twenty_wrong_passwords_for_one_account_are_slowed_down(client):
     assert limited and all(a.headers["Retry-After"].isdigit() for a in limited)
     assert answers[0].status_code == 401 and "too_many_requests" in limited[0].get_data(as_text=True)
     right = client.post("/login", data={"name": "ana", "password": "correct horse battery"})
-    assert right.status_code == 429  # the account waits out the window, even with the right password
+    assert right.status_code == 429  # the guessing address waits out the window, even with the right password
 
 
 def test_logins_that_succeed_do_not_count(client):

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from identify.config import FusionConfig, ServiceConfig, Settings
-from tests.conftest import SPECIES, _postgres_database, build_reference_index, free_port, jpeg_bytes, \
+from tests.conftest import SPECIES, _postgres_database, build_reference_index, free_port, gunicorn_serving, jpeg_bytes, \
     make_species_folder, species_photo
 
 UPLOADS = 2400  # more than the live index's look-back (1000), as in the finding
@@ -38,31 +38,8 @@ def _get(url: str) -> dict:
 @pytest.fixture
 def gunicorn_on_postgres(tmp_path: Path, tiny_checkpoint: Path, tiny_backbone) -> Iterator[str]:  # type: ignore[no-untyped-def]
     for url in _postgres_database():
-        settings = Settings(tmp_path / "var", url, FusionConfig(), ServiceConfig(index="birds"))
-        build_reference_index(settings, tiny_backbone, make_species_folder(tmp_path / "refs", SPECIES, per=2), "birds")
-        port = free_port()
-        env = {**os.environ, "IDENTIFY_DATA_DIR": str(settings.data_dir), "IDENTIFY_DATABASE_URL": url,
-               "IDENTIFY_MODEL": str(tiny_checkpoint), "IDENTIFY_INDEX": "birds", "IDENTIFY_IDENTIFY_LIMIT": "off",
-               "IDENTIFY_REFRESH_SECONDS": "0.5"}
-        log = open(tmp_path / "gunicorn.log", "w")
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "--workers", "2", "--threads", "4", "--bind",
-             f"127.0.0.1:{port}", "--timeout", "120", "identify.web:create_app()"],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(240):
-                try:
-                    _get(base + "/api/v1/status")
-                    break
-                except OSError:
-                    assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()[-2000:]
-                    time.sleep(0.25)
-            yield base
-        finally:
-            server.terminate()
-            server.wait(30)
-            log.close()
+        with gunicorn_serving(tmp_path, tiny_checkpoint, tiny_backbone, url) as server:
+            yield server["base"]
 
 
 def test_every_worker_covers_every_sighting_after_a_burst(gunicorn_on_postgres):

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -17,15 +16,16 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, g, jsonify, render_template, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.exceptions import HTTPException
 
 from identify.config import Settings, load_settings
 from identify.errors import IdentifyError
+from identify.faults import fault_of
 from identify.web.openapi import check_response, check_responses_enabled
+from identify.web.ratelimits import rate_limits
 from identify.service import IdentificationService
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ CONTENT_SECURITY_POLICY = {
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 FORM_SLACK_BYTES = 1024 * 1024  # room for the other form fields beside a photo at the byte limit
+# A text field of a form (notes and names take 2,000 characters, 8 kB of UTF-8 at most) and the parts of one
+# form (five photos and a dozen fields): past these, Werkzeug stops reading the form. (Werkzeug's own default
+# field size: its multipart reader also buffers 64 kB reads under the same bound, so it must not be smaller.)
+MAX_FORM_FIELD_BYTES = 500 * 1024
+MAX_FORM_PARTS = 100
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "file_too_large",
               429: "too_many_requests"}
 
@@ -65,19 +70,28 @@ def _secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str) -> str:
+    """`text` for a log line: control characters (a CR LF in a path would forge a line) as \\xNN escapes."""
+    return CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
 def _error_response(exc: IdentifyError) -> Any:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
     if _wants_json():
         body: dict[str, Any] = exc.to_dict()
         if "sighting" in exc.details:  # a stale version: give the current state, so the client can redo
             from identify.web.views import sighting_json
 
             body["sighting"] = sighting_json(exc.details["sighting"])
-        return jsonify(body), exc.status
-    return render_template("error.html", error=exc), exc.status
+        return jsonify(body), exc.status, headers
+    return render_template("error.html", error=exc), exc.status, headers
 
 
 REPEATABLE = {"image"}  # an upload's photos; every other API field takes one value
@@ -94,6 +108,27 @@ def _one_value_per_field() -> None:
                                 "give it once")
 
 
+def _too_large(app: Flask) -> IdentifyError:
+    """Which of Werkzeug's limits a 413 met: the whole upload's bytes, or a text field's bytes or the parts."""
+    length, limit = request.content_length, app.config["MAX_CONTENT_LENGTH"]
+    if length is not None and length <= limit:
+        return IdentifyError("form_too_large", f"a text field is over {MAX_FORM_FIELD_BYTES // 1024} kB or the form "
+                             f"has over {MAX_FORM_PARTS} parts: a note or a name takes at most 2,000 characters, a "
+                             "sighting 1 to 5 photos", 413)
+    return IdentifyError("file_too_large", f"the upload is over {app.config['IDENTIFY_MAX_UPLOAD_MB']:g} MB", 413)
+
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _well_formed_form() -> None:
+    """A form part whose name cannot be read (`name="\\"`) is refused before anything reads the form: Flask-WTF's
+    CSRF check and the field checks would each meet a field named None (a 500)."""
+    if request.mimetype in FORM_TYPES and (None in request.form or None in request.files):
+        raise IdentifyError("bad_multipart", 'a part of the form has no readable field name: each part needs '
+                            'Content-Disposition: form-data; name="..."')
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(IdentifyError)
     def identify_error(exc: IdentifyError) -> Any:
@@ -107,20 +142,32 @@ def _register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
         if status == 413:
-            limit = app.config["IDENTIFY_MAX_UPLOAD_MB"]
-            return _error_response(IdentifyError("file_too_large", f"the upload is over {limit:g} MB", 413))
+            return _error_response(_too_large(app))
         response = _error_response(IdentifyError(HTTP_CODES.get(status, f"http_{status}"), exc.description or exc.name,
                                                  status))
         allowed = getattr(exc, "valid_methods", None)
         if status == 405 and allowed:  # RFC 9110: a 405 says which methods the resource takes
-            body, code = response
-            return body, code, {"Allow": ", ".join(allowed)}
+            body, code, headers = response
+            return body, code, {**headers, "Allow": ", ".join(allowed)}
         return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:  # logged with its trace; the user gets a code, never the trace
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        fault = fault_of(exc)
+        if fault is not None:  # the database or the disk, not us: worth a retry
+            log.warning("%s on %s %s: %s", fault.code, request.method, _printable(request.path), exc)
+            return _error_response(fault)
+        log.exception("unexpected error on %s %s", request.method, _printable(request.path))
         return _error_response(IdentifyError("internal_error", "something went wrong on our side; it was logged", 500))
+
+
+def _private_to_curators(response: Any) -> Any:
+    """What a curator is shown (exact positions, the queue) is never kept by a shared cache, and a cache that
+    keeps the public's answer must tell the two apart."""
+    if g.get("curator") is not None:
+        response.cache_control.private = True
+        response.vary.update(("Authorization", "Cookie"))
+    return response
 
 
 def _security_headers(app: Flask, secure: bool) -> None:
@@ -129,35 +176,6 @@ def _security_headers(app: Flask, secure: bool) -> None:
     Talisman(app, force_https=False, strict_transport_security=secure, session_cookie_secure=secure,
              content_security_policy=CONTENT_SECURITY_POLICY, frame_options="DENY",
              referrer_policy="strict-origin-when-cross-origin")
-
-
-def _login_name() -> str:
-    return "login:" + request.form.get("name", "").strip().lower()[:200]
-
-
-def _failed(response: Any) -> bool:
-    return response.status_code == 401
-
-
-def _rate_limits(app: Flask, limits: Any, data_dir: Any) -> Limiter:
-    """Flask-Limiter: failed logins per account and per address, uploads per address; 429 with Retry-After.
-    Counters live in `rate_limit_storage`: memory for one process, Redis when several workers must share them."""
-    # Workers of one deployment share its data dir, and so their counters; another deployment on the same Redis
-    # keeps its own.
-    deployment = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
-    limiter = Limiter(get_remote_address, app=app, storage_uri=limits.rate_limit_storage, headers_enabled=True,
-                      key_prefix=f"identify-{deployment}")
-    if limits.login_limit != "off":
-        login = app.view_functions["auth.login"]
-        login = limiter.limit(limits.login_limit, key_func=_login_name, methods=["POST"], deduct_when=_failed,
-                              scope="login-account")(login)
-        login = limiter.limit(limits.login_limit, methods=["POST"], deduct_when=_failed, scope="login-address")(login)
-        app.view_functions["auth.login"] = login
-    if limits.identify_limit != "off":
-        for endpoint in ("api.identify", "pages.upload_post"):
-            app.view_functions[endpoint] = limiter.limit(limits.identify_limit, scope="identify")(
-                app.view_functions[endpoint])
-    return limiter
 
 
 def _request_log(app: Flask) -> None:
@@ -181,8 +199,8 @@ def _request_log(app: Flask) -> None:
         request_id = g.get("request_id") or uuid.uuid4().hex
         response.headers["X-Request-ID"] = request_id
         took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        request_log.info("%s %s %s %.1fms id=%s", request.method, request.path, response.status_code, took,
-                         request_id)
+        request_log.info("%s %s %s %.1fms id=%s", _printable(request.method), _printable(request.path),
+                         response.status_code, took, request_id)
         return response
 
 
@@ -194,6 +212,8 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     app.config.update(
         SECRET_KEY=_secret_key(settings),
         MAX_CONTENT_LENGTH=limits.max_upload_bytes + FORM_SLACK_BYTES,
+        MAX_FORM_MEMORY_SIZE=MAX_FORM_FIELD_BYTES,
+        MAX_FORM_PARTS=MAX_FORM_PARTS,
         IDENTIFY_MAX_UPLOAD_MB=limits.max_upload_mb,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -203,6 +223,7 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented order of fields
     app.extensions["identify"] = service
+    app.before_request(_well_formed_form)  # before CSRFProtect's own check, which reads the form
     csrf = CSRFProtect(app)
 
     from identify.web import api, auth, pages
@@ -214,10 +235,13 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     _register_error_handlers(app)
     _security_headers(app, limits.secure_cookies)
     _request_log(app)
-    app.extensions["identify_limiter"] = _rate_limits(app, limits, settings.data_dir)
+    app.extensions["identify_limiter"] = rate_limits(app, limits, settings.data_dir)
+    if limits.proxy_hops:  # behind the README's reverse proxy: the client is in X-Forwarded-For, not the peer
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=limits.proxy_hops, x_proto=limits.proxy_hops)  # type: ignore[method-assign]
     if check_responses_enabled():
         app.after_request(check_response)
     app.before_request(_one_value_per_field)
+    app.after_request(_private_to_curators)
 
     @app.context_processor
     def globals_for_templates() -> dict[str, Any]:

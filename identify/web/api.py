@@ -6,13 +6,14 @@ import os
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from identify.errors import IdentifyError
 from identify.web import views
 from identify.web.forms import parse_count, parse_filters, parse_k, parse_review, parse_upload, text_field
 from identify.web.auth import api_curator, service
 from identify.web import schemas
+from identify.web.ratelimits import rate_limit_status
 from identify.web.openapi import documented, openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -40,13 +41,16 @@ def openapi() -> Any:
 @bp.get("/status")
 @documented((200, schemas.Status, "The model, the index and how many sightings are searchable"), errors=())
 def status() -> Any:
-    """What is served: the model, the reference index, the sightings that similar-sightings search covers."""
+    """What is served: the model, the reference index, the sightings that similar-sightings search covers, and
+    whether the rate-limit counters' storage answers."""
     svc = service()
     svc.reference_index.refresh()  # what a search made now would cover (both follow SQL, every few seconds)
     svc.similar_index.refresh()
     return jsonify({"model": {"name": svc.backbone.identity.name, "sha256": svc.backbone.identity.sha256},
                     "index": {"name": svc.index_name, "references": svc.reference_index.count},
-                    "sightings": svc.similar_index.count, "process": os.getpid()})
+                    "sightings": svc.similar_index.count, "process": os.getpid(),
+                    "rate_limits": rate_limit_status(current_app.extensions["identify_limiter"],
+                                                     svc.settings.service.rate_limit_storage)})
 
 
 @bp.post("/identify")
@@ -84,7 +88,7 @@ def similar_to_sighting(sighting_id: str) -> Any:
 
 
 @bp.post("/similar")
-@documented((200, schemas.Similar, "Most similar first"), errors=(400, 413), form=schemas.SimilarForm)
+@documented((200, schemas.Similar, "Most similar first"), errors=(400, 413, 429), form=schemas.SimilarForm)
 def similar_to_photo() -> Any:
     """Similar past sightings of an uploaded photo (the photo is not stored)."""
     k, filters = parse_k(request.values.get("k")), views.filters_for_viewer(parse_filters(request.values))
@@ -111,7 +115,10 @@ def review_queue() -> Any:
 
 def _review_body() -> dict[str, Any]:
     if request.is_json:
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:  # nested deeper than Python's parser goes: no review is
+            body = None
         if not isinstance(body, dict):
             raise IdentifyError("bad_request", "the body must be a JSON object")
         return body
@@ -151,7 +158,7 @@ def export() -> Any:
     # megabytes, and the spec's wrapper reads the body anyway.
     with tempfile.TemporaryDirectory(prefix="identify-export-") as folder:
         out = Path(folder) / name
-        service().export(fmt, status, out, request.url_root)
+        service().export(fmt, status, out)
         body = out.read_bytes()
     return Response(body, mimetype="application/zip" if fmt == "dwca" else "text/csv",
                     headers={"Content-Disposition": f"attachment; filename={name}"})

@@ -36,8 +36,11 @@ def text_field(raw: object, name: str) -> str | None:
 
 def parse_version(raw: object) -> int:
     """A sighting version: a whole number (1, or "1"), never 1.7 or true, within SQL's INTEGER."""
-    text = raw if isinstance(raw, str) else str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else ""
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_VERSION:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw) if 1 <= raw <= MAX_VERSION else ""  # str() of a 5,000-digit int raises
+    text = raw.strip() if isinstance(raw, str) else ""
+    # at most ten digits before int(): Python refuses to convert over 4,300 (ValueError, a 500 once)
+    if not (text.isdigit() and len(text) <= len(str(MAX_VERSION))) or not 1 <= int(text) <= MAX_VERSION:
         raise IdentifyError("bad_review", "version (the sighting's version you reviewed, a whole number) is required")
     return int(text)
 

@@ -40,7 +40,12 @@ api_spec = SpecTree(
 
 ERRORS = {400: "Bad input (the code says which)", 401: "Not logged in, or a bad token",
           404: "No such sighting", 409: "Stale version (the body has the current sighting) or a conflict",
-          413: "A photo over the byte or pixel limit", 429: "Over a rate limit (Retry-After says when to retry)"}
+          413: "A photo over the byte or pixel limit (file_too_large), or a form field or the form's parts over "
+               "their limits (form_too_large)",
+          429: "Over a rate limit (Retry-After says when to retry)",
+          503: "The database is unavailable for a moment (database_unavailable) or the disk is full (storage_full): "
+               "nothing was stored; Retry-After says when to retry"}
+ALWAYS = (503,)  # every operation reads SQL
 
 
 def documented(ok: tuple[int, Any, str], errors: tuple[int, ...] = (400,), curator: bool = False,
@@ -49,7 +54,7 @@ def documented(ok: tuple[int, Any, str], errors: tuple[int, ...] = (400,), curat
     request schemas (query=, form=, json=). Requests are parsed by the views (identify.web.forms), not here."""
     status, schema, text = ok
     answers = {f"HTTP_{status}": (schema, text),
-               **{f"HTTP_{code}": (schemas.Error, ERRORS[code]) for code in errors}}
+               **{f"HTTP_{code}": (schemas.Error, ERRORS[code]) for code in (*errors, *ALWAYS)}}
     return api_spec.validate(resp=Response(**answers), security=CURATOR if curator else None,
                              skip_validation=True, **requests)
 

@@ -244,10 +244,18 @@ class IndexStatus(Schema):
     references: int
 
 
+class RateLimitStatus(Schema):
+    storage: str = Field(description="Where the rate-limit counters live (memory://, or a Redis address)")
+    reachable: bool = Field(description="Whether that storage answers now")
+    counting: str = Field(description="shared, or this process only: the limiter fails open while the storage "
+                                      "is unreachable")
+
+
 class Status(Schema):
     model: Model
     index: IndexStatus
     sightings: int = Field(description="Sightings that a similar-sightings search of this worker covers")
+    rate_limits: RateLimitStatus
     process: int = Field(description="The id of the worker process that answered (several workers: each its own)")
 
 

@@ -1,0 +1,89 @@
+"""Rate limits (Flask-Limiter): failed logins, and the requests that cost a forward pass. The one owner of the
+limiter's configuration, its keys and what /api/v1/status says of it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits import parse_many
+
+from identify.config import ServiceConfig
+
+log = logging.getLogger(__name__)
+
+
+def _login_name() -> str:
+    return "login:" + request.form.get("name", "").strip().lower()[:200]
+
+
+def _failed(response: Any) -> bool:
+    return response.status_code == 401
+
+
+UPLOADS = ("api.identify", "pages.upload_post", "api.similar_to_photo")  # each costs a forward pass: one bucket
+
+
+def _storage_options(uri: str) -> dict[str, Any]:
+    """Redis answers within half a second or counts as down: a blackholed host must not hang every request."""
+    return {"socket_connect_timeout": 0.5, "socket_timeout": 0.5} if uri.startswith("redis") else {}
+
+
+def rate_limits(app: Flask, limits: ServiceConfig, data_dir: Path) -> Limiter:
+    """Flask-Limiter, 429 with Retry-After: failed logins per address and per account, forward passes (uploads
+    and similar-photo searches, API and page alike) per address. Counters live in `rate_limit_storage`: memory
+    for one process, Redis when several workers must share them.
+
+    When the storage cannot be reached the limiter fails open: it logs a warning, counts in this process's
+    memory until the storage answers again (Flask-Limiter's in-memory fallback) and `/api/v1/status` says so;
+    logins and uploads keep working.
+
+    The per-account login limit cannot lock an owner out: it applies only to an address that has failed a login
+    itself within the window, so ten wrong passwords from elsewhere stop guessing, not the owner typing the
+    right one from their own address (OWASP's advice against account lockout)."""
+    # Workers of one deployment share its data dir, and so their counters; another deployment on the same Redis
+    # keeps its own.
+    prefix = "identify-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    storage = limits.rate_limit_storage
+    limiter = Limiter(get_remote_address, app=app, storage_uri=storage, storage_options=_storage_options(storage),
+                      headers_enabled=True, key_prefix=prefix, in_memory_fallback_enabled=True, swallow_errors=True)
+    if not limiter.storage.check():
+        log.warning("rate-limit storage %s cannot be reached: counting in this process's memory until it can",
+                    _storage_name(storage))
+    if limits.login_limit != "off":
+        address_limits = parse_many(limits.login_limit)
+
+        def no_failures_from_here() -> bool:
+            here = (prefix, get_remote_address(), "login-address")  # the address limit's key, as Flask-Limiter makes it
+            return all(limiter.limiter.get_window_stats(item, *here).remaining >= item.amount for item in address_limits)
+
+        login = app.view_functions["auth.login"]
+        login = limiter.shared_limit(limits.login_limit, "login-account", key_func=_login_name, methods=["POST"],
+                                     deduct_when=_failed, exempt_when=no_failures_from_here)(login)
+        login = limiter.shared_limit(limits.login_limit, "login-address", methods=["POST"], deduct_when=_failed)(login)
+        app.view_functions["auth.login"] = login
+    if limits.identify_limit != "off":
+        uploads = limiter.shared_limit(limits.identify_limit, "uploads")
+        for endpoint in UPLOADS:
+            app.view_functions[endpoint] = uploads(app.view_functions[endpoint])
+    return limiter
+
+
+def _storage_name(uri: str) -> str:
+    """The storage URI without a password, for logs and /status."""
+    parts = urlsplit(uri)
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
+        if parts.hostname else uri
+
+
+def rate_limit_status(limiter: Limiter, storage: str) -> dict[str, Any]:
+    """Where the counters live (`storage`, the configured URI) and whether that storage answers now."""
+    reachable = bool(limiter.storage.check())
+    return {"storage": _storage_name(storage), "reachable": reachable,
+            "counting": "shared" if reachable else "this process only (failing open)"}
