@@ -6,6 +6,7 @@ its audit row and the reference it creates land together or not at all."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from identify.export import ExportRow
 
 ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected"}
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,24}")  # what secrets.token_urlsafe makes (identify.schema.Sighting)
 UNCERTAIN = ("needs_review", "no_match")
 
 
@@ -271,9 +273,12 @@ class SightingStore:
             return {i: self._record(session, i, with_reviews=False) for i in ids}
 
     def key_of(self, public_id: str) -> int:
-        """The SQL key of the sighting the outside world calls `public_id`; 404 when there is none."""
-        with self.sessions() as session:
-            found = session.scalar(select(Sighting.id).where(Sighting.public_id == public_id[:24]))
+        """The SQL key of the sighting the outside world calls `public_id`; 404 when there is none. An id that
+        no token could be (a NUL, which PostgreSQL refuses in text: a 500 once) is answered without asking SQL."""
+        found = None
+        if PUBLIC_ID.fullmatch(public_id):
+            with self.sessions() as session:
+                found = session.scalar(select(Sighting.id).where(Sighting.public_id == public_id))
         if found is None:
             raise IdentifyError("unknown_sighting", f"no sighting {public_id}", 404)
         return found

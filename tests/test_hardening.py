@@ -448,3 +448,13 @@ def test_answers_to_a_curator_are_private_to_caches(client, token):
     assert "private" in client.get(f"/api/v1/sightings/{public_id}", headers=bearer(token)).headers["Cache-Control"]
     assert "private" in client.get("/api/v1/review/queue", headers=bearer(token)).headers["Cache-Control"]
     assert "private" not in client.get(f"/api/v1/sightings/{public_id}").headers.get("Cache-Control", "")
+
+
+def test_a_nul_in_a_sighting_id_is_a_404_not_a_server_error(client, token):
+    """Found by schemathesis on PostgreSQL, which refuses NUL in text: a 500 on every route with an id."""
+    client.application.config["WTF_CSRF_ENABLED"] = False
+    for url in ("/api/v1/sightings/%00ab", "/api/v1/sightings/%00ab/similar", "/sightings/ab%00"):
+        for headers in ({}, bearer(token)):
+            assert client.get(url, headers=headers).status_code == 404, url
+    review = client.post("/api/v1/sightings/ab%00/review", headers=bearer(token), json={"action": "confirm", "version": 1})
+    assert review.status_code == 404 and review.get_json()["error"]["code"] == "unknown_sighting"
