@@ -359,6 +359,7 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
         classes=backbone.identity.classes, probabilities=asked.probabilities, query_embeddings=asked.embeddings,
         query_labels=[query_sources[p].species for p in asked.positions], reference_embeddings=refs.embeddings,
         reference_labels=[reference_sources[p].species for p in refs.positions], kind="labelled photos",
+        query_paths=[str(query_sources[p].path) for p in asked.positions],
         description=f"model {backbone.identity.name} ({backbone.identity.sha256[:12]}); references {references}, "
                     f"queries {queries}" + (f"; {skipped} unreadable photos skipped" if skipped else ""),
         taxa=Taxonomy.with_mapping_file(_settings().taxonomy_mapping).resolve_all(
@@ -376,6 +377,9 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: <data dir>/evaluation].")
 @click.option("--write-config", is_flag=True,
               help="Store the chosen λ, k, T, the calibration and the confident threshold in <data dir>/identify.toml.")
+@click.option("--check", "check_stored", is_flag=True,
+              help="Measure the stored configuration as it is (nothing refitted) on every query: error among "
+                   "confident answers with its upper bound, coverage, top-1, per group.")
 @click.option("--calibration", "calibration_method", default="confidence", show_default=True,
               type=click.Choice(["confidence", "temperature", "isotonic", "none"]), help="The calibrator to fit.")
 @click.option("--target-error", type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -385,11 +389,14 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
 @json_option
 @reports_errors
 def evaluate(model: str | None, network: str | None, references: Path | None, queries: Path | None, simulate: bool,
-             seed: int, out: Path | None, write_config: bool, calibration_method: str, target_error: float | None,
-             batch_size: int, workers: int | None, json_output: bool) -> None:
+             seed: int, out: Path | None, write_config: bool, check_stored: bool, calibration_method: str,
+             target_error: float | None, batch_size: int, workers: int | None, json_output: bool) -> None:
     """Measure quality on labelled queries, as the service decides: classifier, kNN and fusion accuracy, λ, k
     and T chosen on a tuning split, calibration, a confident threshold with a stated risk, new species and
-    roll-up, each measured on a test split. Writes report.md, metrics.json and PNG plots."""
+    roll-up, each measured on a test split. Writes report.md, metrics.json, queries.csv and PNG plots.
+
+    With --check, nothing is chosen or fitted: the configuration the service serves (identify.toml) is measured
+    as it is on every query, and the command exits 3 when the error bound is over the target."""
     _passive_openmp()
     from identify.config import write_fusion_settings
     from identify.evaluation import evaluate as measure
@@ -401,8 +408,13 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
         raise IdentifyError("bad_arguments", "give --model, --references and --queries, or --simulate")
     if not simulate and not (model and references and queries):
         raise IdentifyError("bad_arguments", "--model, --references and --queries go together")
+    if check_stored and write_config:
+        raise IdentifyError("bad_arguments", "--check measures the stored configuration; --write-config replaces it")
     data = simulated(seed) if simulate else _embedded_photos(
         model, network, references, queries, batch_size, workers, not json_output)  # type: ignore[arg-type]
+    if check_stored:
+        _check_stored(settings, data, out, target_error, json_output)
+        return
     result = measure(data, settings.fusion.replace(target_error=target_error), calibration_method=calibration_method,
                      seed=seed)
     report = write_report(result, out or settings.data_dir / "evaluation")
@@ -426,6 +438,31 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
                f"{selective['coverage']:.1%}, error {selective['realised_error']:.1%} (target "
                f"{selective['target_error']:.0%})")
     click.echo(f"report: {report}")
+
+
+def _check_stored(settings, data, out: Path | None, target_error: float | None,  # type: ignore[no-untyped-def]
+                  json_output: bool) -> None:
+    """evaluate --check: the served configuration on these queries, as it is."""
+    from identify.evaluation import check
+    from identify.report import write_queries
+
+    checked = check(data, settings.fusion.replace(target_error=target_error), settings.calibration)
+    table = write_queries(checked.answers, out or settings.data_dir / "evaluation")
+    if json_output:
+        click.echo(json.dumps({"queries_csv": str(table), **checked.to_dict()}))
+    else:
+        c = checked
+        click.echo(f"stored configuration: λ={c.config.weight_knn:g} k={c.config.k} T={c.config.temperature:g}, "
+                   f"{c.calibration.method} calibration, confident at >= {c.config.confident_score:g}")
+        click.echo(f"{c.queries} queries: top-1 {c.top1:.3f}; confident {c.coverage:.1%} ({c.confident}), error "
+                   f"{c.realised_error:.1%}, upper bound {c.upper_bound:.1%} at {c.config.risk_confidence:.0%} "
+                   f"(target {c.config.target_error:.0%})")
+        for name, group in c.groups.items():
+            click.echo(f"  {name} species: {group['queries']} queries, top-1 {group['top1']:.3f}, confident "
+                       f"{group['coverage']:.1%}, error {group['realised_error']:.1%} (bound {group['upper_bound']:.1%})")
+        click.echo(f"answers: {table}")
+    if not checked.within_target:
+        sys.exit(3)
 
 
 @main.command("index-sightings")

@@ -11,7 +11,10 @@ With too few queries to split (fewer than MIN_HELD_OUT), everything is measured 
 settings, and the report says so.
 
 Works on arrays (probabilities, embeddings, labels), so the same code measures a real model on photos and the
-seeded simulation. The sweep is vectorised; the decisions go query by query through identify.fusion itself."""
+seeded simulation. Everything is measured in the service's label space (identify.scoring.SpeciesNames: labels of
+one taxon are one species, named by the label that stands for it). The sweep is vectorised; every reported
+decision, the calibrator's fit and the threshold's choice go query by query through identify.scoring.answer,
+the function that answers uploads and `predict`."""
 
 from __future__ import annotations
 
@@ -21,21 +24,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from identify.calibration import Calibration, choose_threshold, fit_confidence, fit_isotonic, fit_temperature
+from identify.calibration import (Calibration, choose_threshold, clopper_pearson_upper, fit_confidence, fit_isotonic,
+                                  fit_temperature)
 from identify.config import FusionConfig
-from identify.fusion import (
-    CONFIDENT,
-    NEEDS_REVIEW,
-    NO_MATCH,
-    Neighbour,
-    calibrated,
-    confidence_features,
-    decide,
-    fuse,
-    with_prior,
-)
-from identify.prior import FLOOR, Place, PriorModel
-from identify.rollup import roll_up
+from identify.fusion import CONFIDENT, NEEDS_REVIEW, NO_MATCH, Neighbour, confidence_features, decide, fuse
+from identify.prior import Place, PriorModel
+from identify.scoring import Answer, SpeciesNames, answer
 from identify.taxonomy import Taxon
 from identify.vectors.plan import exact_knn
 
@@ -69,6 +63,7 @@ class EvaluationData:
     # More photos of each queried bird (queries, views - 1, ...): how a sighting's photos are pooled.
     view_probabilities: np.ndarray | None = None
     view_embeddings: np.ndarray | None = None
+    query_paths: list[str] | None = None  # where each query came from (queries.csv names it)
 
 
 @dataclass
@@ -77,6 +72,16 @@ class Neighbourhood:
 
     similarities: np.ndarray  # (queries, k_max), best first
     reference_index: np.ndarray  # (queries, k_max), positions in reference_labels
+
+
+def in_label_space(data: EvaluationData) -> tuple[EvaluationData, SpeciesNames]:
+    """The data as the service names it: every label (classes, queries, references) replaced by the label that
+    stands for its taxon, so a query folder `Gallus gallus` and the model's class `cock` are one species."""
+    names = SpeciesNames(data.classes, data.taxa)
+    canonical = names.canonical
+    served = replace(data, classes=names.classes, query_labels=[canonical(label) for label in data.query_labels],
+                     reference_labels=[canonical(label) for label in data.reference_labels])
+    return served, SpeciesNames(served.classes, data.taxa)
 
 
 def neighbourhood(data: EvaluationData, k_max: int) -> Neighbourhood:
@@ -99,7 +104,8 @@ class LabelSpace:
         names = sorted(set(data.classes) | set(data.reference_labels))
         column = {name: i for i, name in enumerate(names)}
         clf = np.zeros((len(data.query_labels), len(names)), dtype=np.float64)
-        clf[:, [column[c] for c in data.classes]] = data.probabilities
+        # classes of one taxon share a column and pool their probability, as identify.fusion.fuse does
+        np.add.at(clf.T, np.array([column[c] for c in data.classes]), data.probabilities.T)
         is_class = np.isin(np.arange(len(names)), [column[c] for c in data.classes])
         return cls(names, clf, is_class, np.array([column[r] for r in data.reference_labels]),
                    np.array([column.get(q, -1) for q in data.query_labels]))
@@ -225,6 +231,7 @@ class Decided:
     rollup_taxa: list[str | None]  # the taxon rolled up to, for queries that are not confident
     rollup_ranks: list[str | None]
     rollup_correct: np.ndarray
+    answers: list[Answer]  # as identify.scoring.answer gave them: what the service would have answered
 
 
 def _neighbours(data: EvaluationData, hood: Neighbourhood, row: int, k: int) -> list[Neighbour]:
@@ -234,7 +241,8 @@ def _neighbours(data: EvaluationData, hood: Neighbourhood, row: int, k: int) -> 
 
 def evidence_features(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray,
                       config: FusionConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The confidence model's features of each query's fused ranking, and whether its top is right."""
+    """The confidence model's features of each query's fused ranking (before calibration, as
+    identify.fusion.calibrated computes them for the served answer), and whether its top is right."""
     features, correct = [], []
     for row in rows:
         neighbours = _neighbours(data, hood, row, config.k)
@@ -246,29 +254,56 @@ def evidence_features(data: EvaluationData, hood: Neighbourhood, rows: np.ndarra
 
 def decide_rows(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray, config: FusionConfig,
                 calibration: Calibration, prior: PriorModel | None = None) -> Decided:
-    fused_top, top, correct, decisions, eligible, rollup_taxa, rollup_ranks, rollup_correct = [], [], [], [], [], [], [], []
+    """Each query answered by identify.scoring.answer, the service's own decision function, with its place when
+    a prior is given."""
+    names = SpeciesNames(data.classes, data.taxa)
     anywhere = replace(config, confident_score=0.0)
+    answers, eligible, rollup_correct = [], [], []
     for row in rows:
-        label = data.query_labels[row]
         neighbours = _neighbours(data, hood, row, config.k)
-        fused = fuse(data.classes, data.probabilities[row], neighbours, config)
-        ranking = [s.with_taxon(data.taxa.get(s.name)) for s in calibrated(fused, calibration, neighbours)]
-        if prior is not None and data.query_places is not None:
-            taxa = (s.taxon.scientific_name for s in ranking if s.taxon)
-            ranking = with_prior(ranking, prior.at(data.query_places[row], taxa), FLOOR)
-        decision = decide(ranking, neighbours, config).decision
-        fused_top.append(fused[0].score)
-        top.append(ranking[0].score)
-        correct.append(ranking[0].name == label)
-        decisions.append(str(decision))
-        eligible.append(decide(ranking, neighbours, anywhere).decision == CONFIDENT)
-        rolled = roll_up(ranking, config.confident_score) if decision != CONFIDENT else None
-        rollup_taxa.append(rolled.scientific_name if rolled else None)
-        rollup_ranks.append(rolled.rank if rolled else None)
-        truth = data.taxa.get(label)
+        place = data.query_places[row] if prior is not None and data.query_places is not None else None
+        decided = answer(data.probabilities[row], neighbours, names, config, calibration, prior, place)
+        answers.append(decided)
+        # confident at a threshold of 0: nothing but the score stood in the way (what the threshold controls);
+        # the ranking does not depend on the threshold, so only the decision is made again
+        eligible.append(decide(decided.ranking, decided.votes, anywhere).decision == CONFIDENT)
+        rolled, truth = decided.rollup, data.taxa.get(data.query_labels[row])
         rollup_correct.append(bool(rolled and truth and getattr(truth, rolled.rank) == rolled.scientific_name))
-    return Decided(rows, np.array(fused_top), np.array(top), np.array(correct, dtype=bool), decisions,
-                   np.array(eligible, dtype=bool), rollup_taxa, rollup_ranks, np.array(rollup_correct, dtype=bool))
+    tops = [a.top for a in answers]
+    return Decided(
+        rows, np.array([t.fused if t and t.fused is not None else (t.score if t else 0.0) for t in tops]),
+        np.array([t.score if t else 0.0 for t in tops]),
+        np.array([t is not None and t.name == data.query_labels[row] for t, row in zip(tops, rows, strict=True)],
+                 dtype=bool),
+        [str(a.decision.decision) for a in answers], np.array(eligible, dtype=bool),
+        [a.rollup.scientific_name if a.rollup else None for a in answers],
+        [a.rollup.rank if a.rollup else None for a in answers], np.array(rollup_correct, dtype=bool), answers)
+
+
+def served_accuracy(data: EvaluationData, decided: Decided) -> dict[str, float]:
+    """Top-1 and top-5 of the answers as the service gives them."""
+    truths = [data.query_labels[row] for row in decided.rows]
+    best = [[s.name for s in a.ranking[:5]] for a in decided.answers]
+    return {"top1": _share(np.array([b[:1] == [t] for b, t in zip(best, truths, strict=True)], dtype=bool)),
+            "top5": _share(np.array([t in b for b, t in zip(best, truths, strict=True)], dtype=bool))}
+
+
+def query_group(data: EvaluationData, label: str) -> str:
+    """known: a species the classifier can name; new: one only references know."""
+    return "known" if label in set(data.classes) else "new"
+
+
+def answer_rows(data: EvaluationData, decided: Decided) -> list[dict[str, Any]]:
+    """One row per query as the service answered it: queries.csv."""
+    rows = []
+    for a, row in zip(decided.answers, decided.rows, strict=True):
+        top = a.top
+        rows.append({"path": data.query_paths[row] if data.query_paths else f"query {row}",
+                     "truth": data.query_labels[row], "group": query_group(data, data.query_labels[row]),
+                     "top_species": top.name if top else "", "score": round(top.score, 6) if top else 0.0,
+                     "decision": str(a.decision.decision), "reasons": " ".join(a.decision.reasons),
+                     "correct": bool(top and top.name == data.query_labels[row])})
+    return rows
 
 
 def _share(mask: np.ndarray) -> float:
@@ -304,6 +339,7 @@ class Evaluation:
     calibration_block: dict[str, Any] = field(default_factory=dict)
     sweep: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
+    answers: list[dict[str, Any]] = field(default_factory=list)  # one per test query: queries.csv
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -350,6 +386,7 @@ def _selective_for(scores_cal: np.ndarray, correct_cal: np.ndarray, scores_test:
 def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True, calibration_method: str = "confidence",
              seed: int = 0) -> Evaluation:
     """Every number of the report (see the module for which split each comes from)."""
+    data, _ = in_label_space(data)
     ks = tuple(k for k in KS if k <= len(data.reference_labels)) or (len(data.reference_labels),)
     hood = neighbourhood(data, max(max(ks), config.k, 10))
     space = LabelSpace.of(data)
@@ -378,7 +415,8 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
 
     truth = space.truth[test]
     accuracy = {name: {"top1": top_k_accuracy(scores[test], truth, 1), "top5": top_k_accuracy(scores[test], truth, 5)}
-                for name, scores in (("classifier", space.clf), ("knn", knn), ("fusion", fused))}
+                for name, scores in (("classifier", space.clf), ("knn", knn))}
+    accuracy["fusion"] = served_accuracy(data, tested)  # the answers as served: fused, calibrated
     ece_before, bins_before = expected_calibration_error(tested.fused_top, tested.correct)
     ece_after, bins_after = expected_calibration_error(tested.top, tested.correct)
     classifier_ece, _ = expected_calibration_error(space.clf[test].max(axis=1), space.clf[test].argmax(axis=1) == truth)
@@ -394,14 +432,14 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
         decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised},
         selective={**control.to_dict(), "coverage": _share(confident), "realised_error": realised},
         prior=_prior_block(data, hood, test, config, calibration, tested),
-        views=_views_block(data, test, config),
+        views=_views_block(data, test, config, calibration),
         new_species=_new_species(data, space, hood, tested, confident),
         known_species=_known_species(space, tested, confident),
         rollup=_rollup_block(tested, confident),
         ablation=[],
         calibration_block={"method": calibration.method, "temperature": calibration.temperature,
                            "ece_before": ece_before, "ece_after": ece_after, "fitted_on": "tuning split"},
-        sweep=sweep, best=best,
+        sweep=sweep, best=best, answers=answer_rows(data, tested),
     )
     result.ablation = _ablation(data, space, hood, knn, fused, tune, cal, test, config, tested, confident, result)
     return result
@@ -426,8 +464,10 @@ def _prior_block(data: EvaluationData, hood: Neighbourhood, test: np.ndarray, co
             "uninformative_change_points": round(100 * abs(_share(flat.correct) - _share(without.correct)), 2)}
 
 
-def _views_block(data: EvaluationData, test: np.ndarray, config: FusionConfig) -> dict[str, Any]:
-    """Top-1 from one photo of each queried bird against all its photos pooled (identify.identifier)."""
+def _views_block(data: EvaluationData, test: np.ndarray, config: FusionConfig,
+                 calibration: Calibration) -> dict[str, Any]:
+    """Top-1 from one photo of each queried bird against all its photos pooled (identify.identifier), each
+    answered as the service answers a sighting."""
     from identify.identifier import Evidence, NeighbourInfo, pool_evidence
 
     if data.view_embeddings is None or data.view_probabilities is None:
@@ -436,6 +476,7 @@ def _views_block(data: EvaluationData, test: np.ndarray, config: FusionConfig) -
     embeddings = np.concatenate([data.query_embeddings[test][:, None, :], data.view_embeddings[test]], axis=1)
     probabilities = np.concatenate([data.probabilities[test][:, None, :], data.view_probabilities[test]], axis=1)
     similarities, positions = exact_knn(embeddings.reshape(-1, embeddings.shape[-1]), data.reference_embeddings, config.k)
+    names = SpeciesNames(data.classes, data.taxa)
     single = pooled = 0
     for q, row in enumerate(test):
         evidence = []
@@ -447,8 +488,8 @@ def _views_block(data: EvaluationData, test: np.ndarray, config: FusionConfig) -
         for pool, bucket in (([evidence[0]], "single"), (evidence, "pooled")):
             merged = pool_evidence(pool)
             votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in merged.neighbours]
-            ranking = fuse(data.classes, merged.probabilities, votes, config)
-            right = bool(ranking) and ranking[0].name == data.query_labels[row]
+            top = answer(merged.probabilities, votes, names, config, calibration).top
+            right = top is not None and top.name == data.query_labels[row]
             single, pooled = (single + right, pooled) if bucket == "single" else (single, pooled + right)
     return {"measured": True, "views": views, "top1_one_photo": single / len(test), "top1_pooled": pooled / len(test)}
 
@@ -524,3 +565,61 @@ def _calibrated_row(name: str, data: EvaluationData, hood: Neighbourhood, space:
     return {"method": name, "top1": _share(tested.correct), "ece": ece, "threshold": control.threshold,
             "coverage": _share(confident), "realised_error": _error_among(confident, tested.correct),
             "useful": _share(confident & tested.correct)}
+
+
+@dataclass
+class Check:
+    """The stored configuration measured as it is, on labelled queries it was not fitted on: nothing refitted."""
+
+    kind: str
+    description: str
+    queries: int
+    config: FusionConfig
+    calibration: Calibration
+    top1: float
+    coverage: float
+    confident: int
+    errors: int
+    realised_error: float
+    upper_bound: float  # Clopper-Pearson, at the config's risk_confidence
+    groups: dict[str, dict[str, Any]]  # known / new species: the same figures per group
+    answers: list[dict[str, Any]]
+
+    @property
+    def within_target(self) -> bool:
+        return self.upper_bound <= self.config.target_error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "description": self.description, "queries": self.queries,
+                "config": {"weight_knn": self.config.weight_knn, "k": self.config.k,
+                           "temperature": self.config.temperature, "confident_score": self.config.confident_score,
+                           "target_error": self.config.target_error, "risk_confidence": self.config.risk_confidence},
+                "calibration": self.calibration.method, "top1": self.top1, "coverage": self.coverage,
+                "confident": self.confident, "errors": self.errors, "realised_error": self.realised_error,
+                "upper_bound": self.upper_bound, "within_target": self.within_target, "groups": self.groups}
+
+
+def _checked_figures(correct: np.ndarray, confident: np.ndarray, confidence: float) -> dict[str, Any]:
+    errors = int((confident & ~correct).sum())
+    return {"queries": int(len(correct)), "top1": _share(correct), "coverage": _share(confident),
+            "confident": int(confident.sum()), "errors": errors, "realised_error": _error_among(confident, correct),
+            "upper_bound": clopper_pearson_upper(errors, int(confident.sum()), confidence)}
+
+
+def check(data: EvaluationData, config: FusionConfig, calibration: Calibration) -> Check:
+    """`config` and `calibration` (what a deployment serves) measured on every query of `data` as they are:
+    realised error among confident answers with its upper bound, coverage and top-1, overall and per group.
+    Run it after the references change, on new labelled photos, to learn whether a stored threshold still holds."""
+    data, _ = in_label_space(data)
+    hood = neighbourhood(data, max(config.k, 1))
+    everything = np.arange(len(data.query_labels))
+    decided = decide_rows(data, hood, everything, config, calibration)
+    confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
+    groups = np.array([query_group(data, data.query_labels[row]) for row in everything])
+    overall = _checked_figures(decided.correct, confident, config.risk_confidence)
+    per_group = {name: _checked_figures(decided.correct[groups == name], confident[groups == name],
+                                        config.risk_confidence)
+                 for name in ("known", "new") if (groups == name).any()}
+    return Check(data.kind, data.description, len(everything), config, calibration, overall["top1"],
+                 overall["coverage"], overall["confident"], overall["errors"], overall["realised_error"],
+                 overall["upper_bound"], per_group, answer_rows(data, decided))

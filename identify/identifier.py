@@ -1,10 +1,8 @@
-"""Identification: one forward pass (probabilities + embedding), a search of the live reference set, fusion and
-the decision.
+"""Identification: one forward pass (probabilities + embedding), a search of the live reference set, and the
+answer of identify.scoring (fusion, calibration, prior, decision, roll-up) over that evidence.
 
-The CLI's `predict` and the web app both call `Identifier.search` and `Identifier.explain`, so they give the
-same answer. Labels that name the
-same taxon (a model class "House sparrow", a reference folder "Passer_domesticus") are one species here: the
-model's class label stands for the taxon, and each ranked species carries its taxon."""
+The CLI's `predict` and the web app both call `Identifier.search` and `Identifier.explain`, and `evaluate` calls
+identify.scoring.answer itself, so all three give the same answer to the same evidence."""
 
 from __future__ import annotations
 
@@ -17,11 +15,13 @@ from PIL import Image
 
 from identify.calibration import Calibration
 from identify.config import FusionConfig
-from identify.fusion import CONFIDENT, Decision, Neighbour, RankedSpecies, calibrated, decide, fuse, with_prior
-from identify.prior import FLOOR, Place, PriorModel
+from identify.fusion import Decision, Neighbour, RankedSpecies
+from identify.prior import Place, PriorModel
 from identify.references import ReferenceInfo, References
-from identify.rollup import RollUp, roll_up
-from identify.taxonomy import Taxon
+from identify.rollup import RollUp
+from identify.scoring import SpeciesNames, answer
+
+__all__ = ["Evidence", "Identification", "Identifier", "NeighbourInfo", "SpeciesNames", "pool_evidence"]
 
 if TYPE_CHECKING:
     from identify.backbone import Backbone
@@ -81,26 +81,6 @@ def pool_evidence(photos: Sequence[Evidence]) -> Evidence:
                     sorted(best.values(), key=lambda n: -n.similarity), max(e.forward_seconds for e in photos))
 
 
-class SpeciesNames:
-    """Label -> taxon, and the one label that stands for each taxon in answers (the model's class first)."""
-
-    def __init__(self, classes: Sequence[str], taxa: dict[str, Taxon | None]) -> None:
-        self.taxa = taxa
-        self._standing: dict[str, str] = {}  # scientific name -> label
-        for label in [*classes, *taxa]:
-            taxon = taxa.get(label)
-            if taxon is not None:
-                self._standing.setdefault(taxon.scientific_name, label)
-        self.classes = [self.canonical(label) for label in classes]
-
-    def knows(self, label: str) -> bool:
-        return label in self.taxa
-
-    def canonical(self, label: str) -> str:
-        taxon = self.taxa.get(label)
-        return self._standing.get(taxon.scientific_name, label) if taxon is not None else label
-
-
 class Identifier:
     def __init__(self, backbone: "Backbone", index: Any, references: References, config: FusionConfig,
                  calibration: Calibration | None = None) -> None:
@@ -151,26 +131,17 @@ class Identifier:
         ]
 
     def explain(self, evidence: Evidence, place: Place | None = None) -> Identification:
-        """Fusion, calibration, the prior of the place and week (when given and any occurrences are known),
-        decision and (when not confident) roll-up for one photo's evidence."""
+        """The answer to one photo's (or one sighting's pooled) evidence: identify.scoring.answer, the decision
+        function `evaluate` measures, with this service's names, settings, calibration and prior."""
         names = self.names
-        votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in evidence.neighbours]
-        fused = fuse(names.classes, evidence.probabilities, votes, self.config)
-        ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, self.calibration, votes)]
-        prior = self.prior
-        if place is not None and prior is not None and not prior.empty:
-            ranking = with_prior(ranking, prior.at(place, (s.taxon.scientific_name for s in ranking if s.taxon)), FLOOR)
-        else:
-            place = None
-        decision = decide(ranking, votes, self.config)
-        rollup = None
-        if decision.decision != CONFIDENT:
-            rollup = roll_up(ranking, self.config.confident_score, self.references.taxonomy.group_name)
+        votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in evidence.neighbours]
+        decided = answer(evidence.probabilities, votes, names, self.config, self.calibration, self.prior, place,
+                         self.references.taxonomy.group_name)
         return Identification(
-            species=ranking[:TOP_SPECIES],
-            rollup=rollup,
-            place=place,
-            decision=decision,
+            species=decided.ranking[:TOP_SPECIES],
+            rollup=decided.rollup,
+            place=decided.place,
+            decision=decided.decision,
             neighbours=evidence.neighbours,
             embedding=evidence.embedding,
             model_name=self.backbone.identity.name,

@@ -107,7 +107,10 @@ def _markdown(result: Evaluation, plots: list[str]) -> str:
         + (f" (5-fold cross-validated top-1 of this choice on the tuning split: {best['cv_top1']:.3f})"
            if "cv_top1" in best else "") + ".", "",
         "| method | top-1 | top-5 |", "|---|---|---|",
-        *(f"| {name} | {acc[name]['top1']:.3f} | {acc[name]['top5']:.3f} |" for name in ("classifier", "knn", "fusion")),
+        *(f"| {text} | {acc[name]['top1']:.3f} | {acc[name]['top5']:.3f} |" for name, text in (
+            ("classifier", "classifier"), ("knn", "knn"), ("fusion", "fusion, as served (calibrated)"))),
+        "", "Labels of one taxon count as one species, as in served answers; `queries.csv` lists every test "
+        "query's answer.",
         "",
         "## Ablation", "",
         "Each part added in turn. Every threshold is chosen on the calibration split for the same target error; "
@@ -145,9 +148,25 @@ def _markdown(result: Evaluation, plots: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+QUERY_COLUMNS = ("path", "truth", "group", "top_species", "score", "decision", "reasons", "correct")
+
+
+def write_queries(answers: list[dict], out: Path) -> Path:
+    """queries.csv: one row per measured query, as the service answered it."""
+    import csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "queries.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=QUERY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(answers)
+    return out / "queries.csv"
+
+
 def write_report(result: Evaluation, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
+    write_queries(result.answers, out)
     plots = _plots(result, out)
     (out / "report.md").write_text(_markdown(result, plots))
     return out / "report.md"

@@ -116,8 +116,8 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
     assert views["views"] == 3 and views["top1_pooled"] > views["top1_one_photo"]
     assert [row["method"] for row in summary["ablation"]] == [
         "classifier", "kNN", "fusion", "+ temperature scaling", "+ calibration (confidence)", "+ roll-up"]
-    assert {p.name for p in out.iterdir()} == {"report.md", "metrics.json", "coverage_risk.png", "reliability.png",
-                                               "sweep.png"}
+    assert {p.name for p in out.iterdir()} == {"report.md", "metrics.json", "queries.csv", "coverage_risk.png",
+                                               "reliability.png", "sweep.png"}
     report = (out / "report.md").read_text()
     assert "**Data: simulation.**" in report and "## Ablation" in report and "| + roll-up |" in report
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == summary["accuracy"]
@@ -160,3 +160,90 @@ def test_evaluate_the_real_demo_model_on_real_bird_photos(data_dir, tmp_path):
 def test_evaluate_needs_photos_or_the_simulation(data_dir):
     result = CliRunner().invoke(main, ["evaluate"])
     assert result.exit_code == 1 and "error: bad_arguments:" in result.stderr
+
+
+def _queries_csv(path) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+    import csv
+    from pathlib import Path
+
+    return {Path(row["path"]).name: row for row in csv.DictReader(path.open())}
+
+
+def test_evaluate_measures_what_the_stored_settings_serve_on_the_simulation(data_dir, tmp_path):
+    """Every test query of queries.csv is answered again through identify.scoring.answer (what Identifier.explain
+    serves) with the settings --write-config stored, read back as a server reads them: same top species, score
+    and decision. (Before, evaluate composed its own twin of the pipeline.)"""
+    from identify.evaluation import in_label_space, neighbourhood, _neighbours
+    from identify.scoring import SpeciesNames, answer
+
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--seed", "3", "--out", str(out), "--write-config"])
+    assert result.exit_code == 0, result.output
+    stored = load_settings()
+    data, _ = in_label_space(simulate(3))
+    hood = neighbourhood(data, stored.fusion.k)
+    names = SpeciesNames(data.classes, data.taxa)
+    rows = _queries_csv(out / "queries.csv")
+    assert len(rows) > 100
+    for path, row in rows.items():
+        query = int(path.split()[-1])
+        served = answer(data.probabilities[query], _neighbours(data, hood, query, stored.fusion.k), names,
+                        stored.fusion, stored.calibration)
+        assert (served.top.name, str(served.decision.decision)) == (row["top_species"], row["decision"]), path
+        assert abs(served.top.score - float(row["score"])) < 1e-6 and row["truth"] == data.query_labels[query]
+
+
+def test_evaluate_measures_what_predict_serves_on_the_demo_photos(tmp_path, monkeypatch):
+    """The demo's real model and real photos: `identify evaluate --write-config`, then `identify predict` over an
+    index of the same references answers every test query with evaluate's top species, score and decision. The
+    classifier's top-1 is measured in the service's label space (its class `cock` names Gallus gallus, as a
+    query folder does): it was 0.000 when evaluate compared raw labels."""
+    from identify.demo import write_demo_photos
+    from identify.demo_model import convert_demo_model
+
+    root = tmp_path / "demo"
+    write_demo_photos(root)  # with taxonomy.csv: the data dir's mapping, as `make demo` has it
+    monkeypatch.setenv("IDENTIFY_DATA_DIR", str(root))
+    monkeypatch.delenv("IDENTIFY_DATABASE_URL", raising=False)
+    model = convert_demo_model(tmp_path / "lite0.pt")
+    out = tmp_path / "report"
+    evaluated = CliRunner().invoke(main, ["evaluate", "--model", str(model), "--references", str(root / "gallery"),
+                                          "--queries", str(root / "queries.csv"), "--out", str(out), "--json",
+                                          "--workers", "0", "--write-config"])
+    assert evaluated.exit_code == 0, evaluated.output
+    summary = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert summary["accuracy"]["classifier"]["top1"] > 0
+    built = CliRunner().invoke(main, ["build-index", "--model", str(model), "--images", str(root / "gallery"),
+                                      "--name", "demo", "--workers", "0"])
+    assert built.exit_code == 0, built.output
+    predicted = CliRunner().invoke(main, ["predict", "--model", str(model), "--index", "demo", "--json",
+                                          "--ignore-location", str(root / "queries")])
+    answers = {json.loads(line)["photo"].rsplit("/", 1)[-1]: json.loads(line)
+               for line in predicted.stdout.splitlines() if line.startswith("{")}
+    rows = _queries_csv(out / "queries.csv")
+    assert rows and set(rows) <= set(answers)
+    for name, row in rows.items():
+        served = answers[name]
+        assert (served["species"][0]["name"], served["decision"]) == (row["top_species"], row["decision"]), name
+        assert abs(served["species"][0]["score"] - float(row["score"])) < 1e-4, name
+
+
+def test_evaluate_check_measures_the_stored_threshold_without_refitting(data_dir, tmp_path):
+    """--write-config on seed 0, then --check on seed 7: seed 0's threshold is the one measured, with its error
+    bound, per group; nothing is written. (Before, evaluate on seed 7 refitted and reported its own 0.905.)"""
+    assert CliRunner().invoke(main, ["evaluate", "--simulate", "--seed", "0", "--write-config",
+                                     "--out", str(tmp_path / "fit")]).exit_code == 0
+    written = load_settings().fusion.confident_score
+    before = (data_dir / "identify.toml").read_text()
+    checked = CliRunner().invoke(main, ["evaluate", "--simulate", "--seed", "7", "--check", "--json",
+                                        "--out", str(tmp_path / "check")])
+    assert checked.exit_code in (0, 3), checked.output
+    report = json.loads(checked.stdout.strip().splitlines()[-1])
+    assert report["config"]["confident_score"] == written and (data_dir / "identify.toml").read_text() == before
+    assert report["queries"] == 2000 and 0 < report["coverage"] < 1
+    assert report["realised_error"] <= report["upper_bound"] <= 1
+    assert set(report["groups"]) == {"known", "new"}
+    assert (checked.exit_code == 3) == (report["upper_bound"] > report["config"]["target_error"])
+    assert len(_queries_csv(tmp_path / "check" / "queries.csv")) == 2000
+    both = CliRunner().invoke(main, ["evaluate", "--simulate", "--check", "--write-config"])
+    assert both.exit_code == 1 and "bad_arguments" in both.stderr
