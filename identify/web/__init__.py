@@ -143,8 +143,8 @@ def _register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         if status == 413:
             return _error_response(_too_large(app))
-        response = _error_response(IdentifyError(HTTP_CODES.get(status, f"http_{status}"), exc.description or exc.name,
-                                                 status))
+        code = HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")  # registered codes only
+        response = _error_response(IdentifyError(code, exc.description or exc.name, status))
         allowed = getattr(exc, "valid_methods", None)
         if status == 405 and allowed:  # RFC 9110: a 405 says which methods the resource takes
             body, code, headers = response

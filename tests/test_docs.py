@@ -1,0 +1,56 @@
+"""What the README says that the code decides: the error-code table is generated from the one registry, and every
+code raised anywhere is registered (with the status it is raised with)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from identify import docs
+from identify.error_codes import CODES
+from identify.web import HTTP_CODES
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = [*sorted((ROOT / "identify").rglob("*.py")), *sorted((ROOT / "index_builder").rglob("*.py"))]
+
+
+def _constant(node: ast.AST | None) -> object:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def raised_codes() -> dict[str, set[int | None]]:
+    """code -> the HTTP statuses it is raised with (None where the status is not a literal)."""
+    found: dict[str, set[int | None]] = {}
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            called = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            if called == "IdentifyError" and node.args and isinstance(_constant(node.args[0]), str):
+                status = node.args[2] if len(node.args) > 2 else next(
+                    (k.value for k in node.keywords if k.arg == "status"), ast.Constant(400))
+                found.setdefault(str(_constant(node.args[0])), set()).add(_constant(status))  # type: ignore[arg-type]
+            elif called == "parse_count" and len(node.args) > 4:  # its code argument: bad_k
+                found.setdefault(str(_constant(node.args[4])), set()).add(400)
+    for status, code in HTTP_CODES.items():
+        found.setdefault(code, set()).add(status)
+    return found
+
+
+def test_every_raised_code_is_registered_and_every_registered_one_is_raised():
+    raised = raised_codes()
+    assert sorted(set(raised) - set(CODES)) == [], "raised but not in identify/error_codes.py"
+    assert sorted(set(CODES) - set(raised)) == [], "registered but raised nowhere (a stale entry)"
+
+
+def test_each_code_is_raised_with_its_registered_status():
+    wrong = {code: statuses for code, statuses in raised_codes().items()
+             if CODES[code].status is not None and statuses - {CODES[code].status, None}}
+    assert wrong == {}
+
+
+def test_the_readme_error_table_is_the_generated_one():
+    assert docs.main(["--check"]) == 0, "run: python -m identify.docs"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for code in CODES:
+        assert f"| `{code}` |" in readme
