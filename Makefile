@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FAISS ?= cpu
 INSTALLED := $(VENV)/.installed-$(FAISS)
 
-.PHONY: test demo demo-photos install clean chromium
+.PHONY: test test-fast demo demo-photos install clean chromium
 
 install: $(INSTALLED)
 
@@ -18,6 +18,10 @@ $(INSTALLED): pyproject.toml constraints/offline.txt
 
 test: $(INSTALLED) chromium demo-photos
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but slow, browser and PostgreSQL tests (under 90 s on 2 cores). Not what CI runs.
+test-fast: $(INSTALLED) demo-photos
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not postgres"
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 chromium:

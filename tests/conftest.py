@@ -21,6 +21,14 @@ POSTGRES_ADMIN_URL = os.environ.get("IDENTIFY_TEST_POSTGRES_URL", "postgresql://
 SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test run on the postgresql parameter of `database_url` is a postgres test (make test-fast skips them)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("database_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """mobilenet_v3_small_0_25 at 96 px over SPECIES, in a file whose name does not say the network."""
@@ -111,13 +119,40 @@ def web_settings(tmp_path: Path, database_url: str, tiny_checkpoint: Path):  # t
     )
 
 
+@pytest.fixture(scope="session")
+def sqlite_birds(tmp_path_factory: pytest.TempPathFactory, tiny_backbone) -> Path:  # type: ignore[no-untyped-def]
+    """The `birds` index over SPECIES (6 photos each) built once into a SQLite database and a data dir: what
+    `make_service` copies for each SQLite test instead of building it again (a second a test)."""
+    from identify.config import Settings
+
+    root = tmp_path_factory.mktemp("sqlite-birds")
+    refs = make_species_folder(root / "refs", SPECIES, per=6)
+    build_reference_index(Settings(root / "var", f"sqlite:///{root / 'identify.db'}"), tiny_backbone, refs, "birds")
+    return root
+
+
+def _published_birds(settings, backbone, refs: Path, request: pytest.FixtureRequest) -> None:  # type: ignore[no-untyped-def]
+    """The `birds` index in `settings`' database and data dir: copied from `sqlite_birds` on SQLite (the same
+    rows and files a build makes), built on PostgreSQL."""
+    import shutil
+
+    if not settings.database_url.startswith("sqlite:///"):
+        build_reference_index(settings, backbone, refs, "birds")
+        return
+    template: Path = request.getfixturevalue("sqlite_birds")
+    database = Path(settings.database_url.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(template / "identify.db", database)
+    shutil.copytree(template / "var", settings.data_dir, symlinks=True)
+
+
 @pytest.fixture
-def make_service(web_settings, tiny_backbone, refs):  # type: ignore[no-untyped-def]
+def make_service(web_settings, tiny_backbone, refs, request):  # type: ignore[no-untyped-def]
     """A factory of services (each one a 'worker process') over one database and one published index."""
     from identify.service import IdentificationService
     from identify.storage import Store, make_engine
 
-    build_reference_index(web_settings, tiny_backbone, refs, "birds")
+    _published_birds(web_settings, tiny_backbone, refs, request)
     engines = []
 
     def make(settings=None):  # type: ignore[no-untyped-def]

@@ -32,8 +32,10 @@ CONFORMS = [not_a_server_error, status_code_conformance, content_type_conformanc
 # multipart form cannot tell a one-element array from a string, so schemathesis' "array" there is one value.
 CHECKS = [*CONFORMS, negative_data_rejection]
 
+pytestmark = pytest.mark.slow
 
-@pytest.fixture(scope="module", params=["waitress-sqlite", "gunicorn-postgresql"])
+
+@pytest.fixture(scope="module", params=["waitress-sqlite", pytest.param("gunicorn-postgresql", marks=pytest.mark.postgres)])
 def served_alone(request, tmp_path_factory, tiny_checkpoint, tiny_backbone):  # type: ignore[no-untyped-def]
     """A server of its own (what schemathesis stores must not crowd the browser tests' review queue): `identify
     serve` on SQLite, and the README's deployment, two gunicorn workers on PostgreSQL."""

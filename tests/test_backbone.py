@@ -21,6 +21,7 @@ SEEDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("network, size, classes, dim, stages", SEEDS, ids=[s[0] for s in SEEDS])
 def test_seed_architecture_gives_probabilities_and_embedding_in_one_pass(tmp_path, network, size, classes, dim, stages):
     names = [f"sp_{i:03d}" for i in range(classes)]
@@ -116,6 +117,7 @@ def test_the_channels_last_layout_gives_the_plain_layouts_numbers(tmp_path):
     np.testing.assert_allclose(fast.probabilities, plain.probabilities, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_compiled_forward_gives_the_eager_numbers_and_compiles_once(tiny_checkpoint):
     """`build-index --compile`: torch.compile's forward, each batch padded to the batch size (a smaller last
     batch would compile a second graph), must say what the eager forward says."""

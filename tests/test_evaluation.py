@@ -85,6 +85,7 @@ def test_the_vectorised_fusion_matches_the_services_fuse():
             pytest.approx(by_name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_in_the_simulation_fusion_beats_both_parts(seed):
     result = evaluate(simulate(seed), FusionConfig())
@@ -96,6 +97,7 @@ def test_in_the_simulation_fusion_beats_both_parts(seed):
     assert result.selective["realised_error"] <= 0.05 and result.selective["coverage"] > 0.25
 
 
+@pytest.mark.slow
 def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_path):
     out = tmp_path / "report"
     result = CliRunner().invoke(main, ["evaluate", "--simulate", "--out", str(out), "--write-config", "--json"])
@@ -139,6 +141,7 @@ def test_write_config_refuses_what_it_could_not_check(data_dir, tmp_path, monkey
     assert "too few to hold any out" in (tmp_path / "r" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_evaluate_the_real_demo_model_on_real_bird_photos(data_dir, tmp_path):
     """The demo's 35 bird queries against its 90 references, through `identify evaluate`."""
     from identify.demo import write_demo_photos
@@ -169,6 +172,7 @@ def _queries_csv(path) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-
     return {Path(row["path"]).name: row for row in csv.DictReader(path.open())}
 
 
+@pytest.mark.slow
 def test_evaluate_measures_what_the_stored_settings_serve_on_the_simulation(data_dir, tmp_path):
     """Every test query of queries.csv is answered again through identify.scoring.answer (what Identifier.explain
     serves) with the settings --write-config stored, read back as a server reads them: same top species, score
@@ -193,6 +197,7 @@ def test_evaluate_measures_what_the_stored_settings_serve_on_the_simulation(data
         assert abs(served.top.score - float(row["score"])) < 1e-6 and row["truth"] == data.query_labels[query]
 
 
+@pytest.mark.slow
 def test_evaluate_measures_what_predict_serves_on_the_demo_photos(tmp_path, monkeypatch):
     """The demo's real model and real photos: `identify evaluate --write-config`, then `identify predict` over an
     index of the same references answers every test query with evaluate's top species, score and decision. The
@@ -228,6 +233,7 @@ def test_evaluate_measures_what_predict_serves_on_the_demo_photos(tmp_path, monk
         assert abs(served["species"][0]["score"] - float(row["score"])) < 1e-4, name
 
 
+@pytest.mark.slow
 def test_evaluate_check_measures_the_stored_threshold_without_refitting(data_dir, tmp_path):
     """--write-config on seed 0, then --check on seed 7: seed 0's threshold is the one measured, with its error
     bound, per group; nothing is written. (Before, evaluate on seed 7 refitted and reported its own 0.905.)"""

@@ -134,6 +134,7 @@ def _fields():  # type: ignore[no-untyped-def]
     return SightingFields()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_identical_photos_from_two_clients_survive_backend_termination(web_settings, make_service, database_url):
     """The probe's race, as it ran: two clients upload the same bytes at once, round after round, while every
@@ -332,6 +333,7 @@ def test_the_host_header_does_not_choose_the_exported_photo_links(web_settings, 
 
 
 # ---- 7: slow clients ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_half_open_connections_do_not_keep_new_clients_out(served):
     """150 connections that send half a request line and wait. Before (waitress' 100-connection default) a new
     client's request waited until they timed out."""

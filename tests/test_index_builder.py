@@ -177,6 +177,7 @@ def test_predict_reports_a_bad_photo_and_goes_on(refs, tiny_checkpoint, data_dir
     assert "nearest references" in text and SPECIES[2] in text
 
 
+@pytest.mark.slow
 def test_killed_build_process_loses_nothing_and_resumes(tmp_path, data_dir):
     """A real crash: SIGKILL the build once some batches are committed; the re-run completes without duplicates."""
     import os
@@ -287,6 +288,7 @@ def _vectors_by_photo(database_url: str) -> dict[str, np.ndarray]:
     return {sha: np.frombuffer(vector, dtype=np.float32) for sha, vector in rows}
 
 
+@pytest.mark.slow
 def test_a_torchrun_build_of_two_ranks_equals_one_process(refs, tiny_checkpoint, tmp_path):
     """Two CPU processes under torchrun (gloo) store the same rows and vectors as one process, without
     duplicates; rank 0 reports the whole build, rank 1 its shard; a rerun of both embeds nothing."""

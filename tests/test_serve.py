@@ -8,7 +8,11 @@ import urllib.error
 import urllib.request
 import uuid
 
+import pytest
+
 from tests.conftest import jpeg_bytes, species_photo
+
+pytestmark = pytest.mark.slow  # a real `identify serve` in a subprocess
 
 
 def post_image(url: str, data: bytes, filename: str, content_type: str) -> tuple[int, dict]:

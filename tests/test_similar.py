@@ -100,6 +100,7 @@ def test_an_unreadable_snapshot_costs_one_full_read_not_the_sightings(make_servi
     assert len(read) == 40 and restarted.similar_index.count == 40
 
 
+@pytest.mark.slow
 def test_index_sightings_publishes_through_the_planner_with_a_memory_budget(make_service, web_settings):
     from identify.vectors.catalog import published_indexes
 

@@ -120,6 +120,7 @@ def test_the_index_is_cached_and_lookups_need_no_tables(monkeypatch: pytest.Monk
         taxonomy._index.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     taxonomy._index.cache_clear()

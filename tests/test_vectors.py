@@ -125,6 +125,7 @@ def test_tuned_nprobe_reaches_the_target_recall_on_new_queries():
     assert _recall_at_10(index, vectors, queries, ids) >= 0.93  # tuned on the collection, checked on new photos
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_exact_search_where_ivf_cannot_win():
     from identify.vectors.plan import build_planned_index
 
@@ -198,6 +199,7 @@ def test_a_live_index_catches_up_with_a_burst_below_its_own_rows():
     assert live2.count == 3 * LOOKBACK + 2
 
 
+@pytest.mark.slow
 def test_past_the_memory_budget_the_plan_is_ivf_pq_with_its_recall():
     """Clustered vectors whose exact index needs 1.1 MiB, given a budget of 200 KiB: OPQ + IVF-PQ codes that
     fit (16 bytes a vector), a re-ranking factor and nprobe tuned on the collection, and the recall@10 it

@@ -22,6 +22,8 @@ from tests.conftest import SPECIES, _postgres_database, build_reference_index, f
 UPLOADS = 2400  # more than the live index's look-back (1000), as in the finding
 CLIENTS = 16
 
+pytestmark = pytest.mark.slow
+
 
 def _multipart(photo: bytes) -> tuple[bytes, str]:
     boundary = "identify-test-boundary"
@@ -42,6 +44,7 @@ def gunicorn_on_postgres(tmp_path: Path, tiny_checkpoint: Path, tiny_backbone) -
             yield server["base"]
 
 
+@pytest.mark.postgres
 def test_every_worker_covers_every_sighting_after_a_burst(gunicorn_on_postgres):
     base = gunicorn_on_postgres
     photos = [_multipart(jpeg_bytes(species_photo(i % 3, 1000 + i % 50, size=64))) for i in range(UPLOADS)]
