@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FAISS ?= cpu
 INSTALLED := $(VENV)/.installed-$(FAISS)
 
-.PHONY: test test-fast demo demo-photos install clean chromium
+.PHONY: test test-fast lint demo demo-photos install clean chromium
 
 install: $(INSTALLED)
 
@@ -16,11 +16,19 @@ $(INSTALLED): pyproject.toml constraints/offline.txt
 	$(BIN)/identify taxonomy suggest sparrow --limit 1 > /dev/null  # builds the name index cache once (about 3 s)
 	touch $@
 
-test: $(INSTALLED) chromium demo-photos
+test: lint chromium demo-photos
 	$(BIN)/python -m pytest -q
+
+# ruff (pyflakes, pycodestyle errors, bugbear), mypy over identify/ and index_builder/, and the README's
+# generated blocks up to date: part of make test.
+lint: $(INSTALLED)
+	$(BIN)/ruff check identify index_builder tests benchmarks migrations
+	$(BIN)/mypy
+	$(BIN)/python -m identify.docs --check
 
 # The inner loop: everything but slow, browser and PostgreSQL tests (under 90 s on 2 cores). Not what CI runs.
 test-fast: $(INSTALLED) demo-photos
+	$(BIN)/ruff check identify index_builder tests benchmarks migrations
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not postgres"
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).

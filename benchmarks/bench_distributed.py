@@ -49,10 +49,10 @@ def main() -> None:
         model = convert_demo_model(root / "lite0.pt")
         args = ["build-index", "--model", str(model), "--images", str(refs), "--name", "bench", "--json"]
         for repeat in range(options.repeat):
-            def alone() -> tuple[float, dict]:
+            def alone(repeat: int = repeat) -> tuple[float, dict]:
                 return timed_build([str(BIN / "identify"), *args], root / f"one{repeat}", {})
 
-            def ranked() -> tuple[float, dict]:
+            def ranked(repeat: int = repeat) -> tuple[float, dict]:
                 return timed_build([str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={options.ranks}",
                                     "-m", "identify", *args], root / f"many{repeat}", {"OMP_NUM_THREADS": "1"})
 

@@ -72,7 +72,7 @@ def search_ratios(n: int, dim: int = 128, n_queries: int = 10_000) -> dict:
 
 
 def recall_at_10(exact: np.ndarray, found: np.ndarray) -> float:
-    return float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact.tolist(), found.tolist())]))
+    return float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact.tolist(), found.tolist(), strict=True)]))
 
 
 def forward_ratios(checkpoint: Path, batch: int = 64, rounds: int = 10) -> dict:
@@ -155,7 +155,7 @@ def serving_path(indexes_dir: Path, name: str = "bench") -> str:
         cpu = answers(load_index(indexes_dir, name)) + answers(synthetic())[1:]
     except Exception as exc:  # noqa: BLE001 - the point is to report what fails on a GPU
         return f"failed: {type(exc).__name__}: {exc}"[:300]
-    same = [bool(np.array_equal(g, c)) for g, c in zip(gpu, cpu)]
+    same = [bool(np.array_equal(g, c)) for g, c in zip(gpu, cpu, strict=True)]
     return "same as CPU" if all(same) else f"differs from CPU (plain, common, rare; 5,000 rows: common, rare): {same}"
 
 

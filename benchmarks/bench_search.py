@@ -54,7 +54,7 @@ def case(n: int, dim: int, n_queries: int, clusters: int, memory_budget: int | N
     build_seconds = time.perf_counter() - started
     flat_qps, exact = queries_per_second(flat, queries)
     auto_qps, found = queries_per_second(auto, queries)
-    recall = float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact.tolist(), found.tolist())]))
+    recall = float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact.tolist(), found.tolist(), strict=True)]))
     return {"n": n, "dim": dim, "auto": plan.factory, "nprobe": plan.nprobe, "build_s": round(build_seconds, 1),
             "flat_qps": round(flat_qps, 1), "auto_qps": round(auto_qps, 1), "ratio": round(auto_qps / flat_qps, 2),
             "recall_at_10": round(recall, 3), "tuned_recall_at_10": plan.recall_at_10,

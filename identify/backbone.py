@@ -41,7 +41,8 @@ def default_device() -> torch.device:
 
 
 class Backbone:
-    def __init__(self, net: torch.nn.Module, identity: ModelIdentity, device: torch.device, half: bool = False):
+    def __init__(self, net: Any, identity: ModelIdentity, device: torch.device, half: bool = False):
+        # Any: a birder network (its embedding, classify and detection_features are not nn.Module's)
         self.net = net
         self.use_memory_format(torch.contiguous_format if identity.network.startswith(PLAIN_LAYOUT_NETWORKS)
                                else torch.channels_last)
@@ -59,7 +60,7 @@ class Backbone:
         (a 2-core build was no faster: its decode workers set the pace; BENCHMARKS.md 1).
         Every batch is padded to `batch_size` so that the graph compiles once: a smaller last batch would
         compile a second one."""
-        self.net.embedding = torch.compile(self.net.embedding, dynamic=False)  # type: ignore[method-assign]
+        self.net.embedding = torch.compile(self.net.embedding, dynamic=False)
         self.compiled_batch = batch_size
 
     @functools.cached_property
@@ -67,7 +68,7 @@ class Backbone:
         """Birder's own inference transform for this model's size and normalisation."""
         import birder
 
-        return birder.classification_transform(self.identity.size, self.identity.rgb_stats)
+        return birder.classification_transform(self.identity.size, self.identity.rgb_stats)  # type: ignore[arg-type]  # birder's RGBType is this dict
 
     def use_memory_format(self, memory_format: torch.memory_format) -> None:
         """The layout of the network's weights and of every batch. Channels-last unless the network is measured
@@ -134,9 +135,10 @@ class Backbone:
             return self.net.detection_features(batch.to(self.device).contiguous(memory_format=self.memory_format))
 
 
-def _identity(name: str, network: str, sha256: str, net: torch.nn.Module, info: Any) -> ModelIdentity:
+def _identity(name: str, network: str, sha256: str, net: Any, info: Any) -> ModelIdentity:
     from birder.common.lib import class_list_from_class_to_idx, get_size_from_signature
 
+    height, width = get_size_from_signature(info.signature)
     return ModelIdentity(
         name=name,
         network=network,
@@ -144,7 +146,7 @@ def _identity(name: str, network: str, sha256: str, net: torch.nn.Module, info: 
         classes=list(class_list_from_class_to_idx(info.class_to_idx)),
         signature=info.signature,
         rgb_stats={key: list(value) for key, value in info.rgb_stats.items()},
-        size=tuple(get_size_from_signature(info.signature)),
+        size=(int(height), int(width)),
         embedding_dim=int(net.embedding_size),
     )
 

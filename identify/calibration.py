@@ -69,7 +69,7 @@ class Calibration:
             total = powered.sum(axis=-1, keepdims=True)
             return np.divide(powered, total, out=np.zeros_like(powered), where=total > 0)
         if self.method == "isotonic":
-            x, y = zip(*self.points)
+            x, y = zip(*self.points, strict=True)
             return np.where(scores > 0, np.interp(scores, x, y), 0.0)
         return scores
 
@@ -173,5 +173,5 @@ def choose_threshold(top_scores: np.ndarray, correct: np.ndarray, eligible: np.n
         chosen = rows[-1]
     if chosen is None:
         return RiskControl(target_error, confidence, NOTHING_CONFIDENT, 0, 0, 1.0, rows)
-    return RiskControl(target_error, confidence, chosen["threshold"], chosen["answered"], chosen["errors"],
+    return RiskControl(target_error, confidence, chosen["threshold"], int(chosen["answered"]), int(chosen["errors"]),
                        chosen["upper_bound"], rows)

@@ -431,10 +431,10 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
         return
     for name, values in result.accuracy.items():
         click.echo(f"{name:<11} top-1 {values['top1']:.3f}  top-5 {values['top5']:.3f}")
-    chosen, selective = result.config, result.selective
-    click.echo(f"chosen λ={chosen.weight_knn:g} k={chosen.k} T={chosen.temperature:g}; ECE "
+    settled, selective = result.config, result.selective
+    click.echo(f"chosen λ={settled.weight_knn:g} k={settled.k} T={settled.temperature:g}; ECE "
                f"{result.calibration_block['ece_before']:.3f} -> {result.calibration_block['ece_after']:.3f} "
-               f"({result.calibration.method}); confident at >= {chosen.confident_score:g}: coverage "
+               f"({result.calibration.method}); confident at >= {settled.confident_score:g}: coverage "
                f"{selective['coverage']:.1%}, error {selective['realised_error']:.1%} (target "
                f"{selective['target_error']:.0%})")
     click.echo(f"report: {report}")

@@ -98,7 +98,7 @@ def scene(bird: Image.Image, background: Image.Image, rng: np.random.Generator, 
     bird = bird.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else bird
     bird = bird.crop(bird.getbbox())
     scale = rng.uniform(0.55, 0.85) * SIZE / max(bird.size)
-    bird = bird.resize((max(1, round(bird.width * scale)), max(1, round(bird.height * scale))), Image.LANCZOS)
+    bird = bird.resize((max(1, round(bird.width * scale)), max(1, round(bird.height * scale))), Image.Resampling.LANCZOS)
     x = int(rng.integers(0, SIZE - bird.width + 1))
     y = int(rng.integers(0, SIZE - bird.height + 1))
     out = background.copy()

@@ -7,6 +7,7 @@ names are ImageNet's, as torchvision records them in its weights metadata (no do
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -16,7 +17,7 @@ from identify.errors import IdentifyError
 NETWORK = "efficientnet_lite0"
 SIZE = (224, 224)
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1] ((x - 127) / 128): birder's "centered" stats.
-RGB_MODE = "centered"
+RGB_MODE: Literal["centered"] = "centered"
 
 
 def imagenet_classes() -> list[str]:
@@ -51,4 +52,4 @@ def convert_demo_model(out: Path) -> Path:
             raise IdentifyError("demo_model_mismatch", f"{key}: {tuple(tensor.shape)} != {tuple(expected.shape)}")
     net.load_state_dict(dict(zip(target.keys(), source, strict=True)))
     class_to_idx = {name: index for index, name in enumerate(classes)}
-    return write_checkpoint(net, NETWORK, class_to_idx, SIZE, get_rgb_stats(RGB_MODE), out)
+    return write_checkpoint(net, NETWORK, class_to_idx, SIZE, dict(get_rgb_stats(RGB_MODE)), out)

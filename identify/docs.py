@@ -31,10 +31,10 @@ def _marked(name: str) -> re.Pattern[str]:
 def render(text: str) -> str:
     """`text` with every generated block made anew."""
     for name, make in BLOCKS.items():
-        pattern = _marked(name)
-        if not pattern.search(text):
+        match = _marked(name).search(text)
+        if match is None:
             raise ValueError(f"no generated:{name} block")
-        text = pattern.sub(lambda match: match.group(1) + make() + "\n" + match.group(3), text)
+        text = text[:match.start(2)] + make() + "\n" + text[match.end(2):]
     return text
 
 

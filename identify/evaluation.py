@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class EvaluationData:
     reference_labels: list[str]
     kind: str  # "labelled photos" or "simulation": the report says which
     description: str = ""
-    taxa: dict[str, Taxon | None] = field(default_factory=dict)  # label -> taxon, for the roll-up
+    taxa: Mapping[str, Taxon | None] = field(default_factory=dict)  # label -> taxon, for the roll-up
     # Where and when each query was taken, and occurrence records (scientific name, lat, lon, date): the prior.
     query_places: list[Place] | None = None
     occurrences: list[tuple[str, float, float, Any]] | None = None
@@ -209,7 +209,7 @@ def split_queries(labels: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndar
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[], [], []]
     for label in sorted(set(labels)):
-        rows = rng.permutation([i for i, l in enumerate(labels) if l == label])
+        rows = rng.permutation([i for i, query in enumerate(labels) if query == label])
         cuts = np.round(np.cumsum(SPLITS)[:-1] * len(rows)).astype(int)
         for part, chunk in zip(parts, np.split(rows, cuts), strict=True):
             part.extend(int(r) for r in chunk)
@@ -421,7 +421,7 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     ece_after, bins_after = expected_calibration_error(tested.top, tested.correct)
     classifier_ece, _ = expected_calibration_error(space.clf[test].max(axis=1), space.clf[test].argmax(axis=1) == truth)
     confident = np.array([d == CONFIDENT for d in tested.decisions], dtype=bool)
-    share = {d: _share(np.array([x == d for x in tested.decisions])) for d in (CONFIDENT, NEEDS_REVIEW, NO_MATCH)}
+    share = {str(d): _share(np.array([x == d for x in tested.decisions])) for d in (CONFIDENT, NEEDS_REVIEW, NO_MATCH)}
     realised = _error_among(confident, tested.correct)
     result = Evaluation(
         kind=data.kind, description=data.description, queries=len(everything), references=len(data.reference_labels),

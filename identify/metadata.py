@@ -9,7 +9,7 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from typing import Sequence, overload
 
 from PIL import ExifTags, Image
 
@@ -171,6 +171,12 @@ def parse_observed_at(raw: str | None, name: str = "observed_at") -> datetime | 
     return moment
 
 
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
+@overload
+def as_utc(moment: datetime | None) -> datetime | None: ...
 def as_utc(moment: datetime | None) -> datetime | None:
     """UTC, so every backend stores and compares the same instant (SQLite keeps no zone: naive means UTC)."""
     if moment is None:
@@ -215,7 +221,7 @@ def _exif_time(value: object, offset: object) -> datetime | None:
 
 def _gps_degrees(value: object, ref: object, limit: float) -> float | None:
     try:
-        degrees, minutes, seconds = (float(part) for part in value)  # type: ignore[union-attr]
+        degrees, minutes, seconds = (float(part) for part in value)  # type: ignore[attr-defined]  # EXIF's IFDRational triple
     except (TypeError, ValueError, ZeroDivisionError):
         return None
     result = degrees + minutes / 60 + seconds / 3600

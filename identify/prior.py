@@ -166,11 +166,11 @@ def aggregate(table, names: Taxonomy, resolution: int = RESOLUTION) -> tuple[lis
     lon = pd.to_numeric(table["decimalLongitude"], errors="coerce")
     when = pd.to_datetime(table["eventDate"].str.split("/").str[0], errors="coerce", utc=True, format="ISO8601")
     taxa = {name: names.resolve(name) for name in table["scientificName"].dropna().unique()}
-    canonical = table["scientificName"].map(lambda n: taxa[n].scientific_name if taxa.get(n) else None)
+    canonical = table["scientificName"].map(lambda n: taxon.scientific_name if (taxon := taxa.get(n)) else None)
     usable = lat.between(-90, 90) & lon.between(-180, 180) & when.notna() & canonical.notna()
     frame = pd.DataFrame({"lat": lat[usable], "lon": lon[usable], "week": when[usable].dt.isocalendar().week,
                           "taxon": canonical[usable]})
-    frame["cell"] = [h3.latlng_to_cell(a, b, resolution) for a, b in zip(frame["lat"].tolist(), frame["lon"].tolist())]
+    frame["cell"] = [h3.latlng_to_cell(a, b, resolution) for a, b in zip(frame["lat"].tolist(), frame["lon"].tolist(), strict=True)]
     grouped = frame.groupby(["cell", "week", "taxon"]).size()
     rows = [(cell, int(week), taxon, int(count)) for (cell, week, taxon), count in grouped.items()]
     return rows, int((~usable).sum())

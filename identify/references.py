@@ -246,7 +246,7 @@ class References:
                 ).all()
                 if not rows:
                     return
-                ids, vectors = rows_to_arrays(rows, dim)
+                ids, vectors = rows_to_arrays(list(rows), dim)
                 yield ids, vectors
                 last = int(ids[-1])
 
@@ -337,4 +337,4 @@ def _insert_if_absent(session: Session, table: type, values: dict[str, Any], key
     of a unique violation: PostgreSQL waits for the first to commit, SQLite serialises writers."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     result = session.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=key))
-    return bool(result.rowcount)
+    return bool(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult, for an INSERT

@@ -10,7 +10,7 @@ taxon, a reference folder `Passer_domesticus` and a class "House sparrow" are th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from identify.taxonomy import Taxon
 class SpeciesNames:
     """Label -> taxon, and the one label that stands for each taxon in answers (the model's class first)."""
 
-    def __init__(self, classes: Sequence[str], taxa: dict[str, Taxon | None]) -> None:
+    def __init__(self, classes: Sequence[str], taxa: Mapping[str, Taxon | None]) -> None:
         self.taxa = taxa
         self._standing: dict[str, str] = {}  # scientific name -> label
         for label in [*classes, *taxa]:

@@ -236,11 +236,11 @@ class IdentificationService:
         if outcome.reference_id is not None:  # committed: this process searches it at once, others on refresh
             self.reference_index.refresh(force=True)
         confirmed = outcome.sighting
-        if confirmed.status in ("confirmed", "corrected") and confirmed.taxon is not None and \
+        prior = self.identifier.prior
+        if prior is not None and confirmed.status in ("confirmed", "corrected") and confirmed.taxon is not None and \
                 confirmed.lat is not None and confirmed.lon is not None and confirmed.observed_at is not None:
             # A confirmed sighting is a record for the prior: this process counts it now, others at restart.
-            self.identifier.prior.add_records([(confirmed.taxon.scientific_name, confirmed.lat, confirmed.lon,
-                                                confirmed.observed_at)])
+            prior.add_records([(confirmed.taxon.scientific_name, confirmed.lat, confirmed.lon, confirmed.observed_at)])
         return outcome
 
     def species_names(self) -> list[str]:

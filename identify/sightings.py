@@ -458,7 +458,7 @@ class SightingStore:
                 .where(Sighting.id == request.sighting_id, Sighting.version == request.version)
                 .values(status=ACTIONS[request.action], species_id=species_id, version=Sighting.version + 1)
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]  # a CursorResult, for an UPDATE
             if changed != 1:
                 raise self._stale(request)
             reference_id = None

@@ -150,7 +150,7 @@ class Store:
             result = session.execute(update(IndexBuild).where(IndexBuild.index_id == index_id,
                                                               IndexBuild.status == "running")
                                      .values(status="abandoned", finished_at=utcnow()))
-            return int(result.rowcount)
+            return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult, for an UPDATE
 
     def start_build(self, index_id: int) -> int:
         with self.sessions.begin() as session:

@@ -251,8 +251,8 @@ class Taxonomy:
             if scientific != NOT_A_TAXON:
                 taxon = _index().taxa.get(scientific) or self._mapped_outside(scientific)
         elif key:
-            scientific = self._scientific_name(label, key)
-            taxon = _index().taxa.get(scientific) if scientific else None
+            found = self._scientific_name(label, key)
+            taxon = _index().taxa.get(found) if found else None
         self._resolved[label] = taxon
         return taxon
 
@@ -311,15 +311,15 @@ def _group_names() -> dict[tuple[str, str], str]:
         if taxon.rank != "species" or not taxon.common_name:
             continue
         last = taxon.common_name.split()[-1].split("-")[-1].lower()
-        for group in (("genus", taxon.genus), ("family", taxon.family), ("order", taxon.order)):
-            if group[1]:
-                words.setdefault(group, Counter())[last] += 1  # type: ignore[index]
-    names = {}
-    for group, counts in words.items():
+        for rank, group in (("genus", taxon.genus), ("family", taxon.family), ("order", taxon.order)):
+            if group:
+                words.setdefault((rank, group), Counter())[last] += 1
+    names: dict[tuple[str, str], str] = {}
+    for key, counts in words.items():
         word, count = counts.most_common(1)[0]
         if count * 2 >= sum(counts.values()):
-            names[group] = word  # type: ignore[index]
-    return names  # type: ignore[return-value]
+            names[key] = word
+    return names
 
 
 @functools.lru_cache(maxsize=1)

@@ -78,7 +78,7 @@ def test_the_vectorised_fusion_matches_the_services_fuse():
     assert (~space.is_class).sum() == 4
     for row in range(0, len(data.query_labels), 37):
         neighbours = [Neighbour(int(i), data.reference_labels[i], float(s))
-                      for s, i in zip(hood.similarities[row], hood.reference_index[row])]
+                      for s, i in zip(hood.similarities[row], hood.reference_index[row], strict=True)]
         ranking = fuse(data.classes, data.probabilities[row], neighbours, config)
         by_name = {s.name: s.score for s in ranking}
         assert {name: fused[row, i] for i, name in enumerate(space.names) if fused[row, i] > 0} == \

@@ -163,7 +163,7 @@ def test_identical_photos_from_two_clients_survive_backend_termination(web_setti
             photo = jpeg_bytes(species_photo(round_ % 3, 1000 + round_))
             start = threading.Barrier(2)
 
-            def send(_: int) -> tuple[int, str | None]:
+            def send(_: int, start: threading.Barrier = start, photo: bytes = photo) -> tuple[int, str | None]:
                 own = app.test_client()
                 start.wait()
                 response = upload(own, photo)

@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from identify.cli import main
-from identify.config import FusionConfig
 from identify.fusion import RankedSpecies, with_prior
 from identify.prior import FLOOR, SHRINK_LOCAL, SHRINK_REGIONAL, Occurrences, Place, PriorModel, TaxonPrior, cell_of, week_of
 from identify.taxonomy import Taxon, Taxonomy

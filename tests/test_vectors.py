@@ -102,7 +102,7 @@ def _recall_at_10(index, vectors: np.ndarray, queries: np.ndarray, ids: np.ndarr
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     _, exact = faiss.knn(queries, unit, 10, metric=faiss.METRIC_INNER_PRODUCT)
     _, found = index.search(queries, 10)
-    return float(np.mean([len(set(ids[e].tolist()) & set(f.tolist())) / 10 for e, f in zip(exact, found)]))
+    return float(np.mean([len(set(ids[e].tolist()) & set(f.tolist())) / 10 for e, f in zip(exact, found, strict=True)]))
 
 
 def test_tuned_nprobe_reaches_the_target_recall_on_new_queries():

@@ -605,7 +605,7 @@ def test_two_curators_promoting_the_same_photo_at_once_share_one_reference(clien
         ids = [upload(client, photo).get_json()["sighting_id"] for _ in range(2)]
         start = threading.Barrier(2)
 
-        def promote(sighting_id: str, curator_token: str) -> int:
+        def promote(sighting_id: str, curator_token: str, start: threading.Barrier = start) -> int:
             body = {"action": "correct", "species": SPECIES[2], "version": 1, "add_as_reference": True}
             with app.test_client() as own:
                 start.wait()
@@ -664,7 +664,8 @@ def test_twenty_two_curator_races_each_have_one_winner_and_one_409(client, servi
         sighting_id = upload(client, jpeg_bytes(species_photo(round_ % 3, 400 + round_))).get_json()["sighting_id"]
         start = threading.Barrier(2)
 
-        def review(body: dict, curator_token: str) -> int:
+        def review(body: dict, curator_token: str, start: threading.Barrier = start,
+                   sighting_id: str = sighting_id) -> int:
             with app.test_client() as own:
                 start.wait()
                 return own.post(f"/api/v1/sightings/{sighting_id}/review", headers=bearer(curator_token),

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from identify.errors import IdentifyError
-from identify.identity import ModelIdentity
 from identify.vectors.catalog import METRIC, UNKNOWN_MAX_ID, Manifest, require_index
 from identify.vectors import faiss_module, gpu_count, normalised
 from identify.vectors.plan import IndexPlan, apply_plan

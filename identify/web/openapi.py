@@ -21,7 +21,7 @@ from identify.web import schemas
 
 log = logging.getLogger(__name__)
 
-CURATOR = [{"bearer": []}, {"cookie": []}]  # either of them
+CURATOR: list[dict[str, list[str]]] = [{"bearer": []}, {"cookie": []}]  # either of them
 
 api_spec = SpecTree(
     "flask", mode="strict", title="identify", version=__version__, annotations=False,

@@ -63,7 +63,7 @@ def rate_limits(app: Flask, limits: ServiceConfig, data_dir: Path) -> Limiter:
             here = (prefix, get_remote_address(), "login-address")  # the address limit's key, as Flask-Limiter makes it
             return all(limiter.limiter.get_window_stats(item, *here).remaining >= item.amount for item in address_limits)
 
-        login = app.view_functions["auth.login"]
+        login: Any = app.view_functions["auth.login"]  # Any: Flask-Limiter's decorators type views loosely
         login = limiter.shared_limit(limits.login_limit, "login-account", key_func=_login_name, methods=["POST"],
                                      deduct_when=_failed, exempt_when=no_failures_from_here)(login)
         login = limiter.shared_limit(limits.login_limit, "login-address", methods=["POST"], deduct_when=_failed)(login)
@@ -71,7 +71,7 @@ def rate_limits(app: Flask, limits: ServiceConfig, data_dir: Path) -> Limiter:
     if limits.identify_limit != "off":
         uploads = limiter.shared_limit(limits.identify_limit, "uploads")
         for endpoint in UPLOADS:
-            app.view_functions[endpoint] = uploads(app.view_functions[endpoint])
+            app.view_functions[endpoint] = uploads(app.view_functions[endpoint])  # type: ignore[assignment]
     return limiter
 
 
