@@ -105,6 +105,42 @@ class ServiceConfig:
         return int(self.similar_memory_budget_mb * 10**6) or None
 
 
+# What each field of FusionConfig and ServiceConfig means, for the generated configuration reference
+# (docs/reference/configuration.md; a test fails when a field has no entry here).
+SETTING_DOCS: dict[str, str] = {
+    "weight_knn": "λ: the kNN vote's share of the fused score",
+    "k": "neighbours that vote",
+    "temperature": "T on cosine similarity",
+    "confident_score": "the confident threshold on the (calibrated) top score; `evaluate --write-config` chooses it",
+    "min_margin": "top-1 minus top-2 below this needs review",
+    "no_match_similarity": "nearest reference below this cosine similarity is far (with an unsure classifier: `no_match`)",
+    "no_match_classifier": "classifier top-1 below this is unsure",
+    "target_error": "the error `evaluate` allows among confident answers",
+    "risk_confidence": "the confidence of that bound",
+    "model": "the model the web app serves (birder name or `.pt`)",
+    "index": "the published index the web app searches",
+    "max_upload_mb": "bigger uploads get 413",
+    "max_pixels": "decompression-bomb guard (413)",
+    "refresh_seconds": "how often a worker catches up with SQL and follows newly published index versions",
+    "max_batch": "concurrent uploads identified in one forward pass, at most",
+    "similar_floor": "similar sightings below this cosine similarity are not offered",
+    "similar_snapshot_rows": "sightings searched beside the similar-sightings snapshot before a worker publishes a "
+                             "new one (0: only `identify index-sightings` does)",
+    "similar_memory_budget_mb": "past this (MB), the similar-sightings snapshot is IVF-PQ (0: no budget)",
+    "secret_key": "signs session cookies (generated into the data dir when unset)",
+    "secure_cookies": "`Secure` cookies and HSTS (behind HTTPS)",
+    "login_limit": "failed logins allowed per address, and per account from an address that has failed itself "
+                   "(`off`: no limit)",
+    "identify_limit": "forward passes per address: uploads (API and page) and similar-photo searches together "
+                      "(`off`: no limit)",
+    "rate_limit_storage": "where the rate-limit counters live: one process, or `redis://host:6379` for several "
+                          "workers (unreachable: each process counts alone, and /api/v1/status says so)",
+    "proxy_hops": "reverse proxies in front that set `X-Forwarded-For` (0-5); only then is it believed",
+    "public_url": "the address the public reaches the app at, for `associatedMedia` in exports",
+    "token_days": "days an API token is valid after it is issued (0: no end)",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path

@@ -1,17 +1,21 @@
-"""The parts of the documentation that are generated from the code, so they cannot drift from it: today the
-error-code table (identify.error_codes). `python -m identify.docs` rewrites each generated block of the README
-between its markers; `python -m identify.docs --check` exits 1 when one is out of date (a test runs it)."""
+"""The parts of the documentation that are generated from the code, so they cannot drift from it: the error-code
+table (identify.error_codes), the configuration reference (identify.config) and the command-line reference
+(identify.cli's click commands). `python -m identify.docs` rewrites each generated block between its markers;
+`python -m identify.docs --check` exits 1 when one is out of date (`make lint` runs it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import click
 
 from identify.error_codes import CODES
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def error_table() -> str:
@@ -21,32 +25,99 @@ def error_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS: dict[str, Callable[[], str]] = {"errors": error_table}
+def _default(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"`{value}`" if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_table() -> str:
+    """Every setting: its environment variable, its place in identify.toml, its default and what it does."""
+    from identify.config import SETTING_DOCS, FusionConfig, ServiceConfig
+
+    rows = ["| environment | `identify.toml` | default | meaning |", "|---|---|---|---|",
+            "| `IDENTIFY_DATA_DIR` | — | `var` | data dir: database, indexes, photos, models |",
+            "| `IDENTIFY_DATABASE_URL` | `database_url` | `sqlite:///$IDENTIFY_DATA_DIR/identify.db` | any SQLAlchemy "
+            "URL, e.g. `postgresql://user@host/db` |",
+            "| `IDENTIFY_TAXONOMY_MAPPING` | `taxonomy_mapping` | `$IDENTIFY_DATA_DIR/taxonomy.csv` if present | CSV "
+            "`label,scientific_name` overriding name resolution |",
+            "| `IDENTIFY_CALIBRATION` | `[calibration] method` | `none` | `confidence`, `temperature`, `isotonic` or "
+            "`none` (`none` switches a stored calibration off); its fitted values are written by `evaluate "
+            "--write-config` |"]
+    for section, settings in (("fusion", FusionConfig), ("service", ServiceConfig)):
+        for field in dataclasses.fields(settings):
+            rows.append(f"| `IDENTIFY_{field.name.upper()}` | `[{section}] {field.name}` | {_default(field.default)} "
+                        f"| {SETTING_DOCS[field.name]} |")
+    rows.append("| `MODELS_DIR`, `LOG_LEVEL` | — | `models`, `WARNING` | birder's own settings |")
+    return "\n".join(rows)
+
+
+def _commands(group: click.Group, path: list[str]) -> list[tuple[list[str], click.Command]]:
+    found: list[tuple[list[str], click.Command]] = []
+    for name in sorted(group.commands):
+        command = group.commands[name]
+        if isinstance(command, click.Group):
+            found += _commands(command, [*path, name])
+        else:
+            found.append(([*path, name], command))
+    return found
+
+
+def cli_reference() -> str:
+    """Every command: its usage, what it does (its docstring) and its options, as `--help` shows them."""
+    from identify.cli import main
+
+    out: list[str] = []
+    for path, command in _commands(main, ["identify"]):
+        context = click.Context(command, info_name=" ".join(path))
+        usage = " ".join([*path, *command.collect_usage_pieces(context)])
+        out += [f"### `{' '.join(path)}`", "", f"```\n{usage}\n```", "", (command.help or "").strip(), ""]
+        options = [record for param in command.get_params(context)
+                   if isinstance(param, click.Option) and param.name != "help"
+                   and (record := param.get_help_record(context))]
+        if options:
+            out += ["| option | what |", "|---|---|"]
+            out += [f"| `{flags.replace('|', chr(92) + '|')}` | {text.replace('|', chr(92) + '|')} |"
+                    for flags, text in options]
+            out.append("")
+    return "\n".join(out).rstrip()
+
+
+# block name -> (the file it stands in, below the repository root; what makes it)
+BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
+    "errors": ("docs/reference/errors.md", error_table),
+    "configuration": ("docs/reference/configuration.md", config_table),
+    "cli": ("docs/reference/cli.md", cli_reference),
+}
 
 
 def _marked(name: str) -> re.Pattern[str]:
     return re.compile(rf"(<!-- generated:{name} -->\n)(.*?)(<!-- /generated:{name} -->)", re.S)
 
 
-def render(text: str) -> str:
-    """`text` with every generated block made anew."""
-    for name, make in BLOCKS.items():
-        match = _marked(name).search(text)
-        if match is None:
-            raise ValueError(f"no generated:{name} block")
-        text = text[:match.start(2)] + make() + "\n" + text[match.end(2):]
-    return text
+def render(text: str, name: str, make: Callable[[], str]) -> str:
+    """`text` with its generated block `name` made anew."""
+    match = _marked(name).search(text)
+    if match is None:
+        raise ValueError(f"no generated:{name} block")
+    return text[:match.start(2)] + make() + "\n" + text[match.end(2):]
 
 
 def main(argv: list[str]) -> int:
-    text = README.read_text(encoding="utf-8")
-    fresh = render(text)
-    if "--check" in argv:
+    stale = []
+    for name, (relative, make) in BLOCKS.items():
+        path = ROOT / relative
+        text = path.read_text(encoding="utf-8")
+        fresh = render(text, name, make)
         if fresh != text:
-            print(f"{README} has generated blocks out of date: run python -m identify.docs", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(fresh, encoding="utf-8")
+            stale.append(relative)
+            if "--check" not in argv:
+                path.write_text(fresh, encoding="utf-8")
+    if stale and "--check" in argv:
+        print(f"generated blocks out of date in {', '.join(stale)}: run python -m identify.docs", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,5 +1,6 @@
-"""What the README says that the code decides: the error-code table is generated from the one registry, and every
-code raised anywhere is registered (with the status it is raised with)."""
+"""What the documentation says that the code decides: the error-code table, the configuration and the command-line
+references are generated from the code, every code raised anywhere is registered (with the status it is raised
+with), every setting is documented, and the README stays a door, not a manual."""
 
 from __future__ import annotations
 
@@ -49,8 +50,33 @@ def test_each_code_is_raised_with_its_registered_status():
     assert wrong == {}
 
 
-def test_the_readme_error_table_is_the_generated_one():
+def test_the_generated_references_are_current_and_complete():
     assert docs.main(["--check"]) == 0, "run: python -m identify.docs"
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for code in CODES:
-        assert f"| `{code}` |" in readme
+    errors = (ROOT / "docs" / "reference" / "errors.md").read_text(encoding="utf-8")
+    assert all(f"| `{code}` |" in errors for code in CODES)
+    cli = (ROOT / "docs" / "reference" / "cli.md").read_text(encoding="utf-8")
+    for command in ("build-index", "predict", "evaluate", "serve", "curators disable", "db upgrade", "export"):
+        assert f"### `identify {command}`" in cli, command
+    assert "| `--check` |" in cli  # an option, as --help shows it
+
+
+def test_every_setting_is_documented():
+    import dataclasses
+
+    from identify.config import SETTING_DOCS, FusionConfig, ServiceConfig
+
+    fields = {f.name for cls in (FusionConfig, ServiceConfig) for f in dataclasses.fields(cls)}
+    assert fields == set(SETTING_DOCS)
+    configuration = (ROOT / "docs" / "reference" / "configuration.md").read_text(encoding="utf-8")
+    assert all(f"`IDENTIFY_{name.upper()}`" in configuration for name in fields)
+
+
+def test_the_readme_is_a_door_of_at_most_200_lines_and_every_link_resolves():
+    import re
+
+    readme = ROOT / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= 200
+    for page in (readme, *sorted((ROOT / "docs").rglob("*.md"))):
+        for target in re.findall(r"\]\(([^)#]+?)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), (page.name, target)
