@@ -74,8 +74,9 @@ def cli_reference() -> str:
         context = click.Context(command, info_name=" ".join(path))
         usage = " ".join([*path, *command.collect_usage_pieces(context)])
         out += [f"### `{' '.join(path)}`", "", f"```\n{usage}\n```", "", (command.help or "").strip(), ""]
+        help_option = command.get_help_option(context)  # -h/--help, on every command: not worth a row each
         options = [record for param in command.get_params(context)
-                   if isinstance(param, click.Option) and param.name != "help"
+                   if isinstance(param, click.Option) and param is not help_option
                    and (record := param.get_help_record(context))]
         if options:
             out += ["| option | what |", "|---|---|"]
@@ -113,6 +114,11 @@ def main(argv: list[str]) -> int:
         fresh = render(text, name, make)
         if fresh != text:
             stale.append(relative)
+            if "--check" in argv:  # say what differs, so a stale block is found at a glance
+                import difflib
+
+                sys.stderr.writelines(list(difflib.unified_diff(text.splitlines(True), fresh.splitlines(True),
+                                                                relative, "generated", n=0))[:40])
             if "--check" not in argv:
                 path.write_text(fresh, encoding="utf-8")
     if stale and "--check" in argv:

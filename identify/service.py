@@ -27,15 +27,8 @@ from identify.photos import THUMBNAIL_SIZE, PhotoStore, StoredPhoto, photo_sha25
 from identify.prior import Occurrences, Place
 from identify.references import References
 from identify.similar import SimilarSightings
-from identify.sightings import (
-    NewSighting,
-    PhotoOfSighting,
-    ReviewOutcome,
-    ReviewRequest,
-    SightingFilters,
-    SightingRecord,
-    SightingStore,
-)
+from identify.reviews import ReviewOutcome, ReviewRequest, Reviews
+from identify.sightings import NewSighting, PhotoOfSighting, SightingFilters, SightingRecord, SightingStore
 from identify.storage import Store, make_engine, upgrade_database
 from identify.taxonomy import Suggestion
 
@@ -87,6 +80,7 @@ class IdentificationService:
         self.photos = PhotoStore(settings.data_dir)
         self.references = References.for_settings(store, settings)
         self.sightings = SightingStore(store, self.references, self.photos)
+        self.reviews = Reviews(store, self.sightings, self.references, self.photos)
         self.curators = Curators(store, settings.service.token_days)
         self.index_name = settings.service.index
         identity = backbone.identity
@@ -229,10 +223,10 @@ class IdentificationService:
 
     # ---- curation ----------------------------------------------------------------------------------------
     def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
-        return self.sightings.queue(page, per_page)
+        return self.reviews.queue(page, per_page)
 
     def review(self, request: ReviewRequest) -> ReviewOutcome:
-        outcome = self.sightings.review(request, self.index_name, self.backbone.identity.classes)
+        outcome = self.reviews.review(request, self.index_name, self.backbone.identity.classes)
         if outcome.reference_id is not None:  # committed: this process searches it at once, others on refresh
             self.reference_index.refresh(force=True)
         confirmed = outcome.sighting

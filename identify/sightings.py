@@ -1,8 +1,8 @@
-"""Sightings in SQL: storing an identified upload, reading it back, filtering for the similar-sightings lookup,
-the review queue, and curator reviews (optimistic `version`, audit trail, promotion to a reference).
+"""Sightings in SQL: storing an identified upload, reading it back (with its reviews, for display), filtering for
+the similar-sightings lookup, export rows and prior records. Reviews, the review queue and promotion to a
+reference are identify.reviews's.
 
-Every write is one transaction: a sighting and its predictions land together or not at all, and a review,
-its audit row and the reference it creates land together or not at all."""
+Every write is one transaction: a sighting and its predictions land together or not at all."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
 from identify.fusion import RankedSpecies
 from identify.metadata import GENERALISED_STEP, BoundingBox, ObservedTime, as_utc, generalised
 from identify.photos import PhotoStore
-from identify.references import NewReference, References, taxon_of_row
+from identify.references import References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, SightingPhoto, Species
 from identify.schema import Taxon as TaxonRow
 from identify.storage import IN_CHUNK, Store, rows_to_arrays
@@ -28,9 +28,7 @@ from identify.taxonomy import Taxon
 if TYPE_CHECKING:
     from identify.export import ExportRow
 
-ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected"}
 PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,24}")  # what secrets.token_urlsafe makes (identify.schema.Sighting)
-UNCERTAIN = ("needs_review", "no_match")
 
 
 @dataclass(frozen=True)
@@ -122,27 +120,6 @@ class SightingFilters:
         return any(value is not None for value in values)
 
 
-@dataclass(frozen=True)
-class ReviewRequest:
-    sighting_id: int
-    curator_id: int
-    action: str
-    version: int
-    species: str | None = None  # correct: a label, a common or scientific name of any authority
-    note: str | None = None
-    add_as_reference: bool | None = None  # None: yes, unless rejected (a curator's answer teaches at once)
-    as_written: bool = False  # correct: take a name no taxonomy knows, as written
-
-    @property
-    def promotes(self) -> bool:
-        return self.add_as_reference if self.add_as_reference is not None else self.action != "reject"
-
-
-@dataclass(frozen=True)
-class ReviewOutcome:
-    sighting: SightingRecord
-    reference_id: int | None  # the new (or reused) reference when the photo was added as one
-
 
 def _observed(sighting: Sighting) -> ObservedTime | None:
     if sighting.observed_at is None:
@@ -210,9 +187,10 @@ class SightingStore:
     # ---- reading -----------------------------------------------------------------------------------------
     def get(self, sighting_id: int, with_reviews: bool = True) -> SightingRecord:
         with self.sessions() as session:
-            return self._record(session, sighting_id, with_reviews)
+            return self.record_in(session, sighting_id, with_reviews)
 
-    def _record(self, session: Session, sighting_id: int, with_reviews: bool = True) -> SightingRecord:
+    def record_in(self, session: Session, sighting_id: int, with_reviews: bool = True) -> SightingRecord:
+        """The sighting as a record, read in the caller's session (a review reads it in its own transaction)."""
         row = session.execute(
             select(Sighting, Species.name, TaxonRow, Model.name, Model.sha256)
             .join(Model, Model.id == Sighting.model_id)
@@ -270,7 +248,7 @@ class SightingStore:
 
     def many(self, ids: Sequence[int]) -> dict[int, SightingRecord]:
         with self.sessions() as session:
-            return {i: self._record(session, i, with_reviews=False) for i in ids}
+            return {i: self.record_in(session, i, with_reviews=False) for i in ids}
 
     def key_of(self, public_id: str) -> int:
         """The SQL key of the sighting the outside world calls `public_id`; 404 when there is none. An id that
@@ -429,100 +407,3 @@ class SightingStore:
         same_taxon = session.scalars(select(Species.id).join(TaxonRow, TaxonRow.id == Species.taxon_id)
                                      .where(TaxonRow.scientific_name == taxon.scientific_name))
         return list({*same_taxon, *([exact] if exact is not None else [])})
-
-    # ---- curation ----------------------------------------------------------------------------------------
-    def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
-        """Open sightings that are not confident, most uncertain first; (one page, total)."""
-        where = (Sighting.status == "open", Sighting.decision.in_(UNCERTAIN))
-        with self.sessions() as session:
-            total = session.scalar(select(func.count()).select_from(Sighting).where(*where)) or 0
-            ids = session.scalars(
-                select(Sighting.id).where(*where).order_by(Sighting.uncertainty.desc(), Sighting.id)
-                .offset((page - 1) * per_page).limit(per_page)
-            ).all()
-            return [self._record(session, i, with_reviews=False) for i in ids], total
-
-    def review(self, request: ReviewRequest, index_name: str, model_classes: Sequence[str]) -> ReviewOutcome:
-        """Apply a curator's review if `request.version` is current; else 409 with the current state."""
-        if request.action not in ACTIONS:
-            raise IdentifyError("bad_review", f"action must be one of {', '.join(ACTIONS)}")
-        with self.sessions.begin() as session:
-            sighting = session.get(Sighting, request.sighting_id)
-            if sighting is None:
-                raise IdentifyError("unknown_sighting", f"no sighting {request.sighting_id}", 404)
-            if sighting.version != request.version:  # stale first: what else is wrong may be someone else's doing
-                raise self._stale(request)
-            species_id, label = self._reviewed_species(session, sighting, request, model_classes)
-            changed = session.execute(
-                update(Sighting)
-                .where(Sighting.id == request.sighting_id, Sighting.version == request.version)
-                .values(status=ACTIONS[request.action], species_id=species_id, version=Sighting.version + 1)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]  # a CursorResult, for an UPDATE
-            if changed != 1:
-                raise self._stale(request)
-            reference_id = None
-            if request.promotes and label is not None:
-                reference_id = self._promote(session, sighting, label, index_name)
-            session.add(Review(sighting_id=sighting.id, curator_id=request.curator_id, action=request.action,
-                               species_id=species_id, note=request.note, version=request.version,
-                               added_as_reference=reference_id is not None))
-        return ReviewOutcome(self.get(request.sighting_id), reference_id)
-
-    def _stale(self, request: ReviewRequest) -> IdentifyError:
-        current = self.get(request.sighting_id, with_reviews=False)
-        error = IdentifyError("stale_version", f"sighting {request.sighting_id} is at version {current.version}, "
-                              f"not {request.version}: someone reviewed it meanwhile", 409)
-        error.details = {"sighting": current}
-        return error
-
-    def _reviewed_species(self, session: Session, sighting: Sighting, request: ReviewRequest,
-                          model_classes: Sequence[str]) -> tuple[int | None, str | None]:
-        """(species id, label) the review leaves the sighting with."""
-        if request.action == "reject":
-            if request.add_as_reference:
-                raise IdentifyError("bad_review", "a rejected sighting cannot become a reference")
-            return None, None
-        if request.action == "confirm":
-            current = session.get(Species, sighting.species_id) if sighting.species_id is not None else None
-            if current is None:
-                raise IdentifyError("bad_review", "nothing to confirm: the sighting has no species; use correct")
-            if request.species and request.species != current.name:
-                raise IdentifyError("bad_review", f"confirm keeps {current.name}; use correct to change the species")
-            return current.id, current.name
-        if not request.species:
-            raise IdentifyError("bad_review", "correct needs the species")
-        label = self._corrected_label(session, request, model_classes)
-        return self._species_id(session, label), label
-
-    def _corrected_label(self, session: Session, request: ReviewRequest, model_classes: Sequence[str]) -> str:
-        """The label a correction names: a known label as it is; else any name of the taxonomy (common or
-        scientific, any authority), as the label that already stands for its taxon; else, only when asked,
-        the name as written."""
-        name = request.species or ""
-        if name in model_classes or session.scalar(select(Species.id).where(Species.name == name)) is not None:
-            return name
-        taxon = self.references.taxonomy.resolve(name)
-        if taxon is not None:
-            return self.references.label_for_taxon(session, taxon, preferred=model_classes)
-        if request.as_written:
-            return name
-        close = ", ".join(s.name for s in self.references.taxonomy.suggest(name, limit=5))
-        error = IdentifyError("unknown_species", f"{name!r} is in no bird taxonomy"
-                              + (f" (did you mean: {close}?)" if close else "")
-                              + "; to use it anyway, send as_written", 400)
-        error.details = {"suggestions": close.split(", ") if close else []}
-        raise error
-
-    def _promote(self, session: Session, sighting: Sighting, label: str, index_name: str) -> int:
-        """Make every photo of the sighting a reference of `index_name`, each with the embedding it was
-        identified by, in the review's transaction: through the reference set's one way in. Returns the
-        cover's reference id."""
-        index_id = self.references.index_of(session, index_name, sighting.model_id)
-        photos = session.scalars(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting.id)
-                                 .order_by(SightingPhoto.position)).all()
-        return self.references.add(session, index_id, sighting.model_id, [NewReference(
-            file_sha256=photo.photo_sha256, path=str(self.photos.photo_path(photo.photo_name)), species=label,
-            vector=photo.embedding, lat=sighting.lat, lon=sighting.lon, observed_at=sighting.observed_at,
-            source=f"sighting {sighting.id}", sighting_id=sighting.id,
-        ) for photo in photos])[0]

@@ -11,7 +11,8 @@ from identify.config import parse_boolean
 from identify.errors import IdentifyError
 from identify.metadata import parse_bbox, parse_observed_at, parse_position, parse_timestamp
 from identify.service import SightingFields
-from identify.sightings import ReviewRequest, SightingFilters
+from identify.reviews import ReviewRequest
+from identify.sightings import SightingFilters
 
 MAX_SIMILAR = 100
 MAX_TEXT = 2000  # observer, note, names

@@ -1,0 +1,5 @@
+"""`python -m identify.cli`: the command line."""
+
+from identify.cli import main
+
+main()

@@ -1,0 +1,145 @@
+"""Measuring quality: evaluate (choose and fit, or --check a stored configuration)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from identify.cli.base import (
+    _labelled,
+    _passive_openmp,
+    _settings,
+    json_option,
+    main,
+    network_option,
+    reports_errors,
+)
+from identify.errors import IdentifyError
+
+
+def _embedded_photos(model: str, network: str | None, references: Path, queries: Path, batch_size: int,
+                     workers: int | None, progress: bool):  # type: ignore[no-untyped-def]
+    """EvaluationData from labelled photos: one forward pass per photo, decoding in DataLoader workers."""
+    from identify.backbone import load_backbone
+    from identify.evaluation import EvaluationData
+    from index_builder.dataset import default_workers, embed_sources
+
+    from identify.taxonomy import Taxonomy
+
+    reference_sources, query_sources = _labelled(references), _labelled(queries)  # validated before the model
+    backbone = load_backbone(model, network=network)
+    workers = default_workers() if workers is None else workers
+    refs = embed_sources(backbone, reference_sources, batch_size, workers, progress, "references")
+    asked = embed_sources(backbone, query_sources, batch_size, workers, progress, "queries")
+    skipped = len(refs.failures) + len(asked.failures)
+    return EvaluationData(
+        classes=backbone.identity.classes, probabilities=asked.probabilities, query_embeddings=asked.embeddings,
+        query_labels=[query_sources[p].species for p in asked.positions], reference_embeddings=refs.embeddings,
+        reference_labels=[reference_sources[p].species for p in refs.positions], kind="labelled photos",
+        query_paths=[str(query_sources[p].path) for p in asked.positions],
+        description=f"model {backbone.identity.name} ({backbone.identity.sha256[:12]}); references {references}, "
+                    f"queries {queries}" + (f"; {skipped} unreadable photos skipped" if skipped else ""),
+        taxa=Taxonomy.with_mapping_file(_settings().taxonomy_mapping).resolve_all(
+            {*backbone.identity.classes, *(s.species for s in reference_sources), *(s.species for s in query_sources)}),
+    )
+
+
+@main.command()
+@click.option("--model", help="Birder pretrained model name or path to a .pt checkpoint.")
+@network_option
+@click.option("--references", type=click.Path(path_type=Path, exists=True), help="Species folders or a CSV manifest.")
+@click.option("--queries", type=click.Path(path_type=Path, exists=True), help="Labelled queries, same layouts.")
+@click.option("--simulate", is_flag=True, help="Measure on the seeded simulation instead of photos.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the simulation.")
+@click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: <data dir>/evaluation].")
+@click.option("--write-config", is_flag=True,
+              help="Store the chosen λ, k, T, the calibration and the confident threshold in <data dir>/identify.toml.")
+@click.option("--check", "check_stored", is_flag=True,
+              help="Measure the stored configuration as it is (nothing refitted) on every query: error among "
+                   "confident answers with its upper bound, coverage, top-1, per group.")
+@click.option("--calibration", "calibration_method", default="confidence", show_default=True,
+              type=click.Choice(["confidence", "temperature", "isotonic", "none"]), help="The calibrator to fit.")
+@click.option("--target-error", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Error allowed among confident answers [default: 0.05, or [fusion] target_error].")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader decode workers.")
+@json_option
+@reports_errors
+def evaluate(model: str | None, network: str | None, references: Path | None, queries: Path | None, simulate: bool,
+             seed: int, out: Path | None, write_config: bool, check_stored: bool, calibration_method: str,
+             target_error: float | None, batch_size: int, workers: int | None, json_output: bool) -> None:
+    """Measure quality on labelled queries, as the service decides: classifier, kNN and fusion accuracy, λ, k
+    and T chosen on a tuning split, calibration, a confident threshold with a stated risk, new species and
+    roll-up, each measured on a test split. Writes report.md, metrics.json, queries.csv and PNG plots.
+
+    With --check, nothing is chosen or fitted: the configuration the service serves (identify.toml) is measured
+    as it is on every query, and the command exits 3 when the error bound is over the target."""
+    _passive_openmp()
+    from identify.config import write_fusion_settings
+    from identify.evaluation import evaluate as measure
+    from identify.report import write_report
+    from identify.simulation import simulate as simulated
+
+    settings = _settings()
+    if simulate == bool(model or references or queries):
+        raise IdentifyError("bad_arguments", "give --model, --references and --queries, or --simulate")
+    if not simulate and not (model and references and queries):
+        raise IdentifyError("bad_arguments", "--model, --references and --queries go together")
+    if check_stored and write_config:
+        raise IdentifyError("bad_arguments", "--check measures the stored configuration; --write-config replaces it")
+    data = simulated(seed) if simulate else _embedded_photos(
+        model, network, references, queries, batch_size, workers, not json_output)  # type: ignore[arg-type]
+    if check_stored:
+        _check_stored(settings, data, out, target_error, json_output)
+        return
+    result = measure(data, settings.fusion.replace(target_error=target_error), calibration_method=calibration_method,
+                     seed=seed)
+    report = write_report(result, out or settings.data_dir / "evaluation")
+    if write_config:
+        if not result.held_out:
+            raise IdentifyError("too_few_queries", f"{result.queries} labelled queries are too few to choose and "
+                                "check settings on separate splits; nothing was written")
+        chosen = {key: getattr(result.config, key) for key in ("weight_knn", "k", "temperature", "confident_score",
+                                                              "target_error", "risk_confidence")}
+        path = write_fusion_settings(settings.data_dir, chosen, result.calibration)
+        click.echo(f"wrote {chosen} and the {result.calibration.method} calibration to {path}", err=json_output)
+    if json_output:
+        click.echo(json.dumps({"report": str(report), **result.to_dict()}))
+        return
+    for name, values in result.accuracy.items():
+        click.echo(f"{name:<11} top-1 {values['top1']:.3f}  top-5 {values['top5']:.3f}")
+    settled, selective = result.config, result.selective
+    click.echo(f"chosen λ={settled.weight_knn:g} k={settled.k} T={settled.temperature:g}; ECE "
+               f"{result.calibration_block['ece_before']:.3f} -> {result.calibration_block['ece_after']:.3f} "
+               f"({result.calibration.method}); confident at >= {settled.confident_score:g}: coverage "
+               f"{selective['coverage']:.1%}, error {selective['realised_error']:.1%} (target "
+               f"{selective['target_error']:.0%})")
+    click.echo(f"report: {report}")
+
+
+def _check_stored(settings, data, out: Path | None, target_error: float | None,  # type: ignore[no-untyped-def]
+                  json_output: bool) -> None:
+    """evaluate --check: the served configuration on these queries, as it is."""
+    from identify.evaluation import check
+    from identify.report import write_queries
+
+    checked = check(data, settings.fusion.replace(target_error=target_error), settings.calibration)
+    table = write_queries(checked.answers, out or settings.data_dir / "evaluation")
+    if json_output:
+        click.echo(json.dumps({"queries_csv": str(table), **checked.to_dict()}))
+    else:
+        c = checked
+        click.echo(f"stored configuration: λ={c.config.weight_knn:g} k={c.config.k} T={c.config.temperature:g}, "
+                   f"{c.calibration.method} calibration, confident at >= {c.config.confident_score:g}")
+        click.echo(f"{c.queries} queries: top-1 {c.top1:.3f}; confident {c.coverage:.1%} ({c.confident}), error "
+                   f"{c.realised_error:.1%}, upper bound {c.upper_bound:.1%} at {c.config.risk_confidence:.0%} "
+                   f"(target {c.config.target_error:.0%})")
+        for name, group in c.groups.items():
+            click.echo(f"  {name} species: {group['queries']} queries, top-1 {group['top1']:.3f}, confident "
+                       f"{group['coverage']:.1%}, error {group['realised_error']:.1%} (bound {group['upper_bound']:.1%})")
+        click.echo(f"answers: {table}")
+    if not checked.within_target:
+        sys.exit(3)

@@ -1,0 +1,199 @@
+"""Identifying photos from the command line: predict, and how its answers are printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from identify.cli.base import (
+    _settings,
+    _store,
+    json_option,
+    main,
+    model_option,
+    network_option,
+    reports_errors,
+)
+from identify.errors import IdentifyError
+
+
+def _species_text(entry: dict[str, Any]) -> str:
+    """A ranked species for people: the label, and the scientific name when the label resolves to a taxon."""
+    taxon = entry.get("taxon")
+    name = entry["name"].replace("_", " ")
+    if taxon and name.lower() != taxon["scientific_name"].lower():
+        return f"{name} ({taxon['scientific_name']})"
+    return name
+
+
+def _identification_text(photo: str, result: dict[str, Any]) -> str:
+    reasons = f" ({', '.join(result['reasons'])})" if result["reasons"] else ""
+    lines = [f"{photo}: {result['decision']}{reasons}", f"  {'species':<44} {'fused':>7} {'classifier':>10} {'kNN':>7}"]
+    for s in result["species"]:
+        lines.append(f"  {_species_text(s)[:44]:<44} {s['score']:7.3f} {s['classifier']:10.3f} {s['knn']:7.3f}")
+    if result.get("rollup"):
+        from identify.rollup import RollUp
+
+        rolled = RollUp(**{**result["rollup"], "members": tuple(result["rollup"]["members"])})
+        lines.append(f"  {rolled.text}, {rolled.score:.2f}: species uncertain")
+    lines.append("  nearest references:")
+    for n in result["neighbours"][:5]:
+        lines.append(f"    #{n['reference_id']:<6} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
+    return "\n".join(lines)
+
+
+@main.command()
+@model_option
+@network_option
+@click.option("--index", "index_name", default="default", show_default=True, envvar="IDENTIFY_INDEX", show_envvar=True,
+              help="Name of a published index (identify indexes lists them).")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--k", type=click.IntRange(min=1), help="Neighbours that vote.")
+@click.option("--weight-knn", type=click.FloatRange(0, 1), help="Lambda: share of the kNN vote.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="T on cosine similarity.")
+@click.option("--lat", help="Where the photos were taken [default: their EXIF GPS].")
+@click.option("--lon", help="Where the photos were taken [default: their EXIF GPS].")
+@click.option("--date", "observed", help="When, ISO 8601 [default: their EXIF date].")
+@click.option("--ignore-location", is_flag=True, help="Leave place and season out (the photo's answer alone).")
+@click.option("--group", is_flag=True, help="All the photos (a folder: every photo in it) are one bird: one answer.")
+@json_option
+@reports_errors
+def predict(model: str, network: str | None, index_name: str, photos: tuple[Path, ...], k: int | None,
+            weight_knn: float | None, temperature: float | None, lat: str | None, lon: str | None,
+            observed: str | None, ignore_location: bool, group: bool, json_output: bool) -> None:
+    """Identify photos (files, or folders searched recursively): top-5 species (fused score, classifier, kNN),
+    the decision, the nearest references.
+
+    The reference set is the live one the web app searches: the published index plus every reference added
+    since (curators' promotions included). With --json, one JSON object per photo, one per line."""
+    from identify.metadata import parse_observed_at, parse_position
+    from identify.vectors.catalog import require_index
+
+    # Every mistake is reported before torch and birder load (they take seconds to import).
+    given_lat, given_lon = parse_position(lat, lon)
+    given_date = parse_observed_at(observed, "date")
+    files = _photo_files(photos)
+    settings = _settings()
+    require_index(settings.indexes_dir, index_name)
+    _require_model_file(model)
+    identifier = _identifier(settings, model, network, index_name, k, weight_knn, temperature, ignore_location)
+    if group:
+        _predict_observation(identifier, files, ignore_location, given_lat, given_lon, given_date, json_output)
+        return
+    failed = _predict_each(identifier, files, ignore_location, given_lat, given_lon, given_date, json_output)
+    if failed:
+        sys.exit(1)
+
+
+def _require_model_file(model: str) -> None:
+    """A model given as a path must be a file; a name is left to birder's registry (which needs torch)."""
+    path = Path(model).expanduser()
+    if (path.suffix == ".pt" or os.sep in model) and not path.is_file():
+        raise IdentifyError("model_not_found", f"no checkpoint at {path}")
+
+
+def _identifier(settings, model: str, network: str | None, index_name: str, k: int | None,  # type: ignore[no-untyped-def]
+                weight_knn: float | None, temperature: float | None, ignore_location: bool):
+    """The service's identifier over the live reference set, and the prior unless place is left out."""
+    from identify.backbone import load_backbone
+    from identify.identifier import Identifier
+    from identify.references import References
+
+    config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
+    backbone = load_backbone(model, network=network)
+    store = _store(settings)
+    references = References.for_settings(store, settings)
+    model_id = store.register_model(backbone.identity)
+    references.ensure_species(backbone.identity.classes)  # every class gets its taxon, as in the service
+    live = references.live_index(settings.indexes_dir, index_name, backbone.identity, model_id, refresh_seconds=0)
+    identifier = Identifier(backbone, live, references, config, settings.calibration)
+    if not ignore_location:
+        identifier.prior = _prior_model(settings, store, references)
+    return identifier
+
+
+PROGRESS_FROM = 4  # photos: fewer are answered before a bar would be worth drawing
+
+
+def _predict_each(identifier, files: list[Path], ignore_location: bool, lat, lon, when,  # type: ignore[no-untyped-def]
+                  json_output: bool) -> int:
+    """One answer per photo, printed as it comes; returns how many photos failed."""
+    from tqdm import tqdm
+
+    from identify.answers import identification_json, path_link
+    from identify.images import read_image_file
+
+    failed = 0
+    bar = tqdm(files, unit="photo", file=sys.stderr, disable=len(files) < PROGRESS_FROM, leave=False)
+    for photo in bar:
+        try:
+            image = read_image_file(photo, draft_size=identifier.backbone.identity.decode_size)
+            place = None if ignore_location else _place([photo], lat, lon, when)
+            result = identification_json(identifier.explain(identifier.search([image])[0], place), path_link)
+        except IdentifyError as exc:
+            failed += 1
+            line = json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}"
+            bar.write(line, file=sys.stdout)
+            continue
+        if json_output:
+            bar.write(json.dumps({"photo": str(photo), **result}), file=sys.stdout)
+        else:
+            bar.write(_identification_text(str(photo), result), file=sys.stdout)
+    return failed
+
+
+def _photo_files(paths: tuple[Path, ...]) -> list[Path]:
+    """The files given, a folder standing for every visible file below it; a path that is not there fails
+    the whole command before anything loads."""
+    from index_builder.sources import visible_files
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise IdentifyError("photo_not_found", f"no such photo or folder: {missing[0]}{more}")
+    files: list[Path] = []
+    for path in paths:
+        files += visible_files(path) if path.is_dir() else [path]
+    if not files:
+        raise IdentifyError("no_images", "no photos in " + ", ".join(str(p) for p in paths))
+    return files
+
+
+def _predict_observation(identifier, files: list[Path], ignore_location: bool, lat, lon, when,  # type: ignore[no-untyped-def]
+                         json_output: bool) -> None:
+    """Every photo as one observation of one bird: their evidence pooled into one answer."""
+    from identify.answers import identification_json, path_link
+    from identify.identifier import pool_evidence
+    from identify.images import read_image_file
+
+    images = [read_image_file(f, draft_size=identifier.backbone.identity.decode_size) for f in files]
+    place = None if ignore_location else _place(files, lat, lon, when)
+    result = identification_json(identifier.explain(pool_evidence(identifier.search(images)), place), path_link)
+    if json_output:
+        click.echo(json.dumps({"photos": [str(f) for f in files], **result}))
+    else:
+        click.echo(_identification_text(f"{len(files)} photos ({files[0].parent})", result))
+
+
+def _prior_model(settings, store, references):  # type: ignore[no-untyped-def]
+    """Place and season from imported occurrences and the service's confirmed sightings."""
+    from identify.photos import PhotoStore
+    from identify.prior import Occurrences
+    from identify.sightings import SightingStore
+
+    confirmed = SightingStore(store, references, PhotoStore(settings.data_dir)).confirmed_records()
+    return Occurrences(store, references.taxonomy).model(confirmed)
+
+
+def _place(files: list[Path], lat, lon, when):  # type: ignore[no-untyped-def]
+    """Where and when the photos were taken, as the web app works it out (given, else EXIF); None without both
+    a position and a date."""
+    from identify.metadata import exif_metadata, where_and_when
+    from identify.prior import Place
+
+    return Place.of(*where_and_when([exif_metadata(f.read_bytes()) for f in files], lat, lon, when))
