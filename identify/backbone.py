@@ -201,3 +201,13 @@ def load_backbone(model: str, *, network: str | None = None, device: torch.devic
     if registry.pretrained_exists(model):
         return load_pretrained_backbone(model, device=device, half=half)
     raise IdentifyError("unknown_model", f"{model!r} is neither a checkpoint file nor a birder pretrained model name")
+
+
+def model_classes(model: str, network: str | None = None) -> list[str]:
+    """The class labels of a model, in class-index order: read from a checkpoint file without building the
+    network, or from a pretrained model once loaded."""
+    path = Path(model).expanduser()
+    if path.is_file() or path.suffix == ".pt":
+        class_to_idx = read_checkpoint(path)["class_to_idx"]
+        return [name for name, _ in sorted(class_to_idx.items(), key=lambda item: item[1])]
+    return list(load_backbone(model, network=network).identity.classes)

@@ -163,15 +163,3 @@ def resolve_network(path: Path, payload: dict[str, Any], network: str | None = N
             f"cannot tell which birder network {path} holds: pass --network NAME or name the file NETWORK[_TAG].pt",
         )
     return found
-
-
-def model_classes(model: str, network: str | None = None) -> list[str]:
-    """The class labels of a model, in class-index order: read from a checkpoint file without building the
-    network, or from a pretrained model once loaded."""
-    path = Path(model).expanduser()
-    if path.is_file() or path.suffix == ".pt":
-        class_to_idx = read_checkpoint(path)["class_to_idx"]
-        return [name for name, _ in sorted(class_to_idx.items(), key=lambda item: item[1])]
-    from identify.backbone import load_backbone
-
-    return list(load_backbone(model, network=network).identity.classes)

@@ -74,7 +74,7 @@ def taxonomy_check(model: str | None, network: str | None, references_path: Path
     if references_path is not None:
         labels += [source.species for source in _labelled(references_path)]  # validated before the model loads
     if model:
-        from identify.checkpoints import model_classes
+        from identify.backbone import model_classes
 
         labels = model_classes(model, network) + labels
     labels = list(dict.fromkeys(labels))
