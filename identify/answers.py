@@ -14,6 +14,7 @@ NeighbourLink = Callable[[NeighbourInfo], dict[str, Any]]  # where a neighbour's
 
 
 def taxon_json(taxon: Taxon | None) -> dict[str, Any] | None:
+    """A taxon as every JSON answer gives it, the API's and the command line's alike (identify.web.schemas.Taxon)."""
     if taxon is None:
         return None
     return {"scientific_name": taxon.scientific_name, "common_name": taxon.common_name, "rank": taxon.rank,

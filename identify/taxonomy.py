@@ -28,7 +28,7 @@ import pickle
 import re
 import threading
 from bisect import bisect_left
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -58,9 +58,6 @@ class Taxon:
     order: str | None
     authority: str  # avilist, ebird, birdlife, ibp, bbl, or "mapping" for the operator's own entry
     version: str  # the authority's year
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @property
     def label(self) -> str:

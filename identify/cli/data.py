@@ -84,7 +84,7 @@ def taxonomy_check(model: str | None, network: str | None, references_path: Path
     if json_output:
         click.echo(json.dumps({"labels": len(labels), "resolved": len(labels) - len(missing),
                                "unresolved": [{"label": label, "suggestions": suggestions[label]} for label in missing],
-                               "taxa": {label: t.to_dict() if t else None for label, t in resolved.items()}}))
+                               "taxa": {label: _taxon_json(t) for label, t in resolved.items()}}))
     else:
         click.echo(f"{len(labels) - len(missing)} of {len(labels)} labels resolve to a taxon")
         for label in missing:
@@ -121,7 +121,7 @@ def taxonomy_suggest(text: str, limit: int, json_output: bool) -> None:
 
     found = Taxonomy().suggest(text, limit)
     if json_output:
-        click.echo(json.dumps([{"name": s.name, "taxon": s.taxon.to_dict()} for s in found]))
+        click.echo(json.dumps([{"name": s.name, "taxon": _taxon_json(s.taxon)} for s in found]))
         return
     for s in found:
         click.echo(f"{s.name:<40} {s.taxon.scientific_name:<32} {s.taxon.rank:<10} {s.taxon.family or ''}")
@@ -167,3 +167,10 @@ def current() -> None:
     from identify.storage import current_revision, make_engine
 
     click.echo(current_revision(make_engine(_settings().database_url)) or "empty (run: identify db upgrade)")
+
+
+def _taxon_json(taxon):  # type: ignore[no-untyped-def]
+    """identify.answers.taxon_json, imported when a command prints JSON (it brings the identifier's imports)."""
+    from identify.answers import taxon_json
+
+    return taxon_json(taxon)
