@@ -30,6 +30,7 @@ from identify.similar import SimilarSightings
 from identify.reviews import ReviewOutcome, ReviewRequest, Reviews
 from identify.sightings import NewSighting, PhotoOfSighting, SightingFilters, SightingRecord, SightingStore
 from identify.storage import Store, make_engine, upgrade_database
+from identify.rules import MAX_PHOTOS
 from identify.taxonomy import Suggestion
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_PHOTOS = 5  # of one bird in one sighting (as Pl@ntNet takes)
 # A stored photo no row names after an hour was left by a killed upload (younger ones may be uploads in flight).
 ORPHAN_AGE_SECONDS = 3600.0
 # One process sweeps them at start, at most this often: the other workers, and restarts in between, skip the

@@ -14,12 +14,11 @@ from identify.web.forms import parse_count, parse_filters, parse_k, parse_review
 from identify.web.auth import api_curator, service
 from identify.web import schemas
 from identify.web.ratelimits import rate_limit_status
+from identify.rules import MAX_PAGE, MAX_PER_PAGE, MAX_SUGGESTIONS
 from identify.web.openapi import documented, openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-PER_PAGE_LIMIT = 100
-MAX_PAGE = 1_000_000
 
 
 def uploaded_image() -> bytes:
@@ -103,7 +102,7 @@ def review_queue() -> Any:
     """Open uncertain sightings, the most uncertain first (curators)."""
     api_curator()
     page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
-    per_page = parse_count(request.args.get("per_page"), "per_page", 20, PER_PAGE_LIMIT)
+    per_page = parse_count(request.args.get("per_page"), "per_page", 20, MAX_PER_PAGE)
     records, total = service().queue(page, per_page)
     more = page * per_page < total
     return jsonify({
@@ -164,7 +163,6 @@ def export() -> Any:
                     headers={"Content-Disposition": f"attachment; filename={name}"})
 
 
-SUGGESTION_LIMIT = 50
 
 
 @bp.get("/taxa")
@@ -173,5 +171,5 @@ def taxa() -> Any:
     """Names of the bird taxonomy for what was typed (`q`): common and scientific names of every authority,
     species first. The review form's suggestions come from here."""
     text = text_field(request.args.get("q"), "q") or ""
-    limit = parse_count(request.args.get("limit"), "limit", 10, SUGGESTION_LIMIT)
+    limit = parse_count(request.args.get("limit"), "limit", 10, MAX_SUGGESTIONS)
     return jsonify({"q": text, "taxa": [views.suggestion_json(s) for s in service().suggest_taxa(text, limit)]})

@@ -13,10 +13,8 @@ from identify.metadata import parse_bbox, parse_observed_at, parse_position, par
 from identify.service import SightingFields
 from identify.reviews import ReviewRequest
 from identify.sightings import SightingFilters
+from identify.rules import MAX_SIMILAR, MAX_TEXT, MAX_VERSION, MIN_VERSION
 
-MAX_SIMILAR = 100
-MAX_TEXT = 2000  # observer, note, names
-MAX_VERSION = 2**31 - 1  # a sighting's version is an SQL INTEGER on every backend
 
 
 def text_field(raw: object, name: str) -> str | None:
@@ -38,10 +36,10 @@ def text_field(raw: object, name: str) -> str | None:
 def parse_version(raw: object) -> int:
     """A sighting version: a whole number (1, or "1"), never 1.7 or true, within SQL's INTEGER."""
     if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = str(raw) if 1 <= raw <= MAX_VERSION else ""  # str() of a 5,000-digit int raises
+        raw = str(raw) if MIN_VERSION <= raw <= MAX_VERSION else ""  # str() of a 5,000-digit int raises
     text = raw.strip() if isinstance(raw, str) else ""
     # at most ten digits before int(): Python refuses to convert over 4,300 (ValueError, a 500 once)
-    if not (text.isdigit() and len(text) <= len(str(MAX_VERSION))) or not 1 <= int(text) <= MAX_VERSION:
+    if not (text.isdigit() and len(text) <= len(str(MAX_VERSION))) or not MIN_VERSION <= int(text) <= MAX_VERSION:
         raise IdentifyError("bad_review", "version (the sighting's version you reviewed, a whole number) is required")
     return int(text)
 

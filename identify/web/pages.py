@@ -10,12 +10,12 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from identify.errors import IdentifyError
 from identify.web import views
 from identify.web.auth import current_curator, local_path, login_required, service
+from identify.rules import MAX_PAGE
 from identify.web.forms import parse_count, parse_filters, parse_review, parse_upload
 
 bp = Blueprint("pages", __name__)
 
 QUEUE_PAGE = 20
-MAX_QUEUE_PAGE = 1_000_000
 SIMILAR_ON_PAGE = 8
 DECISION_TEXT = {"confident": "Confident", "needs_review": "Needs review", "no_match": "No match"}
 REASON_TEXT = {
@@ -74,7 +74,7 @@ def sighting(sighting_id: str) -> Any:
 def review_queue() -> Any:
     svc = service()
     try:
-        page = parse_count(request.args.get("page"), "page", 1, MAX_QUEUE_PAGE)
+        page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
     except IdentifyError:
         page = 1  # a page number a person edited into the address: show the first
     records, total = svc.queue(page, QUEUE_PAGE)

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from identify.rules import (MAX_PAGE, MAX_PER_PAGE, MAX_PHOTOS, MAX_SIMILAR, MAX_SUGGESTIONS, MAX_TEXT, MAX_VERSION,
+                            MIN_VERSION)
+
 
 class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -27,23 +30,23 @@ def optional(**rules: Any) -> Any:
 
 class SimilarQuery(BaseModel):
     species: str = optional(description="Only sightings whose answer is this species (a label, or any name of "
-                            "its taxon)", max_length=2000)
-    genus: str = optional(description="Only sightings whose answer is of this genus", max_length=2000)
-    family: str = optional(description="Only sightings whose answer is of this family", max_length=2000)
+                            "its taxon)", max_length=MAX_TEXT)
+    genus: str = optional(description="Only sightings whose answer is of this genus", max_length=MAX_TEXT)
+    family: str = optional(description="Only sightings whose answer is of this family", max_length=MAX_TEXT)
     from_: str = optional(alias="from", description="Observed (else uploaded) on or after, ISO 8601")
     to: str = optional(description="Observed (else uploaded) on or before, ISO 8601")
     bbox: str = optional(description="west,south,east,north in degrees", examples=["-10,35,30,60"])
-    k: int = optional(ge=1, le=100, description="How many (default 10)")
+    k: int = optional(ge=1, le=MAX_SIMILAR, description="How many (default 10)")
 
 
 class QueueQuery(BaseModel):
-    page: int = optional(ge=1, le=1_000_000, description="1-based (default 1)")
-    per_page: int = optional(ge=1, le=100, description="Default 20")
+    page: int = optional(ge=1, le=MAX_PAGE, description="1-based (default 1)")
+    per_page: int = optional(ge=1, le=MAX_PER_PAGE, description="Default 20")
 
 
 class TaxaQuery(BaseModel):
-    q: str = optional(description="What was typed", max_length=2000)
-    limit: int = optional(ge=1, le=50, description="Default 10")
+    q: str = optional(description="What was typed", max_length=MAX_TEXT)
+    limit: int = optional(ge=1, le=MAX_SUGGESTIONS, description="Default 10")
 
 
 class ExportQuery(BaseModel):
@@ -54,13 +57,13 @@ class ExportQuery(BaseModel):
 class UploadForm(BaseModel):
     image: list[bytes] = Field(description="1 to 5 photos of the same bird (repeat the field): JPEG, PNG, WebP, "
                                "TIFF...", json_schema_extra={"items": {"type": "string", "format": "binary"}},
-                               min_length=1, max_length=5)
+                               min_length=1, max_length=MAX_PHOTOS)
     # Empty is "not given": a browser sends the fields of a form that were left empty.
     lat: Union[Annotated[float, Field(ge=-90, le=90)], Literal[""]] = optional(description="Default: EXIF GPS")
     lon: Union[Annotated[float, Field(ge=-180, le=180)], Literal[""]] = optional(description="Default: EXIF GPS")
     observed_at: str = optional(description="ISO 8601; default: EXIF DateTimeOriginal")
-    observer: str = optional(max_length=2000)
-    note: str = optional(max_length=2000)
+    observer: str = optional(max_length=MAX_TEXT)
+    note: str = optional(max_length=MAX_TEXT)
     ignore_location: bool = optional(description="Leave place and season out of the identification")
     hide_location: bool = optional(description="Show the public no position (curators still see it)")
 
@@ -71,10 +74,10 @@ class SimilarForm(SimilarQuery):
 
 class ReviewBody(BaseModel):
     action: Literal["confirm", "correct", "reject"]
-    version: int = Field(ge=0, le=2**31 - 1, description="The sighting's version you reviewed")
-    species: str = optional(max_length=2000, description="Required by correct: a label in use, or "
+    version: int = Field(ge=MIN_VERSION, le=MAX_VERSION, description="The sighting's version you reviewed")
+    species: str = optional(max_length=MAX_TEXT, description="Required by correct: a label in use, or "
                                    "any common or scientific name of the bird taxonomies")
-    note: str = optional(max_length=2000)
+    note: str = optional(max_length=MAX_TEXT)
     add_as_reference: bool = optional(description="Make the photo a reference at once (default: "
                                              "true, unless rejected)")
     as_written: bool = optional(description="correct: take a name no taxonomy knows, as written")
