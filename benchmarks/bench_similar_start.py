@@ -30,7 +30,6 @@ from sqlalchemy import insert  # noqa: E402
 from benchmarks.bench_search import random_unit  # noqa: E402
 from identify.config import Settings  # noqa: E402
 from identify.identity import ModelIdentity  # noqa: E402
-from identify.photos import PhotoStore  # noqa: E402
 from identify.references import References  # noqa: E402
 from identify.schema import Sighting  # noqa: E402
 from identify.sightings import SightingStore  # noqa: E402
@@ -75,7 +74,7 @@ def main() -> None:
         store = Store(engine)
         identity = ModelIdentity("bench", "bench_net", secrets.token_hex(32), [], {}, {}, (224, 224), args.dim)
         model_id = store.register_model(identity)
-        sightings = SightingStore(store, References(store), PhotoStore(settings.data_dir))
+        sightings = SightingStore(store, References(store))
         store_rows(store, model_id, args.sightings, args.dim, seed=0)
 
         cold_seconds, cold = open_timed(settings, identity, model_id, sightings)

@@ -79,7 +79,7 @@ class IdentificationService:
         self.store = store
         self.photos = PhotoStore(settings.data_dir)
         self.references = References.for_settings(store, settings)
-        self.sightings = SightingStore(store, self.references, self.photos)
+        self.sightings = SightingStore(store, self.references)
         self.reviews = Reviews(store, self.sightings, self.references, self.photos)
         self.curators = Curators(store, settings.service.token_days)
         self.index_name = settings.service.index

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from identify.errors import IdentifyError
 from identify.fusion import RankedSpecies
 from identify.metadata import GENERALISED_STEP, BoundingBox, ObservedTime, as_utc, generalised
-from identify.photos import PhotoStore
 from identify.references import References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, SightingPhoto, Species
 from identify.schema import Taxon as TaxonRow
@@ -135,10 +134,9 @@ def _when(model: type[Sighting]) -> Any:
 
 
 class SightingStore:
-    def __init__(self, store: Store, references: References, photos: PhotoStore) -> None:
+    def __init__(self, store: Store, references: References) -> None:
         self.store = store
         self.references = references
-        self.photos = photos
         self.sessions = store.sessions
 
     def _species_id(self, session: Session, name: str) -> int:

@@ -91,7 +91,6 @@ def index_sightings(model: str, network: str | None, memory_budget: int | None, 
     Servers start from it and read from SQL only the sightings stored after it; they also publish one themselves
     every IDENTIFY_SIMILAR_SNAPSHOT_ROWS new sightings (0 leaves it to this command, e.g. from cron)."""
     from identify.backbone import load_backbone
-    from identify.photos import PhotoStore
     from identify.references import References
     from identify.sightings import SightingStore
     from identify.similar import SimilarSightings
@@ -99,7 +98,7 @@ def index_sightings(model: str, network: str | None, memory_budget: int | None, 
     settings = _settings()
     backbone = load_backbone(model, network=network)
     store = _store(settings)
-    sightings = SightingStore(store, References.for_settings(store, settings), PhotoStore(settings.data_dir))
+    sightings = SightingStore(store, References.for_settings(store, settings))
     similar = SimilarSightings(settings.indexes_dir, backbone.identity, store.register_model(backbone.identity),
                                sightings, refresh_seconds=0, snapshot_rows=0, memory_budget=memory_budget)
     published = similar.snapshot() is not None

@@ -109,13 +109,12 @@ def curators_token(name: str) -> None:
 def export(fmt: str, status: str, out: Path, media_url: str | None) -> None:
     """Write sightings as Darwin Core, for GBIF and atlas projects."""
     from identify.export import installation_id, write_export
-    from identify.photos import PhotoStore
     from identify.references import References
     from identify.sightings import SightingStore
 
     settings = _settings()
     store = _store(settings)
-    rows = SightingStore(store, References(store), PhotoStore(settings.data_dir)).export_rows(status)
+    rows = SightingStore(store, References(store)).export_rows(status)
     count = write_export(rows, out, fmt, installation_id(settings.data_dir),
                          (settings.service.public_url or "") if media_url is None else media_url)
     click.echo(f"wrote {count} {status} sightings to {out} ({fmt})")

@@ -182,11 +182,10 @@ def _predict_observation(identifier, files: list[Path], ignore_location: bool, l
 
 def _prior_model(settings, store, references):  # type: ignore[no-untyped-def]
     """Place and season from imported occurrences and the service's confirmed sightings."""
-    from identify.photos import PhotoStore
     from identify.prior import Occurrences
     from identify.sightings import SightingStore
 
-    confirmed = SightingStore(store, references, PhotoStore(settings.data_dir)).confirmed_records()
+    confirmed = SightingStore(store, references).confirmed_records()
     return Occurrences(store, references.taxonomy).model(confirmed)
 
 
