@@ -21,8 +21,15 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.etree import ElementTree as ET
 
+from sqlalchemy import select
+
 from identify.errors import IdentifyError
-from identify.metadata import generalised
+from identify.metadata import as_utc, generalised
+from identify.references import taxon_of_row
+from identify.schema import Curator, Model, Prediction, Review, Sighting, Species
+from identify.schema import Taxon as TaxonRow
+from identify.sightings import observed_of
+from identify.storage import Store
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
 OCCURRENCE = DWC + "Occurrence"
@@ -64,6 +71,28 @@ class ExportRow:
     reviewed_at: datetime | None
     created_at: datetime
     hide_location: bool = False  # the uploader asked: exported generalised, as the public sees it
+
+
+def export_rows(store: Store, status: str) -> list[ExportRow]:
+    """Sightings with a species, for Darwin Core: confirmed and corrected ones, or (`all`) open ones too."""
+    statuses = ("confirmed", "corrected") if status == "confirmed" else ("confirmed", "corrected", "open")
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Sighting, Species.name, TaxonRow, Model.name, Model.sha256)
+            .join(Species, Species.id == Sighting.species_id).join(Model, Model.id == Sighting.model_id)
+            .outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id)
+            .where(Sighting.status.in_(statuses)).order_by(Sighting.id)
+        ).all()
+        reviewed = {sighting_id: (curator, when) for sighting_id, curator, when in session.execute(
+            select(Review.sighting_id, Curator.name, Review.created_at).join(Curator, Curator.id == Review.curator_id)
+            .where(Review.action.in_(("confirm", "correct"))).order_by(Review.id))}  # the last one wins
+        tops = {sighting_id: score for sighting_id, score in session.execute(
+            select(Prediction.sighting_id, Prediction.score).where(Prediction.rank == 1))}
+    return [ExportRow(s.id, s.status, label, taxon_of_row(taxon), observed_of(s), s.lat, s.lon, s.observer, s.note,
+                      s.photo_name, model_name, model_sha256, s.decision, tops.get(s.id),
+                      reviewed.get(s.id, (None, None))[0], as_utc(reviewed.get(s.id, (None, None))[1]),
+                      as_utc(s.created_at), bool(s.hide_location))  # type: ignore[arg-type]
+            for s, label, taxon, model_name, model_sha256 in rows]
 
 
 def installation_id(data_dir: Path) -> uuid.UUID:

@@ -248,9 +248,9 @@ class IdentificationService:
     def export(self, fmt: str, status: str, out: Path) -> int:
         """Sightings as Darwin Core into `out` (identify.export), photos linked under the configured public URL
         (never one a request's Host header names); returns how many."""
-        from identify.export import installation_id, write_export
+        from identify.export import export_rows, installation_id, write_export
 
-        return write_export(self.sightings.export_rows(status), out, fmt, installation_id(self.settings.data_dir),
+        return write_export(export_rows(self.store, status), out, fmt, installation_id(self.settings.data_dir),
                             self.limits.public_url or "")
 
     # ---- files -------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import func, insert, select
@@ -24,8 +24,6 @@ from identify.schema import Taxon as TaxonRow
 from identify.storage import IN_CHUNK, Store, rows_to_arrays
 from identify.taxonomy import Taxon
 
-if TYPE_CHECKING:
-    from identify.export import ExportRow
 
 PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,24}")  # what secrets.token_urlsafe makes (identify.schema.Sighting)
 
@@ -120,7 +118,8 @@ class SightingFilters:
 
 
 
-def _observed(sighting: Sighting) -> ObservedTime | None:
+def observed_of(sighting: Sighting) -> ObservedTime | None:
+    """When the sighting was made, with the offset of the observer's clock (None: unknown)."""
     if sighting.observed_at is None:
         return None
     utc = as_utc(sighting.observed_at)
@@ -222,7 +221,7 @@ class SightingStore:
             predictions=predictions,
             neighbours=[(int(i), float(s)) for i, s in sighting.neighbours or []],
             rollup=sighting.rollup,
-            observed=_observed(sighting),
+            observed=observed_of(sighting),
             hide_location=bool(sighting.hide_location),
             photos=[PhotoOfSighting(sha, name) for sha, name in session.execute(
                 select(SightingPhoto.photo_sha256, SightingPhoto.photo_name)
@@ -271,29 +270,6 @@ class SightingStore:
         with self.sessions() as session:
             return session.scalar(select(SightingPhoto.photo_name)
                                   .where(SightingPhoto.photo_sha256 == photo_sha256).limit(1))
-
-    def export_rows(self, status: str) -> list["ExportRow"]:
-        """Sightings with a species, for Darwin Core: confirmed and corrected ones, or (`all`) open ones too."""
-        from identify.export import ExportRow
-
-        statuses = ("confirmed", "corrected") if status == "confirmed" else ("confirmed", "corrected", "open")
-        with self.sessions() as session:
-            rows = session.execute(
-                select(Sighting, Species.name, TaxonRow, Model.name, Model.sha256)
-                .join(Species, Species.id == Sighting.species_id).join(Model, Model.id == Sighting.model_id)
-                .outerjoin(TaxonRow, TaxonRow.id == Species.taxon_id)
-                .where(Sighting.status.in_(statuses)).order_by(Sighting.id)
-            ).all()
-            reviewed = {sighting_id: (curator, when) for sighting_id, curator, when in session.execute(
-                select(Review.sighting_id, Curator.name, Review.created_at).join(Curator, Curator.id == Review.curator_id)
-                .where(Review.action.in_(("confirm", "correct"))).order_by(Review.id))}  # the last one wins
-            tops = {sighting_id: score for sighting_id, score in session.execute(
-                select(Prediction.sighting_id, Prediction.score).where(Prediction.rank == 1))}
-        return [ExportRow(s.id, s.status, label, taxon_of_row(taxon), _observed(s), s.lat, s.lon, s.observer, s.note,
-                          s.photo_name, model_name, model_sha256, s.decision, tops.get(s.id),
-                          reviewed.get(s.id, (None, None))[0], as_utc(reviewed.get(s.id, (None, None))[1]),
-                          as_utc(s.created_at), bool(s.hide_location))  # type: ignore[arg-type]
-                for s, label, taxon, model_name, model_sha256 in rows]
 
     def confirmed_records(self) -> list[tuple[str, float, float, datetime]]:
         """(scientific name, lat, lon, observed_at) of sightings a curator confirmed or corrected, with a place,

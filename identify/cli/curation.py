@@ -108,13 +108,11 @@ def curators_token(name: str) -> None:
 @reports_errors
 def export(fmt: str, status: str, out: Path, media_url: str | None) -> None:
     """Write sightings as Darwin Core, for GBIF and atlas projects."""
-    from identify.export import installation_id, write_export
-    from identify.references import References
-    from identify.sightings import SightingStore
+    from identify.export import export_rows, installation_id, write_export
 
     settings = _settings()
     store = _store(settings)
-    rows = SightingStore(store, References(store)).export_rows(status)
+    rows = export_rows(store, status)
     count = write_export(rows, out, fmt, installation_id(settings.data_dir),
                          (settings.service.public_url or "") if media_url is None else media_url)
     click.echo(f"wrote {count} {status} sightings to {out} ({fmt})")
