@@ -15,7 +15,7 @@ import numpy as np
 
 from datetime import date, timedelta
 
-from identify.evaluation import EvaluationData
+from identify.measurement import EvaluationData
 from identify.prior import Place
 from identify.taxonomy import Taxon
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from identify.cli import main
 from identify.config import FusionConfig, load_settings
-from identify.evaluation import EvaluationData, coverage_risk, evaluate, expected_calibration_error
+from identify.evaluation import evaluate
+from identify.measurement import EvaluationData, coverage_risk, expected_calibration_error
 from identify.simulation import simulate
 
 
@@ -68,7 +69,7 @@ def test_calibration_and_coverage_risk_by_hand():
 def test_the_vectorised_fusion_matches_the_services_fuse():
     """evaluate() scores from matrices, the service through identify.fusion.fuse: the same numbers, new
     species (outside the classifier's classes) included."""
-    from identify.evaluation import LabelSpace, fused_matrix, knn_matrix, neighbourhood
+    from identify.measurement import LabelSpace, fused_matrix, knn_matrix, neighbourhood
     from identify.fusion import Neighbour, fuse
 
     data = simulate(seed=3)
@@ -177,7 +178,7 @@ def test_evaluate_measures_what_the_stored_settings_serve_on_the_simulation(data
     """Every test query of queries.csv is answered again through identify.scoring.answer (what Identifier.explain
     serves) with the settings --write-config stored, read back as a server reads them: same top species, score
     and decision. (Before, evaluate composed its own twin of the pipeline.)"""
-    from identify.evaluation import in_label_space, neighbourhood, _neighbours
+    from identify.measurement import _neighbours, in_label_space, neighbourhood
     from identify.scoring import SpeciesNames, answer
 
     out = tmp_path / "report"

@@ -24,7 +24,7 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
                      workers: int | None, progress: bool):  # type: ignore[no-untyped-def]
     """EvaluationData from labelled photos: one forward pass per photo, decoding in DataLoader workers."""
     from identify.backbone import load_backbone
-    from identify.evaluation import EvaluationData
+    from identify.measurement import EvaluationData
     from index_builder.dataset import default_workers, embed_sources
 
     from identify.taxonomy import Taxonomy
@@ -123,7 +123,7 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
 def _check_stored(settings, data, out: Path | None, target_error: float | None,  # type: ignore[no-untyped-def]
                   json_output: bool) -> None:
     """evaluate --check: the served configuration on these queries, as it is."""
-    from identify.evaluation import check
+    from identify.measurement import check
     from identify.report import write_queries
 
     checked = check(data, settings.fusion.replace(target_error=target_error), settings.calibration)
