@@ -52,9 +52,6 @@ class Reviews:
         self.references = references
         self.photos = photos
 
-    def _species_id(self, session: Session, name: str) -> int:
-        return self.references.species_id(session, name)
-
     def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
         """Open sightings that are not confident, most uncertain first; (one page, total)."""
         where = (Sighting.status == "open", Sighting.decision.in_(UNCERTAIN))
@@ -117,7 +114,7 @@ class Reviews:
         if not request.species:
             raise IdentifyError("bad_review", "correct needs the species")
         label = self._corrected_label(session, request, model_classes)
-        return self._species_id(session, label), label
+        return self.references.species_id(session, label), label
 
     def _corrected_label(self, session: Session, request: ReviewRequest, model_classes: Sequence[str]) -> str:
         """The label a correction names: a known label as it is; else any name of the taxonomy (common or

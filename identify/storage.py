@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from identify.errors import IdentifyError
+from identify.faults import database_unavailable
 from identify.identity import ModelIdentity
 from identify.schema import Index, IndexBuild, Model, utcnow
 
@@ -66,7 +67,7 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
     try:
         command.upgrade(_alembic_config(engine), revision)
     except OperationalError as exc:
-        raise IdentifyError("database_unavailable", f"cannot reach {engine.url!r}: {exc.orig}", 503) from None
+        raise database_unavailable(f"cannot reach {engine.url!r}: {exc.orig}") from None
 
 
 def downgrade_database(engine: Engine, revision: str) -> None:
