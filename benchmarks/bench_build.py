@@ -40,11 +40,11 @@ def pure_forward(checkpoint: Path, photos: Path, batch_size: int, channels_last:
     reference of the issue's targets) or in channels-last (what the Backbone now uses); `compiled`: through
     torch.compile (compiled during the warm-up, which is not timed)."""
     from identify.backbone import load_backbone
-    from identify.images import read_image_file
+    from identify.observation import read_photo_file
 
     backbone = load_backbone(str(checkpoint))
     transform = backbone.transform
-    tensors = torch.stack([transform(read_image_file(p)) for p in sorted(photos.rglob("*.jpg"))])
+    tensors = torch.stack([transform(read_photo_file(p).image) for p in sorted(photos.rglob("*.jpg"))])
     backbone.use_memory_format(torch.channels_last if channels_last else torch.contiguous_format)
     if compiled:
         backbone.compile(batch_size)

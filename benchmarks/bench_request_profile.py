@@ -2,7 +2,7 @@
 `POST /api/v1/identify`, stage by stage, in core-ms per request.
 
 bench_service.py measures the whole server from outside: under load it spent 43.2 core-ms a request, of which
-the batched forward took 30.6. A sampling profiler perturbed that server too much (BENCHMARKS.md, 3), so this
+the batched forward took 30.6. A sampling profiler perturbed that server too much (BENCHMARKS.md: service), so this
 profiles the same work in one process, deterministically: the app (xcit_nano12_p16 at 256 px, random weights,
 SQLite, the same photos as bench_service) serves N uploads through Flask's test client.
 
@@ -52,7 +52,6 @@ def time_stages(service: Any, totals: dict[str, float]) -> list[str]:
     labels, in the order a request meets them."""
     import flask.wrappers
 
-    from identify import service as service_module
     from identify.batching import MicroBatcher
     from identify.service import IdentificationService
     from identify.web import api
@@ -60,8 +59,7 @@ def time_stages(service: Any, totals: dict[str, float]) -> list[str]:
     stages = [
         ("multipart parsing (werkzeug)", flask.wrappers.Request, "_load_form_data"),
         ("checking the fields, reading the photo", api, "parse_upload"),
-        ("decoding the JPEG (Pillow)", IdentificationService, "_decode_all"),
-        ("EXIF: place and date", service_module, "where_and_when"),
+        ("reading the photos: EXIF and pixels (Pillow)", IdentificationService, "_read_all"),
         ("handing to the batcher, waiting", MicroBatcher, "submit_many"),
         ("fusion, prior, decision (explain)", service.identifier, "explain"),
         ("storing the photo file", service.photos, "save"),

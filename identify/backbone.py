@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 # Forward of a batch of 8 at native size, channels-last against the plain layout, on a 2-core machine
-# (BENCHMARKS.md 1): xcit_nano12_p16 1.18x, crossformer_s 1.16x, vit_parallel_s16 1.04x, rope_deit3 1.00x,
+# (BENCHMARKS.md: build): xcit_nano12_p16 1.18x, crossformer_s 1.16x, vit_parallel_s16 1.04x, rope_deit3 1.00x,
 # biformer_s 0.87x. Networks listed here keep the plain layout.
 PLAIN_LAYOUT_NETWORKS = ("biformer",)
 
@@ -57,7 +57,7 @@ class Backbone:
         """Compile the embedding path with torch.compile (inductor), as `birder-predict --compile` does. For long
         builds only: the first compile of a model on a machine takes tens of seconds (43 s for xcit_nano12_p16
         on 2 cores; about 5 s once inductor's cache in /tmp holds it), for a forward 1.22-1.40x faster there
-        (a 2-core build was no faster: its decode workers set the pace; BENCHMARKS.md 1).
+        (a 2-core build was no faster: its decode workers set the pace; BENCHMARKS.md: build).
         Every batch is padded to `batch_size` so that the graph compiles once: a smaller last batch would
         compile a second one."""
         self.net.embedding = torch.compile(self.net.embedding, dynamic=False)

@@ -195,13 +195,11 @@ def demo_curator(root: Path, name: str = "demo") -> tuple[str, str]:
     """The demo curator's name and password: created on the first run, the same on every later one (the
     password is kept in `root/demo-curator.txt`, readable by its owner only; a demo, not a deployment)."""
     from identify.config import load_settings
-    from identify.curators import Curators
-    from identify.storage import Store, make_engine, upgrade_database
+    from identify.parts import Parts
 
     saved = root / "demo-curator.txt"
-    engine = make_engine(load_settings().database_url)
-    upgrade_database(engine)
-    curators = Curators(Store(engine))
+    parts = Parts(load_settings())
+    curators = parts.curators
     if saved.is_file():
         password = saved.read_text().strip()
         if curators.check_password(name, password) is None:  # the database was reset: create it again
@@ -211,7 +209,7 @@ def demo_curator(root: Path, name: str = "demo") -> tuple[str, str]:
         curators.create(name, password, replace=True)
         saved.touch(mode=0o600)
         saved.write_text(password + "\n")
-    engine.dispose()
+    parts.store.engine.dispose()
     return name, password
 
 

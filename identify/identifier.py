@@ -16,7 +16,8 @@ from PIL import Image
 from identify.calibration import Calibration
 from identify.config import FusionConfig
 from identify.fusion import Decision, Neighbour, RankedSpecies
-from identify.prior import Place, PriorModel
+from identify.observation import Place
+from identify.prior import PriorModel
 from identify.references import ReferenceInfo, References
 from identify.rollup import RollUp
 from identify.scoring import SpeciesNames, answer

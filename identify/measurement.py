@@ -15,7 +15,8 @@ import numpy as np
 from identify.calibration import (Calibration, clopper_pearson_upper)
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, Neighbour, confidence_features, decide, fuse
-from identify.prior import Place, PriorModel
+from identify.observation import Place
+from identify.prior import PriorModel
 from identify.scoring import Answer, SpeciesNames, answer
 from identify.taxonomy import Taxon
 from identify.vectors.plan import exact_knn

@@ -1,26 +1,17 @@
-"""Where and when a photo was taken: parsing what people type (coordinates, ISO 8601, bounding boxes) and
-what cameras write (EXIF DateTimeOriginal and GPS). The index builder's CSV and the web forms share these."""
+"""Where and when, as text: parsing what people type (coordinates, ISO 8601, bounding boxes), placing a moment
+in time (ObservedTime), and the generalised position the public sees. The index builder's CSV, the web forms and
+the CLI share these; what cameras write is read in identify.observation."""
 
 from __future__ import annotations
 
 import functools
-import io
 import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Sequence, overload
-
-from PIL import ExifTags, Image
+from typing import overload
 
 from identify.errors import IdentifyError
-
-
-@dataclass(frozen=True)
-class PhotoMetadata:
-    observed_at: datetime | None = None  # aware when the camera wrote its offset, else the local wall time (naive)
-    lat: float | None = None
-    lon: float | None = None
 
 
 ZONES = ("offset", "place", "unknown")
@@ -198,64 +189,6 @@ def parse_bbox(raw: str | None) -> BoundingBox | None:
     if south > north:  # type: ignore[operator]
         raise IdentifyError("bad_coordinates", f"bbox {raw!r}: south is above north")
     return BoundingBox(west, south, east, north)  # type: ignore[arg-type]
-
-
-def _exif_time(value: object, offset: object) -> datetime | None:
-    """EXIF `YYYY:MM:DD HH:MM:SS`: aware with OffsetTimeOriginal when the camera wrote one, else the local wall
-    time, naive (observed_time finds its zone)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.strptime(value.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
-    except ValueError:
-        return None
-    if isinstance(offset, str) and len(offset.strip("\x00")) == 6:
-        text = offset.strip("\x00")
-        try:
-            sign = -1 if text[0] == "-" else 1
-            moment = moment.replace(tzinfo=timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6]))))
-        except ValueError:
-            pass
-    return moment if plausible_observation(moment) else None  # a camera clock set wrong is no date at all
-
-
-def _gps_degrees(value: object, ref: object, limit: float) -> float | None:
-    try:
-        degrees, minutes, seconds = (float(part) for part in value)  # type: ignore[attr-defined]  # EXIF's IFDRational triple
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    result = degrees + minutes / 60 + seconds / 3600
-    if isinstance(ref, str) and ref.strip("\x00").upper() in ("S", "W"):
-        result = -result
-    return result if math.isfinite(result) and abs(result) <= limit else None
-
-
-def where_and_when(photos: Sequence[PhotoMetadata], lat: float | None, lon: float | None,
-                   moment: datetime | None) -> tuple[float | None, float | None, ObservedTime | None]:
-    """Where and when the photos of one bird were taken: what the observer gave wins; else the first photo's
-    EXIF with a GPS position, and the first with a date; the time placed by observed_time's rule."""
-    if lat is None:
-        located = next((p for p in photos if p.lat is not None), None)
-        lat, lon = (located.lat, located.lon) if located is not None else (None, None)
-    moment = moment or next((p.observed_at for p in photos if p.observed_at is not None), None)
-    return lat, lon, observed_time(moment, lat, lon)
-
-
-def exif_metadata(data: bytes) -> PhotoMetadata:
-    """Date and position from a photo's EXIF. Missing or malformed EXIF gives None fields, never an error:
-    EXIF is a hint, and the photo itself has already been validated by `decode_image`."""
-    try:
-        exif = Image.open(io.BytesIO(data)).getexif()
-        details = exif.get_ifd(ExifTags.IFD.Exif)
-        gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
-    except Exception:  # noqa: BLE001 - Pillow raises many types on odd EXIF; none of them should fail an upload
-        return PhotoMetadata()
-    observed_at = _exif_time(details.get(ExifTags.Base.DateTimeOriginal), details.get(ExifTags.Base.OffsetTimeOriginal))
-    lat = _gps_degrees(gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLatitudeRef), 90)
-    lon = _gps_degrees(gps.get(ExifTags.GPS.GPSLongitude), gps.get(ExifTags.GPS.GPSLongitudeRef), 180)
-    if lat is None or lon is None:
-        lat = lon = None
-    return PhotoMetadata(observed_at or _exif_time(exif.get(ExifTags.Base.DateTime), None), lat, lon)
 
 
 GENERALISED_STEP = 0.1  # degrees: what the public sees of a position (about 11 km north-south)

@@ -26,7 +26,7 @@ from typing import Iterable
 from sqlalchemy import insert, select, update
 
 from identify.errors import IdentifyError
-from identify.metadata import ObservedTime
+from identify.observation import Place
 from identify.schema import OccurrenceCount, OccurrenceImport, utcnow
 from identify.storage import Store
 from identify.taxonomy import Taxonomy
@@ -43,22 +43,6 @@ SHRINK_LOCAL = 100.0
 SHRINK_REGIONAL = 100.0
 FLOOR = 1e-3  # the least a prior weighs in fusion (iNaturalist's epsilon)
 CSV_COLUMNS = ("scientificName", "decimalLatitude", "decimalLongitude", "eventDate")
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where and when a photo was taken."""
-
-    lat: float
-    lon: float
-    when: date | datetime
-
-    @classmethod
-    def of(cls, lat: float | None, lon: float | None, observed: ObservedTime | None) -> "Place | None":
-        """The place for the prior; None without both a position and a time (no place, no prior)."""
-        if lat is None or lon is None or observed is None:
-            return None
-        return cls(lat, lon, observed.local)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ web app and `identify predict` see the same reference set."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
 from identify.identity import ModelIdentity
+from identify.observation import WhereAndWhen
 from identify.schema import Embedding, Index, IndexMember, ReferenceImage, Species
 from identify.schema import Taxon as TaxonRow
 from identify.storage import IN_CHUNK, Store, rows_to_arrays
@@ -35,9 +35,7 @@ class NewReference:
     path: str
     species: str  # the label as written; it is resolved to a taxon when first seen
     vector: np.ndarray | bytes  # float32, as the network gave it
-    lat: float | None = None
-    lon: float | None = None
-    observed_at: datetime | None = None
+    where: WhereAndWhen = WhereAndWhen()
     source: str | None = None
     sighting_id: int | None = None  # promoted from this sighting by a curator
 
@@ -71,11 +69,6 @@ class References:
         self.sessions = store.sessions
         self._taxonomy = taxonomy
         self._species_ids: dict[str, int] = {}  # labels are never renamed or deleted: safe to keep
-
-    @classmethod
-    def for_settings(cls, store: Store, settings: Any) -> "References":
-        """The reference set with the operator's taxonomy mapping file (settings.taxonomy_mapping), if any."""
-        return cls(store, Taxonomy.with_mapping_file(settings.taxonomy_mapping))
 
     @property
     def taxonomy(self) -> Taxonomy:
@@ -171,8 +164,8 @@ class References:
         for ref in references:
             species_id = self.species_id(session, ref.species)
             _insert_if_absent(session, ReferenceImage, dict(
-                file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, lat=ref.lat, lon=ref.lon,
-                observed_at=ref.observed_at, source=ref.source, sighting_id=ref.sighting_id), ["file_sha256"])
+                file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, lat=ref.where.lat, lon=ref.where.lon,
+                observed_at=ref.where.observed_at, source=ref.source, sighting_id=ref.sighting_id), ["file_sha256"])
             row = session.scalars(select(ReferenceImage).where(ReferenceImage.file_sha256 == ref.file_sha256)
                                   .execution_options(populate_existing=True)).one()
             if row.species_id != species_id:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
+from identify.observation import WhereAndWhen
 from identify.photos import PhotoStore
 from identify.references import NewReference, References
 from identify.schema import Review, Sighting, SightingPhoto, Species
@@ -74,13 +75,8 @@ class Reviews:
             if sighting.version != request.version:  # stale first: what else is wrong may be someone else's doing
                 raise self._stale(request)
             species_id, label = self._reviewed_species(session, sighting, request, model_classes)
-            changed = session.execute(
-                update(Sighting)
-                .where(Sighting.id == request.sighting_id, Sighting.version == request.version)
-                .values(status=ACTIONS[request.action], species_id=species_id, version=Sighting.version + 1)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]  # a CursorResult, for an UPDATE
-            if changed != 1:
+            if not self.sightings.set_review_state(session, sighting.id, request.version, ACTIONS[request.action],
+                                                   species_id):
                 raise self._stale(request)
             reference_id = None
             if request.promotes and label is not None:
@@ -144,6 +140,6 @@ class Reviews:
                                  .order_by(SightingPhoto.position)).all()
         return self.references.add(session, index_id, sighting.model_id, [NewReference(
             file_sha256=photo.photo_sha256, path=str(self.photos.photo_path(photo.photo_name)), species=label,
-            vector=photo.embedding, lat=sighting.lat, lon=sighting.lon, observed_at=sighting.observed_at,
+            vector=photo.embedding, where=WhereAndWhen.stored(sighting.lat, sighting.lon, sighting.observed_at),
             source=f"sighting {sighting.id}", sighting_id=sighting.id,
         ) for photo in photos])[0]

@@ -17,7 +17,8 @@ import numpy as np
 from identify.calibration import Calibration
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, Decision, Neighbour, RankedSpecies, calibrated, decide, fuse, with_prior
-from identify.prior import FLOOR, Place, PriorModel
+from identify.observation import Place
+from identify.prior import FLOOR, PriorModel
 from identify.rollup import GroupName, RollUp, roll_up
 from identify.taxonomy import Taxon
 

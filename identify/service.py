@@ -9,27 +9,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from PIL import Image
 
 from identify.batching import MicroBatcher
 from identify.config import Settings
-from identify.curators import Curators
 from identify.errors import IdentifyError
-from identify.identifier import Identification, Identifier, NeighbourInfo, pool_evidence
-from identify.images import decode_image, image_format, read_image_file
-from identify.metadata import exif_metadata, where_and_when
-from identify.photos import THUMBNAIL_SIZE, PhotoStore, StoredPhoto, photo_sha256
-from identify.prior import Occurrences, Place
-from identify.references import References
+from identify.identifier import Identification, NeighbourInfo, pool_evidence
+from identify.observation import Photo, WhereAndWhen, decode_image, read_photo, read_photo_file
+from identify.parts import Parts
+from identify.photos import THUMBNAIL_SIZE, StoredPhoto
 from identify.similar import SimilarSightings
-from identify.reviews import ReviewOutcome, ReviewRequest, Reviews
-from identify.sightings import NewSighting, PhotoOfSighting, SightingFilters, SightingRecord, SightingStore
-from identify.storage import Store, make_engine, upgrade_database
+from identify.reviews import ReviewOutcome, ReviewRequest
+from identify.sightings import NewSighting, PhotoOfSighting, SightingFilters, SightingRecord
+from identify.storage import Store
 from identify.rules import MAX_PHOTOS
 from identify.taxonomy import Suggestion
 
@@ -48,9 +43,7 @@ SWEEP_EVERY_SECONDS = 3600.0
 class SightingFields:
     """What an uploader may say about a photo (parsed by the web layer); blank fields are read from EXIF."""
 
-    lat: float | None = None
-    lon: float | None = None
-    observed_at: datetime | None = None  # aware with its offset, or the local wall time (naive)
+    given: WhereAndWhen = WhereAndWhen()  # what the observer says of place and time; EXIF fills the rest
     observer: str | None = None
     note: str | None = None
     ignore_location: bool = False  # leave place and season out of the identification (Merlin's "I don't know")
@@ -71,28 +64,24 @@ class SimilarSighting:
 
 
 class IdentificationService:
-    def __init__(self, settings: Settings, backbone: "Backbone", store: Store) -> None:
+    def __init__(self, settings: Settings, backbone: "Backbone", store: Store | None = None) -> None:
+        """`store`: an open one; else the configured database, migrated (identify.parts wires every part)."""
+        parts = Parts(settings, store)
         self.settings = settings
-        self.config = settings.fusion
         self.limits = settings.service
         self.backbone = backbone
-        self.store = store
-        self.photos = PhotoStore(settings.data_dir)
-        self.references = References.for_settings(store, settings)
-        self.sightings = SightingStore(store, self.references)
-        self.reviews = Reviews(store, self.sightings, self.references, self.photos)
-        self.curators = Curators(store, settings.service.token_days)
+        self.store = parts.store
+        self.photos = parts.photos
+        self.references = parts.references
+        self.sightings = parts.sightings
+        self.reviews = parts.reviews
+        self.curators = parts.curators
         self.index_name = settings.service.index
-        identity = backbone.identity
-        self.model_id = store.register_model(identity)
-        self.references.ensure_species(identity.classes)  # predictions name them: create them before requests race
+        self.model_id = parts.register(backbone)
         self.references.link_taxa()  # labels recorded before taxa existed, or by an older release
-        self.reference_index = self.references.live_index(settings.indexes_dir, self.index_name, identity,
-                                                          self.model_id, self.limits.refresh_seconds)
-        self.identifier = Identifier(backbone, self.reference_index, self.references, self.config,
-                                     settings.calibration)
-        self.occurrences = Occurrences(store, self.references.taxonomy)
-        self.identifier.prior = self.occurrences.model(self.sightings.confirmed_records())
+        self.identifier = parts.identifier(backbone, self.index_name, refresh_seconds=self.limits.refresh_seconds)
+        self.reference_index = self.identifier.index
+        identity = backbone.identity
         # The transform, forward pass and search run batched in one thread; decoding and fusion run in the
         # request threads. All torch work stays in the batcher's thread: torch ops in request threads would each
         # start an OpenMP team whose spinning threads slow the forward pass (measured: 36 -> 54 ms).
@@ -122,51 +111,46 @@ class IdentificationService:
             raise IdentifyError("no_model", "set IDENTIFY_MODEL (a birder model name or a .pt checkpoint)")
         from identify.backbone import load_backbone  # torch: only once a model is really needed
 
-        backbone = load_backbone(settings.service.model)
-        engine = make_engine(settings.database_url)
-        upgrade_database(engine)
-        return cls(settings, backbone, Store(engine))
+        return cls(settings, load_backbone(settings.service.model))
 
     # ---- upload and match --------------------------------------------------------------------------------
-    def _decode(self, data: bytes) -> Image.Image:
+    def _read(self, data: bytes) -> Photo:
         if len(data) > self.limits.max_upload_bytes:
             raise IdentifyError("file_too_large", f"the photo is over {self.limits.max_upload_mb:g} MB", 413)
-        return decode_image(data, self.limits.max_pixels, self.backbone.identity.decode_size)
+        return read_photo(data, self.limits.max_pixels, self.backbone.identity.decode_size)
 
-    def _decode_all(self, photos: Sequence[bytes]) -> list[Image.Image]:
+    def _read_all(self, photos: Sequence[bytes]) -> list[Photo]:
         """Every photo decoded and checked, or an error that says which photo (nothing done yet)."""
         if not photos:
             raise IdentifyError("missing_image", "send the photo as the multipart form field `image`")
         if len(photos) > MAX_PHOTOS:
             raise IdentifyError("too_many_photos", f"{len(photos)} photos: one sighting takes 1 to {MAX_PHOTOS} "
                                 "photos of the same bird")
-        images = []
+        read = []
         for number, data in enumerate(photos, start=1):
             try:
-                images.append(self._decode(data))
+                read.append(self._read(data))
             except IdentifyError as exc:
                 if len(photos) == 1:
                     raise
                 raise IdentifyError(exc.code, f"photo {number} of {len(photos)}: {exc.message}", exc.status) from None
-        return images
+        return read
 
     def identify_upload(self, photos: Sequence[bytes], fields: SightingFields) -> Identified:
         """Identify one to five photos of one bird and store them as one sighting. On any failure nothing is
         stored."""
-        images = self._decode_all(photos)
+        read = self._read_all(photos)
         # EXIF first: the place and date take part in the identification.
-        lat, lon, observed = where_and_when([exif_metadata(data) for data in photos], fields.lat, fields.lon,
-                                            fields.observed_at)
-        place = None if fields.ignore_location else Place.of(lat, lon, observed)
+        where = fields.given.completed_by(photo.exif for photo in read)
+        place = None if fields.ignore_location else where.place()
         # One forward pass per photo, batched with each other and with the uploads that arrive meanwhile.
-        evidence = self.batcher.submit_many(images)
+        evidence = self.batcher.submit_many([photo.image for photo in read])
         result = self.identifier.explain(pool_evidence(evidence), place)
-        hashes = [photo_sha256(data) for data in photos]
         stored: list[StoredPhoto] = []  # filled one by one: a failure on the second photo still knows the first
         try:
-            with self.photos.reserved(hashes):  # no file of these is removed until the sighting is committed
-                for data, sha256 in zip(photos, hashes, strict=True):
-                    stored.append(self.photos.save(data, image_format(data), sha256))
+            with self.photos.reserved([photo.sha256 for photo in read]):  # none removed until the row is committed
+                for photo in read:
+                    stored.append(self.photos.save(photo.data, photo.format, photo.sha256))
                 sighting_id, public_id = self.sightings.add(NewSighting(
                     photos=[PhotoOfSighting(p.sha256, p.name, e.embedding)
                             for p, e in zip(stored, evidence, strict=True)],
@@ -175,7 +159,7 @@ class IdentificationService:
                     uncertainty=result.decision.uncertainty, predictions=result.species,
                     rollup=result.rollup.to_dict() if result.rollup is not None else None,
                     neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
-                    lat=lat, lon=lon, observed=observed,
+                    where=where,
                     observer=fields.observer, note=fields.note, hide_location=fields.hide_location,
                 ))
         except BaseException:
@@ -218,7 +202,7 @@ class IdentificationService:
 
     def similar_to_photo(self, data: bytes, k: int, filters: SightingFilters) -> list[SimilarSighting]:
         """Past sightings like this photo; the photo itself is not stored."""
-        embedding = self.batcher.submit(self._decode(data)).embedding
+        embedding = self.batcher.submit(self._read(data).image).embedding
         return self._similar(embedding, k, filters, exclude=None)
 
     # ---- curation ----------------------------------------------------------------------------------------
@@ -266,7 +250,7 @@ class IdentificationService:
                 image = decode_image(self.photos.photo_path(photo_name).read_bytes(), self.limits.max_pixels,
                                      THUMBNAIL_SIZE)
             elif reference is not None:
-                image = read_image_file(Path(reference.path), self.limits.max_pixels, THUMBNAIL_SIZE)
+                image = read_photo_file(Path(reference.path), self.limits.max_pixels, THUMBNAIL_SIZE).image
             else:
                 return None
         except (IdentifyError, OSError) as exc:

@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
 from identify.fusion import RankedSpecies
 from identify.metadata import GENERALISED_STEP, BoundingBox, ObservedTime, as_utc, generalised
+from identify.observation import WhereAndWhen
 from identify.references import References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, SightingPhoto, Species
 from identify.schema import Taxon as TaxonRow
@@ -46,9 +47,7 @@ class NewSighting:
     predictions: Sequence[RankedSpecies]  # best first
     neighbours: Sequence[tuple[int, float]]  # (reference id, similarity), nearest first
     rollup: dict[str, Any] | None = None  # identify.rollup.RollUp.to_dict(), when not confident
-    lat: float | None = None
-    lon: float | None = None
-    observed: ObservedTime | None = None
+    where: WhereAndWhen = WhereAndWhen()
     observer: str | None = None
     note: str | None = None
     hide_location: bool = False
@@ -142,19 +141,32 @@ class SightingStore:
         return self.references.species_id(session, name)
 
     # ---- writing an upload -------------------------------------------------------------------------------
+    def set_review_state(self, session: Session, sighting_id: int, version: int, status: str,
+                         species_id: int | None) -> bool:
+        """In the caller's transaction: the status and species a review leaves, and the next version, only if
+        the sighting is still at `version` (compare and set: of two curators, one wins). False if it was not."""
+        changed = session.execute(
+            update(Sighting)
+            .where(Sighting.id == sighting_id, Sighting.version == version)
+            .values(status=status, species_id=species_id, version=Sighting.version + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]  # a CursorResult, for an UPDATE
+        return bool(changed == 1)
+
     def add(self, new: NewSighting) -> tuple[int, str]:
         """Store a sighting; returns (SQL key, public id)."""
+        observed = new.where.time
         with self.sessions.begin() as session:
             sighting = Sighting(
                 photo_sha256=new.photos[0].sha256,
                 photo_name=new.photos[0].name,
                 model_id=new.model_id,
                 embedding=np.ascontiguousarray(new.embedding, dtype=np.float32).tobytes(),
-                lat=new.lat,
-                lon=new.lon,
-                observed_at=new.observed.utc if new.observed else None,
-                observed_offset=new.observed.offset_minutes if new.observed else None,
-                observed_zone=new.observed.zone if new.observed else None,
+                lat=new.where.lat,
+                lon=new.where.lon,
+                observed_at=observed.utc if observed else None,
+                observed_offset=observed.offset_minutes if observed else None,
+                observed_zone=observed.zone if observed else None,
                 observer=new.observer,
                 note=new.note,
                 hide_location=new.hide_location,

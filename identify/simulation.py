@@ -16,7 +16,7 @@ import numpy as np
 from datetime import date, timedelta
 
 from identify.measurement import EvaluationData
-from identify.prior import Place
+from identify.observation import Place
 from identify.taxonomy import Taxon
 
 LOOKALIKE = 0.7  # distance between the centres of a look-alike pair, before normalising

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from identify.backbone import Backbone
 from identify.errors import IdentifyError
-from identify.images import read_image_file
+from identify.observation import read_photo_file
 from index_builder.sources import ReferenceSource
 
 
@@ -37,8 +37,8 @@ class ReferenceDataset(Dataset):
 
     def __getitem__(self, position: int) -> tuple[int, torch.Tensor | None, tuple[str, str] | None]:
         try:
-            image = read_image_file(self.sources[position].path, draft_size=self.draft_size)
-            return position, self.transform(image), None
+            photo = read_photo_file(self.sources[position].path, draft_size=self.draft_size)
+            return position, self.transform(photo.image), None
         except IdentifyError as exc:
             return position, None, (exc.code, exc.message)
 

@@ -18,6 +18,7 @@ from identify.config import Settings
 from identify.errors import IdentifyError
 from identify.images import sha256_file
 from identify.locks import exclusive_lock
+from identify.parts import Parts
 from identify.references import References
 from identify.storage import Store
 from identify.vectors.plan import build_planned_index, plan_index
@@ -93,7 +94,7 @@ class IndexBuilder:
         self.settings = settings
         self.backbone = backbone
         self.store = store
-        self.references = references or References.for_settings(store, settings)
+        self.references = references or Parts(settings, store).references
         self.options = options
         self.ranks = ranks or Ranks()
         self.report = BuildReport(rank=self.ranks.rank, world_size=self.ranks.world_size)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from identify.errors import IdentifyError
 from identify.metadata import parse_coordinate, parse_timestamp
+from identify.observation import WhereAndWhen
 
 REQUIRED_COLUMNS = ("path", "species")
 OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source")
@@ -19,9 +19,7 @@ OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source")
 class ReferenceSource:
     path: Path
     species: str
-    lat: float | None = None
-    lon: float | None = None
-    observed_at: datetime | None = None
+    where: WhereAndWhen = WhereAndWhen()
     source: str | None = None
 
 
@@ -55,9 +53,9 @@ def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:
     return ReferenceSource(
         path=path if path.is_absolute() else base / path,
         species=species,
-        lat=parse_coordinate(row.get("lat") or "", "lat", 90),
-        lon=parse_coordinate(row.get("lon") or "", "lon", 180),
-        observed_at=parse_timestamp(row.get("observed_at") or ""),
+        where=WhereAndWhen(parse_coordinate(row.get("lat") or "", "lat", 90),
+                           parse_coordinate(row.get("lon") or "", "lon", 180),
+                           parse_timestamp(row.get("observed_at") or "")),
         source=(row.get("source") or "").strip() or None,
     )
 

@@ -26,9 +26,7 @@ class EmbeddingWriter:
                 path=str(source.path),
                 species=source.species,
                 vector=vector,
-                lat=source.lat,
-                lon=source.lon,
-                observed_at=source.observed_at,
+                where=source.where,
                 source=source.source,
             )
             for source, sha, vector in zip(sources, hashes, vectors, strict=True)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from identify.errors import IdentifyError
-from identify.images import decode_image
+from identify.observation import decode_image
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -66,7 +66,7 @@ def test_exif_orientation_is_applied():
 def test_draft_decoding_covers_the_requested_size_and_keeps_the_orientation():
     import io
 
-    from identify.images import decode_image
+    from identify.observation import decode_image
 
     buffer = io.BytesIO()
     exif = Image.Exif()

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from identify.cli import main
 from identify.fusion import RankedSpecies, with_prior
-from identify.prior import FLOOR, SHRINK_LOCAL, SHRINK_REGIONAL, Occurrences, Place, PriorModel, TaxonPrior, cell_of, week_of
+from identify.observation import Place
+from identify.prior import FLOOR, SHRINK_LOCAL, SHRINK_REGIONAL, Occurrences, PriorModel, TaxonPrior, cell_of, week_of
 from identify.taxonomy import Taxon, Taxonomy
 
 JERUSALEM, BERLIN = (31.78, 35.22), (52.52, 13.40)

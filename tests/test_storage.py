@@ -9,6 +9,7 @@ from sqlalchemy import func, inspect, select
 from identify.identity import ModelIdentity
 from identify.errors import IdentifyError
 from identify.schema import Base, Embedding, IndexMember, ReferenceImage, Species
+from identify.observation import WhereAndWhen
 from identify.references import NewReference, References
 from identify.storage import Store, current_revision, downgrade_database, make_engine, upgrade_database
 
@@ -50,7 +51,7 @@ def test_references_are_recorded_once_per_content(store):
     assert store.register_model(identity("a")) == model_id
     index_id = store.open_index("birds", model_id)
     vector = np.arange(4, dtype=np.float32)
-    ref = NewReference("f" * 64, "/photos/1.jpg", "Corvus_cornix", vector, lat=51.5, lon=-0.1)
+    ref = NewReference("f" * 64, "/photos/1.jpg", "Corvus_cornix", vector, WhereAndWhen(51.5, -0.1))
     first = References(store).add_batch(index_id, model_id, [ref])
     again = References(store).add_batch(index_id, model_id, [ref])  # a resumed build writes the same batch again
     assert first == again

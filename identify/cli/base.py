@@ -64,13 +64,12 @@ def _settings():  # type: ignore[no-untyped-def]
     return load_settings()
 
 
-def _store(settings):  # type: ignore[no-untyped-def]
-    """The system of record, migrated to the current schema (idempotent)."""
-    from identify.storage import Store, make_engine, upgrade_database
+def _parts(settings):  # type: ignore[no-untyped-def]
+    """The house's parts (identify.parts), wired as the web app wires them; SQL is opened and migrated on
+    first use."""
+    from identify.parts import Parts
 
-    engine = make_engine(settings.database_url)
-    upgrade_database(engine)
-    return Store(engine)
+    return Parts(settings)
 
 
 model_option = click.option("--model", required=True, envvar="IDENTIFY_MODEL", show_envvar=True,

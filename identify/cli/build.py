@@ -11,7 +11,7 @@ import click
 from identify.cli.base import (
     _passive_openmp,
     _settings,
-    _store,
+    _parts,
     json_option,
     main,
     memory_budget_option,
@@ -58,12 +58,13 @@ def build_index(model: str, network: str | None, images: Path | None, manifest: 
     backbone = load_backbone(model, network=network, half=half, device=ranks.device())
     if compiled:
         backbone.compile(batch_size)  # compiles at the first batch, so a build with nothing new pays nothing
-    store = _store(settings) if ranks.leader else None
-    ranks.barrier()  # rank 0 has migrated the schema (two migrations at once would race)
-    store = store or _store(settings)
+    parts = _parts(settings)
+    if ranks.leader:
+        parts.store  # noqa: B018 - opened (and migrated) by rank 0 alone: two migrations at once would race
+    ranks.barrier()
     options = BuildOptions(name, index_type, batch_size, workers, progress=sys.stderr.isatty() or not json_output,
                            memory_budget=memory_budget)
-    report = IndexBuilder(settings, backbone, store, options, ranks=ranks).run(sources)
+    report = IndexBuilder(settings, backbone, parts.store, options, parts.references, ranks).run(sources)
     ranks.finish()
     if json_output:
         click.echo(json.dumps(report.to_dict() if ranks.leader else report.shard_dict()))
@@ -91,16 +92,13 @@ def index_sightings(model: str, network: str | None, memory_budget: int | None, 
     Servers start from it and read from SQL only the sightings stored after it; they also publish one themselves
     every IDENTIFY_SIMILAR_SNAPSHOT_ROWS new sightings (0 leaves it to this command, e.g. from cron)."""
     from identify.backbone import load_backbone
-    from identify.references import References
-    from identify.sightings import SightingStore
     from identify.similar import SimilarSightings
 
     settings = _settings()
     backbone = load_backbone(model, network=network)
-    store = _store(settings)
-    sightings = SightingStore(store, References.for_settings(store, settings))
-    similar = SimilarSightings(settings.indexes_dir, backbone.identity, store.register_model(backbone.identity),
-                               sightings, refresh_seconds=0, snapshot_rows=0, memory_budget=memory_budget)
+    parts = _parts(settings)
+    similar = SimilarSightings(settings.indexes_dir, backbone.identity, parts.register(backbone),
+                               parts.sightings, refresh_seconds=0, snapshot_rows=0, memory_budget=memory_budget)
     published = similar.snapshot() is not None
     report = {"published": published, "snapshot": str(similar.directory / similar.name), **similar.describe()}
     if json_output:

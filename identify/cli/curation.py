@@ -10,7 +10,7 @@ import click
 
 from identify.cli.base import (
     _settings,
-    _store,
+    _parts,
     main,
     reports_errors,
 )
@@ -27,7 +27,6 @@ def create_curator(name: str, password_stdin: bool, generate_password: bool, res
     """Create a curator who may review sightings; prints their API token (shown once)."""
     import secrets
 
-    from identify.curators import Curators
 
     if password_stdin and generate_password:
         raise IdentifyError("bad_arguments", "give --password-stdin or --generate-password, not both")
@@ -37,8 +36,7 @@ def create_curator(name: str, password_stdin: bool, generate_password: bool, res
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    settings = _settings()
-    token = Curators(_store(settings), settings.service.token_days).create(name, password, replace=reset)
+    token = _parts(_settings()).curators.create(name, password, replace=reset)
     click.echo(f"curator {name!r} {'ready (password and token set anew)' if reset else 'created'}")
     if generate_password:
         click.echo(f"password: {password}")
@@ -51,10 +49,7 @@ def curators() -> None:
 
 
 def _curators():  # type: ignore[no-untyped-def]
-    from identify.curators import Curators
-
-    settings = _settings()
-    return Curators(_store(settings), settings.service.token_days)
+    return _parts(_settings()).curators
 
 
 @curators.command("list")
@@ -111,8 +106,7 @@ def export(fmt: str, status: str, out: Path, media_url: str | None) -> None:
     from identify.export import export_rows, installation_id, write_export
 
     settings = _settings()
-    store = _store(settings)
-    rows = export_rows(store, status)
+    rows = export_rows(_parts(settings).store, status)
     count = write_export(rows, out, fmt, installation_id(settings.data_dir),
                          (settings.service.public_url or "") if media_url is None else media_url)
     click.echo(f"wrote {count} {status} sightings to {out} ({fmt})")

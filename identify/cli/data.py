@@ -12,7 +12,7 @@ import click
 from identify.cli.base import (
     _labelled,
     _settings,
-    _store,
+    _parts,
     json_option,
     main,
     network_option,
@@ -33,11 +33,7 @@ def occurrences() -> None:
 def occurrences_import(path: Path, json_output: bool) -> None:
     """Count a GBIF occurrence download (Darwin Core Archive .zip) or a CSV with scientificName,
     decimalLatitude, decimalLongitude, eventDate into the prior (per H3 cell, week and taxon)."""
-    from identify.prior import Occurrences
-    from identify.taxonomy import Taxonomy
-
-    settings = _settings()
-    report = Occurrences(_store(settings), Taxonomy.with_mapping_file(settings.taxonomy_mapping)).import_file(path)
+    report = _parts(_settings()).occurrences.import_file(path)
     if json_output:
         click.echo(json.dumps(report.to_dict()))
         return
@@ -68,8 +64,7 @@ def taxonomy_check(model: str | None, network: str | None, references_path: Path
 
     if not model and not references_path:
         raise IdentifyError("bad_arguments", "give --model, --references, or both")
-    settings = _settings()
-    names = Taxonomy.with_mapping_file(mapping or settings.taxonomy_mapping)
+    names = Taxonomy.with_mapping_file(mapping) if mapping else _parts(_settings()).taxonomy
     labels: list[str] = []
     if references_path is not None:
         labels += [source.species for source in _labelled(references_path)]  # validated before the model loads
@@ -103,10 +98,7 @@ def taxonomy_check(model: str | None, network: str | None, references_path: Path
 def taxonomy_sync(relink: bool) -> None:
     """Link the database's species labels to their taxa (new labels are linked as they come; run this after
     changing the mapping file)."""
-    from identify.references import References
-
-    settings = _settings()
-    resolved, unresolved = References.for_settings(_store(settings), settings).link_taxa(relink=relink)
+    resolved, unresolved = _parts(_settings()).references.link_taxa(relink=relink)
     click.echo(f"linked {resolved} labels to taxa; {unresolved} resolve to none (kept as written)")
 
 

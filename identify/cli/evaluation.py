@@ -10,6 +10,7 @@ import click
 
 from identify.cli.base import (
     _labelled,
+    _parts,
     _passive_openmp,
     _settings,
     json_option,
@@ -27,8 +28,6 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
     from identify.measurement import EvaluationData
     from index_builder.dataset import default_workers, embed_sources
 
-    from identify.taxonomy import Taxonomy
-
     reference_sources, query_sources = _labelled(references), _labelled(queries)  # validated before the model
     backbone = load_backbone(model, network=network)
     workers = default_workers() if workers is None else workers
@@ -42,7 +41,7 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
         query_paths=[str(query_sources[p].path) for p in asked.positions],
         description=f"model {backbone.identity.name} ({backbone.identity.sha256[:12]}); references {references}, "
                     f"queries {queries}" + (f"; {skipped} unreadable photos skipped" if skipped else ""),
-        taxa=Taxonomy.with_mapping_file(_settings().taxonomy_mapping).resolve_all(
+        taxa=_parts(_settings()).taxonomy.resolve_all(
             {*backbone.identity.classes, *(s.species for s in reference_sources), *(s.species for s in query_sources)}),
     )
 

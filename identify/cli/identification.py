@@ -12,7 +12,7 @@ import click
 
 from identify.cli.base import (
     _settings,
-    _store,
+    _parts,
     json_option,
     main,
     model_option,
@@ -72,20 +72,20 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     The reference set is the live one the web app searches: the published index plus every reference added
     since (curators' promotions included). With --json, one JSON object per photo, one per line."""
     from identify.metadata import parse_observed_at, parse_position
+    from identify.observation import WhereAndWhen
     from identify.vectors.catalog import require_index
 
     # Every mistake is reported before torch and birder load (they take seconds to import).
-    given_lat, given_lon = parse_position(lat, lon)
-    given_date = parse_observed_at(observed, "date")
+    given = WhereAndWhen(*parse_position(lat, lon), parse_observed_at(observed, "date"))
     files = _photo_files(photos)
     settings = _settings()
     require_index(settings.indexes_dir, index_name)
     _require_model_file(model)
     identifier = _identifier(settings, model, network, index_name, k, weight_knn, temperature, ignore_location)
     if group:
-        _predict_observation(identifier, files, ignore_location, given_lat, given_lon, given_date, json_output)
+        _predict_observation(identifier, files, None if ignore_location else given, json_output)
         return
-    failed = _predict_each(identifier, files, ignore_location, given_lat, given_lon, given_date, json_output)
+    failed = _predict_each(identifier, files, None if ignore_location else given, json_output)
     if failed:
         sys.exit(1)
 
@@ -101,40 +101,30 @@ def _identifier(settings, model: str, network: str | None, index_name: str, k: i
                 weight_knn: float | None, temperature: float | None, ignore_location: bool):
     """The service's identifier over the live reference set, and the prior unless place is left out."""
     from identify.backbone import load_backbone
-    from identify.identifier import Identifier
-    from identify.references import References
 
     config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
     backbone = load_backbone(model, network=network)
-    store = _store(settings)
-    references = References.for_settings(store, settings)
-    model_id = store.register_model(backbone.identity)
-    references.ensure_species(backbone.identity.classes)  # every class gets its taxon, as in the service
-    live = references.live_index(settings.indexes_dir, index_name, backbone.identity, model_id, refresh_seconds=0)
-    identifier = Identifier(backbone, live, references, config, settings.calibration)
-    if not ignore_location:
-        identifier.prior = _prior_model(settings, store, references)
-    return identifier
+    return _parts(settings).identifier(backbone, index_name, config, with_prior=not ignore_location)
 
 
 PROGRESS_FROM = 4  # photos: fewer are answered before a bar would be worth drawing
 
 
-def _predict_each(identifier, files: list[Path], ignore_location: bool, lat, lon, when,  # type: ignore[no-untyped-def]
-                  json_output: bool) -> int:
-    """One answer per photo, printed as it comes; returns how many photos failed."""
+def _predict_each(identifier, files: list[Path], given, json_output: bool) -> int:  # type: ignore[no-untyped-def]
+    """One answer per photo, printed as it comes (`given` None: place and season left out); returns how many
+    photos failed."""
     from tqdm import tqdm
 
     from identify.answers import identification_json, path_link
-    from identify.images import read_image_file
+    from identify.observation import read_photo_file
 
     failed = 0
     bar = tqdm(files, unit="photo", file=sys.stderr, disable=len(files) < PROGRESS_FROM, leave=False)
     for photo in bar:
         try:
-            image = read_image_file(photo, draft_size=identifier.backbone.identity.decode_size)
-            place = None if ignore_location else _place([photo], lat, lon, when)
-            result = identification_json(identifier.explain(identifier.search([image])[0], place), path_link)
+            read = read_photo_file(photo, draft_size=identifier.backbone.identity.decode_size)
+            place = _place([read], given)
+            result = identification_json(identifier.explain(identifier.search([read.image])[0], place), path_link)
         except IdentifyError as exc:
             failed += 1
             line = json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}"
@@ -164,35 +154,22 @@ def _photo_files(paths: tuple[Path, ...]) -> list[Path]:
     return files
 
 
-def _predict_observation(identifier, files: list[Path], ignore_location: bool, lat, lon, when,  # type: ignore[no-untyped-def]
-                         json_output: bool) -> None:
+def _predict_observation(identifier, files: list[Path], given, json_output: bool) -> None:  # type: ignore[no-untyped-def]
     """Every photo as one observation of one bird: their evidence pooled into one answer."""
     from identify.answers import identification_json, path_link
     from identify.identifier import pool_evidence
-    from identify.images import read_image_file
+    from identify.observation import read_photo_file
 
-    images = [read_image_file(f, draft_size=identifier.backbone.identity.decode_size) for f in files]
-    place = None if ignore_location else _place(files, lat, lon, when)
-    result = identification_json(identifier.explain(pool_evidence(identifier.search(images)), place), path_link)
+    read = [read_photo_file(f, draft_size=identifier.backbone.identity.decode_size) for f in files]
+    evidence = pool_evidence(identifier.search([photo.image for photo in read]))
+    result = identification_json(identifier.explain(evidence, _place(read, given)), path_link)
     if json_output:
         click.echo(json.dumps({"photos": [str(f) for f in files], **result}))
     else:
         click.echo(_identification_text(f"{len(files)} photos ({files[0].parent})", result))
 
 
-def _prior_model(settings, store, references):  # type: ignore[no-untyped-def]
-    """Place and season from imported occurrences and the service's confirmed sightings."""
-    from identify.prior import Occurrences
-    from identify.sightings import SightingStore
-
-    confirmed = SightingStore(store, references).confirmed_records()
-    return Occurrences(store, references.taxonomy).model(confirmed)
-
-
-def _place(files: list[Path], lat, lon, when):  # type: ignore[no-untyped-def]
+def _place(photos, given):  # type: ignore[no-untyped-def]
     """Where and when the photos were taken, as the web app works it out (given, else EXIF); None without both
-    a position and a date."""
-    from identify.metadata import exif_metadata, where_and_when
-    from identify.prior import Place
-
-    return Place.of(*where_and_when([exif_metadata(f.read_bytes()) for f in files], lat, lon, when))
+    a position and a date, or when place is left out (`given` None)."""
+    return given.completed_by(photo.exif for photo in photos).place() if given is not None else None

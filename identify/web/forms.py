@@ -10,6 +10,7 @@ from werkzeug.datastructures import FileStorage
 from identify.config import parse_boolean
 from identify.errors import IdentifyError
 from identify.metadata import parse_bbox, parse_observed_at, parse_position, parse_timestamp
+from identify.observation import WhereAndWhen
 from identify.service import SightingFields
 from identify.reviews import ReviewRequest
 from identify.sightings import SightingFilters
@@ -66,7 +67,7 @@ def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
             return None
 
     lat, lon = checked(parse_position, form.get("lat"), form.get("lon")) or (None, None)
-    fields = SightingFields(lat, lon, checked(parse_observed_at, form.get("observed_at")),
+    fields = SightingFields(WhereAndWhen(lat, lon, checked(parse_observed_at, form.get("observed_at"))),
                             checked(text_field, form.get("observer"), "observer"),
                             checked(text_field, form.get("note"), "note"),
                             bool(checked(boolean_field, form.get("ignore_location"), "ignore_location")),

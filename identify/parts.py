@@ -1,0 +1,104 @@
+"""The house wired in one place. The web app (IdentificationService) and every CLI command get their store,
+taxonomy, reference set, sightings, reviews, curators, prior and identifier from `Parts`, so each is built the
+same way everywhere: the schema migrated before any read, the operator's taxonomy mapping applied, the model's
+classes given their taxa before the first answer names them.
+
+Each part is built on first use: `identify curator add` opens SQL and never loads the name tables, and nothing
+here imports torch."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from identify.config import FusionConfig, Settings
+from identify.curators import Curators
+from identify.photos import PhotoStore
+from identify.prior import Occurrences, PriorModel
+from identify.references import References
+from identify.reviews import Reviews
+from identify.sightings import SightingStore
+from identify.storage import Store, make_engine, upgrade_database
+from identify.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from identify.backbone import Backbone
+    from identify.identifier import Identifier
+
+
+class Parts:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        """`store`: an open one (tests, the service built by hand); else the configured database, migrated."""
+        self.settings = settings
+        self._model_ids: dict[str, int] = {}  # by checkpoint hash
+        if store is not None:
+            self.__dict__["store"] = store  # cached_property reads the instance dict first
+
+    @cached_property
+    def store(self) -> Store:
+        """The system of record, migrated to the current schema (idempotent)."""
+        engine = make_engine(self.settings.database_url)
+        upgrade_database(engine)
+        return Store(engine)
+
+    @cached_property
+    def taxonomy(self) -> Taxonomy:
+        """The bird taxonomies with the operator's mapping file (IDENTIFY_TAXONOMY_MAPPING), if any."""
+        return Taxonomy.with_mapping_file(self.settings.taxonomy_mapping)
+
+    @cached_property
+    def references(self) -> References:
+        return References(self.store, self.taxonomy)
+
+    @cached_property
+    def sightings(self) -> SightingStore:
+        return SightingStore(self.store, self.references)
+
+    @cached_property
+    def photos(self) -> PhotoStore:
+        return PhotoStore(self.settings.data_dir)
+
+    @cached_property
+    def reviews(self) -> Reviews:
+        return Reviews(self.store, self.sightings, self.references, self.photos)
+
+    @cached_property
+    def curators(self) -> Curators:
+        return Curators(self.store, self.settings.service.token_days)
+
+    @cached_property
+    def occurrences(self) -> Occurrences:
+        return Occurrences(self.store, self.taxonomy)
+
+    def prior(self) -> PriorModel:
+        """Place and season from imported occurrences and the service's confirmed sightings, as of now."""
+        return self.occurrences.model(self.sightings.confirmed_records())
+
+    def register(self, backbone: "Backbone") -> int:
+        """The model's SQL id; its classes get their species and taxa (answers name them: before requests race),
+        and labels recorded before their taxa existed are linked."""
+        key = backbone.identity.sha256
+        if key not in self._model_ids:
+            self._model_ids[key] = self.store.register_model(backbone.identity)
+            self.references.ensure_species(backbone.identity.classes)
+        return self._model_ids[key]
+
+    def reference_index(self, backbone: "Backbone", model_id: int, index_name: str,
+                        refresh_seconds: float) -> Any:
+        """The live reference set searched: the published index plus every reference added since."""
+        return self.references.live_index(self.settings.indexes_dir, index_name, backbone.identity, model_id,
+                                          refresh_seconds)
+
+    def identifier(self, backbone: "Backbone", index_name: str, config: FusionConfig | None = None,
+                   refresh_seconds: float = 0, with_prior: bool = True) -> "Identifier":
+        """The service's identifier: this model over the live reference set, fused and calibrated by the
+        settings (or `config`), with the prior unless place is left out."""
+        from identify.identifier import Identifier
+
+        model_id = self.register(backbone)
+        live = self.reference_index(backbone, model_id, index_name, refresh_seconds)
+        identifier = Identifier(backbone, live, self.references, config or self.settings.fusion,
+                                self.settings.calibration)
+        if with_prior:
+            identifier.prior = self.prior()
+        return identifier
