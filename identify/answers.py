@@ -52,6 +52,7 @@ def identification_json(result: Identification, link: NeighbourLink) -> dict[str
         "model": {"name": result.model_name, "sha256": result.model_sha256},
         "place": ({"lat": result.place.lat, "lon": result.place.lon, "date": result.place.when.isoformat()}
                   if result.place is not None else None),
+        "same_photo_as": result.same_photo_as,
     }
 
 

@@ -34,6 +34,7 @@ from identify.errors import IdentifyError
 METHODS = ("none", "temperature", "isotonic", "confidence")
 EPSILON = 1e-12
 THRESHOLD_GRID = tuple(round(x, 3) for x in np.arange(0.30, 0.9951, 0.005))
+NOTHING_CONFIDENT = 1.01  # when no threshold keeps the bound: one no score reaches, so nothing is confident
 MIN_ANSWERED = 100  # fewer: a Clopper-Pearson bound at 90% cannot reach 5% even with no error (n < 45)
 
 
@@ -44,6 +45,14 @@ class Calibration:
     points: tuple[tuple[float, float], ...] = ()  # isotonic: (fused score, probability) breakpoints
     coefficients: tuple[float, ...] = ()  # confidence: logistic weights of identify.fusion.confidence_features
     intercept: float = 0.0
+    # Mondrian thresholds: (group, threshold) for the groups whose calibration queries sufficed for their own
+    # bound (identify.scoring.answer_groups names them); other answers take FusionConfig.confident_score.
+    thresholds: tuple[tuple[str, float], ...] = ()
+
+    def threshold_for(self, groups: Sequence[str]) -> float | None:
+        """The threshold of the first of `groups` (most specific first) that has its own, else None."""
+        own = dict(self.thresholds)
+        return next((own[group] for group in groups if group in own), None)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -54,6 +63,8 @@ class Calibration:
             raise IdentifyError("bad_config", "isotonic calibration needs at least two points")
         if self.method == "confidence" and not self.coefficients:
             raise IdentifyError("bad_config", "confidence calibration needs its coefficients")
+        if any(not 0.0 <= threshold <= NOTHING_CONFIDENT for _, threshold in self.thresholds):
+            raise IdentifyError("bad_config", f"calibration thresholds must lie in [0, {NOTHING_CONFIDENT}]")
 
     def confidence(self, features: np.ndarray) -> np.ndarray:
         """The confidence model's probability that the top answer is right, per row of features."""
@@ -75,7 +86,8 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "temperature": self.temperature, "points": [list(p) for p in self.points],
-                "coefficients": list(self.coefficients), "intercept": self.intercept}
+                "coefficients": list(self.coefficients), "intercept": self.intercept,
+                "thresholds": dict(self.thresholds)}
 
 
 def negative_log_likelihood(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -149,11 +161,17 @@ class RiskControl:
                 "answered": self.answered, "errors": self.errors, "upper_bound": self.upper_bound}
 
 
-NOTHING_CONFIDENT = 1.01  # when no threshold keeps the bound: one no score reaches, so nothing is confident
+
+
+def fewest_testable(target_error: float, confidence: float) -> int:
+    """The fewest answers whose Clopper–Pearson bound can reach `target_error` at all (with no error):
+    1 - (1 - confidence)^(1/n) <= target, so n >= log(1 - confidence) / log(1 - target); 45 at 5 %, 90 %."""
+    return int(np.ceil(np.log(1.0 - confidence) / np.log(1.0 - target_error) - 1e-9))
 
 
 def choose_threshold(top_scores: np.ndarray, correct: np.ndarray, eligible: np.ndarray, target_error: float,
-                     confidence: float = 0.9, grid: Sequence[float] = THRESHOLD_GRID) -> RiskControl:
+                     confidence: float = 0.9, grid: Sequence[float] = THRESHOLD_GRID,
+                     min_answered: int = MIN_ANSWERED) -> RiskControl:
     """The lowest threshold reached by fixed-sequence testing from the top of the grid (see the module): each
     threshold t answers the eligible queries scored >= t, and passes when the Clopper–Pearson bound at
     `confidence` on their error stays under `target_error`.
@@ -164,7 +182,7 @@ def choose_threshold(top_scores: np.ndarray, correct: np.ndarray, eligible: np.n
     for threshold in sorted(grid, reverse=True):
         answered = eligible & (top_scores >= threshold)
         n, e = int(answered.sum()), int((answered & ~correct).sum())
-        if n < MIN_ANSWERED:
+        if n < min_answered:
             continue  # too few to test: not in the sequence
         bound = clopper_pearson_upper(e, n, confidence)
         rows.append({"threshold": float(threshold), "answered": n, "errors": e, "upper_bound": bound})

@@ -27,6 +27,10 @@ class FusionConfig:
     min_margin: float = 0.15  # top-1 minus top-2 below this needs review
     no_match_similarity: float = 0.5  # nearest reference below this cosine similarity is "far"
     no_match_classifier: float = 0.3  # classifier top-1 below this is "unsure"
+    min_support: int = 2  # distinct references of the answer among the voters, at least, for confident
+    same_photo_similarity: float = 0.97  # a reference this close is the query's own photo, not more evidence
+    unreferenced_vote: float = 0.25  # the classifier's favourite at this, with no references: not confident
+    contradicting_vote: float = 0.5  # the classifier's favourite at this, another species: not confident
     target_error: float = 0.05  # evaluate chooses confident_score so that confident answers err at most this often
     risk_confidence: float = 0.9  # ... with this confidence
 
@@ -40,6 +44,10 @@ class FusionConfig:
             (0.0 <= self.min_margin <= 1.0, "min_margin must lie in [0, 1]"),
             (-1.0 <= self.no_match_similarity <= 1.0, "no_match_similarity must lie in [-1, 1]"),
             (0.0 <= self.no_match_classifier <= 1.0, "no_match_classifier must lie in [0, 1]"),
+            (self.min_support >= 1, "min_support must be at least 1"),
+            (-1.0 <= self.same_photo_similarity <= 1.0, "same_photo_similarity must lie in [-1, 1]"),
+            (0.0 <= self.unreferenced_vote <= 1.0, "unreferenced_vote must lie in [0, 1]"),
+            (0.0 <= self.contradicting_vote <= 1.01, "contradicting_vote must lie in [0, 1.01]"),
             (0.0 < self.target_error < 1.0, "target_error must lie in (0, 1)"),
             (0.0 < self.risk_confidence < 1.0, "risk_confidence must lie in (0, 1)"),
         ]
@@ -115,6 +123,15 @@ SETTING_DOCS: dict[str, str] = {
     "min_margin": "top-1 minus top-2 below this needs review",
     "no_match_similarity": "nearest reference below this cosine similarity is far (with an unsure classifier: `no_match`)",
     "no_match_classifier": "classifier top-1 below this is unsure",
+    "min_support": "distinct references of the answer among the k nearest, a near-copy of the photo not counted, "
+                   "that a confident answer needs (thin evidence: `needs_review`, reason `thin_support`)",
+    "same_photo_similarity": "a reference at or above this cosine similarity is the photo itself: the answer says "
+                             "`same_photo_as` and it does not count as support",
+    "unreferenced_vote": "the classifier's favourite at or above this share, with fewer than `min_support` "
+                         "references, keeps the answer from confident (reason `named_species_unreferenced`): the "
+                         "neighbours could not have spoken for it",
+    "contradicting_vote": "the classifier's favourite at or above this share, another species than the answer, keeps it "
+                          "from confident (reason `classifier_names_another`; 1.01: off)",
     "target_error": "the error `evaluate` allows among confident answers",
     "risk_confidence": "the confidence of that bound",
     "model": "the model the web app serves (birder name or `.pt`)",
@@ -230,8 +247,12 @@ def _calibration(table: Mapping[str, Any], env: Mapping[str, str]) -> Calibratio
         intercept = float(table.get("intercept", 0.0))
     except (TypeError, ValueError):
         raise IdentifyError("bad_config", "calibration.coefficients must be numbers") from None
+    try:
+        thresholds = tuple(sorted((str(group), float(value)) for group, value in table.get("thresholds", {}).items()))
+    except (AttributeError, TypeError, ValueError):
+        raise IdentifyError("bad_config", "calibration.thresholds must be a table of group = threshold") from None
     return Calibration(str(method), temperature, points if method == "isotonic" else (),
-                       coefficients if method == "confidence" else (), intercept)
+                       coefficients if method == "confidence" else (), intercept, thresholds)
 
 
 def write_fusion_settings(data_dir: Path, values: Mapping[str, Any], calibration: Calibration | None = None) -> Path:

@@ -184,8 +184,10 @@ def open_set_classifier(classifier: dict[str, float], knn: dict[str, float]) -> 
             **{name: share * vote for name, vote in outside.items()}}
 
 
-def decide(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour], config: FusionConfig) -> Decision:
-    """confident, needs_review (low score, small margin, classifier and kNN disagree) or no_match."""
+def decide(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour], config: FusionConfig,
+           blockers: Sequence[str] = ()) -> Decision:
+    """confident, needs_review (low score, small margin, classifier and kNN disagree, or a `blockers` reason:
+    identify.openset's) or no_match."""
     top = ranking[0] if ranking else RankedSpecies("", 0.0, 0.0, 0.0)
     second = ranking[1].score if len(ranking) > 1 else 0.0
     uncertainty = 1.0 - (top.score - second)
@@ -200,6 +202,7 @@ def decide(ranking: Sequence[RankedSpecies], neighbours: Sequence[Neighbour], co
         reasons.append("small_margin")
     if top.expected_here is False:  # a rarity for the place and season: a curator should see it
         reasons.append("unusual_for_place_date")
+    reasons += blockers
     if not reasons:
         return Decision(CONFIDENT, (), uncertainty)
     # Why the score is low, for the curator. Not a rule of its own: the calibrated score already weighs a

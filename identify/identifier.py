@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -61,6 +61,7 @@ class Identification:
     forward_seconds: float = 0.0  # the model's forward pass of the batch this photo was in (Server-Timing)
     rollup: RollUp | None = None  # when no species is confident: the lowest taxon sure enough
     place: Place | None = None  # the place and date whose prior shaped the answer (None: the photo's alone)
+    same_photo_as: int | None = None  # a reference that is this very photo (identify.openset)
 
 
 def pool_evidence(photos: Sequence[Evidence]) -> Evidence:
@@ -84,7 +85,10 @@ def pool_evidence(photos: Sequence[Evidence]) -> Evidence:
 
 class Identifier:
     def __init__(self, backbone: "Backbone", index: Any, references: References, config: FusionConfig,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None,
+                 count_references: Callable[[], dict[str, int]] | None = None) -> None:
+        """`count_references`: references per species of the searched set, read again whenever the index's
+        size changes (None: unknown, and the open-set rule of identify.openset is off)."""
         self.backbone = backbone
         self.index = index  # a LiveIndex, checked against the model when it was opened
         self.references = references
@@ -92,6 +96,8 @@ class Identifier:
         self.calibration = calibration or Calibration()
         self.prior: PriorModel | None = None  # place and season; set when occurrences are known
         self._known: dict[int, ReferenceInfo] = {}  # references never change species or file: safe to keep
+        self.count_references = count_references
+        self._counts: tuple[int, dict[str, int]] | None = None  # (index size when counted, counts)
         self.names = self._load_names()
 
     def _load_names(self) -> SpeciesNames:
@@ -131,13 +137,22 @@ class Identifier:
             for row, probabilities in enumerate(output.probabilities)
         ]
 
+    def reference_counts(self) -> dict[str, int] | None:
+        """References per species label now (re-read when the index has grown or shrunk since)."""
+        if self.count_references is None:
+            return None
+        size = self.index.count
+        if self._counts is None or self._counts[0] != size:
+            self._counts = (size, self.count_references())
+        return self._counts[1]
+
     def explain(self, evidence: Evidence, place: Place | None = None) -> Identification:
         """The answer to one photo's (or one sighting's pooled) evidence: identify.scoring.answer, the decision
         function `evaluate` measures, with this service's names, settings, calibration and prior."""
         names = self.names
         votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in evidence.neighbours]
         decided = answer(evidence.probabilities, votes, names, self.config, self.calibration, self.prior, place,
-                         self.references.taxonomy.group_name)
+                         self.references.taxonomy.group_name, self.reference_counts())
         return Identification(
             species=decided.ranking[:TOP_SPECIES],
             rollup=decided.rollup,
@@ -148,4 +163,5 @@ class Identifier:
             model_name=self.backbone.identity.name,
             model_sha256=self.backbone.identity.sha256,
             forward_seconds=evidence.forward_seconds,
+            same_photo_as=decided.support.same_photo_as,
         )

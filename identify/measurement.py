@@ -7,6 +7,7 @@ identify.evaluation builds the report on these: it chooses, fits and holds out."
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -190,16 +191,19 @@ def decide_rows(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray, con
     """Each query answered by identify.scoring.answer, the service's own decision function, with its place when
     a prior is given."""
     names = SpeciesNames(data.classes, data.taxa)
+    counts = dict(Counter(data.reference_labels))
     anywhere = replace(config, confident_score=0.0)
     answers, eligible, rollup_correct = [], [], []
     for row in rows:
         neighbours = _neighbours(data, hood, row, config.k)
         place = data.query_places[row] if prior is not None and data.query_places is not None else None
-        decided = answer(data.probabilities[row], neighbours, names, config, calibration, prior, place)
+        decided = answer(data.probabilities[row], neighbours, names, config, calibration, prior, place,
+                         reference_counts=counts)
         answers.append(decided)
         # confident at a threshold of 0: nothing but the score stood in the way (what the threshold controls);
         # the ranking does not depend on the threshold, so only the decision is made again
-        eligible.append(decide(decided.ranking, decided.votes, anywhere).decision == CONFIDENT)
+        eligible.append(decide(decided.ranking, decided.votes, anywhere,
+                               decided.support.reasons(config)).decision == CONFIDENT)
         rolled, truth = decided.rollup, data.taxa.get(data.query_labels[row])
         rollup_correct.append(bool(rolled and truth and getattr(truth, rolled.rank) == rolled.scientific_name))
     tops = [a.top for a in answers]
@@ -264,6 +268,8 @@ class Check:
     upper_bound: float  # Clopper-Pearson, at the config's risk_confidence
     groups: dict[str, dict[str, Any]]  # known / new species: the same figures per group
     answers: list[dict[str, Any]]
+    answer_groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per risk group, its threshold
+    species: dict[str, dict[str, Any]] = field(default_factory=dict)  # per true species
 
     @property
     def within_target(self) -> bool:
@@ -276,7 +282,8 @@ class Check:
                            "target_error": self.config.target_error, "risk_confidence": self.config.risk_confidence},
                 "calibration": self.calibration.method, "top1": self.top1, "coverage": self.coverage,
                 "confident": self.confident, "errors": self.errors, "realised_error": self.realised_error,
-                "upper_bound": self.upper_bound, "within_target": self.within_target, "groups": self.groups}
+                "upper_bound": self.upper_bound, "within_target": self.within_target, "groups": self.groups,
+                "answer_groups": self.answer_groups, "species": self.species}
 
 
 def _checked_figures(correct: np.ndarray, confident: np.ndarray, confidence: float) -> dict[str, Any]:
@@ -290,10 +297,13 @@ def check(data: EvaluationData, config: FusionConfig, calibration: Calibration) 
     """`config` and `calibration` (what a deployment serves) measured on every query of `data` as they are:
     realised error among confident answers with its upper bound, coverage and top-1, overall and per group.
     Run it after the references change, on new labelled photos, to learn whether a stored threshold still holds."""
+    from identify.risk import group_report  # risk builds on this module
+
     data, _ = in_label_space(data)
     hood = neighbourhood(data, max(config.k, 1))
     everything = np.arange(len(data.query_labels))
     decided = decide_rows(data, hood, everything, config, calibration)
+    report = group_report(data, decided, config, calibration)
     confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
     groups = np.array([query_group(data, data.query_labels[row]) for row in everything])
     overall = _checked_figures(decided.correct, confident, config.risk_confidence)
@@ -302,4 +312,5 @@ def check(data: EvaluationData, config: FusionConfig, calibration: Calibration) 
                  for name in ("known", "new") if (groups == name).any()}
     return Check(data.kind, data.description, len(everything), config, calibration, overall["top1"],
                  overall["coverage"], overall["confident"], overall["errors"], overall["realised_error"],
-                 overall["upper_bound"], per_group, answer_rows(data, decided))
+                 overall["upper_bound"], per_group, answer_rows(data, decided), report["by_answer"],
+                 report["species"])

@@ -98,7 +98,8 @@ class Parts:
         model_id = self.register(backbone)
         live = self.reference_index(backbone, model_id, index_name, refresh_seconds)
         identifier = Identifier(backbone, live, self.references, config or self.settings.fusion,
-                                self.settings.calibration)
+                                self.settings.calibration,
+                                lambda: self.references.species_counts(index_name, model_id))
         if with_prior:
             identifier.prior = self.prior()
         return identifier

@@ -220,6 +220,21 @@ class References:
                 found.update({sha: KnownReference(ref_id, species, emb is not None) for sha, ref_id, species, emb in rows})
         return found
 
+    def species_counts(self, index_name: str, model_id: int) -> dict[str, int]:
+        """References per species label among the members of `index_name` that `model_id` embedded: what the
+        open-set rule asks (identify.openset)."""
+        with self.store.session() as session:
+            index_id = self.index_of(session, index_name, model_id)
+            rows = session.execute(
+                select(Species.name, func.count())
+                .select_from(IndexMember)
+                .join(ReferenceImage, ReferenceImage.id == IndexMember.reference_id)
+                .join(Species, Species.id == ReferenceImage.species_id)
+                .join(Embedding, (Embedding.reference_id == IndexMember.reference_id) & (Embedding.model_id == model_id))
+                .where(IndexMember.index_id == index_id)
+                .group_by(Species.name))
+            return {name: int(count) for name, count in rows}
+
     def member_count(self, index_id: int) -> int:
         with self.store.session() as session:
             return session.scalar(select(func.count()).where(IndexMember.index_id == index_id)) or 0

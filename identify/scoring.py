@@ -2,14 +2,15 @@
 the place-and-season prior, the taxonomy's names) and the settings in, the answer out. Pure: no I/O, no model, no
 SQL. The service, `predict` and `evaluate` all call `answer`, so what `evaluate` measures is what is served.
 
-    fuse (identify.fusion) -> calibrate -> x prior (when a place and date are known) -> decide -> roll up
+    fuse (identify.fusion) -> calibrate -> x prior (when a place and date are known)
+        -> support (identify.openset: thin evidence, open set) -> decide -> roll up
 
 Labels that name one taxon are one species here (`SpeciesNames`): the model's class label stands for the
 taxon, a reference folder `Passer_domesticus` and a class "House sparrow" are the same answer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from identify.calibration import Calibration
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, Decision, Neighbour, RankedSpecies, calibrated, decide, fuse, with_prior
 from identify.observation import Place
+from identify.openset import Support, support_of
 from identify.prior import FLOOR, PriorModel
 from identify.rollup import GroupName, RollUp, roll_up
 from identify.taxonomy import Taxon
@@ -38,6 +40,13 @@ class SpeciesNames:
     def knows(self, label: str) -> bool:
         return label in self.taxa
 
+    def counts(self, per_label: Mapping[str, int]) -> dict[str, int]:
+        """Counts per label summed per species, under the label that stands for it."""
+        out: dict[str, int] = {}
+        for label, count in per_label.items():
+            out[self.canonical(label)] = out.get(self.canonical(label), 0) + count
+        return out
+
     def canonical(self, label: str) -> str:
         taxon = self.taxa.get(label)
         return self._standing.get(taxon.scientific_name, label) if taxon is not None else label
@@ -53,17 +62,46 @@ class Answer:
     rollup: RollUp | None
     place: Place | None
     votes: list[Neighbour]  # the neighbours as they voted (labels in the answer's label space)
+    support: Support  # what backs the top answer (identify.openset)
+    groups: tuple[str, ...]  # the risk groups of the answer, most specific first (answer_groups)
+    threshold: float  # the confident threshold it was held to: its group's own, else the pooled one
 
     @property
     def top(self) -> RankedSpecies | None:
         return self.ranking[0] if self.ranking else None
 
 
+KNOWN, NEW, CONTESTED = "known", "new", "contested"
+RISK_GROUPS = (KNOWN, NEW, CONTESTED)
+SPECIES_GROUP = "species:"
+
+
+def answer_groups(ranking: Sequence[RankedSpecies], votes: Sequence[Neighbour], k: int) -> tuple[str, ...]:
+    """The groups whose risk an answer counts in, most specific first (Mondrian risk control: each group may
+    have its own threshold, chosen on its own calibration queries; identify.evaluation):
+    - `species:<label>`, the answer's species;
+    - `new` when the classifier cannot name the answer (only references know it); `contested` when it can, but
+      a species it cannot name is among the k voters: the classifier's agreement is then no evidence against
+      that one (the look-alike of a new species); `known` otherwise."""
+    if not ranking:
+        return (KNOWN,)
+    top = ranking[0]
+    outside = {s.name for s in ranking if not s.in_classes}
+    if not top.in_classes:
+        coarse = NEW
+    elif any(v.species in outside and v.species != top.name for v in list(votes)[:k]):
+        coarse = CONTESTED
+    else:
+        coarse = KNOWN
+    return (SPECIES_GROUP + top.name, coarse)
+
+
 def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: SpeciesNames, config: FusionConfig,
            calibration: Calibration, prior: PriorModel | None = None, place: Place | None = None,
-           group_name: GroupName | None = None) -> Answer:
+           group_name: GroupName | None = None, reference_counts: Mapping[str, int] | None = None) -> Answer:
     """The answer to one observation (see the module). `probabilities` are over `names.classes`; `neighbours`
-    are nearest first, under any label of their taxon."""
+    are nearest first, under any label of their taxon; `reference_counts`: references per label of the searched
+    set (None: unknown)."""
     votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in neighbours]
     fused = fuse(names.classes, probabilities, votes, config)
     ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, calibration, votes)]
@@ -71,6 +109,11 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
         ranking = with_prior(ranking, prior.at(place, (s.taxon.scientific_name for s in ranking if s.taxon)), FLOOR)
     else:
         place = None
-    decision = decide(ranking, votes, config)
+    counts = names.counts(reference_counts) if reference_counts is not None else None
+    support = support_of(ranking, votes, counts, config)
+    groups = answer_groups(ranking, votes, config.k)
+    own = calibration.threshold_for(groups)
+    threshold = own if own is not None else config.confident_score
+    decision = decide(ranking, votes, replace(config, confident_score=threshold), support.reasons(config))
     rollup = roll_up(ranking, config.confident_score, group_name) if decision.decision != CONFIDENT else None
-    return Answer(ranking, decision, rollup, place, votes)
+    return Answer(ranking, decision, rollup, place, votes, support, groups, threshold)

@@ -42,10 +42,17 @@ def test_the_hand_computed_case():
     assert result.curve["threshold"] == pytest.approx([top1, top0])  # most confident first
     assert result.ece["fusion"] == pytest.approx(0.5 * (1 - top0) + 0.5 * (1 - top1))
     assert result.curve["risk"] == [0.0, 0.0] and result.curve["coverage"] == [0.5, 1.0]
-    # Two queries cannot be split: no calibration, the given settings. q0's margin (0.131) is under 0.15, so it
-    # needs review; q1 clears 0.5 by a wide margin. That classifier and neighbours disagree on both only explains.
+    # Two queries cannot be split: no calibration, the given settings. One reference per species: each answer
+    # stands on one reference, too thin for confident (identify.openset), whatever its score.
     assert not result.held_out and result.calibration.method == "none"
-    assert result.decisions["needs_review"] == 0.5 and result.decisions["confident"] == 0.5
+    assert result.decisions["needs_review"] == 1.0
+    assert all("thin_support" in row["reasons"].split() for row in result.answers)
+    # q0's classifier favours b, which has one reference: the neighbours could not outvote it
+    assert "named_species_unreferenced" in result.answers[0]["reasons"]
+    # One reference enough: q0's margin (0.131) is under 0.15, so it needs review; q1 clears 0.5 by a wide
+    # margin. That classifier and neighbours disagree on both only explains.
+    thin = evaluate(hand_case(), FusionConfig(k=2, temperature=1.0, weight_knn=0.5, min_support=1))
+    assert thin.decisions["needs_review"] == 0.5 and thin.decisions["confident"] == 0.5
     # With two references only k=1 is swept. There lambda in {0.2, 0.3, 0.4} gets both right; the tie goes to
     # the one closest to an even mix.
     assert {row["k"] for row in result.sweep} == {1}

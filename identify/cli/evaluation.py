@@ -116,7 +116,22 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
                f"({result.calibration.method}); confident at >= {settled.confident_score:g}: coverage "
                f"{selective['coverage']:.1%}, error {selective['realised_error']:.1%} (target "
                f"{selective['target_error']:.0%})")
+    _echo_groups(selective["groups"], result.open_set)
     click.echo(f"report: {report}")
+
+
+def _echo_groups(groups: dict, open_set: dict) -> None:  # type: ignore[type-arg]
+    """Per risk group its threshold and error, per true group the error, and the open-set condition."""
+    click.echo("by answer: " + "; ".join(
+        f"{name} >= {g['threshold']:g} ({'own' if g['threshold_from'] == 'own' else 'pooled'}): "
+        f"{g['errors']} wrong of {g['confident']} confident" for name, g in groups["by_answer"].items()))
+    click.echo("by truth:  " + "; ".join(
+        f"{name} species: coverage {g['coverage']:.1%}, error {g['realised_error']:.1%} of {g['confident']}"
+        for name, g in groups["by_truth"].items()))
+    if open_set.get("measured"):
+        click.echo(f"open set:  {open_set['queries']} queries of {len(open_set['species'])} species with their "
+                   f"references withheld: {open_set['confident_share']:.1%} confident (target at most "
+                   f"{open_set['target']:.0%})")
 
 
 def _check_stored(settings, data, out: Path | None, target_error: float | None,  # type: ignore[no-untyped-def]

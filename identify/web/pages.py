@@ -25,6 +25,9 @@ REASON_TEXT = {
     "far_from_references": "No reference photo is similar.",
     "classifier_unsure": "The classifier is unsure.",
     "unusual_for_place_date": "The top species is unusual for this place and time of year: a rarity for a curator to check.",
+    "thin_support": "Too few distinct reference photos back the answer.",
+    "named_species_unreferenced": "The classifier names a species with too few reference photos to compare with.",
+    "classifier_names_another": "The classifier strongly names another species.",
 }
 
 

@@ -162,6 +162,8 @@ class Identification(Schema):
     neighbours: list[Neighbour]
     model: Model
     place: Optional[Place] = Field(description="The place and date whose prior shaped the answer")
+    same_photo_as: Optional[int] = Field(description="A reference that is this very photo (re-saved, cropped or "
+                                         "flipped): it is not counted as support for the answer")
 
 
 class SightingSummary(Schema):

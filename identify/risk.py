@@ -1,0 +1,127 @@
+"""Risk per group (Mondrian, or group-conditional, risk control): the `confident` threshold chosen for each group
+of answers on that group's own calibration queries, so the bound on the error among confident answers holds
+in the group, not only on average over groups.
+
+The groups are those identify.scoring.answer_groups names an answer by: its species (`species:<label>`), and
+`known`, `new` or `contested` (what the classifier can vouch for). Each group whose calibration queries hold at
+least MIN_ANSWERED that nothing but the score kept from `confident` gets its own threshold, chosen by the same
+Learn-then-Test procedure as the pooled one (identify.calibration.choose_threshold), at the same target and
+confidence, for that group alone: the guarantee is per group (each group's family-wise error at the stated
+level), which is what Mondrian conformal risk control gives. A group with fewer takes the pooled threshold, and
+the report says so: its error is bounded only on average with the others. A species' own threshold comes before
+its coarse group's.
+
+The figures a report gives per group and per true species are measured on the test split, with the thresholds
+as served."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from identify.calibration import (MIN_ANSWERED, Calibration, RiskControl, choose_threshold, clopper_pearson_upper,
+                                  fewest_testable)
+from identify.config import FusionConfig
+from identify.fusion import CONFIDENT
+from identify.measurement import Decided, EvaluationData, decide_rows, neighbourhood, query_group
+from identify.scoring import RISK_GROUPS
+
+
+def _members(decided: Decided, group: str) -> np.ndarray:
+    return np.array([group in a.groups for a in decided.answers], dtype=bool)
+
+
+def group_controls(on_calibration: Decided, config: FusionConfig) -> dict[str, RiskControl]:
+    """Each group with enough eligible calibration queries (see the module), and the threshold chosen for it."""
+    groups = sorted({group for a in on_calibration.answers for group in a.groups})
+    controls = {}
+    for group in groups:
+        member = _members(on_calibration, group)
+        if int((member & on_calibration.eligible).sum()) < MIN_ANSWERED:
+            continue  # too few to bound alone: the pooled threshold
+        # Within a group, thresholds are tested from the fewest answers a bound can certify at all: the pooled
+        # floor of MIN_ANSWERED would leave a group of 150 only thresholds that answer two thirds of it.
+        controls[group] = choose_threshold(on_calibration.top[member], on_calibration.correct[member],
+                                           on_calibration.eligible[member], config.target_error,
+                                           config.risk_confidence,
+                                           min_answered=fewest_testable(config.target_error, config.risk_confidence))
+    return controls
+
+
+def with_group_thresholds(calibration: Calibration, controls: dict[str, RiskControl]) -> Calibration:
+    return replace(calibration, thresholds=tuple(sorted((g, c.threshold) for g, c in controls.items())))
+
+
+def _figures(correct: np.ndarray, confident: np.ndarray, confidence: float) -> dict[str, Any]:
+    errors, answered = int((confident & ~correct).sum()), int(confident.sum())
+    return {"queries": int(len(correct)), "confident": answered, "coverage": float(confident.mean()) if len(confident) else 0.0,
+            "errors": errors, "realised_error": errors / answered if answered else 0.0,
+            "upper_bound": clopper_pearson_upper(errors, answered, confidence)}
+
+
+def group_report(data: EvaluationData, tested: Decided, config: FusionConfig, calibration: Calibration,
+                 controls: dict[str, RiskControl] | None = None) -> dict[str, Any]:
+    """Error among confident answers per answer group (with the threshold each was held to: its own from
+    `calibration`, else the pooled one; `controls` say what each own one was chosen on, when just chosen), per
+    true group (known / new species) and per true species."""
+    confident = np.array([d == CONFIDENT for d in tested.decisions], dtype=bool)
+    confidence = config.risk_confidence
+    by_answer: dict[str, Any] = {}
+    thresholds, controls = dict(calibration.thresholds), controls or {}
+    for group in sorted({g for a in tested.answers for g in a.groups} | set(thresholds)):
+        member = _members(tested, group)
+        if group not in thresholds and group not in RISK_GROUPS:
+            continue  # a species on the pooled threshold: counted in its coarse group
+        chosen = controls.get(group)
+        by_answer[group] = {
+            "threshold": thresholds.get(group, config.confident_score),
+            "threshold_from": "own" if group in thresholds else "pooled (too few calibration queries)",
+            "calibration": ({"answered": chosen.answered, "errors": chosen.errors, "upper_bound": chosen.upper_bound}
+                            if chosen is not None else None),
+            **_figures(tested.correct[member], confident[member], confidence)}
+    truths = [data.query_labels[row] for row in tested.rows]
+    true_groups = np.array([query_group(data, label) for label in truths])
+    by_truth = {name: _figures(tested.correct[true_groups == name], confident[true_groups == name], confidence)
+                for name in ("known", "new") if (true_groups == name).any()}
+    labels = np.array(truths)
+    species = {label: _figures(tested.correct[labels == label], confident[labels == label], confidence)
+               for label in sorted(set(truths))}
+    worst = max(by_truth.values(), key=lambda f: f["realised_error"], default=None)
+    return {"by_answer": by_answer, "by_truth": by_truth, "species": species,
+            "worst_true_group_error": worst["realised_error"] if worst else 0.0,
+            "min_answered": MIN_ANSWERED,
+            "method": "Mondrian: Learn-then-Test per group with Clopper-Pearson bounds; pooled below min_answered"}
+
+
+OPEN_SET_SPECIES = 4  # species whose references are withheld, at most (a fifth of those the classifier knows)
+
+
+def open_set_block(data: EvaluationData, test: np.ndarray, config: FusionConfig,
+                   calibration: Calibration, seed: int) -> dict[str, Any]:
+    """The open set: species the classifier knows whose references are all withheld (their look-alikes keep
+    theirs), their test queries answered as served. Nothing can be right, as no reference can be found; what
+    matters is how many are answered `confident` anyway (the goal: at most the target error's share)."""
+    known = sorted({data.query_labels[row] for row in test} & set(data.classes) & set(data.reference_labels))
+    count = min(OPEN_SET_SPECIES, len(known) // 5)
+    if count == 0 or len(set(data.reference_labels)) <= count:
+        return {"measured": False}
+    withheld = set(np.random.default_rng(seed).choice(known, size=count, replace=False).tolist())
+    kept = np.array([label not in withheld for label in data.reference_labels], dtype=bool)
+    without = replace(data, reference_embeddings=data.reference_embeddings[kept],
+                      reference_labels=[label for label, keep in zip(data.reference_labels, kept, strict=True) if keep])
+    rows = np.array([row for row in test if data.query_labels[row] in withheld], dtype=int)
+    decided = decide_rows(without, neighbourhood(without, max(config.k, 1)), rows, config, calibration)
+    confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
+    reasons: dict[str, int] = {}
+    for a, sure in zip(decided.answers, confident, strict=True):
+        for reason in a.decision.reasons if not sure else ():
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {"measured": True, "species": sorted(withheld), "queries": int(len(rows)),
+            "confident_share": float(confident.mean()) if len(rows) else 0.0,
+            "confident_answers": {label: int(sum(1 for a, sure in zip(decided.answers, confident, strict=True)
+                                                 if sure and a.top is not None and a.top.name == label))
+                                  for label in sorted({a.top.name for a, sure in zip(decided.answers, confident,
+                                                                                     strict=True) if sure and a.top})},
+            "reasons": reasons, "target": config.target_error}
