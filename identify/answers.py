@@ -53,6 +53,8 @@ def identification_json(result: Identification, link: NeighbourLink) -> dict[str
         "place": ({"lat": result.place.lat, "lon": result.place.lon, "date": result.place.when.isoformat()}
                   if result.place is not None else None),
         "same_photo_as": result.same_photo_as,
+        "risk_bounded": result.risk_bounded,
+        "calibration": result.calibration.to_dict(),
     }
 
 

@@ -25,7 +25,7 @@ out of the sequence beforehand (that depends on the scores alone, not on which a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -38,6 +38,63 @@ NOTHING_CONFIDENT = 1.01  # when no threshold keeps the bound: one no score reac
 MIN_ANSWERED = 100  # fewer: a Clopper-Pearson bound at 90% cannot reach 5% even with no error (n < 45)
 
 
+# When the served reference set has moved this far from the one a calibration was fitted on, the calibration is
+# stale (see FittedOn.differences). Independent checks found that growing the gallery from 5 to 20 references a
+# species took the error among confident answers from 5% to 7.5-26.8%; docs/how-to/evaluate.md has the rest.
+STALE_RATIO = 1.5  # references in all, or the median per species, up or down by more than this factor
+STALE_SPECIES_SHARE = 0.10  # species with references, added or removed, more than this share
+
+
+@dataclass(frozen=True)
+class FittedOn:
+    """The reference set (and prior) a calibration was fitted on, to know when it no longer describes what is
+    served."""
+
+    references: int
+    species: int
+    median_per_species: float
+    prior: bool  # the threshold was chosen with the place-and-season prior in place
+
+    @classmethod
+    def of_counts(cls, counts: Mapping[str, int], prior: bool) -> "FittedOn":
+        values = sorted(count for count in counts.values() if count > 0)
+        return cls(sum(values), len(values), float(np.median(values)) if values else 0.0, prior)
+
+    def differences(self, served: "FittedOn") -> list[str]:
+        """What moved beyond the documented bound (STALE_RATIO, STALE_SPECIES_SHARE); none: still current."""
+        moved = []
+
+        def ratio(a: float, b: float) -> float:
+            return max(a, b) / max(min(a, b), 1e-9)
+
+        if ratio(self.references, served.references) > STALE_RATIO:
+            moved.append(f"references {self.references} -> {served.references}")
+        if ratio(self.median_per_species, served.median_per_species) > STALE_RATIO:
+            moved.append(f"median references per species {self.median_per_species:g} -> {served.median_per_species:g}")
+        if abs(self.species - served.species) > STALE_SPECIES_SHARE * max(self.species, 1):
+            moved.append(f"species with references {self.species} -> {served.species}")
+        return moved  # the prior is not compared: an answer the prior shaped is bounded only by `+place` thresholds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"references": self.references, "species": self.species,
+                "median_per_species": self.median_per_species, "prior": self.prior}
+
+
+@dataclass(frozen=True)
+class CalibrationState:
+    """What a stored calibration is worth for the references served now."""
+
+    state: str  # uncalibrated (no evaluate has checked a threshold), current, or stale (the references moved)
+    reasons: tuple[str, ...] = ()  # what moved, when stale
+
+    @property
+    def stale(self) -> bool:
+        return self.state == "stale"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "reasons": list(self.reasons)}
+
+
 @dataclass(frozen=True)
 class Calibration:
     method: str = "none"  # none, temperature or isotonic
@@ -48,6 +105,21 @@ class Calibration:
     # Mondrian thresholds: (group, threshold) for the groups whose calibration queries sufficed for their own
     # bound (identify.scoring.answer_groups names them); other answers take FusionConfig.confident_score.
     thresholds: tuple[tuple[str, float], ...] = ()
+    # Set by `evaluate --write-config`: the error the thresholds were chosen to bound (None: no threshold of this
+    # deployment has been checked on labelled queries, so no risk is stated), and what they were fitted on.
+    target_error: float | None = None
+    fitted_on: FittedOn | None = None
+
+    @property
+    def risk_bounded(self) -> bool:
+        return self.target_error is not None
+
+    def state(self, served: FittedOn | None) -> CalibrationState:
+        """Current or stale against the reference set served now (`served` None: unknown, taken as current)."""
+        if not self.risk_bounded:
+            return CalibrationState("uncalibrated")
+        moved = self.fitted_on.differences(served) if self.fitted_on is not None and served is not None else []
+        return CalibrationState("stale", tuple(moved)) if moved else CalibrationState("current")
 
     def threshold_for(self, groups: Sequence[str]) -> float | None:
         """The threshold of the first of `groups` (most specific first) that has its own, else None."""
@@ -87,7 +159,9 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "temperature": self.temperature, "points": [list(p) for p in self.points],
                 "coefficients": list(self.coefficients), "intercept": self.intercept,
-                "thresholds": dict(self.thresholds)}
+                "thresholds": dict(self.thresholds),
+                **({"target_error": self.target_error} if self.target_error is not None else {}),
+                **({"fitted_on": self.fitted_on.to_dict()} if self.fitted_on is not None else {})}
 
 
 def negative_log_likelihood(scores: np.ndarray, truth: np.ndarray) -> float:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from identify.calibration import Calibration
+from identify.calibration import Calibration, FittedOn
 from identify.errors import IdentifyError
 from identify.images import DEFAULT_MAX_PIXELS
 
@@ -251,8 +251,20 @@ def _calibration(table: Mapping[str, Any], env: Mapping[str, str]) -> Calibratio
         thresholds = tuple(sorted((str(group), float(value)) for group, value in table.get("thresholds", {}).items()))
     except (AttributeError, TypeError, ValueError):
         raise IdentifyError("bad_config", "calibration.thresholds must be a table of group = threshold") from None
+    try:
+        target = table.get("target_error")
+        fitted = table.get("fitted_on")
+        fitted_on = FittedOn(int(fitted["references"]), int(fitted["species"]), float(fitted["median_per_species"]),
+                             bool(fitted["prior"])) if fitted is not None else None
+    except (KeyError, TypeError, ValueError):
+        raise IdentifyError("bad_config", "calibration.fitted_on must have references, species, "
+                            "median_per_species and prior") from None
+    if env.get("IDENTIFY_CALIBRATION") and method != table.get("method", "none"):
+        # switched to another calibration than the one evaluate fitted: its thresholds and risk do not apply
+        thresholds, target, fitted_on = (), None, None
     return Calibration(str(method), temperature, points if method == "isotonic" else (),
-                       coefficients if method == "confidence" else (), intercept, thresholds)
+                       coefficients if method == "confidence" else (), intercept, thresholds,
+                       float(target) if target is not None else None, fitted_on)
 
 
 def write_fusion_settings(data_dir: Path, values: Mapping[str, Any], calibration: Calibration | None = None) -> Path:

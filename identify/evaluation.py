@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
 
-from identify.calibration import Calibration, choose_threshold, fit_confidence, fit_isotonic, fit_temperature
+from identify.calibration import (Calibration, FittedOn, RiskControl, choose_threshold, fit_confidence, fit_isotonic,
+                                  fit_temperature)
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, NEEDS_REVIEW, NO_MATCH, Neighbour
 from identify.measurement import (
@@ -45,7 +46,9 @@ from identify.measurement import (
     in_label_space,
     knn_matrix,
     neighbourhood,
+    prior_of,
     served_accuracy,
+    served_prior,
     top_k_accuracy,
 )
 from identify.prior import PriorModel
@@ -207,13 +210,20 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     knn = knn_matrix(space, hood, config.k, config.temperature)
     fused = fused_matrix(space, knn, config.weight_knn)
     calibration = fit_calibration(calibration_method if held_out else "none", data, hood, space, fused, tune, config)
+    # The thresholds are chosen as the service will decide: with the prior in place where queries have a place
+    # and occurrences are known (with it, a threshold chosen without it lost coverage and bound nothing).
+    # Answers with and without a place are other scores: each kind gets its own thresholds (identify.risk).
+    prior = served_prior(data)
     on_cal = decide_rows(data, hood, cal, config, calibration)
     control = choose_threshold(on_cal.top, on_cal.correct, on_cal.eligible, config.target_error, config.risk_confidence)
     controls = group_controls(on_cal, config) if held_out else {}
+    if held_out and prior is not None:
+        controls |= group_controls(decide_rows(data, hood, cal, config, calibration, prior), config)
     if held_out:
         config = config.replace(confident_score=control.threshold)
-        calibration = with_group_thresholds(calibration, controls)
-    tested = decide_rows(data, hood, test, config, calibration)
+        calibration = replace(with_group_thresholds(calibration, controls), target_error=config.target_error,
+                              fitted_on=FittedOn.of_counts(Counter(data.reference_labels), prior is not None))
+    tested = decide_rows(data, hood, test, config, calibration, prior)
 
     truth = space.truth[test]
     accuracy = {name: {"top1": top_k_accuracy(scores[test], truth, 1), "top5": top_k_accuracy(scores[test], truth, 5)}
@@ -234,8 +244,8 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
         decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised},
         selective={**control.to_dict(), "coverage": _share(confident), "realised_error": realised,
                    "groups": group_report(data, tested, config, calibration, controls)},
-        prior=_prior_block(data, hood, test, config, calibration, tested),
-        open_set=open_set_block(data, test, config, calibration, seed),
+        prior=_prior_block(data, hood, test, config, calibration, tested, prior, controls),
+        open_set=open_set_block(data, test, config, calibration, seed, prior),
         views=_views_block(data, test, config, calibration),
         new_species=_new_species(data, space, hood, tested, confident),
         known_species=_known_species(space, tested, confident),
@@ -249,23 +259,24 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     return result
 
 
-def _prior_model(records: list[tuple[str, float, float, Any]]) -> PriorModel:
-    model = PriorModel(())
-    model.add_records(records)
-    return model
-
-
 def _prior_block(data: EvaluationData, hood: Neighbourhood, test: np.ndarray, config: FusionConfig,
-                 calibration: Calibration, without: Decided) -> dict[str, Any]:
-    """Top-1 on the test split with the place-and-season prior, without it, and with an uninformative prior
-    (records spread evenly), which should change nearly nothing."""
-    if data.query_places is None or not data.occurrences:
+                 calibration: Calibration, placed: Decided, prior: PriorModel | None,
+                 controls: dict[str, RiskControl]) -> dict[str, Any]:
+    """The test split as served (the prior in place, the thresholds chosen with it) against the same
+    thresholds without the prior and with an uninformative prior (records spread evenly), which should change
+    nearly nothing: top-1, and coverage and error among confident answers of each."""
+    if prior is None:
         return {"measured": False}
-    placed = decide_rows(data, hood, test, config, calibration, _prior_model(data.occurrences))
-    flat = decide_rows(data, hood, test, config, calibration, _prior_model(data.uninformative_occurrences or []))
-    return {"measured": True, "top1_without": _share(without.correct), "top1_with": _share(placed.correct),
-            "top1_uninformative": _share(flat.correct),
-            "uninformative_change_points": round(100 * abs(_share(flat.correct) - _share(without.correct)), 2)}
+    without = decide_rows(data, hood, test, config, calibration)
+    flat = decide_rows(data, hood, test, config, calibration, prior_of(data.uninformative_occurrences or []))
+    block: dict[str, Any] = {"measured": True, "thresholds_chosen_with_prior": True}
+    for name, decided in (("with", placed), ("without", without), ("uninformative", flat)):
+        confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
+        block |= {f"top1_{name}": _share(decided.correct), f"coverage_{name}": _share(confident),
+                  f"error_{name}": _error_among(confident, decided.correct)}
+    block["uninformative_change_points"] = round(100 * abs(block["top1_uninformative"] - block["top1_without"]), 2)
+    block["groups_without"] = group_report(data, without, config, calibration, controls)
+    return block
 
 
 def _views_block(data: EvaluationData, test: np.ndarray, config: FusionConfig,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from identify.calibration import Calibration
+from identify.calibration import Calibration, CalibrationState, FittedOn
 from identify.config import FusionConfig
 from identify.fusion import Decision, Neighbour, RankedSpecies
 from identify.observation import Place
@@ -62,6 +62,8 @@ class Identification:
     rollup: RollUp | None = None  # when no species is confident: the lowest taxon sure enough
     place: Place | None = None  # the place and date whose prior shaped the answer (None: the photo's alone)
     same_photo_as: int | None = None  # a reference that is this very photo (identify.openset)
+    risk_bounded: bool = False  # its threshold bounds the error of answers like it (identify.scoring.Answer)
+    calibration: CalibrationState = CalibrationState("uncalibrated")  # as of this answer
 
 
 def pool_evidence(photos: Sequence[Evidence]) -> Evidence:
@@ -146,13 +148,21 @@ class Identifier:
             self._counts = (size, self.count_references())
         return self._counts[1]
 
+    def calibration_state(self) -> CalibrationState:
+        """The stored calibration against the references searched now: current, stale or uncalibrated."""
+        counts = self.reference_counts()
+        served = FittedOn.of_counts(counts, self.prior is not None and not self.prior.empty) if counts is not None \
+            else None
+        return self.calibration.state(served)
+
     def explain(self, evidence: Evidence, place: Place | None = None) -> Identification:
         """The answer to one photo's (or one sighting's pooled) evidence: identify.scoring.answer, the decision
         function `evaluate` measures, with this service's names, settings, calibration and prior."""
         names = self.names
         votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in evidence.neighbours]
+        state = self.calibration_state()
         decided = answer(evidence.probabilities, votes, names, self.config, self.calibration, self.prior, place,
-                         self.references.taxonomy.group_name, self.reference_counts())
+                         self.references.taxonomy.group_name, self.reference_counts(), state.stale)
         return Identification(
             species=decided.ranking[:TOP_SPECIES],
             rollup=decided.rollup,
@@ -164,4 +174,6 @@ class Identifier:
             model_sha256=self.backbone.identity.sha256,
             forward_seconds=evidence.forward_seconds,
             same_photo_as=decided.support.same_photo_as,
+            risk_bounded=decided.risk_bounded,
+            calibration=state,
         )

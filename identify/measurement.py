@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from identify.calibration import (Calibration, clopper_pearson_upper)
+from identify.calibration import Calibration, FittedOn, clopper_pearson_upper
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, Neighbour, confidence_features, decide, fuse
 from identify.observation import Place
@@ -65,6 +65,18 @@ def in_label_space(data: EvaluationData) -> tuple[EvaluationData, SpeciesNames]:
     served = replace(data, classes=names.classes, query_labels=[canonical(label) for label in data.query_labels],
                      reference_labels=[canonical(label) for label in data.reference_labels])
     return served, SpeciesNames(served.classes, data.taxa)
+
+
+def prior_of(records: list[tuple[str, float, float, Any]]) -> PriorModel:
+    """The place-and-season prior of these occurrence records (scientific name, lat, lon, date)."""
+    model = PriorModel(())
+    model.add_records(records)
+    return model
+
+
+def served_prior(data: EvaluationData) -> PriorModel | None:
+    """The prior the service would apply to these queries: where they have a place and records exist."""
+    return prior_of(data.occurrences) if data.query_places is not None and data.occurrences else None
 
 
 def neighbourhood(data: EvaluationData, k_max: int) -> Neighbourhood:
@@ -270,6 +282,7 @@ class Check:
     answers: list[dict[str, Any]]
     answer_groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per risk group, its threshold
     species: dict[str, dict[str, Any]] = field(default_factory=dict)  # per true species
+    calibration_state: dict[str, Any] = field(default_factory=dict)  # against these references (CalibrationState)
 
     @property
     def within_target(self) -> bool:
@@ -283,7 +296,8 @@ class Check:
                 "calibration": self.calibration.method, "top1": self.top1, "coverage": self.coverage,
                 "confident": self.confident, "errors": self.errors, "realised_error": self.realised_error,
                 "upper_bound": self.upper_bound, "within_target": self.within_target, "groups": self.groups,
-                "answer_groups": self.answer_groups, "species": self.species}
+                "answer_groups": self.answer_groups, "species": self.species,
+                "calibration_state": self.calibration_state}
 
 
 def _checked_figures(correct: np.ndarray, confident: np.ndarray, confidence: float) -> dict[str, Any]:
@@ -302,8 +316,10 @@ def check(data: EvaluationData, config: FusionConfig, calibration: Calibration) 
     data, _ = in_label_space(data)
     hood = neighbourhood(data, max(config.k, 1))
     everything = np.arange(len(data.query_labels))
-    decided = decide_rows(data, hood, everything, config, calibration)
+    prior = served_prior(data)
+    decided = decide_rows(data, hood, everything, config, calibration, prior)
     report = group_report(data, decided, config, calibration)
+    state = calibration.state(FittedOn.of_counts(Counter(data.reference_labels), prior is not None))
     confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
     groups = np.array([query_group(data, data.query_labels[row]) for row in everything])
     overall = _checked_figures(decided.correct, confident, config.risk_confidence)
@@ -313,4 +329,4 @@ def check(data: EvaluationData, config: FusionConfig, calibration: Calibration) 
     return Check(data.kind, data.description, len(everything), config, calibration, overall["top1"],
                  overall["coverage"], overall["confident"], overall["errors"], overall["realised_error"],
                  overall["upper_bound"], per_group, answer_rows(data, decided), report["by_answer"],
-                 report["species"])
+                 report["species"], state.to_dict())

@@ -26,7 +26,8 @@ from identify.calibration import (MIN_ANSWERED, Calibration, RiskControl, choose
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT
 from identify.measurement import Decided, EvaluationData, decide_rows, neighbourhood, query_group
-from identify.scoring import RISK_GROUPS
+from identify.prior import PriorModel
+from identify.scoring import ALL, PLACED, RISK_GROUPS
 
 
 def _members(decided: Decided, group: str) -> np.ndarray:
@@ -35,19 +36,25 @@ def _members(decided: Decided, group: str) -> np.ndarray:
 
 def group_controls(on_calibration: Decided, config: FusionConfig) -> dict[str, RiskControl]:
     """Each group with enough eligible calibration queries (see the module), and the threshold chosen for it."""
-    groups = sorted({group for a in on_calibration.answers for group in a.groups})
+    groups = sorted({group for a in on_calibration.answers for group in a.groups} - {ALL})  # ALL: the pooled one
     controls = {}
     for group in groups:
         member = _members(on_calibration, group)
         if int((member & on_calibration.eligible).sum()) < MIN_ANSWERED:
             continue  # too few to bound alone: the pooled threshold
         # Within a group, thresholds are tested from the fewest answers a bound can certify at all: the pooled
-        # floor of MIN_ANSWERED would leave a group of 150 only thresholds that answer two thirds of it.
+        # floor of MIN_ANSWERED would leave a group of 150 only thresholds that answer two thirds of it. Every
+        # answer with a place is in ALL + PLACED: that one is pooled, and tested as the pooled one is.
+        floor = MIN_ANSWERED if group == ALL + PLACED else fewest_testable(config.target_error, config.risk_confidence)
         controls[group] = choose_threshold(on_calibration.top[member], on_calibration.correct[member],
                                            on_calibration.eligible[member], config.target_error,
-                                           config.risk_confidence,
-                                           min_answered=fewest_testable(config.target_error, config.risk_confidence))
+                                           config.risk_confidence, min_answered=floor)
     return controls
+
+
+def coarse(group: str) -> bool:
+    """Whether a group is one of every answer's (known, new, contested, all; with or without a place)."""
+    return group.removesuffix(PLACED) in (*RISK_GROUPS, ALL)
 
 
 def with_group_thresholds(calibration: Calibration, controls: dict[str, RiskControl]) -> Calibration:
@@ -70,9 +77,9 @@ def group_report(data: EvaluationData, tested: Decided, config: FusionConfig, ca
     confidence = config.risk_confidence
     by_answer: dict[str, Any] = {}
     thresholds, controls = dict(calibration.thresholds), controls or {}
-    for group in sorted({g for a in tested.answers for g in a.groups} | set(thresholds)):
+    for group in sorted({g for a in tested.answers for g in a.groups}):
         member = _members(tested, group)
-        if group not in thresholds and group not in RISK_GROUPS:
+        if group not in thresholds and not coarse(group):
             continue  # a species on the pooled threshold: counted in its coarse group
         chosen = controls.get(group)
         by_answer[group] = {
@@ -81,6 +88,8 @@ def group_report(data: EvaluationData, tested: Decided, config: FusionConfig, ca
             "calibration": ({"answered": chosen.answered, "errors": chosen.errors, "upper_bound": chosen.upper_bound}
                             if chosen is not None else None),
             **_figures(tested.correct[member], confident[member], confidence)}
+    by_answer.pop(ALL, None)  # the pooled threshold: the overall figures already
+
     truths = [data.query_labels[row] for row in tested.rows]
     true_groups = np.array([query_group(data, label) for label in truths])
     by_truth = {name: _figures(tested.correct[true_groups == name], confident[true_groups == name], confidence)
@@ -98,8 +107,8 @@ def group_report(data: EvaluationData, tested: Decided, config: FusionConfig, ca
 OPEN_SET_SPECIES = 4  # species whose references are withheld, at most (a fifth of those the classifier knows)
 
 
-def open_set_block(data: EvaluationData, test: np.ndarray, config: FusionConfig,
-                   calibration: Calibration, seed: int) -> dict[str, Any]:
+def open_set_block(data: EvaluationData, test: np.ndarray, config: FusionConfig, calibration: Calibration,
+                   seed: int, prior: PriorModel | None = None) -> dict[str, Any]:
     """The open set: species the classifier knows whose references are all withheld (their look-alikes keep
     theirs), their test queries answered as served. Nothing can be right, as no reference can be found; what
     matters is how many are answered `confident` anyway (the goal: at most the target error's share)."""
@@ -112,7 +121,7 @@ def open_set_block(data: EvaluationData, test: np.ndarray, config: FusionConfig,
     without = replace(data, reference_embeddings=data.reference_embeddings[kept],
                       reference_labels=[label for label, keep in zip(data.reference_labels, kept, strict=True) if keep])
     rows = np.array([row for row in test if data.query_labels[row] in withheld], dtype=int)
-    decided = decide_rows(without, neighbourhood(without, max(config.k, 1)), rows, config, calibration)
+    decided = decide_rows(without, neighbourhood(without, max(config.k, 1)), rows, config, calibration, prior)
     confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
     reasons: dict[str, int] = {}
     for a, sure in zip(decided.answers, confident, strict=True):

@@ -63,6 +63,7 @@ class Answer:
     place: Place | None
     votes: list[Neighbour]  # the neighbours as they voted (labels in the answer's label space)
     support: Support  # what backs the top answer (identify.openset)
+    risk_bounded: bool  # its threshold was chosen, for answers like it, to bound the error (and still holds)
     groups: tuple[str, ...]  # the risk groups of the answer, most specific first (answer_groups)
     threshold: float  # the confident threshold it was held to: its group's own, else the pooled one
 
@@ -71,20 +72,27 @@ class Answer:
         return self.ranking[0] if self.ranking else None
 
 
-KNOWN, NEW, CONTESTED = "known", "new", "contested"
+CALIBRATION_STALE = "calibration_stale"
+KNOWN, NEW, CONTESTED, ALL = "known", "new", "contested", "all"
 RISK_GROUPS = (KNOWN, NEW, CONTESTED)
 SPECIES_GROUP = "species:"
+PLACED = "+place"  # the suffix of every group of an answer the prior shaped
 
 
-def answer_groups(ranking: Sequence[RankedSpecies], votes: Sequence[Neighbour], k: int) -> tuple[str, ...]:
+def answer_groups(ranking: Sequence[RankedSpecies], votes: Sequence[Neighbour], k: int,
+                  placed: bool = False) -> tuple[str, ...]:
     """The groups whose risk an answer counts in, most specific first (Mondrian risk control: each group may
-    have its own threshold, chosen on its own calibration queries; identify.evaluation):
+    have its own threshold, chosen on its own calibration queries; identify.risk):
     - `species:<label>`, the answer's species;
     - `new` when the classifier cannot name the answer (only references know it); `contested` when it can, but
       a species it cannot name is among the k voters: the classifier's agreement is then no evidence against
-      that one (the look-alike of a new species); `known` otherwise."""
+      that one (the look-alike of a new species); `known` otherwise;
+    - `all`, every answer: its threshold is FusionConfig.confident_score.
+    An answer the place-and-season prior shaped counts in the same groups with `+place` (its scores are other
+    scores: a threshold chosen without the prior bounds nothing with it, and the other way round)."""
+    suffix = PLACED if placed else ""
     if not ranking:
-        return (KNOWN,)
+        return (KNOWN + suffix, ALL + suffix)
     top = ranking[0]
     outside = {s.name for s in ranking if not s.in_classes}
     if not top.in_classes:
@@ -93,15 +101,17 @@ def answer_groups(ranking: Sequence[RankedSpecies], votes: Sequence[Neighbour], 
         coarse = CONTESTED
     else:
         coarse = KNOWN
-    return (SPECIES_GROUP + top.name, coarse)
+    return (SPECIES_GROUP + top.name + suffix, coarse + suffix, ALL + suffix)
 
 
 def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: SpeciesNames, config: FusionConfig,
            calibration: Calibration, prior: PriorModel | None = None, place: Place | None = None,
-           group_name: GroupName | None = None, reference_counts: Mapping[str, int] | None = None) -> Answer:
+           group_name: GroupName | None = None, reference_counts: Mapping[str, int] | None = None,
+           stale: bool = False) -> Answer:
     """The answer to one observation (see the module). `probabilities` are over `names.classes`; `neighbours`
     are nearest first, under any label of their taxon; `reference_counts`: references per label of the searched
-    set (None: unknown)."""
+    set (None: unknown); `stale`: the calibration no longer describes the references served (CalibrationState),
+    so nothing is confident until `evaluate` is run again."""
     votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in neighbours]
     fused = fuse(names.classes, probabilities, votes, config)
     ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, calibration, votes)]
@@ -111,9 +121,13 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
         place = None
     counts = names.counts(reference_counts) if reference_counts is not None else None
     support = support_of(ranking, votes, counts, config)
-    groups = answer_groups(ranking, votes, config.k)
+    groups = answer_groups(ranking, votes, config.k, placed=place is not None)
     own = calibration.threshold_for(groups)
     threshold = own if own is not None else config.confident_score
-    decision = decide(ranking, votes, replace(config, confident_score=threshold), support.reasons(config))
+    blockers = (*support.reasons(config), *((CALIBRATION_STALE,) if stale else ()))
+    decision = decide(ranking, votes, replace(config, confident_score=threshold), blockers)
     rollup = roll_up(ranking, config.confident_score, group_name) if decision.decision != CONFIDENT else None
-    return Answer(ranking, decision, rollup, place, votes, support, groups, threshold)
+    # Bounded: fitted by evaluate, still current, and for an answer the prior shaped, thresholds chosen with it.
+    bounded = calibration.risk_bounded and not stale and (place is None or any(
+        group.endswith(PLACED) for group, _ in calibration.thresholds))
+    return Answer(ranking, decision, rollup, place, votes, support, bounded, groups, threshold)

@@ -142,7 +142,7 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
 
 def test_write_config_refuses_what_it_could_not_check(data_dir, tmp_path, monkeypatch):
     """Two queries cannot be split: nothing is written rather than settings tuned on what reports them."""
-    monkeypatch.setattr("identify.simulation.simulate", lambda seed: hand_case())
+    monkeypatch.setattr("identify.simulation.simulate", lambda seed, references_per_species: hand_case())
     result = CliRunner().invoke(main, ["evaluate", "--simulate", "--write-config", "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "error: too_few_queries:" in result.stderr
     assert not (data_dir / "identify.toml").exists()

@@ -76,10 +76,12 @@ def test_the_decision_function_applies_them():
 # ---- risk per group, by hand --------------------------------------------------------------------------------------
 def test_answer_groups_say_what_the_classifier_can_vouch_for():
     classes = ranked(("a", 0.9, 0.8, True), ("new", 0.1, 0.0, False))
-    assert answer_groups(classes, votes(("a", 0.9), ("a", 0.8)), 5) == ("species:a", "known")
-    assert answer_groups(classes, votes(("a", 0.9), ("new", 0.8)), 5) == ("species:a", "contested")
-    assert answer_groups(classes, votes(("a", 0.9), ("a", 0.9), ("new", 0.8)), 2) == ("species:a", "known")
-    assert answer_groups(list(reversed(classes)), votes(("new", 0.9)), 5) == ("species:new", "new")
+    assert answer_groups(classes, votes(("a", 0.9), ("a", 0.8)), 5) == ("species:a", "known", "all")
+    assert answer_groups(classes, votes(("a", 0.9), ("new", 0.8)), 5) == ("species:a", "contested", "all")
+    assert answer_groups(classes, votes(("a", 0.9), ("a", 0.9), ("new", 0.8)), 2) == ("species:a", "known", "all")
+    assert answer_groups(list(reversed(classes)), votes(("new", 0.9)), 5) == ("species:new", "new", "all")
+    # the prior makes other scores: the same groups, apart
+    assert answer_groups(classes, votes(("a", 0.9)), 5, placed=True) == ("species:a+place", "known+place", "all+place")
 
 
 def test_a_groups_own_threshold_comes_before_the_pooled_one():
@@ -118,16 +120,21 @@ def test_evaluate_reports_risk_per_group_and_the_open_set(tmp_path, monkeypatch)
     result = CliRunner().invoke(main, ["evaluate", "--simulate", "--json", "--write-config", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    groups = report["selective"]["groups"]
-    assert {"known", "new", "contested"} <= set(groups["by_answer"]) and set(groups["by_truth"]) == {"known", "new"}
-    assert len(groups["species"]) == 20
-    for name, group in groups["by_answer"].items():
-        if group["threshold_from"] == "own":  # each own threshold keeps its bound on its calibration queries
+    groups = report["selective"]["groups"]  # as served: the simulation's queries have a place, the prior applies
+    assert {"known+place", "new+place", "contested+place"} <= set(groups["by_answer"])
+    assert set(groups["by_truth"]) == {"known", "new"} and len(groups["species"]) == 20
+    alone = report["prior"]["groups_without"]  # the same queries without a place: the other thresholds
+    assert {"known", "new", "contested"} <= set(alone["by_answer"])
+    for name, group in [*groups["by_answer"].items(), *alone["by_answer"].items()]:
+        if group["threshold_from"] == "own":  # each own threshold kept its bound on its calibration queries
             assert group["calibration"]["upper_bound"] <= 0.05 or group["threshold"] > 1.0, name
+    assert report["prior"]["thresholds_chosen_with_prior"]
     open_set = report["open_set"]
     assert open_set["measured"] and open_set["queries"] > 0 and 0.0 <= open_set["confident_share"] <= 1.0
     stored = load_settings({"IDENTIFY_DATA_DIR": str(tmp_path)}).calibration.thresholds
-    assert dict(stored) == {name: g["threshold"] for name, g in groups["by_answer"].items() if g["threshold_from"] == "own"}
+    own = {name: g["threshold"] for name, g in [*groups["by_answer"].items(), *alone["by_answer"].items()]
+           if g["threshold_from"] == "own"}
+    assert dict(stored) == own
 
 
 # ---- through the service -------------------------------------------------------------------------------------------
@@ -174,3 +181,53 @@ def test_with_one_voter_nothing_is_confident():
     decided = answer(np.array([0.99, 0.01]), votes(("a", 0.9)), names, config, Calibration(),
                      reference_counts={"a": 10, "b": 10})
     assert decided.decision.decision == NEEDS_REVIEW and decided.decision.reasons == ("thin_support",)
+
+
+# ---- a calibration that knows when it is stale ------------------------------------------------------------------
+def test_a_calibration_is_stale_when_the_gallery_moves_beyond_the_bound():
+    from identify.calibration import FittedOn
+
+    fitted = FittedOn.of_counts({f"s{i}": 5 for i in range(20)}, prior=False)
+    assert (fitted.references, fitted.species, fitted.median_per_species) == (100, 20, 5.0)
+    assert fitted.differences(FittedOn.of_counts({f"s{i}": 6 for i in range(20)}, False)) == []  # x1.2: current
+    grown = fitted.differences(FittedOn.of_counts({f"s{i}": 20 for i in range(20)}, False))  # 5 -> 20
+    assert grown == ["references 100 -> 400", "median references per species 5 -> 20"]
+    more_species = fitted.differences(FittedOn.of_counts({f"s{i}": 5 for i in range(24)}, False))
+    assert more_species == ["species with references 20 -> 24"]
+    calibration = Calibration("temperature", 1.0, target_error=0.05, fitted_on=fitted)
+    assert calibration.state(FittedOn.of_counts({f"s{i}": 20 for i in range(20)}, False)).stale
+    assert calibration.state(FittedOn.of_counts({f"s{i}": 5 for i in range(20)}, True)).state == "current"
+    assert Calibration().state(None).state == "uncalibrated" and not Calibration().risk_bounded
+
+
+def test_a_stale_calibration_answers_nothing_confident_and_says_so(make_service, web_settings):
+    """The service's references (3 species, 6 each) against what a stored calibration was fitted on."""
+    from identify.calibration import FittedOn
+    from identify.web import create_app
+
+    # one voter enough here: what is measured is the calibration's state, not the support
+    sharp = dataclasses.replace(LOOSE, temperature=0.001, weight_knn=0.9, contradicting_vote=1.01, min_support=1)
+    photo = jpeg_bytes(species_photo(0, 9))  # a new drawing of a referenced species
+    answers = {}
+    for name, fitted in (("current", FittedOn(18, 3, 6.0, False)), ("stale", FittedOn(300, 3, 100.0, False))):
+        calibration = Calibration(target_error=0.05, fitted_on=fitted)
+        service = make_service(dataclasses.replace(web_settings, fusion=sharp, calibration=calibration))
+        client = create_app(service=service).test_client()
+        answers[name] = post(client, photo).get_json()
+        status = client.get("/api/v1/status").get_json()
+        assert status["calibration"]["state"] == name
+    current, stale = answers["current"], answers["stale"]
+    assert current["calibration"] == {"state": "current", "reasons": []} and current["risk_bounded"] is True
+    assert current["decision"] == "confident", current["reasons"]
+    assert stale["calibration"]["state"] == "stale" and "references 18 -> 300" not in stale["calibration"]["reasons"]
+    assert stale["calibration"]["reasons"] == ["references 300 -> 18", "median references per species 100 -> 6"]
+    assert stale["risk_bounded"] is False and stale["decision"] != "confident"
+    assert "calibration_stale" in stale["reasons"]
+    assert current["species"][0]["name"] == stale["species"][0]["name"]  # the same ranking: only trust moved
+
+
+def test_an_uncalibrated_service_states_no_risk(client):
+    body = post(client, jpeg_bytes(species_photo(0, 2))).get_json()
+    assert body["risk_bounded"] is False and body["calibration"]["state"] == "uncalibrated"
+    page = client.get(body["url"]).get_data(as_text=True)
+    assert "have not been checked on this deployment" in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -53,6 +54,10 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
 @click.option("--queries", type=click.Path(path_type=Path, exists=True), help="Labelled queries, same layouts.")
 @click.option("--simulate", is_flag=True, help="Measure on the seeded simulation instead of photos.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulation.")
+@click.option("--ignore-location", is_flag=True,
+              help="Answer the queries on the photo alone, as uploads without a place (no prior).")
+@click.option("--sim-references", default=20, show_default=True, type=click.IntRange(min=1),
+              help="References per species in the simulation (to measure a calibration after the gallery grows).")
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: <data dir>/evaluation].")
 @click.option("--write-config", is_flag=True,
               help="Store the chosen λ, k, T, the calibration and the confident threshold in <data dir>/identify.toml.")
@@ -68,7 +73,8 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
 @json_option
 @reports_errors
 def evaluate(model: str | None, network: str | None, references: Path | None, queries: Path | None, simulate: bool,
-             seed: int, out: Path | None, write_config: bool, check_stored: bool, calibration_method: str,
+             ignore_location: bool, seed: int, sim_references: int, out: Path | None, write_config: bool, check_stored: bool,
+             calibration_method: str,
              target_error: float | None, batch_size: int, workers: int | None, json_output: bool) -> None:
     """Measure quality on labelled queries, as the service decides: classifier, kNN and fusion accuracy, λ, k
     and T chosen on a tuning split, calibration, a confident threshold with a stated risk, new species and
@@ -89,8 +95,10 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
         raise IdentifyError("bad_arguments", "--model, --references and --queries go together")
     if check_stored and write_config:
         raise IdentifyError("bad_arguments", "--check measures the stored configuration; --write-config replaces it")
-    data = simulated(seed) if simulate else _embedded_photos(
+    data = simulated(seed, references_per_species=sim_references) if simulate else _embedded_photos(
         model, network, references, queries, batch_size, workers, not json_output)  # type: ignore[arg-type]
+    if ignore_location:
+        data = dataclasses.replace(data, query_places=None)
     if check_stored:
         _check_stored(settings, data, out, target_error, json_output)
         return
@@ -111,25 +119,33 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
     for name, values in result.accuracy.items():
         click.echo(f"{name:<11} top-1 {values['top1']:.3f}  top-5 {values['top5']:.3f}")
     settled, selective = result.config, result.selective
+    placed = result.prior.get("measured")
     click.echo(f"chosen λ={settled.weight_knn:g} k={settled.k} T={settled.temperature:g}; ECE "
                f"{result.calibration_block['ece_before']:.3f} -> {result.calibration_block['ece_after']:.3f} "
-               f"({result.calibration.method}); confident at >= {settled.confident_score:g}: coverage "
-               f"{selective['coverage']:.1%}, error {selective['realised_error']:.1%} (target "
-               f"{selective['target_error']:.0%})")
-    _echo_groups(selective["groups"], result.open_set)
+               f"({result.calibration.method}); pooled threshold {settled.confident_score:g} (the photo alone)")
+    click.echo(f"as served{' (with place and season)' if placed else ''}: coverage {selective['coverage']:.1%}, "
+               f"error {selective['realised_error']:.1%} among confident (target {selective['target_error']:.0%})")
+    if result.prior.get("measured"):
+        prior = result.prior
+        click.echo(f"the photo alone (no place): coverage {prior['coverage_without']:.1%}, error "
+                   f"{prior['error_without']:.1%}; an uninformative prior with the same thresholds: coverage "
+                   f"{prior['coverage_uninformative']:.1%}, error {prior['error_uninformative']:.1%}")
+    if placed:
+        _echo_groups(result.prior["groups_without"], {}, "photo alone, ")
+    _echo_groups(selective["groups"], result.open_set, "as served, " if placed else "")
     click.echo(f"report: {report}")
 
 
-def _echo_groups(groups: dict, open_set: dict) -> None:  # type: ignore[type-arg]
+def _echo_groups(groups: dict, open_set: dict, condition: str) -> None:  # type: ignore[type-arg]
     """Per risk group its threshold and error, per true group the error, and the open-set condition."""
-    click.echo("by answer: " + "; ".join(
+    click.echo(f"{condition}by answer: " + "; ".join(
         f"{name} >= {g['threshold']:g} ({'own' if g['threshold_from'] == 'own' else 'pooled'}): "
         f"{g['errors']} wrong of {g['confident']} confident" for name, g in groups["by_answer"].items()))
-    click.echo("by truth:  " + "; ".join(
+    click.echo(f"{condition}by truth: " + "; ".join(
         f"{name} species: coverage {g['coverage']:.1%}, error {g['realised_error']:.1%} of {g['confident']}"
         for name, g in groups["by_truth"].items()))
     if open_set.get("measured"):
-        click.echo(f"open set:  {open_set['queries']} queries of {len(open_set['species'])} species with their "
+        click.echo(f"open set: {open_set['queries']} queries of {len(open_set['species'])} species with their "
                    f"references withheld: {open_set['confident_share']:.1%} confident (target at most "
                    f"{open_set['target']:.0%})")
 
@@ -154,6 +170,13 @@ def _check_stored(settings, data, out: Path | None, target_error: float | None, 
         for name, group in c.groups.items():
             click.echo(f"  {name} species: {group['queries']} queries, top-1 {group['top1']:.3f}, confident "
                        f"{group['coverage']:.1%}, error {group['realised_error']:.1%} (bound {group['upper_bound']:.1%})")
+        state = c.calibration_state
+        if state["state"] == "stale":
+            click.echo("calibration stale against these references (" + "; ".join(state["reasons"]) + "): the "
+                       "service answers nothing confident until evaluate --write-config is run on them; the "
+                       "figures above are what the stored thresholds would give")
+        elif state["state"] == "uncalibrated":
+            click.echo("no calibration fitted by evaluate is stored: no threshold of this deployment has a stated risk")
         click.echo(f"answers: {table}")
     if not checked.within_target:
         sys.exit(3)

@@ -48,6 +48,7 @@ def status() -> Any:
     return jsonify({"model": {"name": svc.backbone.identity.name, "sha256": svc.backbone.identity.sha256},
                     "index": {"name": svc.index_name, "references": svc.reference_index.count},
                     "sightings": svc.similar_index.count, "process": os.getpid(),
+                    "calibration": svc.identifier.calibration_state().to_dict(),
                     "rate_limits": rate_limit_status(current_app.extensions["identify_limiter"],
                                                      svc.settings.service.rate_limit_storage)})
 

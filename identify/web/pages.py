@@ -28,6 +28,8 @@ REASON_TEXT = {
     "thin_support": "Too few distinct reference photos back the answer.",
     "named_species_unreferenced": "The classifier names a species with too few reference photos to compare with.",
     "classifier_names_another": "The classifier strongly names another species.",
+    "calibration_stale": "The reference photos changed since the scores were last checked: nothing is confident "
+                         "until a curator re-runs the evaluation.",
 }
 
 
@@ -68,7 +70,7 @@ def sighting(sighting_id: str) -> Any:
     return render_template(
         "sighting.html", sighting=record, answer=answer, neighbours=neighbours, agreeing=agreeing, similar=similar,
         filters=request.args, filter_error=filter_error, curator=curator,
-        species_names=svc.species_names() if curator else [],
+        species_names=svc.species_names() if curator else [], calibration=svc.identifier.calibration_state(),
     )
 
 
@@ -82,7 +84,7 @@ def review_queue() -> Any:
         page = 1  # a page number a person edited into the address: show the first
     records, total = svc.queue(page, QUEUE_PAGE)
     return render_template("review.html", items=records, page=page, total=total, per_page=QUEUE_PAGE,
-                           species_names=svc.species_names(),
+                           species_names=svc.species_names(), calibration=svc.identifier.calibration_state(),
                            ranked_of={r.id: views.sighting_json(r)["species"] for r in records})
 
 

@@ -151,6 +151,13 @@ class Place(Schema):
     date: str
 
 
+class CalibrationState(Schema):
+    state: Literal["uncalibrated", "current", "stale"] = Field(
+        description="stale: the references served moved beyond the documented bound from those the calibration was "
+                    "fitted on, and nothing is confident until `identify evaluate --write-config` is run again")
+    reasons: list[str] = Field(description="What moved, when stale")
+
+
 class Identification(Schema):
     sighting_id: str = Field(description="A random token (SQL keys are never shown)")
     url: str
@@ -164,6 +171,10 @@ class Identification(Schema):
     place: Optional[Place] = Field(description="The place and date whose prior shaped the answer")
     same_photo_as: Optional[int] = Field(description="A reference that is this very photo (re-saved, cropped or "
                                          "flipped): it is not counted as support for the answer")
+    risk_bounded: bool = Field(description="The confident threshold this answer was held to was chosen by `identify "
+                               "evaluate` to bound the error of answers like it, and still holds; false: the score "
+                               "has not been checked on this deployment's photos")
+    calibration: CalibrationState
 
 
 class SightingSummary(Schema):
@@ -261,6 +272,7 @@ class Status(Schema):
     index: IndexStatus
     sightings: int = Field(description="Sightings that a similar-sightings search of this worker covers")
     rate_limits: RateLimitStatus
+    calibration: CalibrationState
     process: int = Field(description="The id of the worker process that answered (several workers: each its own)")
 
 
