@@ -8,6 +8,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -113,6 +114,7 @@ def test_within_a_group_thresholds_are_tested_from_the_fewest_a_bound_can_certif
 
 
 # ---- what evaluate reports ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # the whole evaluate on the simulation: the inner loop's hand-made cases cover the parts
 def test_evaluate_reports_risk_per_group_and_the_open_set(tmp_path, monkeypatch):
     """The issue's acceptance line: per-group `selective` figures and an `open_set` block, and the thresholds
     --write-config stores are the ones the report used."""
