@@ -49,6 +49,13 @@ class Support:
         return tuple(reasons)
 
 
+def _contains(group: RankedSpecies, species: RankedSpecies) -> bool:
+    """Whether `group` is a taxon above `species` (an ImageNet class `toucan` is the genus Ramphastos)."""
+    if group.taxon is None or species.taxon is None or group.taxon.rank == "species":
+        return False
+    return group.taxon.scientific_name in (species.taxon.genus, species.taxon.family, species.taxon.order)
+
+
 def support_of(ranking: Sequence[RankedSpecies], votes: Sequence[Neighbour],
                reference_counts: Mapping[str, int] | None, config: FusionConfig) -> Support:
     """The top answer's support (see the module). `votes` are nearest first, in the ranking's label space;
@@ -61,6 +68,8 @@ def support_of(ranking: Sequence[RankedSpecies], votes: Sequence[Neighbour],
     copy_ids = {v.reference_id for v in copies}
     backing = {v.reference_id for v in voters if v.species == top.name and v.reference_id not in copy_ids}
     favourite = max(ranking, key=lambda s: s.classifier)
+    if _contains(favourite, top):  # the classifier names the answer's genus or family: the same answer, coarser
+        return Support(len(backing), copies[0].reference_id if copies else None, None, None)
     unreferenced = None
     if reference_counts is not None and favourite.name != top.name and \
             favourite.classifier >= config.unreferenced_vote and \

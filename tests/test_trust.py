@@ -233,3 +233,19 @@ def test_an_uncalibrated_service_states_no_risk(client):
     assert body["risk_bounded"] is False and body["calibration"]["state"] == "uncalibrated"
     page = client.get(body["url"]).get_data(as_text=True)
     assert "have not been checked on this deployment" in page
+
+
+def test_a_classifier_naming_the_answers_genus_agrees_with_it():
+    from identify.taxonomy import Taxon
+
+    toucan = Taxon("Ramphastos", "toucans", "genus", "Ramphastos", "Ramphastidae", "Piciformes", "ebird", "2024")
+    keel_billed = Taxon("Ramphastos sulfuratus", "Keel-billed Toucan", "species", "Ramphastos", "Ramphastidae",
+                        "Piciformes", "ebird", "2024")
+    ranking = [RankedSpecies("Ramphastos sulfuratus", 0.9, 0.0, 1.0, in_classes=False, taxon=keel_billed),
+               RankedSpecies("toucan", 0.1, 0.6, 0.0, taxon=toucan)]
+    neighbours = votes(("Ramphastos sulfuratus", 0.9), ("Ramphastos sulfuratus", 0.8))
+    assert support_of(ranking, neighbours, {"Ramphastos sulfuratus": 3}, LOOSE).reasons(LOOSE) == ()
+    other = dataclasses.replace(ranking[1], taxon=dataclasses.replace(toucan, scientific_name="Pteroglossus",
+                                                                       genus="Pteroglossus"))
+    assert support_of([ranking[0], other], neighbours, {"Ramphastos sulfuratus": 3}, LOOSE).reasons(LOOSE) == \
+        ("named_species_unreferenced",)
