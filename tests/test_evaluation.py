@@ -185,7 +185,9 @@ def test_evaluate_measures_what_the_stored_settings_serve_on_the_simulation(data
     """Every test query of queries.csv is answered again through identify.scoring.answer (what Identifier.explain
     serves) with the settings --write-config stored, read back as a server reads them: same top species, score
     and decision. (Before, evaluate composed its own twin of the pipeline.)"""
-    from identify.measurement import _neighbours, in_label_space, neighbourhood
+    from collections import Counter
+
+    from identify.measurement import _neighbours, in_label_space, neighbourhood, served_prior
     from identify.scoring import SpeciesNames, answer
 
     out = tmp_path / "report"
@@ -195,12 +197,16 @@ def test_evaluate_measures_what_the_stored_settings_serve_on_the_simulation(data
     data, _ = in_label_space(simulate(3))
     hood = neighbourhood(data, stored.fusion.k)
     names = SpeciesNames(data.classes, data.taxa)
+    prior, counts = served_prior(data), dict(Counter(data.reference_labels))
+    assert prior is not None and data.query_places is not None
     rows = _queries_csv(out / "queries.csv")
     assert len(rows) > 100
     for path, row in rows.items():
         query = int(path.split()[-1])
+        # as a server answers an upload with a place and a date, its prior from the records, its reference counts
         served = answer(data.probabilities[query], _neighbours(data, hood, query, stored.fusion.k), names,
-                        stored.fusion, stored.calibration)
+                        stored.fusion, stored.calibration, prior, data.query_places[query],
+                        reference_counts=counts)
         assert (served.top.name, str(served.decision.decision)) == (row["top_species"], row["decision"]), path
         assert abs(served.top.score - float(row["score"])) < 1e-6 and row["truth"] == data.query_labels[query]
 
