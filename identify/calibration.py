@@ -109,6 +109,7 @@ class Calibration:
     # deployment has been checked on labelled queries, so no risk is stated), and what they were fitted on.
     target_error: float | None = None
     fitted_on: FittedOn | None = None
+    fitted_at: str | None = None  # ISO 8601, UTC: audits of answers given before it do not count (identify.audit)
 
     @property
     def risk_bounded(self) -> bool:
@@ -161,7 +162,8 @@ class Calibration:
                 "coefficients": list(self.coefficients), "intercept": self.intercept,
                 "thresholds": dict(self.thresholds),
                 **({"target_error": self.target_error} if self.target_error is not None else {}),
-                **({"fitted_on": self.fitted_on.to_dict()} if self.fitted_on is not None else {})}
+                **({"fitted_on": self.fitted_on.to_dict()} if self.fitted_on is not None else {}),
+                **({"fitted_at": self.fitted_at} if self.fitted_at is not None else {})}
 
 
 def negative_log_likelihood(scores: np.ndarray, truth: np.ndarray) -> float:

@@ -89,6 +89,7 @@ class ServiceConfig:
     # taken from a request's Host header, which the client writes. Unset: exports link relative paths.
     public_url: str | None = None
     token_days: int = 90  # an API token is refused this many days after it was issued (0: never)
+    audit_share: float = 0.05  # of confident answers, drawn at random for a blind audit by curators
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
@@ -96,6 +97,8 @@ class ServiceConfig:
                                 "refresh_seconds >= 0")
         if self.similar_snapshot_rows < 0 or self.similar_memory_budget_mb < 0:
             raise IdentifyError("bad_config", "similar_snapshot_rows and similar_memory_budget_mb must be >= 0")
+        if not 0 <= self.audit_share <= 1:
+            raise IdentifyError("bad_config", "audit_share is a share, from 0 to 1")
         if not -1 <= self.similar_floor <= 1:
             raise IdentifyError("bad_config", "similar_floor is a cosine similarity, from -1 to 1")
         if not 0 <= self.proxy_hops <= 5 or self.token_days < 0:
@@ -155,6 +158,8 @@ SETTING_DOCS: dict[str, str] = {
     "proxy_hops": "reverse proxies in front that set `X-Forwarded-For` (0-5); only then is it believed",
     "public_url": "the address the public reaches the app at, for `associatedMedia` in exports",
     "token_days": "days an API token is valid after it is issued (0: no end)",
+    "audit_share": "the share of confident answers drawn at random into the review queue as blind audits "
+                   "(identify.audit: the deployment's own error among confident answers, with its bound)",
 }
 
 
@@ -262,9 +267,11 @@ def _calibration(table: Mapping[str, Any], env: Mapping[str, str]) -> Calibratio
     if env.get("IDENTIFY_CALIBRATION") and method != table.get("method", "none"):
         # switched to another calibration than the one evaluate fitted: its thresholds and risk do not apply
         thresholds, target, fitted_on = (), None, None
+    fitted_at = table.get("fitted_at")
     return Calibration(str(method), temperature, points if method == "isotonic" else (),
                        coefficients if method == "confidence" else (), intercept, thresholds,
-                       float(target) if target is not None else None, fitted_on)
+                       float(target) if target is not None else None, fitted_on,
+                       str(fitted_at) if fitted_at is not None and target is not None else None)
 
 
 def write_fusion_settings(data_dir: Path, values: Mapping[str, Any], calibration: Calibration | None = None) -> Path:

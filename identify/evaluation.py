@@ -20,6 +20,7 @@ the function that answers uploads and `predict`."""
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timezone
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -222,7 +223,8 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     if held_out:
         config = config.replace(confident_score=control.threshold)
         calibration = replace(with_group_thresholds(calibration, controls), target_error=config.target_error,
-                              fitted_on=FittedOn.of_counts(Counter(data.reference_labels), prior is not None))
+                              fitted_on=FittedOn.of_counts(Counter(data.reference_labels), prior is not None),
+                              fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tested = decide_rows(data, hood, test, config, calibration, prior)
 
     truth = space.truth[test]

@@ -64,6 +64,12 @@ class Identification:
     same_photo_as: int | None = None  # a reference that is this very photo (identify.openset)
     risk_bounded: bool = False  # its threshold bounds the error of answers like it (identify.scoring.Answer)
     calibration: CalibrationState = CalibrationState("uncalibrated")  # as of this answer
+    groups: tuple[str, ...] = ()  # its risk groups, most specific first (identify.scoring.answer_groups)
+
+    @property
+    def risk_group(self) -> str | None:
+        """The coarse group (known, new, contested; +place) whose audits it counts in."""
+        return self.groups[-2] if len(self.groups) >= 2 else None
 
 
 def pool_evidence(photos: Sequence[Evidence]) -> Evidence:
@@ -97,6 +103,7 @@ class Identifier:
         self.config = config
         self.calibration = calibration or Calibration()
         self.prior: PriorModel | None = None  # place and season; set when occurrences are known
+        self.over_target: frozenset[str] = frozenset()  # risk groups the live audit stopped (identify.audit)
         self._known: dict[int, ReferenceInfo] = {}  # references never change species or file: safe to keep
         self.count_references = count_references
         self._counts: tuple[int, dict[str, int]] | None = None  # (index size when counted, counts)
@@ -162,7 +169,8 @@ class Identifier:
         votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in evidence.neighbours]
         state = self.calibration_state()
         decided = answer(evidence.probabilities, votes, names, self.config, self.calibration, self.prior, place,
-                         self.references.taxonomy.group_name, self.reference_counts(), state.stale)
+                         self.references.taxonomy.group_name, self.reference_counts(), state.stale,
+                         self.over_target)
         return Identification(
             species=decided.ranking[:TOP_SPECIES],
             rollup=decided.rollup,
@@ -176,4 +184,5 @@ class Identifier:
             same_photo_as=decided.support.same_photo_as,
             risk_bounded=decided.risk_bounded,
             calibration=state,
+            groups=decided.groups,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from identify.audit import Audits
 from identify.config import FusionConfig, Settings
 from identify.curators import Curators
 from identify.photos import PhotoStore
@@ -65,6 +66,10 @@ class Parts:
     @cached_property
     def curators(self) -> Curators:
         return Curators(self.store, self.settings.service.token_days)
+
+    @cached_property
+    def audits(self) -> Audits:
+        return Audits(self.store)
 
     @cached_property
     def occurrences(self) -> Occurrences:

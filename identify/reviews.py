@@ -54,12 +54,15 @@ class Reviews:
         self.photos = photos
 
     def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
-        """Open sightings that are not confident, most uncertain first; (one page, total)."""
-        where = (Sighting.status == "open", Sighting.decision.in_(UNCERTAIN))
+        """Open sightings that are not confident, and audits (identify.audit) first, then most uncertain first;
+        (one page, total)."""
+        where = (Sighting.status == "open", Sighting.decision.in_(UNCERTAIN) | Sighting.audit)
         with self.sessions() as session:
             total = session.scalar(select(func.count()).select_from(Sighting).where(*where)) or 0
             ids = session.scalars(
-                select(Sighting.id).where(*where).order_by(Sighting.uncertainty.desc(), Sighting.id)
+                # audits first: a confident answer is the least uncertain, and would never be reached
+                select(Sighting.id).where(*where).order_by(Sighting.audit.desc(), Sighting.uncertainty.desc(),
+                                                           Sighting.id)
                 .offset((page - 1) * per_page).limit(per_page)
             ).all()
             return [self.sightings.record_in(session, i, with_reviews=False) for i in ids], total
@@ -75,8 +78,10 @@ class Reviews:
             if sighting.version != request.version:  # stale first: what else is wrong may be someone else's doing
                 raise self._stale(request)
             species_id, label = self._reviewed_species(session, sighting, request, model_classes)
-            if not self.sightings.set_review_state(session, sighting.id, request.version, ACTIONS[request.action],
-                                                   species_id):
+            status = ACTIONS[request.action]
+            if sighting.audit and status == "corrected" and species_id == sighting.species_id:
+                status = "confirmed"  # named blind as the model had named it: the audit found it right
+            if not self.sightings.set_review_state(session, sighting.id, request.version, status, species_id):
                 raise self._stale(request)
             reference_id = None
             if request.promotes and label is not None:

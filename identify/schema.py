@@ -180,6 +180,9 @@ class Sighting(Base):
     species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # A confident answer drawn for a blind audit (identify.audit), and the risk group it was held to.
+    audit: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0", index=True)
+    risk_group: Mapped[Optional[str]] = mapped_column(String(40))
 
 
 class SightingPhoto(Base):

@@ -73,6 +73,7 @@ class Answer:
 
 
 CALIBRATION_STALE = "calibration_stale"
+RISK_OVER_TARGET = "risk_over_target"
 KNOWN, NEW, CONTESTED, ALL = "known", "new", "contested", "all"
 RISK_GROUPS = (KNOWN, NEW, CONTESTED)
 SPECIES_GROUP = "species:"
@@ -107,11 +108,12 @@ def answer_groups(ranking: Sequence[RankedSpecies], votes: Sequence[Neighbour], 
 def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: SpeciesNames, config: FusionConfig,
            calibration: Calibration, prior: PriorModel | None = None, place: Place | None = None,
            group_name: GroupName | None = None, reference_counts: Mapping[str, int] | None = None,
-           stale: bool = False) -> Answer:
+           stale: bool = False, over_target: frozenset[str] = frozenset()) -> Answer:
     """The answer to one observation (see the module). `probabilities` are over `names.classes`; `neighbours`
     are nearest first, under any label of their taxon; `reference_counts`: references per label of the searched
     set (None: unknown); `stale`: the calibration no longer describes the references served (CalibrationState),
-    so nothing is confident until `evaluate` is run again."""
+    so nothing is confident until `evaluate` is run again; `over_target`: risk groups whose live audit shows their
+    error past the target (identify.audit): nothing in them is confident either."""
     votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in neighbours]
     fused = fuse(names.classes, probabilities, votes, config)
     ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, calibration, votes)]
@@ -124,7 +126,9 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
     groups = answer_groups(ranking, votes, config.k, placed=place is not None)
     own = calibration.threshold_for(groups)
     threshold = own if own is not None else config.confident_score
-    blockers = (*support.reasons(config), *((CALIBRATION_STALE,) if stale else ()))
+    audited_over = bool(over_target & {*groups, ALL})
+    blockers = (*support.reasons(config), *((CALIBRATION_STALE,) if stale else ()),
+                *((RISK_OVER_TARGET,) if audited_over else ()))
     decision = decide(ranking, votes, replace(config, confident_score=threshold), blockers)
     rollup = roll_up(ranking, config.confident_score, group_name) if decision.decision != CONFIDENT else None
     # Bounded: fitted by evaluate, still current, and for an answer the prior shaped, thresholds chosen with it.

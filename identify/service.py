@@ -8,6 +8,9 @@ process's within `refresh_seconds`. The Flask layer (`identify.web`) only parses
 from __future__ import annotations
 
 import logging
+import random
+import time
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -16,7 +19,9 @@ import numpy as np
 
 from identify.batching import MicroBatcher
 from identify.config import Settings
+from identify.audit import AuditSummary
 from identify.errors import IdentifyError
+from identify.fusion import CONFIDENT
 from identify.identifier import Identification, NeighbourInfo, pool_evidence
 from identify.observation import Photo, WhereAndWhen, decode_image, read_photo, read_photo_file
 from identify.parts import Parts
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from identify.backbone import Backbone
 
 log = logging.getLogger(__name__)
+_AUDIT_DRAW = random.SystemRandom()  # which confident answers are audited: not guessable from outside
 
 # A stored photo no row names after an hour was left by a killed upload (younger ones may be uploads in flight).
 ORPHAN_AGE_SECONDS = 3600.0
@@ -76,6 +82,8 @@ class IdentificationService:
         self.sightings = parts.sightings
         self.reviews = parts.reviews
         self.curators = parts.curators
+        self.audits = parts.audits
+        self._audit: tuple[float, AuditSummary] | None = None  # (when read, what): read again every refresh
         self.index_name = settings.service.index
         self.model_id = parts.register(backbone)
         self.references.link_taxa()  # labels recorded before taxa existed, or by an older release
@@ -140,6 +148,7 @@ class IdentificationService:
         """Identify one to five photos of one bird and store them as one sighting. On any failure nothing is
         stored."""
         read = self._read_all(photos)
+        self.identifier.over_target = self.audit_summary().over_target
         # EXIF first: the place and date take part in the identification.
         where = fields.given.completed_by(photo.exif for photo in read)
         place = None if fields.ignore_location else where.place()
@@ -160,6 +169,7 @@ class IdentificationService:
                     rollup=result.rollup.to_dict() if result.rollup is not None else None,
                     neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
                     where=where,
+                    audit=self._drawn_for_audit(result), risk_group=result.risk_group,
                     observer=fields.observer, note=fields.note, hide_location=fields.hide_location,
                 ))
         except BaseException:
@@ -168,6 +178,21 @@ class IdentificationService:
             raise
         self.similar_index.add([sighting_id], result.embedding[None, :])
         return Identified(sighting_id, public_id, result)
+
+    def _drawn_for_audit(self, result: Identification) -> bool:
+        """A confident answer joins the review queue as a blind audit with probability `audit_share`."""
+        return result.decision.decision == CONFIDENT and _AUDIT_DRAW.random() < self.limits.audit_share
+
+    def audit_summary(self) -> AuditSummary:
+        """The live audit since the calibration was fitted (identify.audit), read again every refresh_seconds
+        and after each review."""
+        now = time.monotonic()
+        if self._audit is None or now - self._audit[0] >= self.limits.refresh_seconds:
+            fitted = self.settings.calibration.fitted_at
+            since = datetime.fromisoformat(fitted) if fitted else None
+            self._audit = (now, self.audits.summary(self.settings.fusion.target_error,
+                                                    self.settings.fusion.risk_confidence, since))
+        return self._audit[1]
 
     # ---- looking -----------------------------------------------------------------------------------------
     def sighting(self, sighting_id: int) -> SightingRecord:
@@ -211,6 +236,7 @@ class IdentificationService:
 
     def review(self, request: ReviewRequest) -> ReviewOutcome:
         outcome = self.reviews.review(request, self.index_name, self.backbone.identity.classes)
+        self._audit = None  # a review may be an audit: count it before the next answer
         if outcome.reference_id is not None:  # committed: this process searches it at once, others on refresh
             self.reference_index.refresh(force=True)
         confirmed = outcome.sighting

@@ -51,6 +51,8 @@ class NewSighting:
     observer: str | None = None
     note: str | None = None
     hide_location: bool = False
+    audit: bool = False  # drawn for a blind audit (identify.audit)
+    risk_group: str | None = None  # the group of answers whose threshold it was held to
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class SightingRecord:
     observed: ObservedTime | None = None  # observed_at with its offset, as the observer's clock read
     hide_location: bool = False  # the uploader asked: the public sees no position at all
     photos: list[PhotoOfSighting] = field(default_factory=list)  # every photo, the cover first
+    audit: bool = False  # a confident answer drawn for a blind audit: curators see it without the answer
 
     @property
     def observed_local(self) -> str | None:
@@ -169,7 +172,7 @@ class SightingStore:
                 observed_zone=observed.zone if observed else None,
                 observer=new.observer,
                 note=new.note,
-                hide_location=new.hide_location,
+                hide_location=new.hide_location, audit=new.audit, risk_group=new.risk_group,
                 decision=new.decision,
                 reasons=list(new.reasons),
                 uncertainty=new.uncertainty,
@@ -232,7 +235,7 @@ class SightingStore:
             created_at=as_utc(sighting.created_at), model_name=model_name, model_sha256=model_sha256,
             predictions=predictions,
             neighbours=[(int(i), float(s)) for i, s in sighting.neighbours or []],
-            rollup=sighting.rollup,
+            rollup=sighting.rollup, audit=sighting.audit,
             observed=observed_of(sighting),
             hide_location=bool(sighting.hide_location),
             photos=[PhotoOfSighting(sha, name) for sha, name in session.execute(

@@ -135,8 +135,8 @@ def _check_page(page: Page, label: str, width: int) -> list[str]:
 
 @pytest.mark.parametrize("width", [390, 1280])
 def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, width):
-    """Upload, result, sighting with similar sightings, login, review queue, one sighting's review and an error
-    page: no sideways scroll, 44 px tap targets on a phone, no axe-core violation, at 390 and 1280 px."""
+    """Upload, result, sighting with similar sightings, login, review queue, the audit, one sighting's review and
+    an error page: no sideways scroll, 44 px tap targets on a phone, no axe-core violation, at 390 and 1280 px."""
     phone = width < 600
     context = browser.new_context(viewport={"width": width, "height": 844 if phone else 900}, is_mobile=phone,
                                   has_touch=phone, device_scale_factor=2 if phone else 1)
@@ -159,6 +159,8 @@ def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, wi
     page.click("button:has-text('Log in')")
     page.wait_for_url("**/review*")
     problems += _check_page(page, "review-queue", width)
+    page.goto(base + "/review/audit")
+    problems += _check_page(page, "audit", width)
     page.goto(result)
     problems += _check_page(page, "review-one", width)
     page.goto(base + "/sightings/no-such-sighting")

@@ -49,6 +49,7 @@ def status() -> Any:
                     "index": {"name": svc.index_name, "references": svc.reference_index.count},
                     "sightings": svc.similar_index.count, "process": os.getpid(),
                     "calibration": svc.identifier.calibration_state().to_dict(),
+                    "audit": svc.audit_summary().to_dict(),
                     "rate_limits": rate_limit_status(current_app.extensions["identify_limiter"],
                                                      svc.settings.service.rate_limit_storage)})
 
@@ -100,14 +101,15 @@ def similar_to_photo() -> Any:
 @documented((200, schemas.ReviewQueue, "One page of the queue"), errors=(400, 401), curator=True,
             query=schemas.QueueQuery)
 def review_queue() -> Any:
-    """Open uncertain sightings, the most uncertain first (curators)."""
+    """Blind audits of confident answers first (without the model's answer), then open uncertain sightings, the
+    most uncertain first (curators)."""
     api_curator()
     page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
     per_page = parse_count(request.args.get("per_page"), "per_page", 20, MAX_PER_PAGE)
     records, total = service().queue(page, per_page)
     more = page * per_page < total
     return jsonify({
-        "items": [views.sighting_summary_json(r) for r in records],
+        "items": [views.sighting_summary_json(r, blind=r.audit) for r in records],
         "page": page, "per_page": per_page, "total": total,
         "next": url_for("api.review_queue", page=page + 1, per_page=per_page) if more else None,
     })

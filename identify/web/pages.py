@@ -28,6 +28,8 @@ REASON_TEXT = {
     "thin_support": "Too few distinct reference photos back the answer.",
     "named_species_unreferenced": "The classifier names a species with too few reference photos to compare with.",
     "classifier_names_another": "The classifier strongly names another species.",
+    "risk_over_target": "Curators' audits show confident answers like this one err more often than promised: "
+                        "nothing like it is confident until the evaluation is re-run.",
     "calibration_stale": "The reference photos changed since the scores were last checked: nothing is confident "
                          "until a curator re-runs the evaluation.",
 }
@@ -72,6 +74,15 @@ def sighting(sighting_id: str) -> Any:
         filters=request.args, filter_error=filter_error, curator=curator,
         species_names=svc.species_names() if curator else [], calibration=svc.identifier.calibration_state(),
     )
+
+
+@bp.get("/review/audit")
+@login_required
+def audit() -> Any:
+    """The live audit: the deployment's own error among confident answers, with its bounds, per group."""
+    svc = service()
+    return render_template("audit.html", audit=svc.audit_summary(), share=svc.limits.audit_share,
+                           calibration=svc.identifier.calibration_state())
 
 
 @bp.get("/review")

@@ -197,6 +197,8 @@ class SightingSummary(Schema):
     created_at: str
     top: Optional[list[RankedSpecies]] = Field(None, description="The best species (lists only)")
     similarity: Optional[float] = Field(None, description="In similar-sightings lists")
+    audit: bool = Field(False, description="A confident answer drawn for a blind audit: in the review queue its "
+                                          "answer is left out, so the curator names the bird unswayed")
 
 
 class PhotoLinks(Schema):
@@ -267,12 +269,30 @@ class RateLimitStatus(Schema):
                                       "is unreachable")
 
 
+class AuditFigures(Schema):
+    audited: int = Field(description="Audits a curator has named (rejected ones left out)")
+    wrong: int
+    error: float
+    upper_bound: float = Field(description="Clopper-Pearson, at risk_confidence: what may be published")
+    lower_bound: float = Field(description="Past the target: confident answers in the group are stopped")
+    over_target: bool
+
+
+class AuditSummary(Schema):
+    target_error: float
+    confidence: float
+    open: int = Field(description="Audits waiting for a curator")
+    groups: dict[str, AuditFigures] = Field(description="all, and each risk group (known, new, contested; +place)")
+    over_target: list[str] = Field(description="Groups no longer answered confident (reason risk_over_target)")
+
+
 class Status(Schema):
     model: Model
     index: IndexStatus
     sightings: int = Field(description="Sightings that a similar-sightings search of this worker covers")
     rate_limits: RateLimitStatus
     calibration: CalibrationState
+    audit: AuditSummary
     process: int = Field(description="The id of the worker process that answered (several workers: each its own)")
 
 

@@ -78,9 +78,10 @@ def review_json(review: ReviewRecord) -> dict[str, Any]:
             "created_at": _iso(review.created_at)}
 
 
-def sighting_summary_json(record: SightingRecord) -> dict[str, Any]:
-    """What lists (queue, similar sightings) show of a sighting."""
-    return {
+def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[str, Any]:
+    """What lists (queue, similar sightings) show of a sighting; `blind` (an audit in the queue): not the model's
+    answer, so the curator names the bird unswayed."""
+    summary = {
         "sighting_id": record.public_id,
         "url": url_for("pages.sighting", sighting_id=record.public_id),
         "photo_url": photo_url(record.photo_name),
@@ -96,7 +97,11 @@ def sighting_summary_json(record: SightingRecord) -> dict[str, Any]:
         "observed_at": record.observed_local,
         "observed_zone": record.observed.zone if record.observed else None,
         "created_at": _iso(record.created_at),
+        "audit": record.audit,
     }
+    if blind:
+        summary |= {"answer": None, "answer_taxon": None, "top": []}
+    return summary
 
 
 def sighting_json(record: SightingRecord, neighbours: list[NeighbourInfo] | None = None) -> dict[str, Any]:
