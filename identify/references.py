@@ -235,6 +235,18 @@ class References:
                 .group_by(Species.name))
             return {name: int(count) for name, count in rows}
 
+    def labelled_vectors(self, index_name: str, model_id: int, dim: int) -> tuple[np.ndarray, list[str], list[int | None]]:
+        """Every member of `index_name` as `model_id` embedded it: (vectors, species labels, the sighting each was
+        promoted from, if any), in id order."""
+        with self.store.session() as session:
+            index_id = self.index_of(session, index_name, model_id)
+        ids, vectors = self.index_vectors(index_id, model_id, dim)
+        known = self.info(int(i) for i in ids)
+        with self.store.session() as session:
+            promoted = dict(session.execute(select(ReferenceImage.id, ReferenceImage.sighting_id)
+                                            .where(ReferenceImage.sighting_id.is_not(None))).all())
+        return vectors, [known[int(i)].species for i in ids], [promoted.get(int(i)) for i in ids]
+
     def member_count(self, index_id: int) -> int:
         with self.store.session() as session:
             return session.scalar(select(func.count()).where(IndexMember.index_id == index_id)) or 0

@@ -7,6 +7,7 @@ The queue is the open sightings that are not confident, most uncertain first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from sqlalchemy import func, select
@@ -66,6 +67,17 @@ class Reviews:
                 .offset((page - 1) * per_page).limit(per_page)
             ).all()
             return [self.sightings.record_in(session, i, with_reviews=False) for i in ids], total
+
+    def reviewed(self, model_id: int) -> list[tuple[int, Path, str]]:
+        """(sighting id, cover photo file, the curator's species label) of every sighting of `model_id` a curator
+        confirmed or corrected: the deployment's own labelled photos (`evaluate --from-reviews`)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Sighting.id, Sighting.photo_name, Species.name)
+                .join(Species, Species.id == Sighting.species_id)
+                .where(Sighting.model_id == model_id, Sighting.status.in_(("confirmed", "corrected")))
+                .order_by(Sighting.id)).all()
+        return [(int(i), self.photos.photo_path(name), label) for i, name, label in rows]
 
     def review(self, request: ReviewRequest, index_name: str, model_classes: Sequence[str]) -> ReviewOutcome:
         """Apply a curator's review if `request.version` is current; else 409 with the current state."""

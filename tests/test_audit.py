@@ -159,3 +159,35 @@ def test_audits_that_show_the_error_past_the_target_stop_confident_answers(make_
     assert "all" in audit["over_target"]
     stopped = post(client, jpeg_bytes(species_photo(0, 50))).get_json()
     assert stopped["decision"] != "confident" and "risk_over_target" in stopped["reasons"]
+
+
+@pytest.mark.slow  # a dozen uploads and reviews, then evaluate in-process
+def test_evaluate_measures_on_the_deployments_reviewed_sightings(make_service, web_settings, tiny_checkpoint,
+                                                                 monkeypatch):
+    """`evaluate --from-reviews`: the sightings curators named are the labelled queries, against the references
+    the service searches; one promoted to a reference is a query only."""
+    import json
+
+    from click.testing import CliRunner
+
+    from identify.cli import main
+
+    service, client, headers = audited_service(make_service, web_settings, share=0.0)
+    for n in range(12):
+        answer = post(client, jpeg_bytes(species_photo(n % 3, 70 + n))).get_json()
+        version = client.get(f"/api/v1/sightings/{answer['sighting_id']}").get_json()["version"]
+        reviewed = client.post(f"/api/v1/sightings/{answer['sighting_id']}/review", headers=headers,
+                               json={"action": "correct", "species": SPECIES[n % 3], "version": version,
+                                     "add_as_reference": n < 2})
+        assert reviewed.status_code == 200
+    monkeypatch.setenv("IDENTIFY_DATA_DIR", str(service.settings.data_dir))
+    monkeypatch.setenv("IDENTIFY_DATABASE_URL", service.settings.database_url)
+    monkeypatch.setenv("IDENTIFY_INDEX", "birds")
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(tiny_checkpoint), "--from-reviews", "--json",
+                                       "--workers", "0", "--out", str(service.settings.data_dir / "r")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["kind"] == "reviewed sightings" and report["queries"] == 12
+    assert report["references"] == 18  # the two promoted sightings are queries, not references
+    refused = CliRunner().invoke(main, ["evaluate", "--from-reviews"])
+    assert refused.exit_code == 1 and "bad_arguments" in refused.stderr

@@ -47,12 +47,62 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
     )
 
 
+def _check_sources(model: str | None, references: Path | None, queries: Path | None, simulate: bool,
+                   from_reviews: bool) -> None:
+    """One source of labelled queries: photos (--model, --references, --queries), the simulation, or the
+    deployment's reviewed sightings (--model --from-reviews)."""
+    photos = bool(references or queries)
+    if simulate + from_reviews + photos != 1 or (simulate and model):
+        raise IdentifyError("bad_arguments", "give --model, --references and --queries; or --simulate; or --model "
+                            "and --from-reviews")
+    if photos and not (model and references and queries):
+        raise IdentifyError("bad_arguments", "--model, --references and --queries go together")
+    if from_reviews and not model:
+        raise IdentifyError("bad_arguments", "--from-reviews needs the --model the service serves")
+
+
+def _reviewed_sightings(settings, model: str, network: str | None, batch_size: int, workers: int | None,  # type: ignore[no-untyped-def]
+                        progress: bool):
+    """EvaluationData from the deployment's own reviewed sightings: each one's photo (a forward pass) labelled
+    with the curator's species, against the references the service searches. A reviewed sighting that became a
+    reference is a query here, not a reference: no query finds its own photo."""
+    from identify.backbone import load_backbone
+    from identify.measurement import EvaluationData
+    from index_builder.dataset import default_workers, embed_sources
+    from index_builder.sources import ReferenceSource
+
+    parts = _parts(settings)
+    backbone = load_backbone(model, network=network)
+    model_id = parts.register(backbone)
+    reviewed = parts.reviews.reviewed(model_id)
+    if not reviewed:
+        raise IdentifyError("too_few_queries", "no sighting of this model has been confirmed or corrected yet")
+    vectors, labels, promoted_from = parts.references.labelled_vectors(settings.service.index, model_id,
+                                                                       backbone.identity.embedding_dim)
+    asked = {sighting for sighting, _, _ in reviewed}
+    keep = [i for i, sighting in enumerate(promoted_from) if sighting not in asked]
+    sources = [ReferenceSource(path, label) for _, path, label in reviewed]
+    embedded = embed_sources(backbone, sources, batch_size, default_workers() if workers is None else workers,
+                             progress, "reviewed sightings")
+    return EvaluationData(
+        classes=backbone.identity.classes, probabilities=embedded.probabilities,
+        query_embeddings=embedded.embeddings, query_labels=[sources[p].species for p in embedded.positions],
+        reference_embeddings=vectors[keep], reference_labels=[labels[i] for i in keep], kind="reviewed sightings",
+        query_paths=[f"sighting {reviewed[p][0]}" for p in embedded.positions],
+        description=f"model {backbone.identity.name}; {len(embedded.positions)} sightings curators confirmed or "
+                    f"corrected, against index {settings.service.index} ({len(keep)} references)",
+        taxa=parts.taxonomy.resolve_all({*backbone.identity.classes, *labels, *(s.species for s in sources)}))
+
+
 @main.command()
 @click.option("--model", help="Birder pretrained model name or path to a .pt checkpoint.")
 @network_option
 @click.option("--references", type=click.Path(path_type=Path, exists=True), help="Species folders or a CSV manifest.")
 @click.option("--queries", type=click.Path(path_type=Path, exists=True), help="Labelled queries, same layouts.")
 @click.option("--simulate", is_flag=True, help="Measure on the seeded simulation instead of photos.")
+@click.option("--from-reviews", is_flag=True,
+              help="Measure on this deployment's own sightings curators confirmed or corrected (with --model), "
+                   "against the references the service searches (IDENTIFY_INDEX).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulation.")
 @click.option("--ignore-location", is_flag=True,
               help="Answer the queries on the photo alone, as uploads without a place (no prior).")
@@ -73,7 +123,7 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
 @json_option
 @reports_errors
 def evaluate(model: str | None, network: str | None, references: Path | None, queries: Path | None, simulate: bool,
-             ignore_location: bool, seed: int, sim_references: int, out: Path | None, write_config: bool, check_stored: bool,
+             from_reviews: bool, ignore_location: bool, seed: int, sim_references: int, out: Path | None, write_config: bool, check_stored: bool,
              calibration_method: str,
              target_error: float | None, batch_size: int, workers: int | None, json_output: bool) -> None:
     """Measure quality on labelled queries, as the service decides: classifier, kNN and fusion accuracy, λ, k
@@ -89,14 +139,16 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
     from identify.simulation import simulate as simulated
 
     settings = _settings()
-    if simulate == bool(model or references or queries):
-        raise IdentifyError("bad_arguments", "give --model, --references and --queries, or --simulate")
-    if not simulate and not (model and references and queries):
-        raise IdentifyError("bad_arguments", "--model, --references and --queries go together")
+    _check_sources(model, references, queries, simulate, from_reviews)
     if check_stored and write_config:
         raise IdentifyError("bad_arguments", "--check measures the stored configuration; --write-config replaces it")
-    data = simulated(seed, references_per_species=sim_references) if simulate else _embedded_photos(
-        model, network, references, queries, batch_size, workers, not json_output)  # type: ignore[arg-type]
+    if simulate:
+        data = simulated(seed, references_per_species=sim_references)
+    elif from_reviews:
+        data = _reviewed_sightings(settings, model, network, batch_size, workers, not json_output)  # type: ignore[arg-type]
+    else:
+        data = _embedded_photos(model, network, references, queries, batch_size, workers,  # type: ignore[arg-type]
+                                not json_output)
     if ignore_location:
         data = dataclasses.replace(data, query_places=None)
     if check_stored:
