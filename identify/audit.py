@@ -23,9 +23,8 @@ from sqlalchemy import func, select
 
 from identify.calibration import clopper_pearson_upper
 from identify.schema import Prediction, Sighting
+from identify.scoring import ALL
 from identify.storage import Store
-
-ALL = "all"
 
 
 def clopper_pearson_lower(errors: int, audited: int, confidence: float) -> float:

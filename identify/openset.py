@@ -11,6 +11,9 @@ Two situations fake a high score all the same:
   another species (at `unreferenced_vote` or more) with fewer than `min_support` references, the neighbours
   could not have spoken for it, and the answer is not confident. A species with no references at all is never
   confident on the classifier alone for the same reason: the classifier too is fooled by what it never saw.
+  A favourite that is another species at `contradicting_vote` or more keeps the answer from confident too
+  (a classifier fooled on a species whose references are missing looks like this); one that is the answer's
+  genus or family agrees with it.
 
 These are reasons for review, not a change of the ranking: the scores stay what fusion and calibration made
 them, and the curator sees why."""
