@@ -106,7 +106,7 @@ class Identifier:
         self.over_target: frozenset[str] = frozenset()  # risk groups the live audit stopped (identify.audit)
         self._known: dict[int, ReferenceInfo] = {}  # references never change species or file: safe to keep
         self.count_references = count_references
-        self._counts: tuple[int, dict[str, int]] | None = None  # (index size when counted, counts)
+        self._counts: tuple[int, dict[str, int], CalibrationState] | None = None  # (index size, counts, state)
         self.names = self._load_names()
 
     def _load_names(self) -> SpeciesNames:
@@ -150,26 +150,32 @@ class Identifier:
         """References per species label now (re-read when the index has grown or shrunk since)."""
         if self.count_references is None:
             return None
-        size = self.index.count
-        if self._counts is None or self._counts[0] != size:
-            self._counts = (size, self.count_references())
-        return self._counts[1]
+        return self._counted()[1]
 
     def calibration_state(self) -> CalibrationState:
         """The stored calibration against the references searched now: current, stale or uncalibrated."""
-        counts = self.reference_counts()
-        served = FittedOn.of_counts(counts, self.prior is not None and not self.prior.empty) if counts is not None \
-            else None
-        return self.calibration.state(served)
+        if self.count_references is None:
+            return self.calibration.state(None)
+        return self._counted()[2]
+
+    def _counted(self) -> tuple[int, dict[str, int], CalibrationState]:
+        """Counts and the calibration's state, worked out again only when the index's size changes (not on
+        every answer: the state takes a median over every species)."""
+        size = self.index.count
+        if self._counts is None or self._counts[0] != size:
+            counts = self.count_references()  # type: ignore[misc]
+            served = FittedOn.of_counts(counts, self.prior is not None and not self.prior.empty)
+            self._counts = (size, counts, self.calibration.state(served))
+        return self._counts
 
     def explain(self, evidence: Evidence, place: Place | None = None) -> Identification:
         """The answer to one photo's (or one sighting's pooled) evidence: identify.scoring.answer, the decision
         function `evaluate` measures, with this service's names, settings, calibration and prior."""
         names = self.names
         votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in evidence.neighbours]
-        state = self.calibration_state()
+        state, counts = self.calibration_state(), self.reference_counts()
         decided = answer(evidence.probabilities, votes, names, self.config, self.calibration, self.prior, place,
-                         self.references.taxonomy.group_name, self.reference_counts(), state.stale,
+                         self.references.taxonomy.group_name, counts, state.stale,
                          self.over_target)
         return Identification(
             species=decided.ranking[:TOP_SPECIES],

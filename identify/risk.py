@@ -16,16 +16,16 @@ as served."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from identify.calibration import (MIN_ANSWERED, Calibration, RiskControl, choose_threshold, clopper_pearson_upper,
-                                  fewest_testable)
+from identify.calibration import (MIN_ANSWERED, Calibration, RiskControl, choose_threshold, fewest_testable)
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT
-from identify.measurement import Decided, EvaluationData, decide_rows, neighbourhood, query_group
+from identify.measurement import Decided, EvaluationData, _checked_figures, decide_rows, neighbourhood, query_group
 from identify.prior import PriorModel
 from identify.scoring import ALL, PLACED, RISK_GROUPS
 
@@ -61,13 +61,6 @@ def with_group_thresholds(calibration: Calibration, controls: dict[str, RiskCont
     return replace(calibration, thresholds=tuple(sorted((g, c.threshold) for g, c in controls.items())))
 
 
-def _figures(correct: np.ndarray, confident: np.ndarray, confidence: float) -> dict[str, Any]:
-    errors, answered = int((confident & ~correct).sum()), int(confident.sum())
-    return {"queries": int(len(correct)), "confident": answered, "coverage": float(confident.mean()) if len(confident) else 0.0,
-            "errors": errors, "realised_error": errors / answered if answered else 0.0,
-            "upper_bound": clopper_pearson_upper(errors, answered, confidence)}
-
-
 def group_report(data: EvaluationData, tested: Decided, config: FusionConfig, calibration: Calibration,
                  controls: dict[str, RiskControl] | None = None) -> dict[str, Any]:
     """Error among confident answers per answer group (with the threshold each was held to: its own from
@@ -87,15 +80,15 @@ def group_report(data: EvaluationData, tested: Decided, config: FusionConfig, ca
             "threshold_from": "own" if group in thresholds else "pooled (too few calibration queries)",
             "calibration": ({"answered": chosen.answered, "errors": chosen.errors, "upper_bound": chosen.upper_bound}
                             if chosen is not None else None),
-            **_figures(tested.correct[member], confident[member], confidence)}
+            **_checked_figures(tested.correct[member], confident[member], confidence)}
     by_answer.pop(ALL, None)  # the pooled threshold: the overall figures already
 
     truths = [data.query_labels[row] for row in tested.rows]
     true_groups = np.array([query_group(data, label) for label in truths])
-    by_truth = {name: _figures(tested.correct[true_groups == name], confident[true_groups == name], confidence)
+    by_truth = {name: _checked_figures(tested.correct[true_groups == name], confident[true_groups == name], confidence)
                 for name in ("known", "new") if (true_groups == name).any()}
     labels = np.array(truths)
-    species = {label: _figures(tested.correct[labels == label], confident[labels == label], confidence)
+    species = {label: _checked_figures(tested.correct[labels == label], confident[labels == label], confidence)
                for label in sorted(set(truths))}
     worst = max(by_truth.values(), key=lambda f: f["realised_error"], default=None)
     return {"by_answer": by_answer, "by_truth": by_truth, "species": species,
@@ -123,14 +116,10 @@ def open_set_block(data: EvaluationData, test: np.ndarray, config: FusionConfig,
     rows = np.array([row for row in test if data.query_labels[row] in withheld], dtype=int)
     decided = decide_rows(without, neighbourhood(without, max(config.k, 1)), rows, config, calibration, prior)
     confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
-    reasons: dict[str, int] = {}
-    for a, sure in zip(decided.answers, confident, strict=True):
-        for reason in a.decision.reasons if not sure else ():
-            reasons[reason] = reasons.get(reason, 0) + 1
+    sure = [a for a, is_sure in zip(decided.answers, confident, strict=True) if is_sure]
+    unsure = [a for a, is_sure in zip(decided.answers, confident, strict=True) if not is_sure]
     return {"measured": True, "species": sorted(withheld), "queries": int(len(rows)),
             "confident_share": float(confident.mean()) if len(rows) else 0.0,
-            "confident_answers": {label: int(sum(1 for a, sure in zip(decided.answers, confident, strict=True)
-                                                 if sure and a.top is not None and a.top.name == label))
-                                  for label in sorted({a.top.name for a, sure in zip(decided.answers, confident,
-                                                                                     strict=True) if sure and a.top})},
-            "reasons": reasons, "target": config.target_error}
+            "confident_answers": dict(sorted(Counter(a.top.name for a in sure if a.top is not None).items())),
+            "reasons": dict(Counter(reason for a in unsure for reason in a.decision.reasons)),
+            "target": config.target_error}
