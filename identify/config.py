@@ -124,8 +124,9 @@ SETTING_DOCS: dict[str, str] = {
     "temperature": "T on cosine similarity",
     "confident_score": "the confident threshold on the (calibrated) top score; `evaluate --write-config` chooses it",
     "min_margin": "top-1 minus top-2 below this needs review",
-    "no_match_similarity": "nearest reference below this cosine similarity is far (with an unsure classifier: `no_match`)",
-    "no_match_classifier": "classifier top-1 below this is unsure",
+    "no_match_similarity": "nearest reference below this cosine similarity is far (with an unsure classifier: "
+                           "`no_match`); `evaluate --write-config` chooses it",
+    "no_match_classifier": "classifier top-1 below this is unsure; `evaluate --write-config` chooses it",
     "min_support": "distinct references of the answer among the k nearest, a near-copy of the photo not counted, "
                    "that a confident answer needs (thin evidence: `needs_review`, reason `thin_support`)",
     "same_photo_similarity": "a reference at or above this cosine similarity is the photo itself: the answer says "

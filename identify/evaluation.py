@@ -7,7 +7,7 @@ Nothing is reported on the data it was chosen or fitted on. The queries are spli
 - a calibration split: the `confident` threshold is chosen there (identify.calibration: Learn-then-Test with
   Clopper–Pearson bounds), for the decision exactly as identify.fusion makes it;
 - a test split: every figure of the report.
-With too few queries to split (fewer than MIN_HELD_OUT), everything is measured on all of them at the given
+With too few queries to split (fewer groups than identify.splits.FOLDS), everything is measured on all of them at the given
 settings, and the report says so.
 
 The answers and the metrics are identify.measurement's; this module chooses, fits and holds out. Works on
@@ -19,11 +19,10 @@ the function that answers uploads and `predict`."""
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime, timezone
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,68 +52,14 @@ from identify.measurement import (
     top_k_accuracy,
 )
 from identify.prior import PriorModel
-from identify.risk import group_controls, group_report, open_set_block, with_group_thresholds
+from identify.risk import (group_controls, group_report, open_set_answers, open_set_block, open_set_species,
+                           with_group_thresholds)
 from identify.scoring import SpeciesNames, answer
+from identify.splits import query_groups, separable, split_queries
+from identify.tuning import KS, NO_MATCH_RIGHT_AT_MOST, best_of, choose_no_match, cross_validated, no_match_share, sweep_hits
 from identify.vectors.plan import exact_knn
 
-LAMBDAS = tuple(round(x, 1) for x in np.linspace(0.0, 1.0, 11))
-KS = (1, 5, 10, 20, 50)
-TEMPERATURES = (0.01, 0.03, 0.07, 0.1, 0.3, 1.0)
-# tuning, calibration, test. The calibration split is the largest: each risk group's threshold is chosen on its
-# share of it (identify.risk); the tuning split's three settings and calibrator need fewer (0.4/0.3/0.3 left
-# the simulation's groups 10 points less coverage at the same bound).
-SPLITS = (0.3, 0.4, 0.3)
-MIN_HELD_OUT = 10  # queries; fewer cannot be split three ways
-FOLDS = 5
 CLOSE_REFERENCES = 5  # "a new species with five or more close references": of its own among the 10 nearest
-
-
-# ---- choosing lambda, k and T ---------------------------------------------------------------------------------
-def sweep_hits(space: LabelSpace, hood: Neighbourhood, lambdas: Sequence[float] = LAMBDAS, ks: Sequence[int] = KS,
-               temperatures: Sequence[float] = TEMPERATURES) -> tuple[list[dict[str, float]], np.ndarray]:
-    """Every (lambda, k, T), and whether each query's fused top-1 is right under it: (settings, hits[s, q])."""
-    settings, hits = [], []
-    for k, temperature in itertools.product(ks, temperatures):
-        knn = knn_matrix(space, hood, k, temperature)
-        for weight in lambdas:
-            fused = fused_matrix(space, knn, weight)
-            best = fused.argmax(axis=1)
-            settings.append({"weight_knn": float(weight), "k": int(k), "temperature": float(temperature)})
-            hits.append((best == space.truth) & (fused.max(axis=1) > 0))
-    return settings, np.array(hits)
-
-
-def _preference(setting: dict[str, float], top1: float) -> tuple[float, float, float, float]:
-    """The most accurate; among equals the one closest to an even mix, with the fewest neighbours."""
-    return (round(top1, 12), -abs(setting["weight_knn"] - 0.5), -setting["k"], setting["temperature"])
-
-
-def best_of(settings: list[dict[str, float]], hits: np.ndarray, rows: np.ndarray) -> int:
-    scores = hits[:, rows].mean(axis=1) if len(rows) else np.zeros(len(settings))
-    return max(range(len(settings)), key=lambda s: _preference(settings[s], float(scores[s])))
-
-
-def cross_validated(settings: list[dict[str, float]], hits: np.ndarray, rows: np.ndarray, seed: int) -> float:
-    """5-fold estimate of the top-1 that choosing the setting on the tuning split gives: choose on four folds,
-    score on the fifth."""
-    folds = np.array_split(np.random.default_rng(seed).permutation(rows), min(FOLDS, len(rows)))
-    scores = []
-    for i, held in enumerate(folds):
-        rest = np.concatenate([f for j, f in enumerate(folds) if j != i])
-        scores.append(float(hits[best_of(settings, hits, rest), held].mean()))
-    return float(np.mean(scores))
-
-
-def split_queries(labels: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tuning, calibration and test rows, stratified by species."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[], [], []]
-    for label in sorted(set(labels)):
-        rows = rng.permutation([i for i, query in enumerate(labels) if query == label])
-        cuts = np.round(np.cumsum(SPLITS)[:-1] * len(rows)).astype(int)
-        for part, chunk in zip(parts, np.split(rows, cuts), strict=True):
-            part.extend(int(r) for r in chunk)
-    return tuple(np.array(sorted(p), dtype=int) for p in parts)  # type: ignore[return-value]
 
 
 @dataclass
@@ -132,6 +77,7 @@ class Evaluation:
     reliability: dict[str, list[dict[str, float]]]  # "before" / "after" calibration
     curve: dict[str, Any]
     decisions: dict[str, float]  # shares of confident / needs_review / no_match, error among confident
+    no_match: dict[str, Any]  # the no_match thresholds, how they were chosen, what they said on the test split
     selective: dict[str, Any]
     prior: dict[str, Any]
     views: dict[str, Any]
@@ -155,7 +101,7 @@ class Evaluation:
             "selective": self.selective, "prior": self.prior, "views": self.views,
             "new_species": self.new_species, "known_species": self.known_species, "open_set": self.open_set,
             "rollup": self.rollup,
-            "ablation": self.ablation, "decisions": self.decisions, "reliability": self.reliability,
+            "ablation": self.ablation, "decisions": self.decisions, "no_match": self.no_match, "reliability": self.reliability,
             "coverage_risk": self.curve, "sweep": self.sweep, "best": self.best,
         }
 
@@ -195,8 +141,10 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     hood = neighbourhood(data, max(max(ks), config.k, 10))
     space = LabelSpace.of(data)
     everything = np.arange(len(data.query_labels))
-    held_out = len(everything) >= MIN_HELD_OUT
-    tune, cal, test = split_queries(data.query_labels, seed) if held_out else (everything, everything, everything)
+    groups, grouping = query_groups(data.query_embeddings, data.query_groups, config.same_photo_similarity)
+    held_out = separable(groups)
+    tune, cal, test = (split_queries(data.query_labels, seed, groups) if held_out
+                       else (everything, everything, everything))
 
     settings, hits = sweep_hits(space, hood, ks=ks) if run_sweep else ([], np.empty((0, len(everything))))
     sweep = [{**s, "top1": float(hits[i, tune].mean())} for i, s in enumerate(settings)]
@@ -207,6 +155,15 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
         if held_out:
             best["cv_top1"] = cross_validated(settings, hits, tune, seed)
             config = config.replace(**{key: settings[chosen][key] for key in ("weight_knn", "k", "temperature")})
+    defaults = (config.no_match_similarity, config.no_match_classifier)
+    if held_out:  # chosen with the prior in place where the service would apply it, as the threshold is
+        never = config.replace(no_match_similarity=-1.0)
+        withheld = open_set_species(data, tune, seed + 1, exclude=frozenset(open_set_species(data, test, seed)))
+        similarity, classifier = choose_no_match(
+            defaults, config.risk_confidence,
+            decide_rows(data, hood, tune, never, Calibration(), served_prior(data)),
+            open_set_answers(data, tune, withheld, never, Calibration(), served_prior(data)))
+        config = config.replace(no_match_similarity=similarity, no_match_classifier=classifier)
 
     knn = knn_matrix(space, hood, config.k, config.temperature)
     fused = fused_matrix(space, knn, config.weight_knn)
@@ -240,10 +197,11 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     result = Evaluation(
         kind=data.kind, description=data.description, queries=len(everything), references=len(data.reference_labels),
         config=config, calibration=calibration, held_out=held_out,
-        split={"tuning": len(tune), "calibration": len(cal), "test": len(test)},
+        split={"tuning": len(tune), "calibration": len(cal), "test": len(test), **grouping},
         accuracy=accuracy, ece={"fusion": ece_before, "calibrated": ece_after, "classifier": classifier_ece},
         reliability={"before": bins_before, "after": bins_after}, curve=coverage_risk(tested.top, tested.correct),
         decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised},
+        no_match=_no_match_block(tested, config, defaults, held_out),
         selective={**control.to_dict(), "coverage": _share(confident), "realised_error": realised,
                    "groups": group_report(data, tested, config, calibration, controls)},
         prior=_prior_block(data, hood, test, config, calibration, tested, prior, controls),
@@ -259,6 +217,16 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     )
     result.ablation = _ablation(data, space, hood, knn, fused, tune, cal, test, config, tested, confident, result)
     return result
+
+
+def _no_match_block(tested: Decided, config: FusionConfig, defaults: tuple[float, float],
+                    held_out: bool) -> dict[str, Any]:
+    """The no_match thresholds and, on the test split, how often it is said and how often its top-1 was right
+    anyway, beside what the thresholds given to evaluate would have said."""
+    chosen = (config.no_match_similarity, config.no_match_classifier)
+    return {"similarity": chosen[0], "classifier": chosen[1], "chosen_on": "tuning split" if held_out else "given",
+            "right_at_most": NO_MATCH_RIGHT_AT_MOST, "test": no_match_share(tested, *chosen),
+            "given": {"similarity": defaults[0], "classifier": defaults[1], "test": no_match_share(tested, *defaults)}}
 
 
 def _prior_block(data: EvaluationData, hood: Neighbourhood, test: np.ndarray, config: FusionConfig,

@@ -40,13 +40,15 @@ class EvaluationData:
     description: str = ""
     taxa: Mapping[str, Taxon | None] = field(default_factory=dict)  # label -> taxon, for the roll-up
     # Where and when each query was taken, and occurrence records (scientific name, lat, lon, date): the prior.
-    query_places: list[Place] | None = None
+    query_places: list[Place | None] | None = None
     occurrences: list[tuple[str, float, float, Any]] | None = None
     uninformative_occurrences: list[tuple[str, float, float, Any]] | None = None  # spread evenly: a control
+    prior_model: PriorModel | None = None  # the deployment's own prior, where occurrences are not given as records
     # More photos of each queried bird (queries, views - 1, ...): how a sighting's photos are pooled.
     view_probabilities: np.ndarray | None = None
     view_embeddings: np.ndarray | None = None
     query_paths: list[str] | None = None  # where each query came from (queries.csv names it)
+    query_groups: list[str | None] | None = None  # the individual or source of each query: split as one
 
 
 @dataclass
@@ -76,7 +78,11 @@ def prior_of(records: list[tuple[str, float, float, Any]]) -> PriorModel:
 
 def served_prior(data: EvaluationData) -> PriorModel | None:
     """The prior the service would apply to these queries: where they have a place and records exist."""
-    return prior_of(data.occurrences) if data.query_places is not None and data.occurrences else None
+    if data.query_places is None or not any(data.query_places):
+        return None
+    if data.prior_model is not None and not data.prior_model.empty:
+        return data.prior_model
+    return prior_of(data.occurrences) if data.occurrences else None
 
 
 def neighbourhood(data: EvaluationData, k_max: int) -> Neighbourhood:

@@ -124,13 +124,25 @@ def _prior_and_views(result: Evaluation) -> list[str]:
     return lines
 
 
+def _no_match_line(rule: dict) -> str:  # type: ignore[type-arg]
+    chosen, given = rule["test"], rule["given"]
+    return (f"- No match: said when the nearest reference is below {rule['similarity']:g} and the classifier below "
+            f"{rule['classifier']:g} ({rule['chosen_on']}: where the top-1 is right at most "
+            f"{rule['right_at_most']:.0%} of the time). On the test split it is said of {chosen['share']:.1%}, "
+            f"{chosen['top1_right']} of {chosen['said']} with the right top-1; the given thresholds "
+            f"({given['similarity']:g}, {given['classifier']:g}) would have said it of {given['test']['share']:.1%}, "
+            f"{given['test']['top1_right']} of {given['test']['said']} right.")
+
+
 def _markdown(result: Evaluation, plots: list[str]) -> str:
     config, best, acc, dec = result.config, result.best, result.accuracy, result.decisions
     sel, new, roll, cal = result.selective, result.new_species, result.rollup, result.calibration_block
     known = result.known_species
     split = result.split
     where = (f"Queries split by species into tuning ({split['tuning']}), calibration ({split['calibration']}) and "
-             f"test ({split['test']}): λ, k, T and the calibrator were chosen on the tuning split, the threshold on "
+             f"test ({split['test']}), each of the {split['groups']} groups (individuals or sources: "
+             f"{split['declared_groups']} declared, near-duplicates joined) on one side: λ, k, T, the no-match "
+             "thresholds and the calibrator were chosen on the tuning split, the threshold on "
              "the calibration split, and every figure below is on the test split."
              if result.held_out else
              f"Only {result.queries} queries: too few to hold any out, so every figure is measured on all of them "
@@ -162,7 +174,8 @@ def _markdown(result: Evaluation, plots: list[str]) -> str:
         f"{sel['upper_bound']:.3f}).",
         f"- On the test split: coverage {sel['coverage']:.1%} confident, realised error among them "
         f"{sel['realised_error']:.1%}. Decisions: {dec['confident']:.1%} confident, {dec['needs_review']:.1%} needs "
-        f"review, {dec['no_match']:.1%} no match.", "",
+        f"review, {dec['no_match']:.1%} no match.",
+        _no_match_line(result.no_match), "",
         "## Known and new species", "",
         f"{known['queries']} test queries of species the classifier knows: top-1 {known['top1']:.3f}, "
         f"{known['confident_share']:.1%} confident, error among those {known['confident_error']:.1%}.", "",

@@ -24,7 +24,7 @@ import numpy as np
 
 from identify.calibration import (MIN_ANSWERED, Calibration, RiskControl, choose_threshold, fewest_testable)
 from identify.config import FusionConfig
-from identify.fusion import CONFIDENT
+from identify.fusion import CONFIDENT, NO_MATCH
 from identify.measurement import Decided, EvaluationData, _checked_figures, decide_rows, neighbourhood, query_group
 from identify.prior import PriorModel
 from identify.scoring import ALL, PLACED, RISK_GROUPS
@@ -100,26 +100,45 @@ def group_report(data: EvaluationData, tested: Decided, config: FusionConfig, ca
 OPEN_SET_SPECIES = 4  # species whose references are withheld, at most (a fifth of those the classifier knows)
 
 
+def open_set_species(data: EvaluationData, rows: np.ndarray, seed: int,
+                     exclude: frozenset[str] = frozenset()) -> list[str]:
+    """Species of these queries the classifier knows whose references can be withheld (not `exclude`): a
+    fifth of them, at most OPEN_SET_SPECIES, drawn with the seed; none when too few species would be left."""
+    known = sorted({data.query_labels[row] for row in rows} & set(data.classes) & set(data.reference_labels))
+    count = min(OPEN_SET_SPECIES, len(known) // 5)
+    free = [label for label in known if label not in exclude]
+    if count == 0 or len(set(data.reference_labels)) <= count + len(exclude) or len(free) < count:
+        return []
+    return sorted(np.random.default_rng(seed).choice(free, size=count, replace=False).tolist())
+
+
+def open_set_answers(data: EvaluationData, rows: np.ndarray, withheld: list[str], config: FusionConfig,
+                     calibration: Calibration, prior: PriorModel | None = None) -> Decided:
+    """The queries among `rows` of the withheld species, answered as served against the references without
+    theirs."""
+    kept = np.array([label not in withheld for label in data.reference_labels], dtype=bool)
+    without = replace(data, reference_embeddings=data.reference_embeddings[kept],
+                      reference_labels=[label for label, keep in zip(data.reference_labels, kept, strict=True) if keep])
+    asked = np.array([row for row in rows if data.query_labels[row] in withheld], dtype=int)
+    return decide_rows(without, neighbourhood(without, max(config.k, 1)), asked, config, calibration, prior)
+
+
 def open_set_block(data: EvaluationData, test: np.ndarray, config: FusionConfig, calibration: Calibration,
                    seed: int, prior: PriorModel | None = None) -> dict[str, Any]:
     """The open set: species the classifier knows whose references are all withheld (their look-alikes keep
     theirs), their test queries answered as served. Nothing can be right, as no reference can be found; what
     matters is how many are answered `confident` anyway (the goal: at most the target error's share)."""
-    known = sorted({data.query_labels[row] for row in test} & set(data.classes) & set(data.reference_labels))
-    count = min(OPEN_SET_SPECIES, len(known) // 5)
-    if count == 0 or len(set(data.reference_labels)) <= count:
+    withheld = open_set_species(data, test, seed)
+    if not withheld:
         return {"measured": False}
-    withheld = set(np.random.default_rng(seed).choice(known, size=count, replace=False).tolist())
-    kept = np.array([label not in withheld for label in data.reference_labels], dtype=bool)
-    without = replace(data, reference_embeddings=data.reference_embeddings[kept],
-                      reference_labels=[label for label, keep in zip(data.reference_labels, kept, strict=True) if keep])
-    rows = np.array([row for row in test if data.query_labels[row] in withheld], dtype=int)
-    decided = decide_rows(without, neighbourhood(without, max(config.k, 1)), rows, config, calibration, prior)
+    decided = open_set_answers(data, test, withheld, config, calibration, prior)
+    rows = decided.rows
     confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
     sure = [a for a, is_sure in zip(decided.answers, confident, strict=True) if is_sure]
     unsure = [a for a, is_sure in zip(decided.answers, confident, strict=True) if not is_sure]
-    return {"measured": True, "species": sorted(withheld), "queries": int(len(rows)),
+    return {"measured": True, "species": withheld, "queries": int(len(rows)),
             "confident_share": float(confident.mean()) if len(rows) else 0.0,
+            "no_match_share": float(np.mean([d == NO_MATCH for d in decided.decisions])) if len(rows) else 0.0,
             "confident_answers": dict(sorted(Counter(a.top.name for a in sure if a.top is not None).items())),
             "reasons": dict(Counter(reason for a in unsure for reason in a.decision.reasons)),
             "target": config.target_error}

@@ -1,5 +1,9 @@
 """What to embed: a class-folder tree (`Species_name/*.jpg`) or a CSV manifest (`path,species[,lat,lon,
-observed_at,source]`). Everything is validated before any work starts, so a bad manifest changes nothing."""
+observed_at,source,group]`). Everything is validated before any work starts, so a bad manifest changes nothing.
+
+`group` names the individual (or burst, or visit) a photo shows: evaluate keeps a group's photos on one side of
+its splits (identify.splits). In the folder layout a sub-folder of a species folder is a group
+(`Species_name/bird_17/*.jpg`)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from identify.metadata import parse_coordinate, parse_timestamp
 from identify.observation import WhereAndWhen
 
 REQUIRED_COLUMNS = ("path", "species")
-OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source")
+OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source", "group")
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class ReferenceSource:
     species: str
     where: WhereAndWhen = WhereAndWhen()
     source: str | None = None
+    group: str | None = None  # the individual or source: evaluate splits a group as one
 
 
 def visible_files(folder: Path) -> list[Path]:
@@ -36,13 +41,19 @@ def from_folder(root: Path) -> list[ReferenceSource]:
     if not root.is_dir():
         raise IdentifyError("images_not_found", f"{root} is not a folder")
     sources = [
-        ReferenceSource(path, species_dir.name)
+        ReferenceSource(path, species_dir.name, group=_folder_group(species_dir, path))
         for species_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for path in visible_files(species_dir)
     ]
     if not sources:
         raise IdentifyError("no_images", f"{root} holds no species folders with files (layout: Species_name/photo.jpg)")
     return sources
+
+
+def _folder_group(species_dir: Path, path: Path) -> str | None:
+    """`Species/bird_17/a.jpg` is group `Species/bird_17`; a photo directly in its species folder is its own."""
+    inner = path.relative_to(species_dir).parent
+    return f"{species_dir.name}/{inner.as_posix()}" if inner.parts else None
 
 
 def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:
@@ -57,6 +68,7 @@ def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:
                            parse_coordinate(row.get("lon") or "", "lon", 180),
                            parse_timestamp(row.get("observed_at") or "")),
         source=(row.get("source") or "").strip() or None,
+        group=(row.get("group") or "").strip() or None,
     )
 
 

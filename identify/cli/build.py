@@ -26,7 +26,7 @@ from identify.errors import IdentifyError
 @model_option
 @network_option
 @click.option("--images", type=click.Path(path_type=Path), help="Folder in class-folder layout: Species_name/*.jpg.")
-@click.option("--manifest", type=click.Path(path_type=Path), help="CSV with path,species[,lat,lon,observed_at,source].")
+@click.option("--manifest", type=click.Path(path_type=Path), help="CSV with path,species[,lat,lon,observed_at,source,group].")
 @click.option("--name", default="default", show_default=True, help="Index name (indexes/<name>/ under the data dir).")
 @click.option("--index-type", default="auto", show_default=True,
               type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq"]))

@@ -30,6 +30,7 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
     from index_builder.dataset import default_workers, embed_sources
 
     reference_sources, query_sources = _labelled(references), _labelled(queries)  # validated before the model
+    parts = _parts(_settings())
     backbone = load_backbone(model, network=network)
     workers = default_workers() if workers is None else workers
     refs = embed_sources(backbone, reference_sources, batch_size, workers, progress, "references")
@@ -40,9 +41,14 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
         query_labels=[query_sources[p].species for p in asked.positions], reference_embeddings=refs.embeddings,
         reference_labels=[reference_sources[p].species for p in refs.positions], kind="labelled photos",
         query_paths=[str(query_sources[p].path) for p in asked.positions],
+        query_groups=[query_sources[p].group for p in asked.positions],
+        # where and when each query was seen (the manifest's lat, lon, observed_at): answered with the
+        # deployment's prior, as an upload with a place is
+        query_places=[query_sources[p].where.place() for p in asked.positions],
+        prior_model=parts.prior(),
         description=f"model {backbone.identity.name} ({backbone.identity.sha256[:12]}); references {references}, "
                     f"queries {queries}" + (f"; {skipped} unreadable photos skipped" if skipped else ""),
-        taxa=_parts(_settings()).taxonomy.resolve_all(
+        taxa=parts.taxonomy.resolve_all(
             {*backbone.identity.classes, *(s.species for s in reference_sources), *(s.species for s in query_sources)}),
     )
 
@@ -81,7 +87,7 @@ def _reviewed_sightings(settings, model: str, network: str | None, batch_size: i
                                                                        backbone.identity.embedding_dim)
     asked = {sighting for sighting, _, _ in reviewed}
     keep = [i for i, sighting in enumerate(promoted_from) if sighting not in asked]
-    sources = [ReferenceSource(path, label) for _, path, label in reviewed]
+    sources = [ReferenceSource(path, label, group=f"sighting {sighting}") for sighting, path, label in reviewed]
     embedded = embed_sources(backbone, sources, batch_size, default_workers() if workers is None else workers,
                              progress, "reviewed sightings")
     return EvaluationData(
@@ -89,6 +95,7 @@ def _reviewed_sightings(settings, model: str, network: str | None, batch_size: i
         query_embeddings=embedded.embeddings, query_labels=[sources[p].species for p in embedded.positions],
         reference_embeddings=vectors[keep], reference_labels=[labels[i] for i in keep], kind="reviewed sightings",
         query_paths=[f"sighting {reviewed[p][0]}" for p in embedded.positions],
+        query_groups=[sources[p].group for p in embedded.positions],  # a sighting's photos are one bird
         description=f"model {backbone.identity.name}; {len(embedded.positions)} sightings curators confirmed or "
                     f"corrected, against index {settings.service.index} ({len(keep)} references)",
         taxa=parts.taxonomy.resolve_all({*backbone.identity.classes, *labels, *(s.species for s in sources)}))
@@ -162,7 +169,8 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
             raise IdentifyError("too_few_queries", f"{result.queries} labelled queries are too few to choose and "
                                 "check settings on separate splits; nothing was written")
         chosen = {key: getattr(result.config, key) for key in ("weight_knn", "k", "temperature", "confident_score",
-                                                              "target_error", "risk_confidence")}
+                                                              "target_error", "risk_confidence",
+                                                              "no_match_similarity", "no_match_classifier")}
         path = write_fusion_settings(settings.data_dir, chosen, result.calibration)
         click.echo(f"wrote {chosen} and the {result.calibration.method} calibration to {path}", err=json_output)
     if json_output:
@@ -175,6 +183,12 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
     click.echo(f"chosen λ={settled.weight_knn:g} k={settled.k} T={settled.temperature:g}; ECE "
                f"{result.calibration_block['ece_before']:.3f} -> {result.calibration_block['ece_after']:.3f} "
                f"({result.calibration.method}); pooled threshold {settled.confident_score:g} (the photo alone)")
+    rule, split = result.no_match, result.split
+    click.echo(f"split: {split['tuning']}/{split['calibration']}/{split['test']} queries, {split['groups']} groups kept "
+               f"whole ({split['declared_groups']} declared, {split['near_duplicate_links']} near-duplicate links); "
+               f"no_match below similarity {rule['similarity']:g} with the classifier below {rule['classifier']:g} "
+               f"(test: said of {rule['test']['share']:.1%}, {rule['test']['top1_right']} of {rule['test']['said']} "
+               "with the right top-1)")
     click.echo(f"as served{' (with place and season)' if placed else ''}: coverage {selective['coverage']:.1%}, "
                f"error {selective['realised_error']:.1%} among confident (target {selective['target_error']:.0%})")
     if result.prior.get("measured"):

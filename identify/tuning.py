@@ -1,0 +1,104 @@
+"""Choosing the fusion's settings on the tuning split: lambda, k and T (a vectorised sweep of the fused top-1),
+and the `no_match` thresholds.
+
+`no_match` says "nothing here looks like it": the nearest reference is far and the classifier unsure. Said of a
+query whose top-1 was right, it hides a right answer (with the shipped defaults, about half of the demo model's
+`no_match` answers had the right top-1); not said of a bird whose species has no reference, it lets the
+look-alike's references answer (the open set). So the thresholds are chosen on both kinds of tuning query: the
+tuning split as it is, and the tuning split's queries of a few species whose references are withheld
+(identify.risk.open_set_species; other species than the report's open-set block measures). Of the grid's pairs
+under which the top-1 is right for at most NO_MATCH_RIGHT_AT_MOST of the queries `no_match` is said of (by the
+Clopper-Pearson upper bound at `risk_confidence`: a few lucky tuning queries do not move the rule), the one
+saying it of the most; among equals, the one nearest the thresholds evaluate was given (where the tuning
+queries cannot tell pairs apart, as when none is far from every reference, the configured rule stands)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.stats import beta
+
+from identify.measurement import Decided, LabelSpace, Neighbourhood, fused_matrix, knn_matrix
+
+LAMBDAS = tuple(round(x, 1) for x in np.linspace(0.0, 1.0, 11))
+KS = (1, 5, 10, 20, 50)
+TEMPERATURES = (0.01, 0.03, 0.07, 0.1, 0.3, 1.0)
+FOLDS = 5
+NO_MATCH_RIGHT_AT_MOST = 0.1  # of the queries `no_match` is said of, at most this share had the right top-1
+NO_MATCH_SIMILARITIES = tuple(round(x, 2) for x in np.arange(0.0, 1.0001, 0.05))
+NO_MATCH_CLASSIFIER = tuple(round(x, 2) for x in np.arange(0.05, 0.9501, 0.05))
+
+
+# ---- choosing lambda, k and T ---------------------------------------------------------------------------------
+def sweep_hits(space: LabelSpace, hood: Neighbourhood, lambdas: Sequence[float] = LAMBDAS, ks: Sequence[int] = KS,
+               temperatures: Sequence[float] = TEMPERATURES) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Every (lambda, k, T), and whether each query's fused top-1 is right under it: (settings, hits[s, q])."""
+    settings, hits = [], []
+    for k, temperature in itertools.product(ks, temperatures):
+        knn = knn_matrix(space, hood, k, temperature)
+        for weight in lambdas:
+            fused = fused_matrix(space, knn, weight)
+            best = fused.argmax(axis=1)
+            settings.append({"weight_knn": float(weight), "k": int(k), "temperature": float(temperature)})
+            hits.append((best == space.truth) & (fused.max(axis=1) > 0))
+    return settings, np.array(hits)
+
+
+def _preference(setting: dict[str, float], top1: float) -> tuple[float, float, float, float]:
+    """The most accurate; among equals the one closest to an even mix, with the fewest neighbours."""
+    return (round(top1, 12), -abs(setting["weight_knn"] - 0.5), -setting["k"], setting["temperature"])
+
+
+def best_of(settings: list[dict[str, float]], hits: np.ndarray, rows: np.ndarray) -> int:
+    scores = hits[:, rows].mean(axis=1) if len(rows) else np.zeros(len(settings))
+    return max(range(len(settings)), key=lambda s: _preference(settings[s], float(scores[s])))
+
+
+def cross_validated(settings: list[dict[str, float]], hits: np.ndarray, rows: np.ndarray, seed: int) -> float:
+    """5-fold estimate of the top-1 that choosing the setting on the tuning split gives: choose on four folds,
+    score on the fifth."""
+    folds = np.array_split(np.random.default_rng(seed).permutation(rows), min(FOLDS, len(rows)))
+    scores = []
+    for i, held in enumerate(folds):
+        rest = np.concatenate([f for j, f in enumerate(folds) if j != i])
+        scores.append(float(hits[best_of(settings, hits, rest), held].mean()))
+    return float(np.mean(scores))
+
+
+
+
+# ---- choosing the no_match thresholds -------------------------------------------------------------------------
+def no_match_evidence(decided: Decided) -> tuple[np.ndarray, np.ndarray]:
+    """Per answer what identify.fusion.decide's `no_match` rule reads: the nearest reference's similarity and the
+    classifier's top probability (neither depends on the thresholds)."""
+    nearest = np.array([max((v.similarity for v in a.votes), default=-1.0) for a in decided.answers])
+    classifier = np.array([max((s.classifier for s in a.ranking), default=0.0) for a in decided.answers])
+    return nearest, classifier
+
+
+def no_match_share(decided: Decided, similarity: float, classifier: float) -> dict[str, Any]:
+    """How often `no_match` would be said with these thresholds, and how often its top-1 was right anyway."""
+    nearest, top = no_match_evidence(decided)
+    said = (nearest < similarity) & (top < classifier)
+    right = said & decided.correct
+    return {"share": float(said.mean()) if len(said) else 0.0, "said": int(said.sum()), "top1_right": int(right.sum()),
+            "top1_right_share": float(right.sum() / said.sum()) if said.any() else 0.0}
+
+
+def choose_no_match(given: tuple[float, float], confidence: float, *answered: Decided) -> tuple[float, float]:
+    """(no_match_similarity, no_match_classifier) chosen on these answers together (see the module); `given`:
+    the thresholds evaluate was given, kept among equals; `confidence`: of the bound on the right share."""
+    nearest, top = (np.concatenate(parts) for parts in zip(*(no_match_evidence(d) for d in answered), strict=True))
+    correct = np.concatenate([d.correct for d in answered])
+    sims, clfs = np.array(NO_MATCH_SIMILARITIES), np.array(NO_MATCH_CLASSIFIER)
+    said = (nearest[None, None, :] < sims[:, None, None]) & (top[None, None, :] < clfs[None, :, None])
+    count = said.sum(axis=2)
+    right = (said & correct[None, None, :]).sum(axis=2)
+    # the Clopper-Pearson upper bound of the right share (one-sided, per pair: the grid is not corrected for)
+    upper = np.where(count > right, beta.ppf(confidence, right + 1, np.maximum(count - right, 1)), 1.0)
+    honest = (count == 0) | (upper <= NO_MATCH_RIGHT_AT_MOST)
+    most = count[honest].max()
+    pairs = [(float(sims[i]), float(clfs[j])) for i, j in np.argwhere(honest & (count == most))]
+    return min(pairs, key=lambda pair: (abs(pair[0] - given[0]) + abs(pair[1] - given[1]), pair))
