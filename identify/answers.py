@@ -37,7 +37,7 @@ def ranking_json(ranking: Sequence[RankedSpecies]) -> list[dict[str, Any]]:
 
 
 def neighbours_json(neighbours: Sequence[NeighbourInfo], link: NeighbourLink) -> list[dict[str, Any]]:
-    return [{"reference_id": n.reference_id, "species": n.species, "similarity": round(n.similarity, 6), **link(n)}
+    return [{"reference_id": n.public_id, "species": n.species, "similarity": round(n.similarity, 6), **link(n)}
             for n in neighbours]
 
 
@@ -52,10 +52,15 @@ def identification_json(result: Identification, link: NeighbourLink) -> dict[str
         "model": {"name": result.model_name, "sha256": result.model_sha256},
         "place": ({"lat": result.place.lat, "lon": result.place.lon, "date": result.place.when.isoformat()}
                   if result.place is not None else None),
-        "same_photo_as": result.same_photo_as,
+        "same_photo_as": same_photo_id(result),
         "risk_bounded": result.risk_bounded,
         "calibration": result.calibration.to_dict(),
     }
+
+
+def same_photo_id(result: Identification) -> str | None:
+    """The public id of the reference that is this very photo, if any (it is among the neighbours)."""
+    return next((n.public_id for n in result.neighbours if n.reference_id == result.same_photo_as), None)
 
 
 def path_link(neighbour: NeighbourInfo) -> dict[str, Any]:

@@ -137,6 +137,12 @@ class Curators:
             return [CuratorAccount(c.name, c.disabled_at is not None, as_utc(c.token_expires_at), as_utc(c.created_at))
                     for c in session.scalars(select(Curator).order_by(Curator.name))]
 
+    def id_of(self, name: str) -> int:
+        """The SQL key of curator `name` (unknown_curator otherwise): what a change made from the command line
+        records as its author."""
+        with self.sessions() as session:
+            return self._named(session, name).id
+
     @staticmethod
     def _named(session: Session, name: str) -> Curator:
         curator = session.scalar(select(Curator).where(Curator.name == name.strip()))

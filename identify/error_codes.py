@@ -71,8 +71,13 @@ CODES: dict[str, Code] = {
                                  "lists the nearest names; send `as_written` to use it anyway)"),
     "bad_review": Code(400, "a bad action, a version missing or not a whole number within SQL's INTEGER, `correct` "
                             "without a species, a rejected reference"),
-    "stale_version": Code(409, "somebody reviewed the sighting since you loaded it (the body has the current one)"),
-    "reference_conflict": Code(409, "the photo is already a reference of another species"),
+    "stale_version": Code(409, "somebody reviewed the sighting (or changed the reference) since you loaded it (the "
+                               "body has the current sighting)"),
+    "reference_conflict": Code(409, "the photo is already a reference of another species (relabel that reference)"),
+    "unknown_reference": Code(404, "no such reference"),
+    "bad_reference_change": Code(400, "a change to a reference without its reason or version, a relabel to the "
+                                      "same species or of a retired one, retiring a retired one, restoring an "
+                                      "active one"),
     "curator_exists": Code(409, "`create-curator` for a name that exists (use `--reset`)"),
     "weak_password": Code(None, "a curator password under 8 characters"),
     "bad_curator": Code(None, "a curator name that is empty or over 200 characters"),

@@ -38,6 +38,7 @@ class NeighbourInfo:
     similarity: float
     path: str
     file_sha256: str  # names its thumbnail
+    public_id: str = ""  # what answers, pages and the API call the reference
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,25 @@ class Identifier:
         self.calibration = calibration or Calibration()
         self.prior: PriorModel | None = None  # place and season; set when occurrences are known
         self.over_target: frozenset[str] = frozenset()  # risk groups the live audit stopped (identify.audit)
-        self._known: dict[int, ReferenceInfo] = {}  # references never change species or file: safe to keep
+        # Label, file and public id per reference: kept until the reference set's change stamp moves (a curator
+        # relabelled or retired one; the live index reads the stamp as it refreshes).
+        self._known: dict[int, ReferenceInfo] = {}
+        self._stamp = 0
         self.count_references = count_references
-        self._counts: tuple[int, dict[str, int], CalibrationState] | None = None  # (index size, counts, state)
+        # (index size, change stamp, counts, state)
+        self._counts: tuple[int, int, dict[str, int], CalibrationState] | None = None
         self.names = self._load_names()
 
     def _load_names(self) -> SpeciesNames:
         return SpeciesNames(self.backbone.identity.classes, self.references.label_taxa())
 
     def _references(self, ids: set[int]) -> dict[int, ReferenceInfo]:
-        """Species, path and hash of these references, from SQL once per reference."""
+        """Species, path, hash and public id of these references, from SQL once per reference (and again after
+        the reference set changed)."""
+        stamp = getattr(self.index, "stamp", 0)
+        if stamp != self._stamp:
+            self._known, self._stamp = {}, stamp
+            self.names = self._load_names()  # a relabel may name a species new to this process
         missing = ids - self._known.keys()
         if missing:
             if len(self._known) > REFERENCE_CACHE_SIZE:
@@ -138,7 +148,7 @@ class Identifier:
                 probabilities,
                 output.embeddings[row],
                 [NeighbourInfo(int(ref_id), known[int(ref_id)].species, float(sim), known[int(ref_id)].path,
-                               known[int(ref_id)].file_sha256)
+                               known[int(ref_id)].file_sha256, known[int(ref_id)].public_id)
                  for sim, ref_id in zip(similarities[row], ids[row], strict=True)
                  if ref_id >= 0 and int(ref_id) in known],
                 forward_seconds,
@@ -150,22 +160,22 @@ class Identifier:
         """References per species label now (re-read when the index has grown or shrunk since)."""
         if self.count_references is None:
             return None
-        return self._counted()[1]
+        return self._counted()[2]
 
     def calibration_state(self) -> CalibrationState:
         """The stored calibration against the references searched now: current, stale or uncalibrated."""
         if self.count_references is None:
             return self.calibration.state(None)
-        return self._counted()[2]
+        return self._counted()[3]
 
-    def _counted(self) -> tuple[int, dict[str, int], CalibrationState]:
-        """Counts and the calibration's state, worked out again only when the index's size changes (not on
-        every answer: the state takes a median over every species)."""
-        size = self.index.count
-        if self._counts is None or self._counts[0] != size:
+    def _counted(self) -> tuple[int, int, dict[str, int], CalibrationState]:
+        """Counts and the calibration's state, worked out again only when the index's size or the reference
+        set's change stamp moves (not on every answer: the state takes a median over every species)."""
+        size, stamp = self.index.count, getattr(self.index, "stamp", 0)
+        if self._counts is None or self._counts[:2] != (size, stamp):
             counts = self.count_references()  # type: ignore[misc]
             served = FittedOn.of_counts(counts, self.prior is not None and not self.prior.empty)
-            self._counts = (size, counts, self.calibration.state(served))
+            self._counts = (size, stamp, counts, self.calibration.state(served))
         return self._counts
 
     def explain(self, evidence: Evidence, place: Place | None = None) -> Identification:

@@ -16,6 +16,7 @@ from identify.config import FusionConfig, Settings
 from identify.curators import Curators
 from identify.photos import PhotoStore
 from identify.prior import Occurrences, PriorModel
+from identify.reference_records import ReferenceRecords
 from identify.references import References
 from identify.reviews import Reviews
 from identify.sightings import SightingStore
@@ -60,8 +61,12 @@ class Parts:
         return PhotoStore(self.settings.data_dir)
 
     @cached_property
+    def reference_records(self) -> ReferenceRecords:
+        return ReferenceRecords(self.store, self.references)
+
+    @cached_property
     def reviews(self) -> Reviews:
-        return Reviews(self.store, self.sightings, self.references, self.photos)
+        return Reviews(self.store, self.sightings, self.references, self.photos, self.reference_records)
 
     @cached_property
     def curators(self) -> Curators:
@@ -90,9 +95,31 @@ class Parts:
 
     def reference_index(self, backbone: "Backbone", model_id: int, index_name: str,
                         refresh_seconds: float) -> Any:
-        """The live reference set searched: the published index plus every reference added since."""
-        return self.references.live_index(self.settings.indexes_dir, index_name, backbone.identity, model_id,
-                                          refresh_seconds)
+        """The live reference set searched: the published index `index_name` (on the GPU when there is one) plus
+        every member SQL gained since it was built (references curators added, builds of other processes), with
+        retired references masked and restored ones back, following SQL from then on, and the index's newer
+        versions as builds publish them."""
+        from identify.vectors import gpu_count
+        from identify.vectors.live import FollowingIndex, LiveIndex
+        from identify.vectors.published import check_compatible, load_index, to_search_device
+
+        references, identity, indexes_dir = self.references, backbone.identity, self.settings.indexes_dir
+        index_id = self.store.index_id(index_name)
+
+        def changes_since(stamp: int) -> tuple[int, list[int]] | None:
+            now = references.change_stamp()
+            return None if now == stamp else (now, references.retired_members(index_id))
+
+        def open_live() -> LiveIndex:
+            # Memory-mapped unless it goes to a GPU (which copies it whole): server processes share one copy.
+            published = to_search_device(load_index(indexes_dir, index_name, mapped=gpu_count() == 0))
+            check_compatible(published.manifest, identity, index_name)  # one model, one vector space
+            return LiveIndex.caught_up(
+                published, ids_after=lambda after: references.member_ids_after(index_id, model_id, after),
+                vectors_of=lambda ids: references.vectors_of(model_id, ids, identity.embedding_dim),
+                refresh_seconds=refresh_seconds, changes_since=changes_since)
+
+        return FollowingIndex(indexes_dir, index_name, open_live, refresh_seconds)
 
     def identifier(self, backbone: "Backbone", index_name: str, config: FusionConfig | None = None,
                    refresh_seconds: float = 0, with_prior: bool = True) -> "Identifier":

@@ -2,29 +2,31 @@
 their embeddings, and which index each belongs to.
 
 Both ways a reference comes in go through `References.add`: the index builder (a batch of labelled photos)
-and a curator's review (a sighting's photo, inside the review's transaction). Searching goes through the live
-index that `live_index` opens: the published FAISS index plus every row SQL gained since it was built, so the
-web app and `identify predict` see the same reference set."""
+and a curator's review (a sighting's photo, inside the review's transaction). A curator can relabel, retire and
+restore a reference (identify.reference_records records why; `set_state` here changes the row). Searching
+goes through the live index identify.parts opens: the published FAISS index plus every row SQL gained since it
+was built, with retired references masked, so the web app and `identify predict` see the same reference set."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
-from identify.identity import ModelIdentity
 from identify.observation import WhereAndWhen
-from identify.schema import Embedding, Index, IndexMember, ReferenceImage, Species
+from identify.schema import Embedding, Index, IndexMember, ReferenceChange, ReferenceImage, Species
 from identify.schema import Taxon as TaxonRow
 from identify.storage import IN_CHUNK, Store, rows_to_arrays
 from identify.taxonomy import Taxon, Taxonomy
+
+
+ACTIVE, RETIRED = "active", "retired"  # a retired reference is kept, out of every index and search
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class ReferenceInfo:
     species: str
     path: str
     file_sha256: str
+    public_id: str  # what answers, pages and the API call it
 
 
 def taxon_of_row(row: TaxonRow | None) -> Taxon | None:
@@ -155,6 +158,26 @@ class References:
         )
         return existing or taxon.label
 
+    def label_named(self, session: Session, name: str, model_classes: Sequence[str], as_written: bool = False) -> str:
+        """The label a curator's name stands for: a known label as it is; else any name of the taxonomy (common
+        or scientific, any authority), as the label that already stands for its taxon; else, only when asked,
+        the name as written (`unknown_species` with the nearest names otherwise)."""
+        if not name:
+            raise IdentifyError("unknown_species", "name the species", 400)
+        if name in model_classes or session.scalar(select(Species.id).where(Species.name == name)) is not None:
+            return name
+        taxon = self.taxonomy.resolve(name)
+        if taxon is not None:
+            return self.label_for_taxon(session, taxon, preferred=model_classes)
+        if as_written:
+            return name
+        close = ", ".join(s.name for s in self.taxonomy.suggest(name, limit=5))
+        error = IdentifyError("unknown_species", f"{name!r} is in no bird taxonomy"
+                              + (f" (did you mean: {close}?)" if close else "")
+                              + "; to use it anyway, send as_written", 400)
+        error.details = {"suggestions": close.split(", ") if close else []}
+        raise error
+
     # ---- adding ------------------------------------------------------------------------------------------
     def add(self, session: Session, index_id: int, model_id: int, references: list[NewReference]) -> list[int]:
         """Record references, their embeddings and index membership in the caller's transaction; returns their
@@ -170,8 +193,8 @@ class References:
                                   .execution_options(populate_existing=True)).one()
             if row.species_id != species_id:
                 held = session.get(Species, row.species_id)
-                raise IdentifyError("reference_conflict", f"this photo is already reference {row.id}, labelled "
-                                    f"{held.name if held else '?'}", 409)
+                raise IdentifyError("reference_conflict", f"this photo is already reference {row.public_id}, "
+                                    f"labelled {held.name if held else '?'}: relabel that reference instead", 409)
             vector = ref.vector if isinstance(ref.vector, bytes) else \
                 np.ascontiguousarray(ref.vector, dtype=np.float32).tobytes()
             _insert_if_absent(session, Embedding, dict(reference_id=row.id, model_id=model_id, vector=vector),
@@ -231,7 +254,7 @@ class References:
                 .join(ReferenceImage, ReferenceImage.id == IndexMember.reference_id)
                 .join(Species, Species.id == ReferenceImage.species_id)
                 .join(Embedding, (Embedding.reference_id == IndexMember.reference_id) & (Embedding.model_id == model_id))
-                .where(IndexMember.index_id == index_id)
+                .where(IndexMember.index_id == index_id, ReferenceImage.status == ACTIVE)
                 .group_by(Species.name))
             return {name: int(count) for name, count in rows}
 
@@ -248,20 +271,44 @@ class References:
         return vectors, [known[int(i)].species for i in ids], [promoted.get(int(i)) for i in ids]
 
     def member_count(self, index_id: int) -> int:
+        """The index's members that are not retired: what a published index of it holds."""
         with self.store.session() as session:
-            return session.scalar(select(func.count()).where(IndexMember.index_id == index_id)) or 0
+            return session.scalar(select(func.count()).select_from(IndexMember)
+                                  .join(ReferenceImage, ReferenceImage.id == IndexMember.reference_id)
+                                  .where(IndexMember.index_id == index_id, ReferenceImage.status == ACTIVE)) or 0
+
+    def retired_members(self, index_id: int) -> list[int]:
+        """Ids of the index's retired members: a published index leaves them out, a live one masks them."""
+        with self.store.session() as session:
+            return list(session.scalars(select(IndexMember.reference_id)
+                                        .join(ReferenceImage, ReferenceImage.id == IndexMember.reference_id)
+                                        .where(IndexMember.index_id == index_id, ReferenceImage.status == RETIRED)))
+
+    def change_stamp(self) -> int:
+        """The newest reference change's id: when it moves, labels or retirements changed (identify.vectors.live)."""
+        with self.store.session() as session:
+            return int(session.scalar(select(func.max(ReferenceChange.id))) or 0)
+
+    def set_state(self, session: Session, reference_id: int, version: int, species_id: int, status: str) -> bool:
+        """Label and status of a reference, if it is still at `version` (in the caller's transaction); False when
+        someone changed it meanwhile."""
+        result = session.execute(update(ReferenceImage)
+                                 .where(ReferenceImage.id == reference_id, ReferenceImage.version == version)
+                                 .values(species_id=species_id, status=status, version=version + 1))
+        return bool(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult, for an UPDATE
 
     def iter_index_vectors(self, index_id: int, model_id: int, dim: int, after_id: int = 0,
                            batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids int64, vectors float32) of an index's members with id > after_id, in id order, in chunks."""
+        """(ids int64, vectors float32) of an index's active members with id > after_id, in id order, in chunks."""
         with self.store.session() as session:
             last = after_id
             while True:
                 rows = session.execute(
                     select(Embedding.reference_id, Embedding.vector)
                     .join(IndexMember, IndexMember.reference_id == Embedding.reference_id)
+                    .join(ReferenceImage, ReferenceImage.id == Embedding.reference_id)
                     .where(IndexMember.index_id == index_id, Embedding.model_id == model_id,
-                           Embedding.reference_id > last)
+                           Embedding.reference_id > last, ReferenceImage.status == ACTIVE)
                     .order_by(Embedding.reference_id).limit(batch)
                 ).all()
                 if not rows:
@@ -310,7 +357,8 @@ class References:
         with self.store.session() as session:
             for start in range(0, len(wanted), IN_CHUNK):
                 rows = session.execute(
-                    select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256)
+                    select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256,
+                           ReferenceImage.public_id)
                     .join(Species, Species.id == ReferenceImage.species_id)
                     .where(ReferenceImage.id.in_(wanted[start : start + IN_CHUNK]))
                 )
@@ -320,35 +368,12 @@ class References:
     def by_sha256(self, file_sha256: str) -> ReferenceInfo | None:
         with self.store.session() as session:
             row = session.execute(
-                select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256)
+                select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256,
+                       ReferenceImage.public_id)
                 .join(Species, Species.id == ReferenceImage.species_id)
                 .where(ReferenceImage.file_sha256 == file_sha256)
             ).first()
         return ReferenceInfo(*row) if row else None
-
-    # ---- searching ---------------------------------------------------------------------------------------
-    def live_index(self, indexes_dir: Path, index_name: str, identity: ModelIdentity, model_id: int,
-                   refresh_seconds: float) -> Any:
-        """The published index `index_name` (on the GPU when there is one) plus every member SQL gained since
-        it was built (references curators added, builds of other processes), following SQL from then on, and
-        the index's newer versions as builds publish them."""
-        from identify.vectors.live import FollowingIndex, LiveIndex
-        from identify.vectors import gpu_count
-        from identify.vectors.published import check_compatible, load_index, to_search_device
-
-        index_id = self.store.index_id(index_name)
-        dim = identity.embedding_dim
-
-        def open_live() -> LiveIndex:
-            # Memory-mapped unless it goes to a GPU (which copies it whole): server processes share one copy.
-            published = to_search_device(load_index(indexes_dir, index_name, mapped=gpu_count() == 0))
-            check_compatible(published.manifest, identity, index_name)  # one model, one vector space
-            return LiveIndex.caught_up(published,
-                                       ids_after=lambda after: self.member_ids_after(index_id, model_id, after),
-                                       vectors_of=lambda ids: self.vectors_of(model_id, ids, dim),
-                                       refresh_seconds=refresh_seconds)
-
-        return FollowingIndex(indexes_dir, index_name, open_live, refresh_seconds)
 
 
 def _insert_if_absent(session: Session, table: type, values: dict[str, Any], key: list[str]) -> bool:

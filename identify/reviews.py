@@ -2,6 +2,12 @@
 is reviewed. A review checks the sighting's optimistic `version`, writes the audit row, and (when it teaches)
 promotes the photos to references through the reference set's one way in, all in one transaction.
 
+A reviewed sighting can be reviewed again (corrected, confirmed, rejected) or reopened (back in the queue). The
+references an earlier review made of its photos follow the new answer in the same transaction, through
+identify.reference_records: relabelled to the new species, retired when the new review says the photo should not
+teach (rejected, reopened, or "add as reference" off), restored when it teaches again. The reviews and the
+reference changes stay in their audit trails.
+
 The queue is the open sightings that are not confident, most uncertain first."""
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from sqlalchemy.orm import Session
 from identify.errors import IdentifyError
 from identify.observation import WhereAndWhen
 from identify.photos import PhotoStore
-from identify.references import NewReference, References
-from identify.schema import Review, Sighting, SightingPhoto, Species
+from identify.reference_records import ReferenceRecords
+from identify.references import ACTIVE, NewReference, References
+from identify.schema import ReferenceImage, Review, Sighting, SightingPhoto, Species
 from identify.sightings import SightingRecord, SightingStore
 from identify.storage import Store
 
-ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected"}
+ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected", "reopen": "open"}
 UNCERTAIN = ("needs_review", "no_match")
 
 
@@ -44,15 +51,17 @@ class ReviewRequest:
 @dataclass(frozen=True)
 class ReviewOutcome:
     sighting: SightingRecord
-    reference_id: int | None  # the new (or reused) reference when the photo was added as one
+    reference_id: str | None  # the new (or reused) reference's public id when the photo was added as one
 
 
 class Reviews:
-    def __init__(self, store: Store, sightings: SightingStore, references: References, photos: PhotoStore) -> None:
+    def __init__(self, store: Store, sightings: SightingStore, references: References, photos: PhotoStore,
+                 records: ReferenceRecords) -> None:
         self.sessions = store.sessions
         self.sightings = sightings
         self.references = references
         self.photos = photos
+        self.records = records
 
     def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
         """Open sightings that are not confident, and audits (identify.audit) first, then most uncertain first;
@@ -86,7 +95,7 @@ class Reviews:
         with self.sessions.begin() as session:
             sighting = session.get(Sighting, request.sighting_id)
             if sighting is None:
-                raise IdentifyError("unknown_sighting", f"no sighting {request.sighting_id}", 404)
+                raise IdentifyError("unknown_sighting", "no such sighting", 404)
             if sighting.version != request.version:  # stale first: what else is wrong may be someone else's doing
                 raise self._stale(request)
             species_id, label = self._reviewed_species(session, sighting, request, model_classes)
@@ -95,17 +104,45 @@ class Reviews:
                 status = "confirmed"  # named blind as the model had named it: the audit found it right
             if not self.sightings.set_review_state(session, sighting.id, request.version, status, species_id):
                 raise self._stale(request)
-            reference_id = None
-            if request.promotes and label is not None:
-                reference_id = self._promote(session, sighting, label, index_name)
-            session.add(Review(sighting_id=sighting.id, curator_id=request.curator_id, action=request.action,
-                               species_id=species_id, note=request.note, version=request.version,
-                               added_as_reference=reference_id is not None))
-        return ReviewOutcome(self.sightings.get(request.sighting_id), reference_id)
+            review = Review(sighting_id=sighting.id, curator_id=request.curator_id, action=request.action,
+                            species_id=species_id, note=request.note, version=request.version)
+            session.add(review)
+            session.flush()  # its id: the reference changes it causes name it
+            teaches = request.promotes and label is not None and request.action != "reopen"
+            earlier = self.records.promoted_from(session, sighting.id)
+            if earlier:
+                self._follow(session, earlier, label if teaches else None, request, review.id)
+                reference = earlier[0] if teaches else None
+            else:
+                reference = session.get(ReferenceImage, self._promote(session, sighting, label, index_name)) \
+                    if teaches and label is not None else None
+            review.added_as_reference = reference is not None and not earlier
+            public_id = reference.public_id if reference is not None else None
+        return ReviewOutcome(self.sightings.get(request.sighting_id), public_id)
+
+    def _follow(self, session: Session, references: list[ReferenceImage], label: str | None,
+                request: ReviewRequest, review_id: int) -> None:
+        """The references an earlier review made follow this one: relabelled to `label` (restored first if
+        retired), or retired when `label` is None (the photo should not teach any more)."""
+        why = f"review: {request.action}" + (f" ({request.note})" if request.note else "")
+        for reference in references:
+            session.refresh(reference)
+            if label is None:
+                if reference.status == ACTIVE:
+                    self.records.change_in(session, reference.id, "retire", why, reference.version,
+                                           request.curator_id, review_id=review_id)
+                continue
+            if reference.status != ACTIVE:
+                self.records.change_in(session, reference.id, "restore", why, reference.version,
+                                       request.curator_id, review_id=review_id)
+                session.refresh(reference)
+            if reference.species.name != label:
+                self.records.change_in(session, reference.id, "relabel", why, reference.version,
+                                       request.curator_id, label, review_id=review_id)
 
     def _stale(self, request: ReviewRequest) -> IdentifyError:
         current = self.sightings.get(request.sighting_id, with_reviews=False)
-        error = IdentifyError("stale_version", f"sighting {request.sighting_id} is at version {current.version}, "
+        error = IdentifyError("stale_version", f"sighting {current.public_id} is at version {current.version}, "
                               f"not {request.version}: someone reviewed it meanwhile", 409)
         error.details = {"sighting": current}
         return error
@@ -117,6 +154,9 @@ class Reviews:
             if request.add_as_reference:
                 raise IdentifyError("bad_review", "a rejected sighting cannot become a reference")
             return None, None
+        if request.action == "reopen":  # back in the queue with its current answer; it teaches nothing meanwhile
+            current = session.get(Species, sighting.species_id) if sighting.species_id is not None else None
+            return (current.id, None) if current is not None else (None, None)
         if request.action == "confirm":
             current = session.get(Species, sighting.species_id) if sighting.species_id is not None else None
             if current is None:
@@ -126,27 +166,8 @@ class Reviews:
             return current.id, current.name
         if not request.species:
             raise IdentifyError("bad_review", "correct needs the species")
-        label = self._corrected_label(session, request, model_classes)
+        label = self.references.label_named(session, request.species, model_classes, request.as_written)
         return self.references.species_id(session, label), label
-
-    def _corrected_label(self, session: Session, request: ReviewRequest, model_classes: Sequence[str]) -> str:
-        """The label a correction names: a known label as it is; else any name of the taxonomy (common or
-        scientific, any authority), as the label that already stands for its taxon; else, only when asked,
-        the name as written."""
-        name = request.species or ""
-        if name in model_classes or session.scalar(select(Species.id).where(Species.name == name)) is not None:
-            return name
-        taxon = self.references.taxonomy.resolve(name)
-        if taxon is not None:
-            return self.references.label_for_taxon(session, taxon, preferred=model_classes)
-        if request.as_written:
-            return name
-        close = ", ".join(s.name for s in self.references.taxonomy.suggest(name, limit=5))
-        error = IdentifyError("unknown_species", f"{name!r} is in no bird taxonomy"
-                              + (f" (did you mean: {close}?)" if close else "")
-                              + "; to use it anyway, send as_written", 400)
-        error.details = {"suggestions": close.split(", ") if close else []}
-        raise error
 
     def _promote(self, session: Session, sighting: Sighting, label: str, index_name: str) -> int:
         """Make every photo of the sighting a reference of `index_name`, each with the embedding it was

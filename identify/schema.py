@@ -96,11 +96,19 @@ class Index(Base):
     model: Mapped[Model] = relationship()
 
 
+def public_token() -> str:
+    """What the outside world calls a row: a random token, so ids say nothing about how many there are or when."""
+    return secrets.token_urlsafe(12)
+
+
 class ReferenceImage(Base):
-    """A labelled photo. One row per file content (sha256), whatever folder or index it came from."""
+    """A labelled photo. One row per file content (sha256), whatever folder or index it came from. A curator can
+    relabel it or retire it (kept, for the audit trail, out of every index and search) and restore it;
+    `version` guards concurrent changes, and `reference_changes` keeps each one."""
 
     __tablename__ = "reference_images"
     id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(24), unique=True, default=public_token)
     file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     path: Mapped[str] = mapped_column(Text)
     species_id: Mapped[int] = mapped_column(ForeignKey("species.id"), index=True)
@@ -109,8 +117,27 @@ class ReferenceImage(Base):
     observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     source: Mapped[Optional[str]] = mapped_column(String(500))
     sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sightings.id"))  # promoted by a curator
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active", index=True)  # retired
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     species: Mapped[Species] = relationship()
+
+
+class ReferenceChange(Base):
+    """The audit trail of the reference set: every relabel, retirement and restoration, never updated or deleted.
+    Its ids also tell every worker that the set changed (identify.vectors.live follows them)."""
+
+    __tablename__ = "reference_changes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference_id: Mapped[int] = mapped_column(ForeignKey("reference_images.id"), index=True)
+    curator_id: Mapped[Optional[int]] = mapped_column(ForeignKey("curators.id"))  # None: from the command line
+    action: Mapped[str] = mapped_column(String(20))  # relabel, retire, restore
+    from_species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"))
+    to_species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    version: Mapped[int]  # the reference's version this change was made against
+    review_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reviews.id"))  # made by a (re)review
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class IndexMember(Base):
@@ -154,7 +181,7 @@ class Sighting(Base):
     __tablename__ = "sightings"
     id: Mapped[int] = mapped_column(primary_key=True)
     # What the outside world calls it: a random token, so ids say nothing about how many there are or when.
-    public_id: Mapped[str] = mapped_column(String(24), unique=True, default=lambda: secrets.token_urlsafe(12))
+    public_id: Mapped[str] = mapped_column(String(24), unique=True, default=public_token)
     photo_sha256: Mapped[str] = mapped_column(String(64), index=True)
     photo_name: Mapped[str] = mapped_column(String(80), server_default="")  # the stored file's generated name
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))

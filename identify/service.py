@@ -27,6 +27,7 @@ from identify.observation import Photo, WhereAndWhen, decode_image, read_photo, 
 from identify.parts import Parts
 from identify.photos import THUMBNAIL_SIZE, StoredPhoto
 from identify.similar import SimilarSightings
+from identify.reference_records import ReferenceFilters, ReferenceRecord
 from identify.reviews import ReviewOutcome, ReviewRequest
 from identify.sightings import NewSighting, PhotoOfSighting, SightingFilters, SightingRecord
 from identify.storage import Store
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from identify.backbone import Backbone
 
 log = logging.getLogger(__name__)
+NEAREST_REFERENCES = 8  # shown with a reference: what the index finds beside it
 _AUDIT_DRAW = random.SystemRandom()  # which confident answers are audited: not guessable from outside
 
 # A stored photo no row names after an hour was left by a killed upload (younger ones may be uploads in flight).
@@ -81,6 +83,7 @@ class IdentificationService:
         self.references = parts.references
         self.sightings = parts.sightings
         self.reviews = parts.reviews
+        self.reference_records = parts.reference_records
         self.curators = parts.curators
         self.audits = parts.audits
         self._audit: tuple[float, AuditSummary] | None = None  # (when read, what): read again every refresh
@@ -205,7 +208,7 @@ class IdentificationService:
     def neighbours_of(self, record: SightingRecord) -> list[NeighbourInfo]:
         """The references a stored answer was based on, as they are now (species, thumbnail)."""
         known = self.references.info(i for i, _ in record.neighbours)
-        return [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256)
+        return [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256, known[i].public_id)
                 for i, s in record.neighbours if i in known]
 
     def _similar(self, embedding: np.ndarray, k: int, filters: SightingFilters, exclude: int | None) -> list[SimilarSighting]:
@@ -237,8 +240,8 @@ class IdentificationService:
     def review(self, request: ReviewRequest) -> ReviewOutcome:
         outcome = self.reviews.review(request, self.index_name, self.backbone.identity.classes)
         self._audit = None  # a review may be an audit: count it before the next answer
-        if outcome.reference_id is not None:  # committed: this process searches it at once, others on refresh
-            self.reference_index.refresh(force=True)
+        # committed: this process searches a new or changed reference at once, other workers on their refresh
+        self.reference_index.refresh(force=True)
         confirmed = outcome.sighting
         prior = self.identifier.prior
         if prior is not None and confirmed.status in ("confirmed", "corrected") and confirmed.taxon is not None and \
@@ -246,6 +249,29 @@ class IdentificationService:
             # A confirmed sighting is a record for the prior: this process counts it now, others at restart.
             prior.add_records([(confirmed.taxon.scientific_name, confirmed.lat, confirmed.lon, confirmed.observed_at)])
         return outcome
+
+    def references_page(self, filters: ReferenceFilters, page: int, per_page: int) -> tuple[list[ReferenceRecord], int]:
+        return self.reference_records.page(filters, page, per_page)
+
+    def reference(self, public_id: str) -> tuple[ReferenceRecord, list[NeighbourInfo]]:
+        """A reference with its history, and its nearest active references (itself left out)."""
+        record = self.reference_records.get(public_id)
+        ids, vectors = self.references.vectors_of(self.model_id, [record.id], self.backbone.identity.embedding_dim)
+        if not len(ids):  # embedded by another model only
+            return record, []
+        similarities, found = self.reference_index.search(vectors, NEAREST_REFERENCES + 1)
+        pairs = [(int(i), float(s)) for s, i in zip(similarities[0], found[0], strict=True) if i >= 0 and i != record.id]
+        known = self.references.info(i for i, _ in pairs)
+        return record, [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256, known[i].public_id)
+                        for i, s in pairs[:NEAREST_REFERENCES] if i in known]
+
+    def change_reference(self, public_id: str, action: str, curator_id: int | None, **change: object) -> ReferenceRecord:
+        """Relabel, retire or restore a reference (identify.reference_records); this worker searches the new
+        state at once, the others within IDENTIFY_REFRESH_SECONDS."""
+        record = self.reference_records.change(public_id, action, curator_id=curator_id,
+                                               model_classes=self.backbone.identity.classes, **change)  # type: ignore[arg-type]
+        self.reference_index.refresh(force=True)
+        return record
 
     def species_names(self) -> list[str]:
         """The labels in use: the model's classes and the references' species."""

@@ -6,7 +6,6 @@ Every write is one transaction: a sighting and its predictions land together or 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator, Sequence
@@ -22,11 +21,10 @@ from identify.observation import WhereAndWhen
 from identify.references import References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, SightingPhoto, Species
 from identify.schema import Taxon as TaxonRow
-from identify.storage import IN_CHUNK, Store, rows_to_arrays
+from identify.storage import IN_CHUNK, Store, key_of_public_id, rows_to_arrays
 from identify.taxonomy import Taxon
 
 
-PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,24}")  # what secrets.token_urlsafe makes (identify.schema.Sighting)
 
 
 @dataclass(frozen=True)
@@ -211,7 +209,7 @@ class SightingStore:
             .where(Sighting.id == sighting_id)
         ).first()
         if row is None:
-            raise IdentifyError("unknown_sighting", f"no sighting {sighting_id}", 404)
+            raise IdentifyError("unknown_sighting", "no such sighting", 404)
         sighting, species, taxon, model_name, model_sha256 = row
         predictions = [
             RankedSpecies(name, score, classifier, knn, taxon_of_row(taxon), fused=fused, prior=prior,
@@ -265,19 +263,13 @@ class SightingStore:
     def key_of(self, public_id: str) -> int:
         """The SQL key of the sighting the outside world calls `public_id`; 404 when there is none. An id that
         no token could be (a NUL, which PostgreSQL refuses in text: a 500 once) is answered without asking SQL."""
-        found = None
-        if PUBLIC_ID.fullmatch(public_id):
-            with self.sessions() as session:
-                found = session.scalar(select(Sighting.id).where(Sighting.public_id == public_id))
-        if found is None:
-            raise IdentifyError("unknown_sighting", f"no sighting {public_id}", 404)
-        return found
+        return key_of_public_id(self.sessions, Sighting, public_id, "unknown_sighting", "sighting")
 
     def embedding(self, sighting_id: int) -> np.ndarray:
         with self.sessions() as session:
             blob = session.scalar(select(Sighting.embedding).where(Sighting.id == sighting_id))
         if blob is None:
-            raise IdentifyError("unknown_sighting", f"no sighting {sighting_id}", 404)
+            raise IdentifyError("unknown_sighting", "no such sighting", 404)
         return np.frombuffer(blob, dtype=np.float32)
 
     def by_photo(self, photo_sha256: str) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,21 @@ def current_revision(engine: Engine) -> str | None:
 IN_CHUNK = 500  # ids per IN (...) query: under every backend's bound-parameter limit
 
 
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,24}")  # what identify.schema.public_token makes
+
+
+def key_of_public_id(sessions: sessionmaker[Session], table: Any, public_id: str, code: str, what: str) -> int:
+    """The SQL key of the row of `table` the outside world calls `public_id`; 404 `code` when there is none. An id
+    that no token could be (a NUL, which PostgreSQL refuses in text: a 500 once) is answered without asking SQL."""
+    found = None
+    if PUBLIC_ID.fullmatch(public_id):
+        with sessions() as session:
+            found = session.scalar(select(table.id).where(table.public_id == public_id))
+    if found is None:
+        raise IdentifyError(code, f"no {what} {public_id}", 404)
+    return int(found)
+
+
 def rows_to_arrays(rows: list[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(int64 ids, float32 vectors) from rows of (id, vector bytes)."""
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
@@ -118,6 +134,11 @@ class Store:
                 session.add(model)
                 session.flush()
             return model.id
+
+    def model_classes(self) -> list[str]:
+        """The classes of every registered model: a curator's name is taken as one of them where it can be."""
+        with self.session() as session:
+            return sorted({label for classes in session.scalars(select(Model.classes)) for label in classes})
 
     def open_index(self, name: str, model_id: int) -> int:
         """The id of index `name`, created for `model_id` if new. Refuses an index of another model."""

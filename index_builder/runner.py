@@ -157,7 +157,7 @@ class IndexBuilder:
         if len(ids) == 0:
             raise IdentifyError("nothing_embedded", f"no photo could be embedded into {self.options.name!r}")
         index, plan = build_planned_index(ids, vectors, self.options.index_type, self.options.memory_budget)
-        manifest = new_manifest(identity, plan, len(ids), int(ids.max()))
+        manifest = new_manifest(identity, plan, len(ids), int(ids.max()), self.references.retired_members(index_id))
         link = publish(index, manifest, self.settings.indexes_dir, self.options.name)
         self.report.published = True
         self.report.count, self.report.index_type, self.report.index = len(ids), plan.index_type, str(link)

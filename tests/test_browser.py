@@ -135,8 +135,8 @@ def _check_page(page: Page, label: str, width: int) -> list[str]:
 
 @pytest.mark.parametrize("width", [390, 1280])
 def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, width):
-    """Upload, result, sighting with similar sightings, login, review queue, the audit, one sighting's review and
-    an error page: no sideways scroll, 44 px tap targets on a phone, no axe-core violation, at 390 and 1280 px."""
+    """Upload, result, sighting with similar sightings, login, review queue, the audit, one sighting's review,
+    the references and one reference, and an error page: no sideways scroll, 44 px tap targets on a phone, no axe-core violation, at 390 and 1280 px."""
     phone = width < 600
     context = browser.new_context(viewport={"width": width, "height": 844 if phone else 900}, is_mobile=phone,
                                   has_touch=phone, device_scale_factor=2 if phone else 1)
@@ -163,6 +163,11 @@ def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, wi
     problems += _check_page(page, "audit", width)
     page.goto(result)
     problems += _check_page(page, "review-one", width)
+    page.goto(base + "/references")
+    problems += _check_page(page, "references", width)
+    page.click("ul.cards a")
+    page.wait_for_url("**/references/*")
+    problems += _check_page(page, "reference", width)
     page.goto(base + "/sightings/no-such-sighting")
     problems += _check_page(page, "error", width)
     context.close()

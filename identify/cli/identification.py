@@ -43,7 +43,7 @@ def _identification_text(photo: str, result: dict[str, Any]) -> str:
         lines.append(f"  {rolled.text}, {rolled.score:.2f}: species uncertain")
     lines.append("  nearest references:")
     for n in result["neighbours"][:5]:
-        lines.append(f"    #{n['reference_id']:<6} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
+        lines.append(f"    {n['reference_id']:<17} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ class Manifest:
     k_factor: int | None = None  # IVF-PQ: candidates re-ranked exactly per neighbour asked
     created: str = ""
     version: str = ""
+    excluded_ids: tuple[int, ...] = ()  # members retired when it was built: left out (a restore brings them back)
 
     @property
     def reranks(self) -> bool:

@@ -9,7 +9,13 @@ the base is never written: a published index can be memory-mapped read-only and 
 Ids come from SQL sequences, which commit out of order under concurrency: row 11 can be visible before row
 10 commits. So each refresh reads from LOOKBACK ids below the highest id a refresh has read (not the highest
 id in the index: this process's own rows may be far above a burst of other workers' rows it has not read
-yet) and adds those it has not seen."""
+yet) and adds those it has not seen.
+
+Rows also change after they are added: a curator retires a reference (or restores it). Each refresh asks
+`changes_since` whether the reference set's change stamp moved; when it did, it reads the retired ids again.
+Searches ask for that many more neighbours and drop the retired ones, so a retirement is exact without
+rewriting any index; a restored reference that the published index left out (retired when it was built) is
+added to the delta."""
 
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ GPU_MAX_K = 2048  # the most neighbours a FAISS GPU search returns at once
 
 IdsAfter = Callable[[int], list[int]]  # ids of rows with id > n, ascending
 VectorsOf = Callable[[list[int]], tuple[np.ndarray, np.ndarray]]  # (ids, raw vectors) of these rows
+# Given the change stamp last seen: None when nothing changed, else (the new stamp, every retired id).
+ChangesSince = Callable[[int], "tuple[int, list[int]] | None"]
 
 
 def empty_index(dim: int) -> Any:
@@ -47,7 +55,7 @@ class LiveIndex:
     """Thread-safe search over `base` plus the rows SQL gained after `floor_id` (the base's newest id)."""
 
     def __init__(self, base: VectorIndex, floor_id: int, ids_after: IdsAfter, vectors_of: VectorsOf,
-                 refresh_seconds: float = 2.0) -> None:
+                 refresh_seconds: float = 2.0, changes_since: ChangesSince | None = None) -> None:
         self.base = base
         flat = replace(base.manifest, index_type="flat", factory="Flat", nprobe=None, ef_search=None)
         self.delta = VectorIndex(empty_index(base.manifest.dim), flat)  # exact, the rows added after the base
@@ -64,12 +72,17 @@ class LiveIndex:
         self._refresh_seconds = refresh_seconds
         self._refreshed_at = float("-inf")
         self._lock = threading.RLock()
+        self._changes_since = changes_since
+        self.stamp = 0  # the reference set's change stamp as of the last refresh (identify.identifier reads it)
+        self._retired = np.empty(0, dtype=np.int64)  # masked out of every search
+        self._masked = 0  # how many of them are in the base or the delta
+        self._restored: set[int] = set()  # left out of the base when it was built, restored since: in the delta
 
     @classmethod
     def caught_up(cls, base: VectorIndex, ids_after: IdsAfter, vectors_of: VectorsOf,
-                  refresh_seconds: float) -> "LiveIndex":
+                  refresh_seconds: float, changes_since: ChangesSince | None = None) -> "LiveIndex":
         """`base` (a published index) and every row SQL committed after it was built, read now."""
-        live = cls(base, base.manifest.max_reference_id, ids_after, vectors_of, refresh_seconds)
+        live = cls(base, base.manifest.max_reference_id, ids_after, vectors_of, refresh_seconds, changes_since)
         live.refresh(force=True)
         return live
 
@@ -112,7 +125,29 @@ class LiveIndex:
             if committed:
                 self._synced = max(self._synced, int(committed[-1]))
                 self._forget_old()
+            self._follow_changes()
             return self.count - before
+
+    def _follow_changes(self) -> None:
+        """Retirements and restorations since the last look (under the lock)."""
+        changed = self._changes_since(self.stamp) if self._changes_since is not None else None
+        if changed is None:
+            return
+        self.stamp, retired = changed
+        self._retired = np.array(sorted(set(retired)), dtype=np.int64)
+        restored = sorted(set(self.base.manifest.excluded_ids) - set(retired) - self._restored)
+        if restored:
+            ids, vectors = self._vectors_of(restored)
+            if len(ids):
+                self.delta.index.add_with_ids(normalised(np.asarray(vectors)), np.asarray(ids, dtype=np.int64))
+                self._restored.update(int(i) for i in ids)
+        absent = set(self.base.manifest.excluded_ids) - self._restored  # retired before the base was built
+        self._masked = len(set(retired) - absent)
+
+    @property
+    def searchable(self) -> int:
+        """The vectors a search can return: every one held, less the retired ones masked."""
+        return self.count - self._masked
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, ids), best first; `allowed` restricts the result to those ids (FAISS IDSelector)."""
@@ -121,10 +156,16 @@ class LiveIndex:
         if allowed is not None:
             allowed = np.ascontiguousarray(allowed, dtype=np.int64)
         with self._lock:
-            answers = [_search(part, queries, k, allowed) for part in (self.base, self.delta) if part.count]
+            retired = self._retired
+            extra = min(len(retired), max(0, GPU_MAX_K - k))  # enough to keep k after dropping every retired one
+            answers = [_search(part, queries, k + extra, allowed) for part in (self.base, self.delta) if part.count]
         if not answers:
             return no_answers(len(queries))
-        return _merged(answers, min(k, self.count, len(allowed) if allowed is not None else k))
+        wanted = min(k, self.count, len(allowed) if allowed is not None else k)
+        if not extra:
+            return _merged(answers, wanted)
+        similarities, ids = _merged(answers, wanted + extra)
+        return _first_kept(similarities, ids, (ids >= 0) & ~np.isin(ids, retired), wanted)
 
 
 class FollowingIndex:
@@ -153,6 +194,14 @@ class FollowingIndex:
     @property
     def manifest(self) -> Manifest:
         return self.live.manifest
+
+    @property
+    def stamp(self) -> int:
+        return self.live.stamp
+
+    @property
+    def searchable(self) -> int:
+        return self.live.searchable
 
     def add(self, ids: Iterable[int], vectors: np.ndarray) -> None:
         self.live.add(ids, vectors)

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -101,7 +101,8 @@ def _prune_versions(versions: Path, keep: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def new_manifest(identity: Any, plan: IndexPlan, count: int, max_reference_id: int) -> Manifest:
+def new_manifest(identity: Any, plan: IndexPlan, count: int, max_reference_id: int,
+                 excluded_ids: Sequence[int] = ()) -> Manifest:
     return Manifest(
         model=identity.name,
         model_sha256=identity.sha256,
@@ -116,6 +117,7 @@ def new_manifest(identity: Any, plan: IndexPlan, count: int, max_reference_id: i
         recall_at_10=plan.recall_at_10,
         k_factor=plan.k_factor,
         max_reference_id=max_reference_id,
+        excluded_ids=tuple(sorted(int(i) for i in excluded_ids)),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         version=_version_stamp(),
     )

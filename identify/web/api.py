@@ -10,7 +10,8 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from identify.errors import IdentifyError
 from identify.web import views
-from identify.web.forms import parse_count, parse_filters, parse_k, parse_review, parse_upload, text_field
+from identify.web.forms import (parse_count, parse_filters, parse_k, parse_reference_change, parse_reference_filters,
+                                parse_review, parse_upload, text_field)
 from identify.web.auth import api_curator, service
 from identify.web import schemas
 from identify.web.ratelimits import rate_limit_status
@@ -46,7 +47,7 @@ def status() -> Any:
     svc.reference_index.refresh()  # what a search made now would cover (both follow SQL, every few seconds)
     svc.similar_index.refresh()
     return jsonify({"model": {"name": svc.backbone.identity.name, "sha256": svc.backbone.identity.sha256},
-                    "index": {"name": svc.index_name, "references": svc.reference_index.count},
+                    "index": {"name": svc.index_name, "references": svc.reference_index.searchable},
                     "sightings": svc.similar_index.count, "process": os.getpid(),
                     "calibration": svc.identifier.calibration_state().to_dict(),
                     "audit": svc.audit_summary().to_dict(),
@@ -139,6 +140,63 @@ def review(sighting_id: str) -> Any:
     result = views.sighting_json(outcome.sighting)
     result["reference_id"] = outcome.reference_id
     return jsonify(result)
+
+
+@bp.get("/references")
+@documented((200, schemas.ReferenceList, "One page, newest first"), errors=(400, 401), curator=True,
+            query=schemas.ReferencesQuery)
+def references() -> Any:
+    """The reference set, filtered by species, source, curator, status and date (curators)."""
+    api_curator()
+    page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
+    per_page = parse_count(request.args.get("per_page"), "per_page", 20, MAX_PER_PAGE)
+    records, total = service().references_page(parse_reference_filters(request.args), page, per_page)
+    after: dict[str, Any] = {**request.args.to_dict(), "page": page + 1}
+    return jsonify({"items": [views.reference_json(r) for r in records], "page": page, "per_page": per_page,
+                    "total": total, "next": url_for("api.references", **after) if page * per_page < total else None})
+
+
+@bp.get("/references/<reference_id>")
+@documented((200, schemas.Reference, "The reference, its history and its nearest references"), errors=(401, 404),
+            curator=True)
+def reference(reference_id: str) -> Any:
+    """One reference: photo, label, taxon, where it came from, every change, and what the index finds beside it
+    (curators)."""
+    api_curator()
+    record, nearest = service().reference(reference_id)
+    return jsonify(views.reference_json(record, nearest))
+
+
+def _changed(reference_id: str, action: str) -> Any:
+    curator = api_curator()
+    change = parse_reference_change(_review_body(), action)
+    record = service().change_reference(reference_id, action, curator.id, **change)
+    return jsonify(views.reference_json(record, []))
+
+
+@bp.post("/references/<reference_id>/relabel")
+@documented((200, schemas.Reference, "Relabelled"), errors=(400, 401, 404, 409), curator=True,
+            json=schemas.RelabelBody)
+def relabel_reference(reference_id: str) -> Any:
+    """Give a reference another species; every worker and `predict` follow within IDENTIFY_REFRESH_SECONDS
+    (curators)."""
+    return _changed(reference_id, "relabel")
+
+
+@bp.post("/references/<reference_id>/retire")
+@documented((200, schemas.Reference, "Retired: kept, out of every index and search"), errors=(400, 401, 404, 409),
+            curator=True, json=schemas.RetireBody)
+def retire_reference(reference_id: str) -> Any:
+    """Take a reference out of every search and index, keeping it for the audit trail (curators)."""
+    return _changed(reference_id, "retire")
+
+
+@bp.post("/references/<reference_id>/restore")
+@documented((200, schemas.Reference, "Restored"), errors=(400, 401, 404, 409), curator=True,
+            json=schemas.RestoreBody)
+def restore_reference(reference_id: str) -> Any:
+    """Bring a retired reference back (curators)."""
+    return _changed(reference_id, "restore")
 
 
 @bp.get("/export")

@@ -14,6 +14,7 @@ from identify.observation import WhereAndWhen
 from identify.service import SightingFields
 from identify.reviews import ReviewRequest
 from identify.sightings import SightingFilters
+from identify.reference_records import ReferenceFilters
 from identify.rules import MAX_SIMILAR, MAX_TEXT, MAX_VERSION, MIN_VERSION
 
 
@@ -34,14 +35,15 @@ def text_field(raw: object, name: str) -> str | None:
     return value.strip() or None
 
 
-def parse_version(raw: object) -> int:
-    """A sighting version: a whole number (1, or "1"), never 1.7 or true, within SQL's INTEGER."""
+def parse_version(raw: object, code: str = "bad_review", what: str = "the sighting's version you reviewed") -> int:
+    """A sighting's (or a reference's) version: a whole number (1, or "1"), never 1.7 or true, within SQL's
+    INTEGER."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw) if MIN_VERSION <= raw <= MAX_VERSION else ""  # str() of a 5,000-digit int raises
     text = raw.strip() if isinstance(raw, str) else ""
     # at most ten digits before int(): Python refuses to convert over 4,300 (ValueError, a 500 once)
     if not (text.isdigit() and len(text) <= len(str(MAX_VERSION))) or not MIN_VERSION <= int(text) <= MAX_VERSION:
-        raise IdentifyError("bad_review", "version (the sighting's version you reviewed, a whole number) is required")
+        raise IdentifyError(code, f"version ({what}, a whole number) is required")
     return int(text)
 
 
@@ -129,3 +131,33 @@ def parse_review(sighting_id: int, curator_id: int, body: Mapping[str, Any]) -> 
         add_as_reference=boolean_field(body.get("add_as_reference"), "add_as_reference"),
         as_written=bool(boolean_field(body.get("as_written"), "as_written")),
     )
+
+
+def parse_reference_change(body: Mapping[str, Any], action: str) -> dict[str, Any]:
+    """reason, version (and for relabel species, as_written) of a change to a reference. A restore may leave
+    both out: restoring twice is refused anyway, and its reason defaults to "restored"."""
+    reason = text_field(body.get("reason"), "reason")
+    if action == "restore" and body.get("version") is None:
+        version = None
+    else:
+        version = parse_version(body.get("version"), "bad_reference_change", "the reference's version you changed")
+    if reason is None and action != "restore":
+        raise IdentifyError("bad_reference_change", "give the reason for the change")
+    change: dict[str, Any] = {"reason": reason or "restored", "version": version}
+    if action == "relabel":
+        species = text_field(body.get("species"), "species")
+        if species is None:
+            raise IdentifyError("bad_reference_change", "relabel needs the species")
+        change.update(species=species, as_written=bool(boolean_field(body.get("as_written"), "as_written")))
+    return change
+
+
+def parse_reference_filters(args: Mapping[str, str]) -> ReferenceFilters:
+    """`species`, `source` (build, review), `curator`, `status` (active, retired, all), `from`, `to`."""
+    start, end = parse_timestamp(args.get("from"), "from"), parse_timestamp(args.get("to"), "to")
+    if start and end and start > end:
+        raise IdentifyError("bad_date", "from is after to")
+    return ReferenceFilters(species=text_field(args.get("species"), "species"),
+                            source=text_field(args.get("source"), "source"),
+                            curator=text_field(args.get("curator"), "curator"),
+                            status=text_field(args.get("status"), "status") or "active", since=start, until=end)

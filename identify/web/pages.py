@@ -11,7 +11,9 @@ from identify.errors import IdentifyError
 from identify.web import views
 from identify.web.auth import current_curator, local_path, login_required, service
 from identify.rules import MAX_PAGE
-from identify.web.forms import parse_count, parse_filters, parse_review, parse_upload
+from identify.reference_records import ReferenceFilters
+from identify.web.forms import (parse_count, parse_filters, parse_reference_change, parse_reference_filters, parse_review,
+                                parse_upload)
 
 bp = Blueprint("pages", __name__)
 
@@ -117,6 +119,51 @@ def review(sighting_id: str) -> Any:
     extra = f"; reference {outcome.reference_id} added" if outcome.reference_id else ""
     flash(f"Sighting {sighting_id}: {outcome.sighting.status} as {outcome.sighting.species or 'no species'}{extra}.")
     return redirect(back)
+
+
+@bp.get("/references")
+@login_required
+def references() -> Any:
+    """The reference set, filtered (curators)."""
+    svc = service()
+    args = {key: value for key, value in request.args.items() if value and key != "page"}
+    error, items, total = None, [], 0
+    try:
+        page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
+        filters = parse_reference_filters(args)
+        items, total = svc.references_page(filters, page, QUEUE_PAGE)
+    except IdentifyError as exc:
+        page, filters, error = 1, ReferenceFilters(), exc
+    return render_template("references.html", items=items, total=total, page=page, per_page=QUEUE_PAGE,
+                           filters=filters, filters_args=args, error=error, species_names=svc.species_names())
+
+
+@bp.get("/references/<reference_id>")
+@login_required
+def reference(reference_id: str) -> Any:
+    svc = service()
+    record, nearest = svc.reference(reference_id)
+    return render_template("reference.html", ref=record, nearest=nearest, species_names=svc.species_names())
+
+
+@bp.post("/references/<reference_id>/<action>")
+@login_required
+def change_reference(reference_id: str, action: str) -> Any:
+    curator = current_curator()
+    assert curator is not None
+    if action not in ("relabel", "retire", "restore"):
+        abort(404)
+    try:
+        record = service().change_reference(reference_id, action, curator.id,
+                                            **parse_reference_change(request.form, action))
+    except IdentifyError as exc:
+        if exc.status == 404:
+            raise
+        flash(f"Reference {reference_id}: {exc.message}", "error")
+        return redirect(url_for("pages.reference", reference_id=reference_id))
+    done = {"relabel": f"relabelled {record.species.replace('_', ' ')}", "retire": "retired", "restore": "restored"}
+    flash(f"Reference {reference_id} {done[action]}; every server follows within seconds.")
+    return redirect(url_for("pages.reference", reference_id=reference_id))
 
 
 @bp.get("/media/photos/<name>")

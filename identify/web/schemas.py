@@ -73,7 +73,8 @@ class SimilarForm(SimilarQuery):
 
 
 class ReviewBody(BaseModel):
-    action: Literal["confirm", "correct", "reject"]
+    action: Literal["confirm", "correct", "reject", "reopen"] = Field(description="reopen: back in the queue; the "
+                                                                       "references it made are retired meanwhile")
     version: int = Field(ge=MIN_VERSION, le=MAX_VERSION, description="The sighting's version you reviewed")
     species: str = optional(max_length=MAX_TEXT, description="Required by correct: a label in use, or "
                                    "any common or scientific name of the bird taxonomies")
@@ -81,6 +82,35 @@ class ReviewBody(BaseModel):
     add_as_reference: bool = optional(description="Make the photo a reference at once (default: "
                                              "true, unless rejected)")
     as_written: bool = optional(description="correct: take a name no taxonomy knows, as written")
+
+
+class ReferencesQuery(BaseModel):
+    species: str = optional(description="Only this species (a label, or any name of its taxon)", max_length=MAX_TEXT)
+    source: Literal["build", "review"] = optional(description="From an index build, or a curator's review")
+    curator: str = optional(description="Added through this curator's review, or changed by them", max_length=MAX_TEXT)
+    status: Literal["active", "retired", "all"] = Field("active", description="Retired references are kept, out of "
+                                                        "every index")
+    from_: str = optional(alias="from", description="Recorded on or after, ISO 8601")
+    to: str = optional(description="Recorded on or before, ISO 8601")
+    page: int = optional(ge=1, le=MAX_PAGE, description="1-based (default 1)")
+    per_page: int = optional(ge=1, le=MAX_PER_PAGE, description="Default 20")
+
+
+class RelabelBody(BaseModel):
+    species: str = Field(max_length=MAX_TEXT, description="A label in use, or any common or scientific name")
+    reason: str = Field(max_length=MAX_TEXT, description="Why: kept in the reference's history")
+    version: int = Field(ge=MIN_VERSION, le=MAX_VERSION, description="The reference's version you changed")
+    as_written: bool = optional(description="Take a name no taxonomy knows, as written")
+
+
+class RetireBody(BaseModel):
+    reason: str = Field(max_length=MAX_TEXT, description="Why: kept in the reference's history")
+    version: int = Field(ge=MIN_VERSION, le=MAX_VERSION, description="The reference's version you changed")
+
+
+class RestoreBody(BaseModel):
+    reason: str = optional(max_length=MAX_TEXT, description="Why (default: restored)")
+    version: int = optional(ge=MIN_VERSION, le=MAX_VERSION, description="The reference's version you changed")
 
 
 # Responses -----------------------------------------------------------------------------------------------------
@@ -134,7 +164,7 @@ class RollUp(Schema):
 
 
 class Neighbour(Schema):
-    reference_id: int
+    reference_id: str = Field(description="The reference's public id (as in /api/v1/references)")
     species: str
     similarity: float = Field(description="Cosine")
     thumbnail_url: str
@@ -169,7 +199,7 @@ class Identification(Schema):
     neighbours: list[Neighbour]
     model: Model
     place: Optional[Place] = Field(description="The place and date whose prior shaped the answer")
-    same_photo_as: Optional[int] = Field(description="A reference that is this very photo (re-saved, cropped or "
+    same_photo_as: Optional[str] = Field(description="A reference that is this very photo (re-saved, cropped or "
                                          "flipped): it is not counted as support for the answer")
     risk_bounded: bool = Field(description="The confident threshold this answer was held to was chosen by `identify "
                                "evaluate` to bound the error of answers like it, and still holds; false: the score "
@@ -207,9 +237,8 @@ class PhotoLinks(Schema):
 
 
 class ReviewEntry(Schema):
-    id: int
     curator: str
-    action: Literal["confirm", "correct", "reject"]
+    action: Literal["confirm", "correct", "reject", "reopen"]
     species: Optional[str]
     note: Optional[str]
     version: int
@@ -227,7 +256,7 @@ class Sighting(SightingSummary):
     model: Model
     reviews: list[ReviewEntry]
     neighbours: Optional[list[Neighbour]] = None
-    reference_id: Optional[int] = Field(None, description="After a review: the reference the photo became")
+    reference_id: Optional[str] = Field(None, description="After a review: the reference the photo became")
 
 
 class SimilarOfSighting(Schema):
@@ -297,3 +326,40 @@ class Status(Schema):
 
 
 Error.model_rebuild()
+
+
+class ReferenceChange(Schema):
+    action: Literal["relabel", "retire", "restore"]
+    curator: Optional[str] = Field(description="None: from the command line")
+    reason: str
+    from_species: Optional[str]
+    to_species: Optional[str]
+    version: int = Field(description="The version it was made against")
+    at: str
+
+
+class Reference(Schema):
+    id: str = Field(description="The reference's public id: the same in answers' neighbours and review results")
+    species: str
+    taxon: Optional[Taxon]
+    status: Literal["active", "retired"]
+    version: int = Field(description="Send it back with a change (optimistic concurrency)")
+    thumbnail_url: str
+    source: Literal["build", "review"]
+    source_detail: Optional[str] = Field(description="The build manifest's `source` column")
+    sighting_id: Optional[str] = Field(description="The sighting whose review made it a reference")
+    added_by: Optional[str] = Field(description="The curator whose review made it a reference")
+    lat: Optional[float]
+    lon: Optional[float]
+    observed_at: Optional[str]
+    created_at: Optional[str]
+    changes: Optional[list[ReferenceChange]] = None
+    nearest: Optional[list[Neighbour]] = Field(None, description="Its nearest active references, itself left out")
+
+
+class ReferenceList(Schema):
+    items: list[Reference]
+    page: int
+    per_page: int
+    total: int
+    next: Optional[str]

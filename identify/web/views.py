@@ -13,6 +13,7 @@ from identify.answers import identification_json as answer_json
 from identify.answers import neighbours_json as answer_neighbours_json
 from identify.answers import ranking_json, taxon_json
 from identify.identifier import Identification, NeighbourInfo
+from identify.reference_records import ReferenceRecord
 from identify.service import SimilarSighting
 from identify.sightings import ReviewRecord, SightingFilters, SightingRecord
 from identify.metadata import generalised
@@ -73,7 +74,7 @@ def identification_json(sighting_id: str, result: Identification) -> dict[str, A
 
 
 def review_json(review: ReviewRecord) -> dict[str, Any]:
-    return {"id": review.id, "curator": review.curator, "action": review.action, "species": review.species,
+    return {"curator": review.curator, "action": review.action, "species": review.species,
             "note": review.note, "version": review.version, "added_as_reference": review.added_as_reference,
             "created_at": _iso(review.created_at)}
 
@@ -135,3 +136,11 @@ def agreeing_neighbours(neighbours: list[NeighbourInfo], label: str, canonical: 
 
 def suggestion_json(suggestion: Suggestion) -> dict[str, Any]:
     return {"name": suggestion.name, "taxon": taxon_json(suggestion.taxon)}
+
+
+def reference_json(record: ReferenceRecord, nearest: list[NeighbourInfo] | None = None) -> dict[str, Any]:
+    """A reference as curators see it (the API's reference endpoints are curators' only: exact places)."""
+    out = {**record.to_dict(with_changes=nearest is not None), "thumbnail_url": thumbnail_url(record.file_sha256)}
+    if nearest is not None:
+        out["nearest"] = answer_neighbours_json(nearest, lambda n: {"thumbnail_url": thumbnail_url(n.file_sha256)})
+    return out

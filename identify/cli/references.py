@@ -1,0 +1,119 @@
+"""The reference set as records: identify references list, show, relabel, retire, restore (the same records and
+rules as the API's /api/v1/references; a change records the curator named with --curator)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from identify.cli.base import _parts, _settings, main, reports_errors
+from identify.metadata import parse_timestamp
+
+
+@main.group()
+def references() -> None:
+    """List, open, relabel, retire and restore references (by their public ids)."""
+
+
+def _records():  # type: ignore[no-untyped-def]
+    return _parts(_settings()).reference_records
+
+
+def _line(record) -> str:  # type: ignore[no-untyped-def]
+    name = f"{record.taxon.common_name or record.species} ({record.taxon.scientific_name})" if record.taxon \
+        else record.species
+    origin = f"review of sighting {record.sighting} by {record.added_by}" if record.source == "review" else "build"
+    return f"{record.public_id}  {record.status:<7}  v{record.version}  {name}  [{origin}]  {record.path}"
+
+
+@references.command("list")
+@click.option("--species", help="A label, or any common or scientific name of its taxon.")
+@click.option("--source", type=click.Choice(["build", "review"]), help="From a build, or a curator's review.")
+@click.option("--curator", help="Added through this curator's review, or changed by them.")
+@click.option("--status", type=click.Choice(["active", "retired", "all"]), default="active", show_default=True)
+@click.option("--from", "since", help="Recorded on or after (ISO 8601).")
+@click.option("--to", "until", help="Recorded before (ISO 8601).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1), help="At most this many.")
+@click.option("--json", "json_output", is_flag=True, help="One JSON object per reference.")
+@reports_errors
+def references_list(species: str | None, source: str | None, curator: str | None, status: str, since: str | None,
+                    until: str | None, limit: int, json_output: bool) -> None:
+    """The references that pass the filters, newest first."""
+    from identify.reference_records import ReferenceFilters
+
+    filters = ReferenceFilters(species, source, curator, status, parse_timestamp(since, "from"),
+                               parse_timestamp(until, "to"))
+    records, total = _records().page(filters, 1, limit)
+    for record in records:
+        click.echo(json.dumps(record.to_dict()) if json_output else _line(record))
+    if not json_output:
+        click.echo(f"{len(records)} of {total} shown", err=True)
+
+
+@references.command("show")
+@click.argument("reference_id")
+@click.option("--json", "json_output", is_flag=True)
+@reports_errors
+def references_show(reference_id: str, json_output: bool) -> None:
+    """One reference with every change made to it."""
+    record = _records().get(reference_id)
+    if json_output:
+        click.echo(json.dumps(record.to_dict(with_changes=True)))
+        return
+    click.echo(_line(record))
+    for change in record.changes:
+        moved = f" {change.from_species} -> {change.to_species}" if change.action == "relabel" else ""
+        click.echo(f"  {change.at:%Y-%m-%d %H:%M} {change.action}{moved} by {change.curator or 'the command line'} "
+                   f"(v{change.version}): {change.reason}")
+
+
+def _change(reference_id: str, action: str, reason: str, version: int | None, curator: str | None,
+            **extra: object) -> None:
+    parts = _parts(_settings())
+    curator_id = parts.curators.id_of(curator) if curator else None
+    classes = parts.store.model_classes()
+    record = parts.reference_records.change(reference_id, action, reason, version, curator_id,
+                                            model_classes=classes, **extra)  # type: ignore[arg-type]
+    click.echo(_line(record))
+
+
+def _change_options(command):  # type: ignore[no-untyped-def]
+    command = click.option("--curator", help="Who makes the change (recorded; default: the command line).")(command)
+    command = click.option("--version", "version", type=int, help="The version you looked at (`show`); left "
+                           "out: the current one.")(command)
+    command = click.option("--reason", required=True, help="Why: kept in the reference's history.")(command)
+    return click.argument("reference_id")(command)
+
+
+@references.command("relabel")
+@_change_options
+@click.option("--species", required=True, help="A label in use, or any common or scientific name.")
+@click.option("--as-written", is_flag=True, help="Take a name no taxonomy knows, as written.")
+@reports_errors
+def references_relabel(reference_id: str, reason: str, version: int | None, curator: str | None, species: str,
+                       as_written: bool) -> None:
+    """Give a reference another species; every server and predict follow within IDENTIFY_REFRESH_SECONDS."""
+    _change(reference_id, "relabel", reason, _current(reference_id, version), curator, species=species,
+            as_written=as_written)
+
+
+@references.command("retire")
+@_change_options
+@reports_errors
+def references_retire(reference_id: str, reason: str, version: int | None, curator: str | None) -> None:
+    """Take a reference out of every search and index; it is kept, and can be restored."""
+    _change(reference_id, "retire", reason, _current(reference_id, version), curator)
+
+
+@references.command("restore")
+@_change_options
+@reports_errors
+def references_restore(reference_id: str, reason: str, version: int | None, curator: str | None) -> None:
+    """Bring a retired reference back."""
+    _change(reference_id, "restore", reason, _current(reference_id, version), curator)
+
+
+def _current(reference_id: str, version: int | None) -> int:
+    """The version given, else the reference's current one (a person at a shell changes what they see)."""
+    return version if version is not None else _records().get(reference_id).version
