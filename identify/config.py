@@ -60,6 +60,11 @@ class FusionConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+# new_species: the species has no reference yet; first_record: the answer was never recorded at the place in
+# its season (by the occurrences and confirmed sightings); all: every review that teaches.
+SECOND_OPINIONS = ("new_species", "first_record", "all")
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """What the web app serves and its limits."""
@@ -90,6 +95,8 @@ class ServiceConfig:
     public_url: str | None = None
     token_days: int = 90  # an API token is refused this many days after it was issued (0: never)
     audit_share: float = 0.05  # of confident answers, drawn at random for a blind audit by curators
+    # Which reviews need a second curator before the photo teaches (comma-separated SECOND_OPINIONS, or off).
+    second_opinion: str = "new_species,first_record"
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
@@ -99,12 +106,21 @@ class ServiceConfig:
             raise IdentifyError("bad_config", "similar_snapshot_rows and similar_memory_budget_mb must be >= 0")
         if not 0 <= self.audit_share <= 1:
             raise IdentifyError("bad_config", "audit_share is a share, from 0 to 1")
+        if not self.second_opinion_rules <= set(SECOND_OPINIONS) and self.second_opinion.strip() != "off":
+            raise IdentifyError("bad_config", f"second_opinion is off, or any of {', '.join(SECOND_OPINIONS)} "
+                                "(comma-separated)")
         if not -1 <= self.similar_floor <= 1:
             raise IdentifyError("bad_config", "similar_floor is a cosine similarity, from -1 to 1")
         if not 0 <= self.proxy_hops <= 5 or self.token_days < 0:
             raise IdentifyError("bad_config", "proxy_hops lies in [0, 5] and token_days is >= 0")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise IdentifyError("bad_config", "public_url is an http:// or https:// address")
+
+    @property
+    def second_opinion_rules(self) -> frozenset[str]:
+        """new_species, first_record, all: the reviews a second curator must agree with (off: none)."""
+        rules = {rule.strip() for rule in self.second_opinion.split(",") if rule.strip()}
+        return frozenset() if rules == {"off"} else frozenset(rules)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -159,6 +175,9 @@ SETTING_DOCS: dict[str, str] = {
     "proxy_hops": "reverse proxies in front that set `X-Forwarded-For` (0-5); only then is it believed",
     "public_url": "the address the public reaches the app at, for `associatedMedia` in exports",
     "token_days": "days an API token is valid after it is issued (0: no end)",
+    "second_opinion": "which reviews become references only once a second curator agrees: `new_species` (the "
+                      "species has no reference yet), `first_record` (never recorded at the place in its season), "
+                      "`all`, comma-separated, or `off`",
     "audit_share": "the share of confident answers drawn at random into the review queue as blind audits "
                    "(identify.audit: the deployment's own error among confident answers, with its bound)",
 }

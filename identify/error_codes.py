@@ -75,6 +75,8 @@ CODES: dict[str, Code] = {
                                "body has the current sighting)"),
     "reference_conflict": Code(409, "the photo is already a reference of another species (relabel that reference)"),
     "unknown_reference": Code(404, "no such reference"),
+    "second_curator_needed": Code(403, "confirming an answer that awaits a second curator, as the curator who gave "
+                                       "it"),
     "bad_reference_change": Code(400, "a change to a reference without its reason or version, a relabel to the "
                                       "same species or of a retired one, retiring a retired one, restoring an "
                                       "active one"),

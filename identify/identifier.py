@@ -162,6 +162,10 @@ class Identifier:
             return None
         return self._counted()[2]
 
+    def reference_counts_now(self) -> dict[str, int]:
+        """References per species label as SQL has them this moment (a curator's review asks, not an answer)."""
+        return self.count_references() if self.count_references is not None else {}
+
     def calibration_state(self) -> CalibrationState:
         """The stored calibration against the references searched now: current, stale or uncalibrated."""
         if self.count_references is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -29,6 +29,8 @@ from identify.sightings import SightingRecord, SightingStore
 from identify.storage import Store
 
 ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected", "reopen": "open"}
+AWAITING = "awaiting_second_opinion"  # the answer a curator gave waits for a second curator before it teaches
+SecondOpinion = Callable[[str, Sighting], "str | None"]  # (label, sighting) -> the rule asking for one, or None
 UNCERTAIN = ("needs_review", "no_match")
 
 
@@ -52,6 +54,7 @@ class ReviewRequest:
 class ReviewOutcome:
     sighting: SightingRecord
     reference_id: str | None  # the new (or reused) reference's public id when the photo was added as one
+    second_opinion: str | None = None  # the rule that made it wait for a second curator
 
 
 class Reviews:
@@ -64,15 +67,16 @@ class Reviews:
         self.records = records
 
     def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
-        """Open sightings that are not confident, and audits (identify.audit) first, then most uncertain first;
-        (one page, total)."""
-        where = (Sighting.status == "open", Sighting.decision.in_(UNCERTAIN) | Sighting.audit)
+        """Open sightings that are not confident: audits (identify.audit) first, then answers awaiting a second
+        curator, then the most uncertain; (one page, total)."""
+        where = (((Sighting.status == "open") & (Sighting.decision.in_(UNCERTAIN) | Sighting.audit))
+                 | (Sighting.status == AWAITING),)
         with self.sessions() as session:
             total = session.scalar(select(func.count()).select_from(Sighting).where(*where)) or 0
             ids = session.scalars(
                 # audits first: a confident answer is the least uncertain, and would never be reached
-                select(Sighting.id).where(*where).order_by(Sighting.audit.desc(), Sighting.uncertainty.desc(),
-                                                           Sighting.id)
+                select(Sighting.id).where(*where).order_by(Sighting.audit.desc(), (Sighting.status == AWAITING).desc(),
+                                                           Sighting.uncertainty.desc(), Sighting.id)
                 .offset((page - 1) * per_page).limit(per_page)
             ).all()
             return [self.sightings.record_in(session, i, with_reviews=False) for i in ids], total
@@ -88,8 +92,11 @@ class Reviews:
                 .order_by(Sighting.id)).all()
         return [(int(i), self.photos.photo_path(name), label) for i, name, label in rows]
 
-    def review(self, request: ReviewRequest, index_name: str, model_classes: Sequence[str]) -> ReviewOutcome:
-        """Apply a curator's review if `request.version` is current; else 409 with the current state."""
+    def review(self, request: ReviewRequest, index_name: str, model_classes: Sequence[str],
+               second_opinion: SecondOpinion | None = None) -> ReviewOutcome:
+        """Apply a curator's review if `request.version` is current; else 409 with the current state.
+        `second_opinion`: for a review that would teach, the rule (if any) that asks a second curator to agree
+        first (ServiceConfig.second_opinion)."""
         if request.action not in ACTIONS:
             raise IdentifyError("bad_review", f"action must be one of {', '.join(ACTIONS)}")
         with self.sessions.begin() as session:
@@ -102,23 +109,47 @@ class Reviews:
             status = ACTIONS[request.action]
             if sighting.audit and status == "corrected" and species_id == sighting.species_id:
                 status = "confirmed"  # named blind as the model had named it: the audit found it right
+            teaches = request.promotes and label is not None and request.action != "reopen"
+            awaiting = None
+            if sighting.status == AWAITING and request.action == "confirm":
+                status = self._agreed(session, sighting, request)  # the second curator: now it teaches
+            elif teaches and second_opinion is not None:
+                awaiting = second_opinion(label or "", sighting)
+                if awaiting is not None:
+                    status, teaches = AWAITING, False
             if not self.sightings.set_review_state(session, sighting.id, request.version, status, species_id):
                 raise self._stale(request)
             review = Review(sighting_id=sighting.id, curator_id=request.curator_id, action=request.action,
                             species_id=species_id, note=request.note, version=request.version)
             session.add(review)
             session.flush()  # its id: the reference changes it causes name it
-            teaches = request.promotes and label is not None and request.action != "reopen"
-            earlier = self.records.promoted_from(session, sighting.id)
-            if earlier:
-                self._follow(session, earlier, label if teaches else None, request, review.id)
-                reference = earlier[0] if teaches else None
-            else:
-                reference = session.get(ReferenceImage, self._promote(session, sighting, label, index_name)) \
-                    if teaches and label is not None else None
-            review.added_as_reference = reference is not None and not earlier
+            reference = self._teach(session, sighting, label if teaches else None, request, review, index_name)
             public_id = reference.public_id if reference is not None else None
-        return ReviewOutcome(self.sightings.get(request.sighting_id), public_id)
+        return ReviewOutcome(self.sightings.get(request.sighting_id), public_id, awaiting)
+
+    def _teach(self, session: Session, sighting: Sighting, label: str | None, request: ReviewRequest,
+               review: Review, index_name: str) -> ReferenceImage | None:
+        """The photos as references of `label` (None: they teach nothing): new ones, or the ones an earlier
+        review made, following this review."""
+        earlier = self.records.promoted_from(session, sighting.id)
+        if earlier:
+            self._follow(session, earlier, label, request, review.id)
+            return earlier[0] if label is not None else None
+        if label is None:
+            return None
+        review.added_as_reference = True
+        return session.get(ReferenceImage, self._promote(session, sighting, label, index_name))
+
+    @staticmethod
+    def _agreed(session: Session, sighting: Sighting, request: ReviewRequest) -> str:
+        """The status a second curator's agreement leaves: the one the first review asked for. The curator
+        whose answer awaits cannot be its second opinion."""
+        first = session.scalars(select(Review).where(Review.sighting_id == sighting.id)
+                                .order_by(Review.id.desc()).limit(1)).first()
+        if first is not None and first.curator_id == request.curator_id:
+            raise IdentifyError("second_curator_needed", "this answer awaits a second curator: another curator "
+                                "must agree before the photo becomes a reference", 403)
+        return "corrected" if first is not None and first.action == "correct" else "confirmed"
 
     def _follow(self, session: Session, references: list[ReferenceImage], label: str | None,
                 request: ReviewRequest, review_id: int) -> None:

@@ -202,7 +202,8 @@ class Sighting(Base):
     neighbours: Mapped[Optional[list[Any]]] = mapped_column(JSON)
     # When no species was confident: the taxon the scores rolled up to (identify.rollup), the curator's hint.
     rollup: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(20), default="open", index=True)  # open, confirmed, corrected, rejected
+    # open, confirmed, corrected, rejected, awaiting_second_opinion (identify.reviews)
+    status: Mapped[str] = mapped_column(String(30), default="open", index=True)
     # The current answer: the top-1 prediction until a curator confirms or corrects it; None once rejected.
     species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -238,7 +238,8 @@ class IdentificationService:
         return self.reviews.queue(page, per_page)
 
     def review(self, request: ReviewRequest) -> ReviewOutcome:
-        outcome = self.reviews.review(request, self.index_name, self.backbone.identity.classes)
+        outcome = self.reviews.review(request, self.index_name, self.backbone.identity.classes,
+                                      self._second_opinion if self.limits.second_opinion_rules else None)
         self._audit = None  # a review may be an audit: count it before the next answer
         # committed: this process searches a new or changed reference at once, other workers on their refresh
         self.reference_index.refresh(force=True)
@@ -272,6 +273,24 @@ class IdentificationService:
                                                model_classes=self.backbone.identity.classes, **change)  # type: ignore[arg-type]
         self.reference_index.refresh(force=True)
         return record
+
+    def _second_opinion(self, label: str, sighting: Any) -> str | None:
+        """The rule (ServiceConfig.second_opinion) by which a review naming `label` waits for a second curator:
+        all; new_species, when no active reference has that label; first_record, when the sighting has a place
+        and date and the records (occurrences and confirmed sightings) never had its taxon there in season.
+        Without any occurrence records `first_record` cannot tell, and asks nothing."""
+        rules = self.limits.second_opinion_rules
+        if "all" in rules:
+            return "all"
+        if "new_species" in rules and not self.identifier.reference_counts_now().get(label):
+            return "new_species"
+        prior, taxon = self.identifier.prior, self.references.taxonomy.resolve(label)
+        where = WhereAndWhen.stored(sighting.lat, sighting.lon, sighting.observed_at).place()
+        if "first_record" in rules and prior is not None and not prior.empty and taxon is not None and where:
+            expected = prior.at(where, [taxon.scientific_name]).get(taxon.scientific_name)
+            if expected is None or not expected.expected_here:
+                return "first_record"
+        return None
 
     def species_names(self) -> list[str]:
         """The labels in use: the model's classes and the references' species."""

@@ -115,7 +115,9 @@ def web_settings(tmp_path: Path, database_url: str, tiny_checkpoint: Path):  # t
         data_dir=tmp_path / "var",
         database_url=database_url,
         fusion=FusionConfig(k=1, confident_score=0.9),
-        service=ServiceConfig(model=str(tiny_checkpoint), index="birds", refresh_seconds=0, secret_key="test-key"),
+        # One curator's review teaches at once here; the second opinion (on by default) is tested on its own.
+        service=ServiceConfig(model=str(tiny_checkpoint), index="birds", refresh_seconds=0, secret_key="test-key",
+                              second_opinion="off"),
     )
 
 

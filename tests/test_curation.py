@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from identify.cli import main
 from tests.conftest import SPECIES, jpeg_bytes, species_photo
 
-WRONG, RIGHT = "Common Hoopoe", "Passer_domesticus"  # as labels: a name of the taxonomy, a reference folder
+WRONG, RIGHT = "Corvus_cornix", "Passer_domesticus"  # labels: the reference folders of the build
 
 
 def post(client, data: bytes):  # type: ignore[no-untyped-def]
@@ -39,10 +39,11 @@ def workers(make_service, web_settings):  # type: ignore[no-untyped-def]
 
 
 def slip(client, token: str, photo: bytes) -> tuple[dict, str]:  # type: ignore[no-untyped-def]
-    """The peacock story's slip: an upload corrected to the wrong species, added as a reference."""
+    """The peacock story's slip: an upload corrected to the wrong species (one with references: a species without
+    any waits for a second curator), added as a reference."""
     sighting = post(client, photo).get_json()
     reviewed = client.post(f"/api/v1/sightings/{sighting['sighting_id']}/review", headers=bearer(token),
-                           json={"action": "correct", "species": "Upupa epops", "version": 1, "add_as_reference": True})
+                           json={"action": "correct", "species": "Hooded Crow", "version": 1, "add_as_reference": True})
     assert reviewed.status_code == 200, reviewed.get_json()
     return reviewed.get_json(), reviewed.get_json()["reference_id"]
 
@@ -182,7 +183,7 @@ def test_references_filter_by_species_source_and_curator(workers, token):
     listed = one.get("/api/v1/references?source=review", headers=bearer(token)).get_json()
     assert [item["id"] for item in listed["items"]] == [reference]
     assert one.get("/api/v1/references?curator=ana", headers=bearer(token)).get_json()["total"] == 1
-    assert one.get("/api/v1/references?species=Eurasian%20Hoopoe", headers=bearer(token)).get_json()["total"] == 1
+    assert one.get("/api/v1/references?species=Corvus%20cornix&source=review", headers=bearer(token)).get_json()["total"] == 1
     sparrows = one.get("/api/v1/references?species=House%20Sparrow&per_page=2", headers=bearer(token)).get_json()
     assert sparrows["total"] == 6 and len(sparrows["items"]) == 2 and "page=2" in sparrows["next"]
 
@@ -279,3 +280,71 @@ def test_a_stale_review_names_the_sighting_by_its_public_id(client, token):
     stale = client.post(f"/api/v1/sightings/{sighting}/review", headers=bearer(token),
                         json={"action": "reject", "version": 1}).get_json()["error"]
     assert stale["code"] == "stale_version" and f"sighting {sighting} is at version 2" in stale["message"]
+
+
+@pytest.fixture
+def two_curators(make_service, web_settings):  # type: ignore[no-untyped-def]
+    """A service with the shipped second-opinion rule (new_species,first_record) and two curators' tokens."""
+    from identify.config import ServiceConfig
+    from identify.web import create_app
+
+    shipped = dataclasses.replace(web_settings.service, second_opinion=ServiceConfig().second_opinion)
+    service = make_service(dataclasses.replace(web_settings, service=shipped))
+    client = create_app(service.settings, service).test_client()
+    return service, client, service.curators.create("fay", "correct horse battery"), \
+        service.curators.create("gus", "correct horse battery")
+
+
+def test_a_new_species_waits_for_a_second_curator(two_curators):
+    """The issue's line: one curator's correction to a species with no reference leaves the sighting
+    awaiting_second_opinion and the photo out of the index; the same curator confirming is refused (403); a
+    second curator's confirm makes it a reference."""
+    service, client, fay, gus = two_curators
+    photo = jpeg_bytes(species_photo(2, 45))
+    sighting = post(client, photo).get_json()["sighting_id"]
+    first = client.post(f"/api/v1/sightings/{sighting}/review", headers=bearer(fay),
+                        json={"action": "correct", "species": "Upupa epops", "version": 1})
+    assert first.status_code == 200, first.get_json()
+    body = first.get_json()
+    assert body["status"] == "awaiting_second_opinion" and body["second_opinion"] == "new_species"
+    assert body["reference_id"] is None
+    assert client.get("/api/v1/references?source=review", headers=bearer(fay)).get_json()["total"] == 0
+    assert nearest_species(client, photo)[1] != body["answer"]  # the photo is not searched as a reference
+    queue = client.get("/api/v1/review/queue", headers=bearer(gus)).get_json()["items"]
+    assert queue[0]["sighting_id"] == sighting  # waiting answers come before the uncertain ones
+    same = client.post(f"/api/v1/sightings/{sighting}/review", headers=bearer(fay),
+                       json={"action": "confirm", "version": body["version"]})
+    assert same.status_code == 403 and same.get_json()["error"]["code"] == "second_curator_needed"
+    agreed = client.post(f"/api/v1/sightings/{sighting}/review", headers=bearer(gus),
+                         json={"action": "confirm", "version": body["version"]})
+    assert agreed.status_code == 200, agreed.get_json()
+    assert agreed.get_json()["status"] == "corrected" and agreed.get_json()["reference_id"]
+    assert nearest_species(client, photo) == (agreed.get_json()["reference_id"], body["answer"])
+    reviews = client.get(f"/api/v1/sightings/{sighting}").get_json()["reviews"]
+    assert [(r["curator"], r["action"]) for r in reviews] == [("fay", "correct"), ("gus", "confirm")]
+
+
+def test_a_species_with_references_teaches_at_once_and_first_records_wait(two_curators, tmp_path):
+    """A correction to a referenced species needs no second curator; with occurrence records known, a species
+    never recorded at the sighting's place in its season waits (first_record)."""
+    service, client, fay, _ = two_curators
+    sighting = post(client, jpeg_bytes(species_photo(2, 46))).get_json()["sighting_id"]
+    plain = client.post(f"/api/v1/sightings/{sighting}/review", headers=bearer(fay),
+                        json={"action": "correct", "species": "Hooded Crow", "version": 1}).get_json()
+    assert plain["status"] == "corrected" and plain["reference_id"] and plain["second_opinion"] is None
+    service.identifier.prior = _prior_with({"Corvus cornix": (52.5, 13.4)})  # crows recorded in Berlin only
+    placed = client.post("/api/v1/identify", data={"image": (io.BytesIO(jpeg_bytes(species_photo(2, 47))), "b.jpg"),
+                                                   "lat": "31.78", "lon": "35.22",
+                                                   "observed_at": "2026-04-10T08:00:00+03:00"}).get_json()
+    waited = client.post(f"/api/v1/sightings/{placed['sighting_id']}/review", headers=bearer(fay),
+                         json={"action": "correct", "species": "Hooded Crow", "version": 1}).get_json()
+    assert waited["status"] == "awaiting_second_opinion" and waited["second_opinion"] == "first_record"
+
+
+def _prior_with(places: dict[str, tuple[float, float]]):  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    from identify.measurement import prior_of
+
+    return prior_of([(name, lat, lon, date(2025, 4, day)) for name, (lat, lon) in places.items()
+                     for day in range(1, 28)])

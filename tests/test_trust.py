@@ -149,7 +149,8 @@ def test_a_curators_slip_does_not_become_a_confident_answer(make_service, web_se
     back: it names that reference as the same photo, and is not confident however high its score."""
     # The nearest neighbour decides (T small, lambda high): without the rules the copy would be confident.
     sharp = dataclasses.replace(LOOSE, temperature=0.001, weight_knn=0.9)
-    service = make_service(dataclasses.replace(web_settings, fusion=sharp))
+    alone = dataclasses.replace(web_settings.service, second_opinion="off")  # one curator's slip teaches at once
+    service = make_service(dataclasses.replace(web_settings, fusion=sharp, service=alone))
     from identify.web import create_app
 
     client = create_app(service=service).test_client()

@@ -130,7 +130,7 @@ def _review_body() -> dict[str, Any]:
 
 @bp.post("/sightings/<sighting_id>/review")
 @documented((200, schemas.Sighting, "The reviewed sighting (reference_id when its photo became a reference)"),
-            errors=(400, 401, 404, 409), curator=True, json=schemas.ReviewBody)
+            errors=(400, 401, 403, 404, 409), curator=True, json=schemas.ReviewBody)
 def review(sighting_id: str) -> Any:
     """Confirm, correct or reject a sighting; its photo can become a reference at once (curators). The body is
     JSON or a form."""
@@ -139,6 +139,7 @@ def review(sighting_id: str) -> Any:
     outcome = svc.review(parse_review(svc.sighting_key(sighting_id), curator.id, _review_body()))
     result = views.sighting_json(outcome.sighting)
     result["reference_id"] = outcome.reference_id
+    result["second_opinion"] = outcome.second_opinion
     return jsonify(result)
 
 

@@ -39,7 +39,8 @@ api_spec = SpecTree(
 )
 
 ERRORS = {400: "Bad input (the code says which)", 401: "Not logged in, or a bad token",
-          404: "No such sighting", 409: "Stale version (the body has the current sighting) or a conflict",
+          403: "Not this curator: an answer awaiting a second curator cannot be agreed by the one who gave it",
+          404: "No such sighting (or reference)", 409: "Stale version (the body has the current sighting) or a conflict",
           413: "A photo over the byte or pixel limit (file_too_large), or a form field or the form's parts over "
                "their limits (form_too_large)",
           429: "Over a rate limit (Retry-After says when to retry)",

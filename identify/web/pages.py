@@ -37,6 +37,10 @@ REASON_TEXT = {
 }
 
 
+SECOND_OPINION_TEXT = {"new_species": "a species with no reference photo yet",
+                       "first_record": "never recorded at this place in this season", "all": "every answer"}
+
+
 @bp.app_context_processor
 def wording() -> dict[str, Any]:
     return {"decision_text": DECISION_TEXT, "reason_text": REASON_TEXT}
@@ -117,6 +121,8 @@ def review(sighting_id: str) -> Any:
         flash(f"Sighting {sighting_id}: {exc.message}", "error")
         return redirect(back)
     extra = f"; reference {outcome.reference_id} added" if outcome.reference_id else ""
+    if outcome.second_opinion:
+        extra = f"; awaiting a second curator ({SECOND_OPINION_TEXT[outcome.second_opinion]})"
     flash(f"Sighting {sighting_id}: {outcome.sighting.status} as {outcome.sighting.species or 'no species'}{extra}.")
     return redirect(back)
 

@@ -214,7 +214,7 @@ class SightingSummary(Schema):
     thumbnail_url: str
     decision: Literal["confident", "needs_review", "no_match"]
     uncertainty: float
-    status: Literal["open", "confirmed", "corrected", "rejected"]
+    status: Literal["open", "confirmed", "corrected", "rejected", "awaiting_second_opinion"]
     answer: Optional[str] = Field(description="The species label of the current answer")
     answer_taxon: Optional[Taxon]
     version: int
@@ -257,6 +257,8 @@ class Sighting(SightingSummary):
     reviews: list[ReviewEntry]
     neighbours: Optional[list[Neighbour]] = None
     reference_id: Optional[str] = Field(None, description="After a review: the reference the photo became")
+    second_opinion: Optional[str] = Field(None, description="After a review: the rule (new_species, first_record, "
+                                          "all) by which the answer awaits a second curator before it teaches")
 
 
 class SimilarOfSighting(Schema):

@@ -6,7 +6,8 @@ Create Date: 2026-12-02 04:00:00
 
 `reference_images.public_id`: what the API, pages and CLI call a reference (never the SQL key);
 `status` (active, retired) and `version` (optimistic concurrency); `reference_changes`: every relabel,
-retirement and restoration, with curator, time and reason.
+retirement and restoration, with curator, time and reason. `sightings.status` grows to 30 characters:
+`awaiting_second_opinion` (an answer that waits for a second curator before it teaches).
 """
 import secrets
 from typing import Sequence, Union
@@ -58,9 +59,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reference_changes")),
     )
     op.create_index(op.f("ix_reference_changes_reference_id"), "reference_changes", ["reference_id"])
+    with op.batch_alter_table("sightings", schema=None) as batch_op:
+        batch_op.alter_column("status", existing_type=sa.String(length=20), type_=sa.String(length=30),
+                              existing_nullable=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("sightings", schema=None) as batch_op:
+        batch_op.alter_column("status", existing_type=sa.String(length=30), type_=sa.String(length=20),
+                              existing_nullable=False)
     op.drop_index(op.f("ix_reference_changes_reference_id"), table_name="reference_changes")
     op.drop_table("reference_changes")
     with op.batch_alter_table("reference_images", schema=None) as batch_op:
