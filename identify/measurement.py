@@ -49,6 +49,7 @@ class EvaluationData:
     view_embeddings: np.ndarray | None = None
     query_paths: list[str] | None = None  # where each query came from (queries.csv names it)
     query_groups: list[str | None] | None = None  # the individual or source of each query: split as one
+    reference_probabilities: np.ndarray | None = None  # (references, classes): the classifier on each reference
 
 
 @dataclass

@@ -27,6 +27,7 @@ from identify.observation import Photo, WhereAndWhen, decode_image, read_photo, 
 from identify.parts import Parts
 from identify.photos import THUMBNAIL_SIZE, StoredPhoto
 from identify.similar import SimilarSightings
+from identify.reference_health import HealthReport
 from identify.reference_records import ReferenceFilters, ReferenceRecord
 from identify.reviews import ReviewOutcome, ReviewRequest
 from identify.sightings import NewSighting, PhotoOfSighting, SightingFilters, SightingRecord
@@ -265,6 +266,18 @@ class IdentificationService:
         known = self.references.info(i for i, _ in pairs)
         return record, [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256, known[i].public_id)
                         for i, s in pairs[:NEAREST_REFERENCES] if i in known]
+
+    def reference_health(self) -> HealthReport:
+        """The health check of the references this service searches (identify.reference_health), by its
+        labels as answers name them."""
+        from identify.reference_health import check_references, reference_set
+
+        chosen = reference_set(self.references, self.index_name)
+        canonical = self.identifier.names.canonical
+        fusion = self.identifier.config
+        return check_references(chosen.public_ids, chosen.vectors, [canonical(label) for label in chosen.labels],
+                                k=max(fusion.k, 5), temperature=fusion.temperature,
+                                same_photo_similarity=fusion.same_photo_similarity)
 
     def change_reference(self, public_id: str, action: str, curator_id: int | None, **change: object) -> ReferenceRecord:
         """Relabel, retire or restore a reference (identify.reference_records); this worker searches the new

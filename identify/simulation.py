@@ -105,6 +105,9 @@ def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20,
     view_probabilities = np.stack([classifier(query_labels) for _ in range(VIEWS - 1)], axis=1)
     taxa = simulated_taxa(names)
     places, records, uninformative = _geography(rng, taxa, names, query_labels)
+    # What the classifier says of each reference photo (the health check reads it), drawn last: every figure
+    # above comes from the same draws as before it existed.
+    reference_probabilities = classifier(reference_labels)
     return EvaluationData(
         classes=[names[i] for i in known], probabilities=probabilities, query_embeddings=queries,
         query_labels=[names[i] for i in query_labels], reference_embeddings=references,
@@ -118,4 +121,5 @@ def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20,
         taxa=taxa,
         query_places=places, occurrences=records, uninformative_occurrences=uninformative,
         view_probabilities=view_probabilities, view_embeddings=view_embeddings,
+        reference_probabilities=reference_probabilities,
     )

@@ -117,3 +117,62 @@ def references_restore(reference_id: str, reason: str, version: int | None, cura
 def _current(reference_id: str, version: int | None) -> int:
     """The version given, else the reference's current one (a person at a shell changes what they see)."""
     return version if version is not None else _records().get(reference_id).version
+
+
+@references.command("check")
+@click.option("--index", "index_name", help="The index to check [default: IDENTIFY_INDEX].")
+@click.option("--model", help="Also weigh the classifier: this birder model (the index's) runs once on every "
+                              "reference photo.")
+@click.option("--min-references", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Species with fewer active references are listed as thin.")
+@click.option("--json", "json_output", is_flag=True, help="The report as one JSON object.")
+@reports_errors
+def references_check(index_name: str | None, model: str | None, min_references: int, json_output: bool) -> None:
+    """A health check of the reference set: likely mislabelled references, near-duplicates under different
+    species, thin species and the pairs the index confuses most. Changes nothing."""
+    from identify.reference_health import check_references, reference_set
+    from identify.scoring import SpeciesNames
+
+    settings = _settings()
+    parts = _parts(settings)
+    chosen = reference_set(parts.references, index_name or settings.service.index)
+    classifier, classes = (None, []) if model is None else _classifier_of(model, chosen.paths, chosen.labels)
+    names = SpeciesNames(classes or parts.store.model_classes(), parts.references.label_taxa())
+    fusion = settings.fusion
+    report = check_references(chosen.public_ids, chosen.vectors, [names.canonical(label) for label in chosen.labels],
+                              k=max(fusion.k, 5), temperature=fusion.temperature,
+                              same_photo_similarity=fusion.same_photo_similarity, min_references=min_references,
+                              classifier=classifier, classes=[names.canonical(c) for c in classes])
+    if json_output:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(f"{report.references} references of {report.species} species"
+               + (" (neighbours and classifier)" if report.classifier else " (neighbours)"))
+    for m in report.mislabelled:
+        click.echo(f"likely mislabelled: {m.id} labelled {m.species}, the evidence names {m.suggested} "
+                   f"(quality {m.quality:.3f}; {m.agreeing} neighbours agree with its label)")
+    for d in report.near_duplicates:
+        click.echo(f"near-duplicates under two species: {d.a} ({d.species_a}) and {d.b} ({d.species_b}), "
+                   f"similarity {d.similarity:.3f}")
+    for species, count in report.thin_species.items():
+        click.echo(f"thin: {species} has {count} reference{'s' if count != 1 else ''}")
+    for pair in report.confused_pairs[:5]:
+        click.echo(f"confused: {pair['a']} / {pair['b']}: {pair['count']} nearest neighbours across")
+    click.echo("relabel or retire with: identify references relabel|retire ID --reason ...", err=True)
+
+
+def _classifier_of(model: str, paths: list[str], labels: list[str]):  # type: ignore[no-untyped-def]
+    """The classifier's probabilities of each reference photo (a row of zeros where a photo no longer reads)."""
+    import numpy as np
+
+    from identify.backbone import load_backbone
+    from index_builder.dataset import default_workers, embed_sources
+    from index_builder.sources import ReferenceSource
+    from pathlib import Path
+
+    backbone = load_backbone(model)
+    sources = [ReferenceSource(Path(path), label) for path, label in zip(paths, labels, strict=True)]
+    embedded = embed_sources(backbone, sources, 32, default_workers(), False, "references")
+    probabilities = np.zeros((len(paths), len(backbone.identity.classes)), dtype=np.float32)
+    probabilities[embedded.positions] = embedded.probabilities
+    return probabilities, list(backbone.identity.classes)

@@ -157,6 +157,15 @@ def references() -> Any:
                     "total": total, "next": url_for("api.references", **after) if page * per_page < total else None})
 
 
+@bp.get("/references/check")
+@documented((200, schemas.ReferenceHealth, "The report (nothing is changed)"), errors=(401,), curator=True)
+def reference_health() -> Any:
+    """A health check of the references searched: likely mislabelled ones, near-duplicates under different
+    species, thin species and the pairs the index confuses most (curators)."""
+    api_curator()
+    return jsonify(service().reference_health().to_dict())
+
+
 @bp.get("/references/<reference_id>")
 @documented((200, schemas.Reference, "The reference, its history and its nearest references"), errors=(401, 404),
             curator=True)

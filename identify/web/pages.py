@@ -144,6 +144,13 @@ def references() -> Any:
                            filters=filters, filters_args=args, error=error, species_names=svc.species_names())
 
 
+@bp.get("/references/check")
+@login_required
+def reference_health() -> Any:
+    """The health check of the reference set: what to relabel or retire first."""
+    return render_template("reference_health.html", report=service().reference_health())
+
+
 @bp.get("/references/<reference_id>")
 @login_required
 def reference(reference_id: str) -> Any:

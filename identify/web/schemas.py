@@ -365,3 +365,38 @@ class ReferenceList(Schema):
     per_page: int
     total: int
     next: Optional[str]
+
+
+class Mislabel(Schema):
+    id: str = Field(description="The reference's public id")
+    species: str = Field(description="Its label")
+    suggested: str = Field(description="What its neighbours (and the classifier) name")
+    quality: float = Field(description="cleanlab's label quality score: lower is likelier wrong")
+    agreeing: int = Field(description="Of its k nearest references, how many share its label")
+
+
+class NearDuplicate(Schema):
+    a: str
+    b: str
+    species_a: str
+    species_b: str
+    similarity: float
+
+
+class ConfusedPair(Schema):
+    a: str
+    b: str
+    count: int = Field(description="References of one whose nearest other reference is of the other")
+    share: float
+
+
+class ReferenceHealth(Schema):
+    references: int
+    species: int
+    k: int
+    classifier: bool = Field(description="Whether the classifier's probabilities were part of the evidence")
+    mislabelled: list[Mislabel]
+    near_duplicates: list[NearDuplicate]
+    thin_species: dict[str, int]
+    confused_pairs: list[ConfusedPair]
+    method: str
