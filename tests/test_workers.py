@@ -38,10 +38,16 @@ def _get(url: str) -> dict:
 
 
 @pytest.fixture
-def gunicorn_on_postgres(tmp_path: Path, tiny_checkpoint: Path, tiny_backbone) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def gunicorn_server(tmp_path: Path, tiny_checkpoint: Path, tiny_backbone) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    """Two gunicorn workers on a fresh PostgreSQL database: base URL and database URL."""
     for url in _postgres_database():
         with gunicorn_serving(tmp_path, tiny_checkpoint, tiny_backbone, url) as server:
-            yield server["base"]
+            yield server
+
+
+@pytest.fixture
+def gunicorn_on_postgres(gunicorn_server: dict) -> str:
+    return gunicorn_server["base"]
 
 
 @pytest.mark.postgres
@@ -188,3 +194,45 @@ def test_eight_thousand_requests_from_sixteen_clients_without_an_error_and_with_
     finally:
         server.terminate()
         server.wait(30)
+
+
+@pytest.mark.postgres
+def test_a_retired_reference_stops_voting_in_every_worker(gunicorn_server):
+    """Issue 23's line: retired through one gunicorn worker, a reference leaves every worker's search within
+    the refresh interval (0.5 s here): each worker's status counts one reference fewer, and a photo of it no
+    longer finds it, whichever worker answers."""
+    from identify.curators import Curators
+    from identify.storage import Store, make_engine
+
+    base = gunicorn_server["base"]
+    engine = make_engine(gunicorn_server["database_url"])
+    token = Curators(Store(engine)).create("ivy", "correct horse battery")
+    engine.dispose()
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    photo = jpeg_bytes(species_photo(1, 1))  # a reference photo of the build (per=2: variants 0 and 1)
+    body, content_type = _multipart(photo)
+
+    def nearest() -> str:
+        request = urllib.request.Request(base + "/api/v1/identify", data=body, method="POST",
+                                         headers={"Content-Type": content_type})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["neighbours"][0]["reference_id"]
+
+    reference = nearest()
+    with urllib.request.urlopen(urllib.request.Request(base + f"/api/v1/references/{reference}", headers=auth),
+                                timeout=30) as response:
+        version = json.loads(response.read())["version"]
+    retire = urllib.request.Request(base + f"/api/v1/references/{reference}/retire", method="POST", headers=auth,
+                                    data=json.dumps({"reason": "blurred", "version": version}).encode())
+    with urllib.request.urlopen(retire, timeout=30) as response:
+        assert json.loads(response.read())["status"] == "retired"
+    time.sleep(1.0)  # past the refresh interval
+    seen: dict[int, int] = {}
+    for _ in range(200):  # separate connections: the kernel hands them to either worker
+        status = _get(base + "/api/v1/status")
+        seen[status["process"]] = status["index"]["references"]
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2, "only one worker answered"
+    assert set(seen.values()) == {2 * len(SPECIES) - 1}, seen
+    assert all(nearest() != reference for _ in range(12))  # a dozen uploads: both workers answer some
