@@ -229,6 +229,12 @@ class ReferenceRecords:
         return IdentifyError("stale_version", f"reference {row.public_id} changed since you loaded it (it is at "
                              f"version {row.version}): reload it and try again", 409)
 
+    def active_ids(self, label: str) -> list[int]:
+        """SQL keys of the active references labelled `label` (a search restricted to them finds its nearest)."""
+        with self.sessions() as session:
+            return list(session.scalars(select(ReferenceImage.id).join(Species, Species.id == ReferenceImage.species_id)
+                                        .where(Species.name == label, ReferenceImage.status == ACTIVE)))
+
     def promoted_from(self, session: Session, sighting_id: int) -> list[ReferenceImage]:
         """The references a sighting's review made of its photos, in id order."""
         return list(session.scalars(select(ReferenceImage).where(ReferenceImage.sighting_id == sighting_id)

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NEAREST_REFERENCES = 8  # shown with a reference: what the index finds beside it
+# How suggestions are weighed (identify.taxonomy.Taxonomy.suggest): the sighting's own scores (1 + score) above
+# the place-and-season prior (at most PLACE_WEIGHT) above what the deployment knows at all.
+PLACE_WEIGHT, KNOWN_WEIGHT = 0.9, 0.01
 _AUDIT_DRAW = random.SystemRandom()  # which confident answers are audited: not guessable from outside
 
 # A stored photo no row names after an hour was left by a killed upload (younger ones may be uploads in flight).
@@ -279,6 +282,19 @@ class IdentificationService:
                                 k=max(fusion.k, 5), temperature=fusion.temperature,
                                 same_photo_similarity=fusion.same_photo_similarity)
 
+    def references_like(self, record: SightingRecord, count: int = 3) -> list[NeighbourInfo]:
+        """The references of the sighting's proposed species nearest to it: what a curator compares it with."""
+        if record.species is None:
+            return []
+        allowed = np.asarray(self.reference_records.active_ids(record.species), dtype=np.int64)
+        if not len(allowed):
+            return []
+        similarities, found = self.reference_index.search(self.sightings.embedding(record.id)[None, :], count, allowed)
+        pairs = [(int(i), float(s)) for s, i in zip(similarities[0], found[0], strict=True) if i >= 0]
+        known = self.references.info(i for i, _ in pairs)
+        return [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256, known[i].public_id)
+                for i, s in pairs if i in known]
+
     def change_reference(self, public_id: str, action: str, curator_id: int | None, **change: object) -> ReferenceRecord:
         """Relabel, retire or restore a reference (identify.reference_records); this worker searches the new
         state at once, the others within IDENTIFY_REFRESH_SECONDS."""
@@ -309,9 +325,28 @@ class IdentificationService:
         """The labels in use: the model's classes and the references' species."""
         return sorted(set(self.backbone.identity.classes) | set(self.references.species_names()))
 
-    def suggest_taxa(self, text: str, limit: int) -> list[Suggestion]:
-        """Names of the taxonomy (common or scientific, any authority) for what a curator has typed so far."""
-        return self.references.taxonomy.suggest(text, limit)
+    def suggest_taxa(self, text: str, limit: int, sighting_id: int | None = None) -> list[Suggestion]:
+        """Names of the taxonomy (common or scientific, any authority) for what a curator has typed so far: for a
+        sighting, the species the model scored for it first, then what is recorded at its place and season,
+        then what this deployment knows (labels in use), then by how the name matches."""
+        return self.references.taxonomy.suggest(text, limit, self._suggestion_context(sighting_id))
+
+    def _suggestion_context(self, sighting_id: int | None) -> dict[str, float]:
+        taxa = self.identifier.names.taxa
+        context = {t.scientific_name: KNOWN_WEIGHT for t in taxa.values() if t is not None}
+        if sighting_id is None:
+            return context
+        record = self.sightings.get(sighting_id, with_reviews=False)
+        place = WhereAndWhen.stored(record.lat, record.lon, record.observed_at).place()
+        prior = self.identifier.prior
+        if place is not None and prior is not None and not prior.empty:
+            for name, here in prior.at(place).items():
+                context[name] = max(context.get(name, 0.0), PLACE_WEIGHT * here.probability)
+        for ranked in record.predictions:
+            taxon = taxa.get(ranked.name)
+            if taxon is not None:
+                context[taxon.scientific_name] = max(context.get(taxon.scientific_name, 0.0), 1.0 + ranked.score)
+        return context
 
     def export(self, fmt: str, status: str, out: Path) -> int:
         """Sightings as Darwin Core into `out` (identify.export), photos linked under the configured public URL

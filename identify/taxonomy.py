@@ -20,7 +20,7 @@ access."""
 from __future__ import annotations
 
 import csv
-import difflib
+
 import functools
 import logging
 import os
@@ -30,7 +30,7 @@ import threading
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from identify.errors import IdentifyError
 
@@ -71,6 +71,8 @@ class Suggestion:
     taxon: Taxon
 
 
+MATCHES = 400  # names starting with what was typed, at most, before the rest are looked at
+FUZZY_CUTOFF = 80  # rapidfuzz ratio (0-100) for a close spelling
 _SPELLINGS = {"grey": "gray", "colour": "color", "coloured": "colored", "moustached": "mustached"}
 
 
@@ -269,34 +271,63 @@ class Taxonomy:
         authorities' lists)."""
         return _group_names().get((rank, name))
 
-    def suggest(self, text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
-        """Names that start with what was typed (common or scientific, any authority), then names that contain
-        it, then close spellings (difflib, as birdnames' fuzzy matching): at most `limit`, species first."""
+    def suggest(self, text: str, limit: int = SUGGESTIONS, context: Mapping[str, float] | None = None) -> list[Suggestion]:
+        """Names for what was typed (common or scientific, any authority): the name itself, names it ends ("robin":
+        European Robin, a robin), names that start with it (Robin Accentor), names with a word that starts with
+        it, names that contain it, and for a typo the names of the closest words (rapidfuzz: "sparow" finds the
+        sparrows). With `context` (scientific name -> weight: what the model scored for this sighting, what is
+        recorded at its place and season, what the deployment knows), the names of the taxa it weighs come
+        first, most weighed first; then by how they match, species before higher ranks, shorter names, by name."""
         key = name_key(text)
         if not key:
             return []
-        index = _index()
         keys = _sorted_keys()
-        found: list[str] = []
+        tiers: dict[str, int] = {key: 0} if key in _index().display else {}
         start = bisect_left(keys, key)
-        while start < len(keys) and keys[start].startswith(key) and len(found) < 200:
-            found.append(keys[start])
+        while start < len(keys) and keys[start].startswith(key) and len(tiers) < MATCHES:
+            tiers.setdefault(keys[start], 2)
             start += 1
-        if len(found) < limit and len(key) >= 3:
-            found += [k for k in keys if key in k and not k.startswith(key)][: 200 - len(found)]
-        if not found:
-            found = difflib.get_close_matches(key, keys, n=limit, cutoff=0.75)
-        taxa = index.taxa
+        if len(key) >= 3:
+            for k in keys:
+                if key in k and k != key:  # its last word begins with what was typed: it is one ("a hoopoe")
+                    head = " " in k and k.rsplit(" ", 1)[1].startswith(key)
+                    tiers[k] = 1 if head else min(tiers.get(k, 9), 3 if f" {key}" in f" {k}" else 4)
+        if not tiers and len(key) >= 4:  # a typo: the closest words of the names, then their names
+            from rapidfuzz import fuzz, process
+
+            for k, _, _ in process.extract(key, keys, scorer=fuzz.ratio, limit=limit, score_cutoff=FUZZY_CUTOFF):
+                tiers[k] = 4  # the whole name misspelt ("hodded crow")
+            words = _words()
+            for word, _, _ in process.extract(key.split()[-1], list(words), scorer=fuzz.ratio, limit=3,
+                                              score_cutoff=FUZZY_CUTOFF):  # one word misspelt ("sparow")
+                for k in words[word]:
+                    tiers.setdefault(k, 5 if k.endswith(f" {word}") else 6)
+        return self._ranked(tiers, limit, context or {})
+
+    @staticmethod
+    def _ranked(tiers: dict[str, int], limit: int, context: Mapping[str, float]) -> list[Suggestion]:
+        index = _index()
         rank_order = {rank: i for i, rank in enumerate(RANKS)}
-        suggestions, seen = [], set()
-        for k in found:
+        best: dict[tuple[str, str], tuple[tuple[float, int, int, int, str], Suggestion]] = {}
+        for k, tier in tiers.items():
             written, scientific = index.display[k]
-            if (written, scientific) in seen or scientific not in taxa:
+            taxon = index.taxa.get(scientific)
+            if taxon is None:
                 continue
-            seen.add((written, scientific))
-            suggestions.append(Suggestion(written, taxa[scientific]))
-        suggestions.sort(key=lambda s: (rank_order.get(s.taxon.rank, 9), len(s.name), s.name))
-        return suggestions[:limit]
+            order = (-context.get(scientific, 0.0), tier, rank_order.get(taxon.rank, 9), len(written), written)
+            if (written, scientific) not in best or order < best[(written, scientific)][0]:
+                best[(written, scientific)] = (order, Suggestion(written, taxon))
+        return [suggestion for _, suggestion in sorted(best.values(), key=lambda pair: pair[0])][:limit]
+
+
+@functools.lru_cache(maxsize=1)
+def _words() -> dict[str, list[str]]:
+    """Every word of the names' keys, and the keys it is in."""
+    words: dict[str, list[str]] = {}
+    for k in _sorted_keys():
+        for word in set(k.split()):
+            words.setdefault(word, []).append(k)
+    return words
 
 
 @functools.lru_cache(maxsize=1)

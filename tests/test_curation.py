@@ -348,3 +348,59 @@ def _prior_with(places: dict[str, tuple[float, float]]):  # type: ignore[no-unty
 
     return prior_of([(name, lat, lon, date(2025, 4, day)) for name, (lat, lon) in places.items()
                      for day in range(1, 28)])
+
+
+def test_suggestions_tolerate_typos_and_put_the_sightings_likeliest_first(client, token, service):
+    """"robin" lists European and American Robin where the deployment or the place knows them; "sparow" finds
+    sparrows; for a sighting under review the species the model scored come first."""
+    names = service.references.taxonomy
+    assert "House Sparrow" in [s.name for s in names.suggest("sparow", limit=20)]
+    robins = [s.name for s in names.suggest("robin", limit=5, context={"Erithacus rubecula": 0.5})]
+    assert robins[0] == "European Robin" and all("Robin" in name for name in robins)
+    assert [s.name for s in names.suggest("peafo")] == ["Congo Peafowl", "Green Peafowl", "Indian Peafowl"]
+    assert names.suggest("peafo", context={"Pavo cristatus": 1.2})[0].name == "Indian Peafowl"
+    sighting = post(client, jpeg_bytes(species_photo(2, 48))).get_json()
+    top = sighting["species"][0]["taxon"]["scientific_name"]  # what the model scored highest for it
+    genus = top.split()[0]
+    asked = client.get(f"/api/v1/taxa?q={genus}&sighting={sighting['sighting_id']}", headers=bearer(token)).get_json()
+    assert asked["taxa"][0]["taxon"]["scientific_name"] == top
+    public = client.get(f"/api/v1/taxa?q={genus}&sighting={sighting['sighting_id']}").get_json()  # no curator
+    assert public == client.get(f"/api/v1/taxa?q={genus}").get_json()  # a sighting's order is for curators
+
+
+def _logged_in(service, name: str = "hal"):  # type: ignore[no-untyped-def]
+    import re
+
+    from identify.web import create_app
+
+    client = create_app(service.settings, service).test_client()
+    service.curators.create(name, "correct horse battery")
+    login = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)  # type: ignore[union-attr]
+    client.post("/login", data={"csrf_token": token, "name": name, "password": "correct horse battery"})
+    return client
+
+
+def test_the_queue_shows_when_where_who_and_the_proposed_species_references(service):
+    client = _logged_in(service)
+    client.application.config["WTF_CSRF_ENABLED"] = False
+    post_form = {"image": (io.BytesIO(jpeg_bytes(species_photo(1, 49))), "b.jpg"), "lat": "52.51234", "lon": "13.40567",
+                 "observed_at": "2026-05-01T07:30:00+02:00", "observer": "Jo Birder", "note": "at the feeder"}
+    assert client.post("/api/v1/identify", data=post_form).status_code == 201
+    queue = client.get("/review").get_data(as_text=True)
+    assert "Seen 2026-05-01 07:30" in queue and "52.51234, 13.40567" in queue  # exact: a curator's page
+    assert "by Jo Birder" in queue and "at the feeder" in queue
+    assert 'href="/media/originals/' in queue and "Full size" in queue
+    assert "Nearest reference photos of" in queue and queue.count('class="cards mini"') == 1
+
+
+def test_a_no_match_is_not_prefilled_and_cannot_be_confirmed_with_one_key(make_service, web_settings):
+    nothing_close = dataclasses.replace(web_settings.fusion, no_match_similarity=1.0, no_match_classifier=1.0)
+    service = make_service(dataclasses.replace(web_settings, fusion=nothing_close))
+    client = _logged_in(service)
+    sighting = post(client, jpeg_bytes(species_photo(0, 50))).get_json()
+    assert sighting["decision"] == "no_match"
+    queue = client.get("/review").get_data(as_text=True)
+    form = queue[queue.index(f'data-sighting="{sighting["sighting_id"]}"'):]
+    assert 'name="species" list="species-names" value=""' in form
+    assert 'value="confirm" disabled' in form

@@ -243,4 +243,8 @@ def taxa() -> Any:
     species first. The review form's suggestions come from here."""
     text = text_field(request.args.get("q"), "q") or ""
     limit = parse_count(request.args.get("limit"), "limit", 10, MAX_SUGGESTIONS)
-    return jsonify({"q": text, "taxa": [views.suggestion_json(s) for s in service().suggest_taxa(text, limit)]})
+    svc = service()
+    # A sighting's scores and place order the names for curators only: its place is theirs to see.
+    sighting = request.args.get("sighting")
+    key = svc.sighting_key(sighting) if sighting and views.sees_exact_places() else None
+    return jsonify({"q": text, "taxa": [views.suggestion_json(s) for s in svc.suggest_taxa(text, limit, key)]})

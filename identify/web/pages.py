@@ -102,7 +102,8 @@ def review_queue() -> Any:
     records, total = svc.queue(page, QUEUE_PAGE)
     return render_template("review.html", items=records, page=page, total=total, per_page=QUEUE_PAGE,
                            species_names=svc.species_names(), calibration=svc.identifier.calibration_state(),
-                           ranked_of={r.id: views.sighting_json(r)["species"] for r in records})
+                           ranked_of={r.id: views.sighting_json(r)["species"] for r in records},
+                           like_of={r.id: [] if r.audit else svc.references_like(r) for r in records})
 
 
 @bp.post("/sightings/<sighting_id>/review")

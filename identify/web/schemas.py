@@ -46,6 +46,8 @@ class QueueQuery(BaseModel):
 
 class TaxaQuery(BaseModel):
     q: str = optional(description="What was typed", max_length=MAX_TEXT)
+    sighting: str = optional(description="Curators: the sighting being reviewed, whose scores and place and "
+                             "season order the names", max_length=24)
     limit: int = optional(ge=1, le=MAX_SUGGESTIONS, description="Default 10")
 
 

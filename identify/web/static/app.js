@@ -84,7 +84,8 @@ function setUpQueue() {
 }
 
 // Review forms: as a curator types a species, offer names of the whole bird taxonomy (common and scientific,
-// every authority) from /api/v1/taxa, beside the labels already in use.
+// every authority) from /api/v1/taxa, ranked for the sighting under review (its scores, its place and season),
+// then the labels already in use.
 function setUpTaxonSuggestions() {
   document.querySelectorAll("input[data-suggest]").forEach((field, index) => {
     const list = document.createElement("datalist");
@@ -105,13 +106,14 @@ function setUpTaxonSuggestions() {
       timer = setTimeout(async () => {
         asked = text;
         try {
-          const response = await fetch(`${field.dataset.suggest}?q=${encodeURIComponent(text)}&limit=12`);
+          const about = field.dataset.sighting ? `&sighting=${encodeURIComponent(field.dataset.sighting)}` : "";
+          const response = await fetch(`${field.dataset.suggest}?q=${encodeURIComponent(text)}&limit=12${about}`);
           if (!response.ok) return;
           const body = await response.json();
           const lower = text.toLowerCase();
           const labels = inUse.filter((name) => name.toLowerCase().includes(lower));
           const taxa = body.taxa.map((t) => t.name);
-          fill([...new Set([...labels, ...taxa])]);
+          fill([...new Set([...taxa, ...labels])]);  // the server's order: this sighting's likeliest first
         } catch (error) {
           // suggestions are a help, not a need: the form works without them
         }
