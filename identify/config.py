@@ -97,6 +97,7 @@ class ServiceConfig:
     audit_share: float = 0.05  # of confident answers, drawn at random for a blind audit by curators
     # Which reviews need a second curator before the photo teaches (comma-separated SECOND_OPINIONS, or off).
     second_opinion: str = "new_species,first_record"
+    group_similarity: float = 0.9  # open sightings this alike, with the same answer, can be reviewed as a group
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
@@ -109,6 +110,8 @@ class ServiceConfig:
         if not self.second_opinion_rules <= set(SECOND_OPINIONS) and self.second_opinion.strip() != "off":
             raise IdentifyError("bad_config", f"second_opinion is off, or any of {', '.join(SECOND_OPINIONS)} "
                                 "(comma-separated)")
+        if not -1 <= self.group_similarity <= 1:
+            raise IdentifyError("bad_config", "group_similarity is a cosine similarity, from -1 to 1")
         if not -1 <= self.similar_floor <= 1:
             raise IdentifyError("bad_config", "similar_floor is a cosine similarity, from -1 to 1")
         if not 0 <= self.proxy_hops <= 5 or self.token_days < 0:
@@ -175,6 +178,8 @@ SETTING_DOCS: dict[str, str] = {
     "proxy_hops": "reverse proxies in front that set `X-Forwarded-For` (0-5); only then is it believed",
     "public_url": "the address the public reaches the app at, for `associatedMedia` in exports",
     "token_days": "days an API token is valid after it is issued (0: no end)",
+    "group_similarity": "open sightings at least this similar (cosine) with the same answer form a group the "
+                        "review queue confirms or corrects in one action",
     "second_opinion": "which reviews become references only once a second curator agrees: `new_species` (the "
                       "species has no reference yet), `first_record` (never recorded at the place in its season), "
                       "`all`, comma-separated, or `off`",

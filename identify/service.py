@@ -27,6 +27,7 @@ from identify.observation import Photo, WhereAndWhen, decode_image, read_photo, 
 from identify.parts import Parts
 from identify.photos import THUMBNAIL_SIZE, StoredPhoto
 from identify.similar import SimilarSightings
+from identify.bulk_review import MAX_GROUPED, MemberResult, ReviewGroup, review_groups, review_members
 from identify.reference_health import HealthReport
 from identify.reference_records import ReferenceFilters, ReferenceRecord
 from identify.reviews import ReviewOutcome, ReviewRequest
@@ -320,6 +321,15 @@ class IdentificationService:
             if expected is None or not expected.expected_here:
                 return "first_record"
         return None
+
+    def review_groups(self) -> list[ReviewGroup]:
+        """Open sightings that look alike and share their answer (identify.bulk_review), biggest group first."""
+        records, _ = self.reviews.queue(1, MAX_GROUPED)
+        return review_groups(records, self.sightings.embedding, self.limits.group_similarity)
+
+    def review_many(self, requests: Sequence[tuple[str, ReviewRequest]]) -> list[MemberResult]:
+        """A group's review: each member reviewed on its own, a stale one failing alone."""
+        return review_members(self.review, requests)
 
     def species_names(self) -> list[str]:
         """The labels in use: the model's classes and the references' species."""

@@ -163,6 +163,8 @@ def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, wi
     problems += _check_page(page, "audit", width)
     page.goto(result)
     problems += _check_page(page, "review-one", width)
+    page.goto(base + "/review/groups")
+    problems += _check_page(page, "review-groups", width)
     page.goto(base + "/references/check")
     problems += _check_page(page, "reference-health", width)
     page.goto(base + "/references")

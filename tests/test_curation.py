@@ -404,3 +404,45 @@ def test_a_no_match_is_not_prefilled_and_cannot_be_confirmed_with_one_key(make_s
     form = queue[queue.index(f'data-sighting="{sighting["sighting_id"]}"'):]
     assert 'name="species" list="species-names" value=""' in form
     assert 'value="confirm" disabled' in form
+
+
+def test_look_alike_sightings_are_reviewed_as_a_group_and_a_stale_member_fails_alone(client, token):
+    """Three uploads of one bird (a burst) and one of another: the queue groups the three; confirming the group
+    reviews each on its own, and the one a curator reviewed meanwhile answers 409 alone."""
+    burst = [post(client, jpeg_bytes(species_photo(0, 51), quality=q)).get_json() for q in (95, 90, 85)]
+    other = post(client, jpeg_bytes(species_photo(2, 52))).get_json()
+    groups = client.get("/api/v1/review/groups", headers=bearer(token)).get_json()["groups"]
+    assert len(groups) == 1 and {i["sighting_id"] for i in groups[0]["items"]} == {s["sighting_id"] for s in burst}
+    assert other["sighting_id"] not in {i["sighting_id"] for g in groups for i in g["items"]}
+    items = [{"sighting_id": i["sighting_id"], "version": i["version"]} for i in groups[0]["items"]]
+    meanwhile = client.post(f"/api/v1/sightings/{items[0]['sighting_id']}/review", headers=bearer(token),
+                            json={"action": "reject", "version": items[0]["version"]})
+    assert meanwhile.status_code == 200
+    bulk = client.post("/api/v1/review/bulk", headers=bearer(token),
+                       json={"action": "correct", "species": "Passer domesticus", "items": items,
+                             "add_as_reference": False})
+    assert bulk.status_code == 200, bulk.get_json()
+    results = {r["sighting_id"]: r for r in bulk.get_json()["results"]}
+    assert results[items[0]["sighting_id"]]["status"] == 409
+    assert results[items[0]["sighting_id"]]["error"]["code"] == "stale_version"
+    for item in items[1:]:
+        assert results[item["sighting_id"]]["status"] == 200
+        assert results[item["sighting_id"]]["sighting"]["status"] == "corrected"
+    assert client.get(f"/api/v1/sightings/{items[0]['sighting_id']}").get_json()["status"] == "rejected"
+    refused = client.post("/api/v1/review/bulk", headers=bearer(token), json={"action": "confirm", "items": []})
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "bad_review"
+
+
+def test_the_group_page_reviews_a_group_through_its_form(service):
+    client = _logged_in(service, "ida")
+    for q in (95, 90):
+        post(client, jpeg_bytes(species_photo(1, 53), quality=q))
+    page = client.get("/review/groups").get_data(as_text=True)
+    assert "2 sightings:" in page and page.count('name="items"') == 2
+    import re
+
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    items = re.findall(r'name="items" value="([^"]+)"', page)
+    done = client.post("/review/bulk", data={"csrf_token": token, "items": items, "action": "reject"},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "2 of 2 sightings reviewed" in done and "No look-alike sightings" in done

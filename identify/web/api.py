@@ -10,8 +10,9 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from identify.errors import IdentifyError
 from identify.web import views
-from identify.web.forms import (parse_count, parse_filters, parse_k, parse_reference_change, parse_reference_filters,
-                                parse_review, parse_upload, text_field)
+from identify.bulk_review import result_json
+from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_k, parse_reference_change,
+                                parse_reference_filters, parse_review, parse_upload, text_field)
 from identify.web.auth import api_curator, service
 from identify.web import schemas
 from identify.web.ratelimits import rate_limit_status
@@ -207,6 +208,28 @@ def retire_reference(reference_id: str) -> Any:
 def restore_reference(reference_id: str) -> Any:
     """Bring a retired reference back (curators)."""
     return _changed(reference_id, "restore")
+
+
+@bp.get("/review/groups")
+@documented((200, schemas.ReviewGroups, "Biggest group first"), errors=(401,), curator=True)
+def review_groups() -> Any:
+    """Open sightings that look alike and share their answer, to confirm or correct as one (curators)."""
+    api_curator()
+    return jsonify({"groups": [{"answer": g.answer, "items": [{**views.sighting_summary_json(r), "version": r.version}
+                                                              for r in g.members]}
+                               for g in service().review_groups()]})
+
+
+@bp.post("/review/bulk")
+@documented((200, schemas.BulkReviewResult, "One result per item: each member reviewed on its own"),
+            errors=(400, 401, 404), curator=True, json=schemas.BulkReviewBody)
+def review_bulk() -> Any:
+    """Confirm, correct or reject several sightings at once, each with its own version check: a member someone
+    reviewed meanwhile fails alone (its result says 409) and the others go through (curators)."""
+    curator = api_curator()
+    svc = service()
+    results = svc.review_many(parse_bulk_review(_review_body(), svc.sighting_key, curator.id))
+    return jsonify({"results": [result_json(r, views.sighting_json) for r in results]})
 
 
 @bp.get("/export")

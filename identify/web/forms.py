@@ -161,3 +161,28 @@ def parse_reference_filters(args: Mapping[str, str]) -> ReferenceFilters:
                             source=text_field(args.get("source"), "source"),
                             curator=text_field(args.get("curator"), "curator"),
                             status=text_field(args.get("status"), "status") or "active", since=start, until=end)
+
+
+MAX_GROUP = 200  # members of one bulk review
+
+
+def parse_bulk_review(body: Mapping[str, Any], key_of: Callable[[str], int],
+                      curator_id: int) -> list[tuple[str, ReviewRequest]]:
+    """A group's review: `items` ([{sighting_id, version}], or "id:version" strings from a form) and one
+    action, species, note, add_as_reference, as_written for all of them."""
+    items = body.get("items")
+    if isinstance(items, str):
+        items = [items]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_GROUP:
+        raise IdentifyError("bad_review", f"items: 1 to {MAX_GROUP} sightings, each with its version")
+    parsed = []
+    for item in items:
+        version: object
+        if isinstance(item, str) and ":" in item:
+            public_id, version = item.rsplit(":", 1)
+        elif isinstance(item, dict):
+            public_id, version = str(item.get("sighting_id") or ""), item.get("version")
+        else:
+            raise IdentifyError("bad_review", "each item is {sighting_id, version}")
+        parsed.append((public_id, parse_review(key_of(public_id), curator_id, {**body, "version": version})))
+    return parsed

@@ -12,8 +12,8 @@ from identify.web import views
 from identify.web.auth import current_curator, local_path, login_required, service
 from identify.rules import MAX_PAGE
 from identify.reference_records import ReferenceFilters
-from identify.web.forms import (parse_count, parse_filters, parse_reference_change, parse_reference_filters, parse_review,
-                                parse_upload)
+from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_reference_change,
+                                parse_reference_filters, parse_review, parse_upload)
 
 bp = Blueprint("pages", __name__)
 
@@ -104,6 +104,34 @@ def review_queue() -> Any:
                            species_names=svc.species_names(), calibration=svc.identifier.calibration_state(),
                            ranked_of={r.id: views.sighting_json(r)["species"] for r in records},
                            like_of={r.id: [] if r.audit else svc.references_like(r) for r in records})
+
+
+@bp.get("/review/groups")
+@login_required
+def review_groups() -> Any:
+    """The queue's look-alike sightings with one answer, to confirm or correct a group at once."""
+    svc = service()
+    return render_template("review_groups.html", groups=svc.review_groups(), species_names=svc.species_names())
+
+
+@bp.post("/review/bulk")
+@login_required
+def review_bulk() -> Any:
+    curator = current_curator()
+    assert curator is not None
+    body: dict[str, Any] = {**request.form.to_dict(), "items": request.form.getlist("items")}
+    body["add_as_reference"] = "add_as_reference" in request.form
+    body["as_written"] = "as_written" in request.form
+    try:
+        svc = service()
+        results = svc.review_many(parse_bulk_review(body, svc.sighting_key, curator.id))
+    except IdentifyError as exc:
+        flash(f"Group: {exc.message}", "error")
+        return redirect(url_for("pages.review_groups"))
+    failed = [r for r in results if r.error is not None]
+    flash(f"{len(results) - len(failed)} of {len(results)} sightings reviewed"
+          + "".join(f"; sighting {r.public_id}: {r.error.message}" for r in failed if r.error), "error" if failed else "message")
+    return redirect(url_for("pages.review_groups"))
 
 
 @bp.post("/sightings/<sighting_id>/review")

@@ -86,6 +86,20 @@ class ReviewBody(BaseModel):
     as_written: bool = optional(description="correct: take a name no taxonomy knows, as written")
 
 
+class BulkItem(BaseModel):
+    sighting_id: str = Field(max_length=24)
+    version: int = Field(ge=MIN_VERSION, le=MAX_VERSION, description="The sighting's version you reviewed")
+
+
+class BulkReviewBody(BaseModel):
+    action: Literal["confirm", "correct", "reject"]
+    items: list[BulkItem] = Field(min_length=1, max_length=200)
+    species: str = optional(max_length=MAX_TEXT, description="Required by correct")
+    note: str = optional(max_length=MAX_TEXT)
+    add_as_reference: bool = optional(description="Default: true, unless rejected")
+    as_written: bool = optional()
+
+
 class ReferencesQuery(BaseModel):
     species: str = optional(description="Only this species (a label, or any name of its taxon)", max_length=MAX_TEXT)
     source: Literal["build", "review"] = optional(description="From an index build, or a curator's review")
@@ -402,3 +416,34 @@ class ReferenceHealth(Schema):
     thin_species: dict[str, int]
     confused_pairs: list[ConfusedPair]
     method: str
+
+
+class GroupItem(SightingSummary):
+    version: int
+
+
+class ReviewGroup(Schema):
+    answer: str = Field(description="The members' shared current answer")
+    items: list[GroupItem]
+
+
+class ReviewGroups(Schema):
+    groups: list[ReviewGroup]
+
+
+class BulkProblem(Schema):
+    code: str
+    message: str
+
+
+class BulkResult(Schema):
+    sighting_id: str
+    status: int = Field(description="200, or the status this member's review alone failed with (409: stale)")
+    sighting: Optional[Sighting] = None
+    reference_id: Optional[str] = None
+    second_opinion: Optional[str] = None
+    error: Optional[BulkProblem] = None
+
+
+class BulkReviewResult(Schema):
+    results: list[BulkResult]
