@@ -19,6 +19,7 @@ retire."""
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -59,6 +60,15 @@ class HealthReport:
     thin_species: dict[str, int] = field(default_factory=dict)
     confused_pairs: list[dict[str, Any]] = field(default_factory=list)
     classifier: bool = False  # whether the classifier's probabilities were part of the evidence
+
+    def flagged(self, flag: str, public_ids: Sequence[str], labels: Sequence[str]) -> frozenset[str]:
+        """The public ids listed under a flag: mislabelled, near_duplicate (both of each pair) or thin (every
+        reference of a thin species; `public_ids` and `labels` are the references checked)."""
+        if flag == "mislabelled":
+            return frozenset(m.id for m in self.mislabelled)
+        if flag == "near_duplicate":
+            return frozenset(i for d in self.near_duplicates for i in (d.a, d.b))
+        return frozenset(i for i, label in zip(public_ids, labels, strict=True) if label in self.thin_species)
 
     def to_dict(self) -> dict[str, Any]:
         return {"references": self.references, "species": self.species, "k": self.k, "classifier": self.classifier,
@@ -126,7 +136,9 @@ def _label_issues(evidence: np.ndarray, given: np.ndarray, neighbours: np.ndarra
     if len(names) < 2:
         return []
     evidence = evidence / evidence.sum(axis=1, keepdims=True)
-    issues = find_label_issues(given, evidence)
+    with warnings.catch_warnings():  # a species with too few references to judge: listed as thin instead
+        warnings.simplefilter("ignore", UserWarning)
+        issues = find_label_issues(given, evidence, n_jobs=1)  # no worker processes: in a server worker they hang
     quality = get_label_quality_scores(given, evidence)
     found = []
     for row in (int(r) for r in np.flatnonzero(issues)):
@@ -166,6 +178,7 @@ class ReferenceSet:
     labels: list[str]
     vectors: np.ndarray
     paths: list[str]
+    canonical: list[str] = field(default_factory=list)  # the labels as answers name them (filled by the caller)
 
 
 def reference_set(references: Any, index_name: str) -> ReferenceSet:

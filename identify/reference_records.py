@@ -26,7 +26,8 @@ from identify.storage import Store, key_of_public_id
 from identify.taxonomy import Taxon
 
 ACTIONS = {"relabel": None, "retire": RETIRED, "restore": ACTIVE}  # action -> the status it leaves
-SOURCES = ("build", "review")  # a build's photo, or a sighting a curator's review made a reference
+SOURCES = ("build", "review")
+FLAGS = ("mislabelled", "near_duplicate", "thin")  # identify.reference_health's lists  # a build's photo, or a sighting a curator's review made a reference
 STATUSES = (ACTIVE, RETIRED, "all")
 MAX_REASON = 2000
 
@@ -39,6 +40,8 @@ class ReferenceFilters:
     status: str = ACTIVE  # active, retired or all
     since: datetime | None = None  # recorded at or after
     until: datetime | None = None  # recorded before
+    flag: str | None = None  # a health flag (FLAGS): only the references the health check lists under it
+    flagged: frozenset[str] | None = None  # the public ids the flag stands for (the service fills it in)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ class ReferenceRecords:
             where.append(ReferenceImage.species_id.in_(self._species_named(filters.species)))
         if filters.curator:
             where.append(self._touched_by(filters.curator))
+        if filters.flag is not None and filters.flag not in FLAGS:
+            raise IdentifyError("bad_field", f"flag is one of {', '.join(FLAGS)}")
+        if filters.flagged is not None:
+            where.append(ReferenceImage.public_id.in_(sorted(filters.flagged)))
         if filters.since is not None:
             where.append(ReferenceImage.created_at >= filters.since)
         if filters.until is not None:

@@ -97,8 +97,11 @@ class Index(Base):
 
 
 def public_token() -> str:
-    """What the outside world calls a row: a random token, so ids say nothing about how many there are or when."""
-    return secrets.token_urlsafe(12)
+    """What the outside world calls a row: a random token, so ids say nothing about how many there are or when.
+    Never one that starts with "-", which a command line would take for an option."""
+    while (token := secrets.token_urlsafe(12)).startswith("-"):
+        pass
+    return token
 
 
 class ReferenceImage(Base):

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from datetime import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -28,8 +28,8 @@ from identify.parts import Parts
 from identify.photos import THUMBNAIL_SIZE, StoredPhoto
 from identify.similar import SimilarSightings
 from identify.bulk_review import MAX_GROUPED, MemberResult, ReviewGroup, review_groups, review_members
-from identify.reference_health import HealthReport
-from identify.reference_records import ReferenceFilters, ReferenceRecord
+from identify.reference_health import HealthReport, ReferenceSet
+from identify.reference_records import FLAGS, ReferenceFilters, ReferenceRecord
 from identify.reviews import ReviewOutcome, ReviewRequest
 from identify.sightings import NewSighting, PhotoOfSighting, SightingFilters, SightingRecord
 from identify.storage import Store
@@ -257,6 +257,10 @@ class IdentificationService:
         return outcome
 
     def references_page(self, filters: ReferenceFilters, page: int, per_page: int) -> tuple[list[ReferenceRecord], int]:
+        """One page of references; with a health flag, only those the health check lists under it."""
+        if filters.flag in FLAGS:
+            report, chosen = self._health()
+            filters = replace(filters, flagged=report.flagged(filters.flag, chosen.public_ids, chosen.canonical))
         return self.reference_records.page(filters, page, per_page)
 
     def reference(self, public_id: str) -> tuple[ReferenceRecord, list[NeighbourInfo]]:
@@ -274,14 +278,18 @@ class IdentificationService:
     def reference_health(self) -> HealthReport:
         """The health check of the references this service searches (identify.reference_health), by its
         labels as answers name them."""
+        return self._health()[0]
+
+    def _health(self) -> tuple[HealthReport, ReferenceSet]:
         from identify.reference_health import check_references, reference_set
 
         chosen = reference_set(self.references, self.index_name)
         canonical = self.identifier.names.canonical
+        chosen = replace(chosen, canonical=[canonical(label) for label in chosen.labels])
         fusion = self.identifier.config
-        return check_references(chosen.public_ids, chosen.vectors, [canonical(label) for label in chosen.labels],
-                                k=max(fusion.k, 5), temperature=fusion.temperature,
-                                same_photo_similarity=fusion.same_photo_similarity)
+        return check_references(chosen.public_ids, chosen.vectors, chosen.canonical, k=max(fusion.k, 5),
+                                temperature=fusion.temperature,
+                                same_photo_similarity=fusion.same_photo_similarity), chosen
 
     def references_like(self, record: SightingRecord, count: int = 3) -> list[NeighbourInfo]:
         """The references of the sighting's proposed species nearest to it: what a curator compares it with."""

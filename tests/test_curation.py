@@ -216,7 +216,7 @@ def test_a_rebuilt_index_leaves_retired_references_out_and_a_restore_brings_them
 def test_the_command_line_lists_opens_and_changes_references(make_service, web_settings, monkeypatch):
     service = make_service()
     service.curators.create("di", "correct horse battery")
-    for key, value in {"IDENTIFY_DATA_DIR": str(web_settings.data_dir),
+    for key, value in {"IDENTIFY_DATA_DIR": str(web_settings.data_dir), "IDENTIFY_INDEX": "birds",
                        "IDENTIFY_DATABASE_URL": web_settings.database_url}.items():
         monkeypatch.setenv(key, value)
     runner = CliRunner()
@@ -234,6 +234,8 @@ def test_the_command_line_lists_opens_and_changes_references(make_service, web_s
     shown = json.loads(runner.invoke(main, ["references", "show", reference, "--json"]).stdout)
     assert shown["status"] == "retired" and shown["version"] == 3
     assert [(c["action"], c["curator"]) for c in shown["changes"]] == [("relabel", "di"), ("retire", None)]
+    thin = runner.invoke(main, ["references", "list", "--flag", "thin", "--status", "all"])
+    assert thin.exit_code == 0 and thin.stdout == "", thin.output  # six references a species: none is thin
     unknown = runner.invoke(main, ["references", "show", "nosuchreference"])
     assert unknown.exit_code == 1 and "error: unknown_reference:" in unknown.stderr
     assert service.reference_records.get(reference).species == "Corvus_cornix"
@@ -446,3 +448,10 @@ def test_the_group_page_reviews_a_group_through_its_form(service):
     done = client.post("/review/bulk", data={"csrf_token": token, "items": items, "action": "reject"},
                        follow_redirects=True).get_data(as_text=True)
     assert "2 of 2 sightings reviewed" in done and "No look-alike sightings" in done
+
+
+def test_public_ids_never_look_like_options():
+    """A reference id is typed after `identify references ...`: one starting with "-" was read as an option."""
+    from identify.schema import public_token
+
+    assert not any(public_token().startswith("-") for _ in range(5000))

@@ -98,3 +98,17 @@ def test_the_api_and_the_page_give_the_report(client, token):
                                                 headers={"Authorization": f"Bearer {token}"}).get_json()["items"]}
     assert {m["id"] for m in body["mislabelled"]} <= listed
     assert client.get("/api/v1/references/check").status_code == 401
+
+
+def test_references_can_be_listed_by_health_flag(client, token, service):
+    """/api/v1/references?flag=... lists what the health check lists: here a species with one reference."""
+    auth = {"Authorization": f"Bearer {token}"}
+    everything = client.get("/api/v1/references?per_page=100", headers=auth).get_json()["items"]
+    for item in everything[1:]:  # leave one reference of the build's first species... by retiring the rest of it
+        if item["species"] == everything[0]["species"]:
+            client.post(f"/api/v1/references/{item['id']}/retire", headers=auth,
+                        json={"reason": "thin it out", "version": item["version"]})
+    thin = client.get("/api/v1/references?flag=thin", headers=auth).get_json()
+    assert [item["id"] for item in thin["items"]] == [everything[0]["id"]]
+    bad = client.get("/api/v1/references?flag=odd", headers=auth)
+    assert bad.status_code == 400

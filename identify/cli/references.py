@@ -34,16 +34,22 @@ def _line(record) -> str:  # type: ignore[no-untyped-def]
 @click.option("--status", type=click.Choice(["active", "retired", "all"]), default="active", show_default=True)
 @click.option("--from", "since", help="Recorded on or after (ISO 8601).")
 @click.option("--to", "until", help="Recorded before (ISO 8601).")
+@click.option("--flag", type=click.Choice(["mislabelled", "near_duplicate", "thin"]),
+              help="Only those the health check (identify references check) lists under this flag.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1), help="At most this many.")
 @click.option("--json", "json_output", is_flag=True, help="One JSON object per reference.")
 @reports_errors
 def references_list(species: str | None, source: str | None, curator: str | None, status: str, since: str | None,
-                    until: str | None, limit: int, json_output: bool) -> None:
+                    until: str | None, flag: str | None, limit: int, json_output: bool) -> None:
     """The references that pass the filters, newest first."""
     from identify.reference_records import ReferenceFilters
 
+    flagged = None
+    if flag is not None:
+        report, chosen = _health(None, None, 3)
+        flagged = report.flagged(flag, chosen.public_ids, chosen.canonical)
     filters = ReferenceFilters(species, source, curator, status, parse_timestamp(since, "from"),
-                               parse_timestamp(until, "to"))
+                               parse_timestamp(until, "to"), flag, flagged)
     records, total = _records().page(filters, 1, limit)
     for record in records:
         click.echo(json.dumps(record.to_dict()) if json_output else _line(record))
@@ -130,19 +136,7 @@ def _current(reference_id: str, version: int | None) -> int:
 def references_check(index_name: str | None, model: str | None, min_references: int, json_output: bool) -> None:
     """A health check of the reference set: likely mislabelled references, near-duplicates under different
     species, thin species and the pairs the index confuses most. Changes nothing."""
-    from identify.reference_health import check_references, reference_set
-    from identify.scoring import SpeciesNames
-
-    settings = _settings()
-    parts = _parts(settings)
-    chosen = reference_set(parts.references, index_name or settings.service.index)
-    classifier, classes = (None, []) if model is None else _classifier_of(model, chosen.paths, chosen.labels)
-    names = SpeciesNames(classes or parts.store.model_classes(), parts.references.label_taxa())
-    fusion = settings.fusion
-    report = check_references(chosen.public_ids, chosen.vectors, [names.canonical(label) for label in chosen.labels],
-                              k=max(fusion.k, 5), temperature=fusion.temperature,
-                              same_photo_similarity=fusion.same_photo_similarity, min_references=min_references,
-                              classifier=classifier, classes=[names.canonical(c) for c in classes])
+    report, _ = _health(index_name, model, min_references)
     if json_output:
         click.echo(json.dumps(report.to_dict()))
         return
@@ -159,6 +153,27 @@ def references_check(index_name: str | None, model: str | None, min_references: 
     for pair in report.confused_pairs[:5]:
         click.echo(f"confused: {pair['a']} / {pair['b']}: {pair['count']} nearest neighbours across")
     click.echo("relabel or retire with: identify references relabel|retire ID --reason ...", err=True)
+
+
+def _health(index_name: str | None, model: str | None, min_references: int):  # type: ignore[no-untyped-def]
+    """The health report of an index's active references, and those references (labels as answers name them)."""
+    from dataclasses import replace
+
+    from identify.reference_health import check_references, reference_set
+    from identify.scoring import SpeciesNames
+
+    settings = _settings()
+    parts = _parts(settings)
+    chosen = reference_set(parts.references, index_name or settings.service.index)
+    classifier, classes = (None, []) if model is None else _classifier_of(model, chosen.paths, chosen.labels)
+    names = SpeciesNames(classes or parts.store.model_classes(), parts.references.label_taxa())
+    chosen = replace(chosen, canonical=[names.canonical(label) for label in chosen.labels])
+    fusion = settings.fusion
+    report = check_references(chosen.public_ids, chosen.vectors, chosen.canonical, k=max(fusion.k, 5),
+                              temperature=fusion.temperature, same_photo_similarity=fusion.same_photo_similarity,
+                              min_references=min_references, classifier=classifier,
+                              classes=[names.canonical(c) for c in classes])
+    return report, chosen
 
 
 def _classifier_of(model: str, paths: list[str], labels: list[str]):  # type: ignore[no-untyped-def]

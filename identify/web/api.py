@@ -260,7 +260,7 @@ def export() -> Any:
 
 
 @bp.get("/taxa")
-@documented((200, schemas.TaxonSuggestions, "Species first"), query=schemas.TaxaQuery)
+@documented((200, schemas.TaxonSuggestions, "Species first"), errors=(400, 404), query=schemas.TaxaQuery)
 def taxa() -> Any:
     """Names of the bird taxonomy for what was typed (`q`): common and scientific names of every authority,
     species first. The review form's suggestions come from here."""
@@ -268,6 +268,8 @@ def taxa() -> Any:
     limit = parse_count(request.args.get("limit"), "limit", 10, MAX_SUGGESTIONS)
     svc = service()
     # A sighting's scores and place order the names for curators only: its place is theirs to see.
-    sighting = request.args.get("sighting")
+    sighting = text_field(request.args.get("sighting"), "sighting")
+    if sighting is not None and len(sighting) > 24:
+        raise IdentifyError("bad_field", "sighting is a sighting's id (at most 24 characters)")
     key = svc.sighting_key(sighting) if sighting and views.sees_exact_places() else None
     return jsonify({"q": text, "taxa": [views.suggestion_json(s) for s in svc.suggest_taxa(text, limit, key)]})

@@ -108,6 +108,8 @@ class ReferencesQuery(BaseModel):
                                                         "every index")
     from_: str = optional(alias="from", description="Recorded on or after, ISO 8601")
     to: str = optional(description="Recorded on or before, ISO 8601")
+    flag: Literal["mislabelled", "near_duplicate", "thin"] = optional(description="Only those the health check "
+                                                                      "(/references/check) lists under this flag")
     page: int = optional(ge=1, le=MAX_PAGE, description="1-based (default 1)")
     per_page: int = optional(ge=1, le=MAX_PER_PAGE, description="Default 20")
 

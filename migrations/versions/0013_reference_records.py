@@ -21,6 +21,13 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
 
+def _token() -> str:
+    """As identify.schema.public_token makes them (written out: a migration does not change with the code)."""
+    while (token := secrets.token_urlsafe(12)).startswith("-"):
+        pass
+    return token
+
+
 def upgrade() -> None:
     with op.batch_alter_table("reference_images", schema=None) as batch_op:
         batch_op.add_column(sa.Column("public_id", sa.String(length=24), nullable=True))
@@ -30,7 +37,7 @@ def upgrade() -> None:
     references = sa.table("reference_images", sa.column("id", sa.Integer), sa.column("public_id", sa.String))
     for (reference_id,) in connection.execute(sa.select(references.c.id)).all():
         connection.execute(references.update().where(references.c.id == reference_id)
-                           .values(public_id=secrets.token_urlsafe(12)))
+                           .values(public_id=_token()))
     with op.batch_alter_table("reference_images", schema=None) as batch_op:
         batch_op.alter_column("public_id", existing_type=sa.String(length=24), nullable=False)
         batch_op.create_unique_constraint(batch_op.f("uq_reference_images_public_id"), ["public_id"])
