@@ -76,7 +76,7 @@ class ReferenceRecord:
     changes: list[ChangeEntry] = field(default_factory=list)  # oldest first; only when opened one by one
 
     def to_dict(self, with_changes: bool = False) -> dict[str, Any]:
-        """As the API (identify.web.schemas.Reference, less its URLs) and `identify references --json` give it."""
+        """As the API (identify.web.reference_schemas.Reference, less its URLs) and `identify references --json` give it."""
         out: dict[str, Any] = {
             "id": self.public_id, "species": self.species, "taxon": taxon_json(self.taxon), "status": self.status,
             "version": self.version, "source": self.source, "source_detail": self.source_detail,

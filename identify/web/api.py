@@ -14,7 +14,7 @@ from identify.bulk_review import result_json
 from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_k, parse_reference_change,
                                 parse_reference_filters, parse_review, parse_upload, text_field)
 from identify.web.auth import api_curator, service
-from identify.web import schemas
+from identify.web import reference_schemas, schemas
 from identify.web.ratelimits import rate_limit_status
 from identify.rules import MAX_PAGE, MAX_PER_PAGE, MAX_SUGGESTIONS
 from identify.web.openapi import documented, openapi_document
@@ -145,8 +145,8 @@ def review(sighting_id: str) -> Any:
 
 
 @bp.get("/references")
-@documented((200, schemas.ReferenceList, "One page, newest first"), errors=(400, 401), curator=True,
-            query=schemas.ReferencesQuery)
+@documented((200, reference_schemas.ReferenceList, "One page, newest first"), errors=(400, 401), curator=True,
+            query=reference_schemas.ReferencesQuery)
 def references() -> Any:
     """The reference set, filtered by species, source, curator, status and date (curators)."""
     api_curator()
@@ -159,7 +159,7 @@ def references() -> Any:
 
 
 @bp.get("/references/check")
-@documented((200, schemas.ReferenceHealth, "The report (nothing is changed)"), errors=(401,), curator=True)
+@documented((200, reference_schemas.ReferenceHealth, "The report (nothing is changed)"), errors=(401,), curator=True)
 def reference_health() -> Any:
     """A health check of the references searched: likely mislabelled ones, near-duplicates under different
     species, thin species and the pairs the index confuses most (curators)."""
@@ -168,7 +168,7 @@ def reference_health() -> Any:
 
 
 @bp.get("/references/<reference_id>")
-@documented((200, schemas.Reference, "The reference, its history and its nearest references"), errors=(401, 404),
+@documented((200, reference_schemas.Reference, "The reference, its history and its nearest references"), errors=(401, 404),
             curator=True)
 def reference(reference_id: str) -> Any:
     """One reference: photo, label, taxon, where it came from, every change, and what the index finds beside it
@@ -186,8 +186,8 @@ def _changed(reference_id: str, action: str) -> Any:
 
 
 @bp.post("/references/<reference_id>/relabel")
-@documented((200, schemas.Reference, "Relabelled"), errors=(400, 401, 404, 409), curator=True,
-            json=schemas.RelabelBody)
+@documented((200, reference_schemas.Reference, "Relabelled"), errors=(400, 401, 404, 409), curator=True,
+            json=reference_schemas.RelabelBody)
 def relabel_reference(reference_id: str) -> Any:
     """Give a reference another species; every worker and `predict` follow within IDENTIFY_REFRESH_SECONDS
     (curators)."""
@@ -195,23 +195,23 @@ def relabel_reference(reference_id: str) -> Any:
 
 
 @bp.post("/references/<reference_id>/retire")
-@documented((200, schemas.Reference, "Retired: kept, out of every index and search"), errors=(400, 401, 404, 409),
-            curator=True, json=schemas.RetireBody)
+@documented((200, reference_schemas.Reference, "Retired: kept, out of every index and search"), errors=(400, 401, 404, 409),
+            curator=True, json=reference_schemas.RetireBody)
 def retire_reference(reference_id: str) -> Any:
     """Take a reference out of every search and index, keeping it for the audit trail (curators)."""
     return _changed(reference_id, "retire")
 
 
 @bp.post("/references/<reference_id>/restore")
-@documented((200, schemas.Reference, "Restored"), errors=(400, 401, 404, 409), curator=True,
-            json=schemas.RestoreBody)
+@documented((200, reference_schemas.Reference, "Restored"), errors=(400, 401, 404, 409), curator=True,
+            json=reference_schemas.RestoreBody)
 def restore_reference(reference_id: str) -> Any:
     """Bring a retired reference back (curators)."""
     return _changed(reference_id, "restore")
 
 
 @bp.get("/review/groups")
-@documented((200, schemas.ReviewGroups, "Biggest group first"), errors=(401,), curator=True)
+@documented((200, reference_schemas.ReviewGroups, "Biggest group first"), errors=(401,), curator=True)
 def review_groups() -> Any:
     """Open sightings that look alike and share their answer, to confirm or correct as one (curators)."""
     api_curator()
@@ -221,8 +221,8 @@ def review_groups() -> Any:
 
 
 @bp.post("/review/bulk")
-@documented((200, schemas.BulkReviewResult, "One result per item: each member reviewed on its own"),
-            errors=(400, 401, 404), curator=True, json=schemas.BulkReviewBody)
+@documented((200, reference_schemas.BulkReviewResult, "One result per item: each member reviewed on its own"),
+            errors=(400, 401, 404), curator=True, json=reference_schemas.BulkReviewBody)
 def review_bulk() -> Any:
     """Confirm, correct or reject several sightings at once, each with its own version check: a member someone
     reviewed meanwhile fails alone (its result says 409) and the others go through (curators)."""
