@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from identify.errors import IdentifyError
 from identify.reviews import ReviewOutcome, ReviewRequest
 from identify.sightings import SightingRecord
-from identify.vectors.plan import exact_knn
+from identify.vectors.plan import close_pairs, exact_knn, linked_groups
 
 MAX_GROUPED = 1000  # open sightings looked at, most uncertain first
 NEIGHBOURS = 20  # each sighting's nearest others looked at; chains join the rest
@@ -45,15 +43,9 @@ def review_groups(records: Sequence[SightingRecord], embedding_of: Callable[[int
     if len(candidates) < 2:
         return []
     vectors = np.stack([embedding_of(r.id) for r in candidates]).astype(np.float32)
-    similarities, neighbours = exact_knn(vectors, vectors, min(NEIGHBOURS + 1, len(candidates)))
-    rows, cols = [], []
-    for row, col in np.argwhere(similarities >= floor):
-        other = int(neighbours[row, col])
-        if other >= 0 and other != row and candidates[other].species == candidates[row].species:
-            rows.append(int(row))
-            cols.append(other)
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(candidates), len(candidates)))
-    _, labels = connected_components(graph, directed=False)
+    alike = close_pairs(*exact_knn(vectors, vectors, min(NEIGHBOURS + 1, len(candidates))), floor)
+    _, labels = linked_groups(len(candidates), [(a, b) for a, b, _ in alike
+                                                if candidates[a].species == candidates[b].species])
     groups: dict[int, list[SightingRecord]] = {}
     for record, label in zip(candidates, labels, strict=True):
         groups.setdefault(int(label), []).append(record)

@@ -40,6 +40,11 @@ class NeighbourInfo:
     file_sha256: str  # names its thumbnail
     public_id: str = ""  # what answers, pages and the API call the reference
 
+    @classmethod
+    def of(cls, reference: ReferenceInfo, similarity: float) -> "NeighbourInfo":
+        return cls(reference.id, reference.species, similarity, reference.path, reference.file_sha256,
+                   reference.public_id)
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -147,8 +152,7 @@ class Identifier:
             Evidence(
                 probabilities,
                 output.embeddings[row],
-                [NeighbourInfo(int(ref_id), known[int(ref_id)].species, float(sim), known[int(ref_id)].path,
-                               known[int(ref_id)].file_sha256, known[int(ref_id)].public_id)
+                [NeighbourInfo.of(known[int(ref_id)], float(sim))
                  for sim, ref_id in zip(similarities[row], ids[row], strict=True)
                  if ref_id >= 0 and int(ref_id) in known],
                 forward_seconds,

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from identify.vectors.plan import exact_knn
+from identify.vectors.plan import close_pairs, exact_knn
 
 MIN_REFERENCES = 3  # fewer: thin (the open-set rule needs two distinct ones; a third is a margin)
 CONFUSED_PAIRS = 10
@@ -151,12 +151,10 @@ def _label_issues(evidence: np.ndarray, given: np.ndarray, neighbours: np.ndarra
 def _near_duplicates(similarities: np.ndarray, neighbours: np.ndarray, public_ids: Sequence[str],
                      labels: Sequence[str], threshold: float) -> list[NearDuplicate]:
     pairs = {}
-    for row, col in np.argwhere(similarities >= threshold):
-        other = int(neighbours[row, col])
-        if other >= 0 and other != row and labels[other] != labels[row]:
-            a, b = sorted((int(row), other))
-            pairs[(a, b)] = NearDuplicate(public_ids[a], public_ids[b], labels[a], labels[b],
-                                          round(float(similarities[row, col]), 6))
+    for row, other, similarity in close_pairs(similarities, neighbours, threshold):
+        if labels[other] != labels[row]:
+            a, b = sorted((row, other))
+            pairs[(a, b)] = NearDuplicate(public_ids[a], public_ids[b], labels[a], labels[b], round(similarity, 6))
     return sorted(pairs.values(), key=lambda d: -d.similarity)
 
 
@@ -198,3 +196,16 @@ def reference_set(references: Any, index_name: str) -> ReferenceSet:
     known = references.info(int(i) for i in ids)
     return ReferenceSet(ids, [known[int(i)].public_id for i in ids], [known[int(i)].species for i in ids], vectors,
                         [known[int(i)].path for i in ids])
+
+
+def check_reference_set(chosen: ReferenceSet, canonical: Callable[[str], str], fusion: Any,
+                        min_references: int = MIN_REFERENCES, classifier: np.ndarray | None = None,
+                        classes: Sequence[str] = ()) -> tuple[HealthReport, ReferenceSet]:
+    """`check_references` of a reference set by its labels as answers name them (`canonical`), with the
+    service's kNN settings (FusionConfig: at least 5 neighbours); returns the set with its `canonical` labels."""
+    chosen = replace(chosen, canonical=[canonical(label) for label in chosen.labels])
+    report = check_references(chosen.public_ids, chosen.vectors, chosen.canonical, k=max(fusion.k, 5),
+                              temperature=fusion.temperature, same_photo_similarity=fusion.same_photo_similarity,
+                              min_references=min_references, classifier=classifier,
+                              classes=[canonical(c) for c in classes])
+    return report, chosen

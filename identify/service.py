@@ -212,9 +212,19 @@ class IdentificationService:
 
     def neighbours_of(self, record: SightingRecord) -> list[NeighbourInfo]:
         """The references a stored answer was based on, as they are now (species, thumbnail)."""
-        known = self.references.info(i for i, _ in record.neighbours)
-        return [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256, known[i].public_id)
-                for i, s in record.neighbours if i in known]
+        return self._as_neighbours(record.neighbours)
+
+    def _as_neighbours(self, pairs: Sequence[tuple[int, float]]) -> list[NeighbourInfo]:
+        """(reference id, similarity) pairs as the references are now (species, thumbnail, public id)."""
+        known = self.references.info(i for i, _ in pairs)
+        return [NeighbourInfo.of(known[i], s) for i, s in pairs if i in known]
+
+    def _nearest_references(self, vector: np.ndarray, count: int, allowed: np.ndarray | None = None,
+                            leave_out: int | None = None) -> list[NeighbourInfo]:
+        """The live index's `count` nearest references to `vector` (among `allowed`), `leave_out` left out."""
+        similarities, found = self.reference_index.search(vector[None, :], count + (leave_out is not None), allowed)
+        pairs = [(int(i), float(s)) for s, i in zip(similarities[0], found[0], strict=True) if i >= 0 and i != leave_out]
+        return self._as_neighbours(pairs[:count])
 
     def _similar(self, embedding: np.ndarray, k: int, filters: SightingFilters, exclude: int | None) -> list[SimilarSighting]:
         """The k nearest sightings that pass the filters (SQL picks the ids, FAISS searches only those), none
@@ -269,11 +279,7 @@ class IdentificationService:
         ids, vectors = self.references.vectors_of(self.model_id, [record.id], self.backbone.identity.embedding_dim)
         if not len(ids):  # embedded by another model only
             return record, []
-        similarities, found = self.reference_index.search(vectors, NEAREST_REFERENCES + 1)
-        pairs = [(int(i), float(s)) for s, i in zip(similarities[0], found[0], strict=True) if i >= 0 and i != record.id]
-        known = self.references.info(i for i, _ in pairs)
-        return record, [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256, known[i].public_id)
-                        for i, s in pairs[:NEAREST_REFERENCES] if i in known]
+        return record, self._nearest_references(vectors[0], NEAREST_REFERENCES, leave_out=record.id)
 
     def reference_health(self) -> HealthReport:
         """The health check of the references this service searches (identify.reference_health), by its
@@ -281,15 +287,10 @@ class IdentificationService:
         return self._health()[0]
 
     def _health(self) -> tuple[HealthReport, ReferenceSet]:
-        from identify.reference_health import check_references, reference_set
+        from identify.reference_health import check_reference_set, reference_set
 
-        chosen = reference_set(self.references, self.index_name)
-        canonical = self.identifier.names.canonical
-        chosen = replace(chosen, canonical=[canonical(label) for label in chosen.labels])
-        fusion = self.identifier.config
-        return check_references(chosen.public_ids, chosen.vectors, chosen.canonical, k=max(fusion.k, 5),
-                                temperature=fusion.temperature,
-                                same_photo_similarity=fusion.same_photo_similarity), chosen
+        return check_reference_set(reference_set(self.references, self.index_name), self.identifier.names.canonical,
+                                   self.identifier.config)
 
     def references_like(self, record: SightingRecord, count: int = 3) -> list[NeighbourInfo]:
         """The references of the sighting's proposed species nearest to it: what a curator compares it with."""
@@ -298,11 +299,7 @@ class IdentificationService:
         allowed = np.asarray(self.reference_records.active_ids(record.species), dtype=np.int64)
         if not len(allowed):
             return []
-        similarities, found = self.reference_index.search(self.sightings.embedding(record.id)[None, :], count, allowed)
-        pairs = [(int(i), float(s)) for s, i in zip(similarities[0], found[0], strict=True) if i >= 0]
-        known = self.references.info(i for i, _ in pairs)
-        return [NeighbourInfo(i, known[i].species, s, known[i].path, known[i].file_sha256, known[i].public_id)
-                for i, s in pairs if i in known]
+        return self._nearest_references(self.sightings.embedding(record.id), count, allowed)
 
     def change_reference(self, public_id: str, action: str, curator_id: int | None, **change: object) -> ReferenceRecord:
         """Relabel, retire or restore a reference (identify.reference_records); this worker searches the new

@@ -18,11 +18,9 @@ from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from identify.vectors.plan import exact_knn
+from identify.vectors.plan import close_pairs, exact_knn, linked_groups
 
 # tuning, calibration, test. The calibration split is the largest: each risk group's threshold is chosen on its
 # share of it (identify.risk); the tuning split's three settings and calibrator need fewer (0.4/0.3/0.3 left
@@ -36,25 +34,16 @@ def query_groups(embeddings: np.ndarray, declared: Sequence[str | None] | None,
                  same_photo_similarity: float) -> tuple[np.ndarray, dict[str, Any]]:
     """A group number per query (declared groups joined with near-duplicates), and what was found."""
     count = len(embeddings)
-    rows: list[int] = []
-    cols: list[int] = []
     named: dict[str, int] = {}
-    for row, group in enumerate(declared or ()):
-        if group:
-            rows.append(row)
-            cols.append(named.setdefault(group, row))  # every member joined to the group's first query
-    duplicates = 0
+    links = [(row, named.setdefault(group, row))  # every member joined to the group's first query
+             for row, group in enumerate(declared or ()) if group]
+    copies: list[tuple[int, int, float]] = []
     if count > 1:
-        similarities, neighbours = exact_knn(embeddings.astype(np.float32), embeddings.astype(np.float32),
-                                             DUPLICATE_NEIGHBOURS + 1)
-        close = (similarities >= same_photo_similarity) & (neighbours != np.arange(count)[:, None]) & (neighbours >= 0)
-        pairs = np.argwhere(close)
-        rows += pairs[:, 0].tolist()
-        cols += neighbours[close].tolist()
-        duplicates = int(close.sum())
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(count, count))
-    found, labels = connected_components(graph, directed=False)
-    return labels, {"groups": int(found), "declared_groups": len(named), "near_duplicate_links": duplicates,
+        vectors = embeddings.astype(np.float32)
+        copies = close_pairs(*exact_knn(vectors, vectors, DUPLICATE_NEIGHBOURS + 1), same_photo_similarity)
+    found, labels = linked_groups(count, links + [(a, b) for a, b, _ in copies])
+    duplicates = len(copies)
+    return labels, {"groups": found, "declared_groups": len(named), "near_duplicate_links": duplicates,
                     "same_photo_similarity": same_photo_similarity}
 
 

@@ -157,9 +157,7 @@ def references_check(index_name: str | None, model: str | None, min_references: 
 
 def _health(index_name: str | None, model: str | None, min_references: int):  # type: ignore[no-untyped-def]
     """The health report of an index's active references, and those references (labels as answers name them)."""
-    from dataclasses import replace
-
-    from identify.reference_health import check_references, reference_set
+    from identify.reference_health import check_reference_set, reference_set
     from identify.scoring import SpeciesNames
 
     settings = _settings()
@@ -167,13 +165,7 @@ def _health(index_name: str | None, model: str | None, min_references: int):  # 
     chosen = reference_set(parts.references, index_name or settings.service.index)
     classifier, classes = (None, []) if model is None else _classifier_of(model, chosen.paths, chosen.labels)
     names = SpeciesNames(classes or parts.store.model_classes(), parts.references.label_taxa())
-    chosen = replace(chosen, canonical=[names.canonical(label) for label in chosen.labels])
-    fusion = settings.fusion
-    report = check_references(chosen.public_ids, chosen.vectors, chosen.canonical, k=max(fusion.k, 5),
-                              temperature=fusion.temperature, same_photo_similarity=fusion.same_photo_similarity,
-                              min_references=min_references, classifier=classifier,
-                              classes=[names.canonical(c) for c in classes])
-    return report, chosen
+    return check_reference_set(chosen, names.canonical, settings.fusion, min_references, classifier, classes)
 
 
 def _classifier_of(model: str, paths: list[str], labels: list[str]):  # type: ignore[no-untyped-def]

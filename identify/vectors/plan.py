@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -223,3 +223,21 @@ def exact_knn(queries: np.ndarray, references: np.ndarray, k: int) -> tuple[np.n
     index = faiss.IndexFlatIP(unit.shape[1])
     index.add(unit)
     return index.search(normalised(queries), min(k, len(unit)))
+
+
+def close_pairs(similarities: np.ndarray, neighbours: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    """(row, neighbour, similarity) of every answer of a self-search (`exact_knn(v, v, k)`) at `threshold` or
+    closer, the row itself and FAISS's padding left out: near-copies, look-alikes, whatever the threshold means."""
+    close = (similarities >= threshold) & (neighbours >= 0) & (neighbours != np.arange(len(neighbours))[:, None])
+    return [(int(row), int(neighbours[row, col]), float(similarities[row, col])) for row, col in np.argwhere(close)]
+
+
+def linked_groups(count: int, links: Sequence[tuple[int, int]]) -> tuple[int, np.ndarray]:
+    """(how many groups, a group number per row) when linked rows, and rows linked through others, are one."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows, cols = [a for a, _ in links], [b for _, b in links]
+    graph = coo_matrix((np.ones(len(links)), (rows, cols)), shape=(count, count))
+    found, labels = connected_components(graph, directed=False)
+    return int(found), labels

@@ -14,7 +14,7 @@ from identify.observation import WhereAndWhen
 from identify.service import SightingFields
 from identify.reviews import ReviewRequest
 from identify.sightings import SightingFilters
-from identify.reference_records import FLAGS, SOURCES, STATUSES, ReferenceFilters
+from identify.reference_records import ReferenceFilters
 from identify.rules import MAX_SIMILAR, MAX_TEXT, MAX_VERSION, MIN_VERSION
 
 
@@ -153,22 +153,14 @@ def parse_reference_change(body: Mapping[str, Any], action: str) -> dict[str, An
 
 
 def parse_reference_filters(args: Mapping[str, str]) -> ReferenceFilters:
-    """`species`, `source` (build, review), `curator`, `status` (active, retired, all), `from`, `to`."""
+    """`species`, `source` (build, review), `curator`, `status` (active, retired, all), `flag`, `from`, `to`. The
+    choices are passed as sent, an empty one too: identify.reference_records refuses what is none of them."""
     start, end = parse_timestamp(args.get("from"), "from"), parse_timestamp(args.get("to"), "to")
     if start and end and start > end:
         raise IdentifyError("bad_date", "from is after to")
     return ReferenceFilters(species=text_field(args.get("species"), "species"),
-                            source=_choice(args, "source", SOURCES), curator=text_field(args.get("curator"), "curator"),
-                            status=_choice(args, "status", STATUSES) or "active", since=start, until=end,
-                            flag=_choice(args, "flag", FLAGS))
-
-
-def _choice(args: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
-    """One of `choices`, or None when left out; anything else (an empty value too) is refused."""
-    raw = args.get(name)
-    if raw is not None and raw not in choices:
-        raise IdentifyError("bad_field", f"{name} is one of {', '.join(choices)}")
-    return raw
+                            source=args.get("source"), curator=text_field(args.get("curator"), "curator"),
+                            status=args.get("status", "active"), since=start, until=end, flag=args.get("flag"))
 
 
 MAX_GROUP = 200  # members of one bulk review
