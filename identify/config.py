@@ -98,6 +98,17 @@ class ServiceConfig:
     # Which reviews need a second curator before the photo teaches (comma-separated SECOND_OPINIONS, or off).
     second_opinion: str = "new_species,first_record"
     group_similarity: float = 0.9  # open sightings this alike, with the same answer, can be reviewed as a group
+    # The bird in the frame (identify.detector): a birder detection checkpoint, its network and backbone when
+    # the file name does not say them (birder names files NETWORK_BACKBONE[_EPOCH].pt), the classes that are
+    # birds, and the score a box needs.
+    detector: str | None = None
+    detector_network: str | None = None
+    detector_backbone: str | None = None
+    detector_classes: str = "bird"
+    detector_threshold: float = 0.5
+    # Without a crop or a detector: also look at centre crops and pool them with the whole photo (measured in
+    # BENCHMARKS.md: framing; off unless it helps the model served).
+    auto_crop: bool = False
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
@@ -110,6 +121,9 @@ class ServiceConfig:
         if not self.second_opinion_rules <= set(SECOND_OPINIONS) and self.second_opinion.strip() != "off":
             raise IdentifyError("bad_config", f"second_opinion is off, or any of {', '.join(SECOND_OPINIONS)} "
                                 "(comma-separated)")
+        if not 0 < self.detector_threshold < 1 or not self.detector_labels:
+            raise IdentifyError("bad_config", "detector_threshold lies in (0, 1) and detector_classes names at "
+                                "least one class")
         if not -1 <= self.group_similarity <= 1:
             raise IdentifyError("bad_config", "group_similarity is a cosine similarity, from -1 to 1")
         if not -1 <= self.similar_floor <= 1:
@@ -124,6 +138,11 @@ class ServiceConfig:
         """new_species, first_record, all: the reviews a second curator must agree with (off: none)."""
         rules = {rule.strip() for rule in self.second_opinion.split(",") if rule.strip()}
         return frozenset() if rules == {"off"} else frozenset(rules)
+
+    @property
+    def detector_labels(self) -> frozenset[str]:
+        """The detector's class labels that are birds, compared without case."""
+        return frozenset(label.strip().lower() for label in self.detector_classes.split(",") if label.strip())
 
     @property
     def max_upload_bytes(self) -> int:
@@ -183,6 +202,14 @@ SETTING_DOCS: dict[str, str] = {
     "second_opinion": "which reviews become references only once a second curator agrees: `new_species` (the "
                       "species has no reference yet), `first_record` (never recorded at the place in its season), "
                       "`all`, comma-separated, or `off`",
+    "detector": "a birder detection checkpoint (`.pt`): the service finds the birds in a photo sent without a "
+                "crop and identifies the best box (unset: no detector)",
+    "detector_network": "the detector's birder network (`ssdlite`, `faster_rcnn`...) when its file name does not "
+                        "say it (birder names files NETWORK_BACKBONE[_EPOCH].pt)",
+    "detector_backbone": "the detector's backbone network when its file name does not say it",
+    "detector_classes": "the detector's class labels that count as a bird (comma-separated)",
+    "detector_threshold": "the score a detected box needs to count",
+    "auto_crop": "without a crop or a detector, pool centre crops with the whole photo (BENCHMARKS.md: framing)",
     "audit_share": "the share of confident answers drawn at random into the review queue as blind audits "
                    "(identify.audit: the deployment's own error among confident answers, with its bound)",
 }

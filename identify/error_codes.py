@@ -20,6 +20,8 @@ CODES: dict[str, Code] = {
     "model_unavailable": Code(None, "pretrained weights that are missing and cannot be downloaded"),
     "bad_checkpoint": Code(None, "a file that is not a birder checkpoint, or does not load as the named network"),
     "unknown_network": Code(None, "a network that cannot be told from the checkpoint or `--network`"),
+    "bad_detector": Code(None, "IDENTIFY_DETECTOR is not a birder detection checkpoint, its network or backbone "
+                         "cannot be told, or none of its classes is a bird"),
     "no_detection_features": Code(None, "a network without detection features where they are needed"),
     "demo_model_mismatch": Code(None, "the demo model's weights do not align with birder's efficientnet_lite0"),
     "demo_model_missing": Code(None, "the package with the demo model's weights is not installed"),
@@ -48,6 +50,9 @@ CODES: dict[str, Code] = {
     "file_too_large": Code(413, "an upload over the byte limit (IDENTIFY_MAX_UPLOAD_MB)"),
     "form_too_large": Code(413, "a text field over 500 kB, or a form of over 100 parts"),
     "missing_image": Code(400, "no `image` field"),
+    "bad_crop": Code(400, "a crop that is not x,y,w,h fractions inside the photo, or more crops than photos"),
+    "crop_too_small": Code(400, "a crop under 16 pixels wide in the photo: no bird a model can see"),
+    "bad_filter": Code(400, "a sightings-list decision or status that is none of the choices"),
     "too_many_photos": Code(400, "more than 5 photos in one sighting, or more than one in a similar-sightings search"),
     "bad_multipart": Code(400, 'a form part whose name cannot be read (`name="\\"`), refused before anything reads the form'),
     # ---- fields and requests ----

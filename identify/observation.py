@@ -102,27 +102,29 @@ def read_photo(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: in
 
     Raises IdentifyError: empty_file, not_an_image, truncated_image or too_many_pixels."""
     if not data:
-        raise IdentifyError("empty_file", "the file is empty")
+        raise IdentifyError("empty_file", "the file is empty: choose the photo again")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise IdentifyError(
-                    "too_many_pixels", f"{width}x{height} pixels is over the limit of {max_pixels} pixels", 413
-                )
+                raise IdentifyError("too_many_pixels", f"the photo is {width}x{height} pixels, more than the "
+                                    f"{max_pixels} this service takes: send a smaller copy", 413)
             if draft_size is not None and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
     except IdentifyError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise IdentifyError("too_many_pixels", f"the image is over the limit of {max_pixels} pixels", 413) from None
+        raise IdentifyError("too_many_pixels", f"the photo is over the {max_pixels} pixels this service takes: "
+                            "send a smaller copy", 413) from None
     except UnidentifiedImageError:
-        raise IdentifyError("not_an_image", "the file is not an image Pillow can read") from None
+        raise IdentifyError("not_an_image", "this is not a photo the service can read: send a JPEG, PNG, "
+                            "WebP or TIFF (an iPhone's HEIC photo: share or export it as JPEG)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise IdentifyError("truncated_image", f"the image data is truncated or corrupt ({exc})") from None
+        raise IdentifyError("truncated_image", f"the photo is cut short or damaged ({exc}): send it again, "
+                            "or export it again from the camera or phone") from None
     exif = _exif_reading(image)  # after load: a PNG's eXIf chunk may follow its pixels
     return Photo(data, image.format, exif, to_rgb(ImageOps.exif_transpose(image)))
 

@@ -19,6 +19,7 @@ from identify.prior import Occurrences, PriorModel
 from identify.reference_records import ReferenceRecords
 from identify.references import References
 from identify.reviews import Reviews
+from identify.sighting_search import SightingSearch
 from identify.sightings import SightingStore
 from identify.storage import Store, make_engine, upgrade_database
 from identify.taxonomy import Taxonomy
@@ -55,6 +56,10 @@ class Parts:
     @cached_property
     def sightings(self) -> SightingStore:
         return SightingStore(self.store, self.references)
+
+    @cached_property
+    def sighting_search(self) -> SightingSearch:
+        return SightingSearch(self.store, self.references, self.sightings)
 
     @cached_property
     def photos(self) -> PhotoStore:

@@ -120,6 +120,8 @@ class ReferenceImage(Base):
     observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     source: Mapped[Optional[str]] = mapped_column(String(500))
     sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sightings.id"))  # promoted by a curator
+    # The part of the photo its embedding was taken from ({x, y, w, h}, fractions; None: the whole photo)
+    crop: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), default="active", server_default="active", index=True)  # retired
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -191,6 +193,7 @@ class Sighting(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     lat: Mapped[Optional[float]]
     lon: Mapped[Optional[float]]
+    coordinate_uncertainty_m: Mapped[Optional[float]]  # how far off the position may be (a phone's accuracy)
     observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), index=True)
     observed_offset: Mapped[Optional[int]]  # minutes east of UTC there and then; None: unknown (identify.metadata)
     observed_zone: Mapped[Optional[str]] = mapped_column(String(10))  # offset, place or unknown
@@ -227,7 +230,12 @@ class SightingPhoto(Base):
     position: Mapped[int]  # 0 for the cover, in upload order
     photo_sha256: Mapped[str] = mapped_column(String(64), index=True)
     photo_name: Mapped[str] = mapped_column(String(80))
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # of what the model looked at: the crop, if any
+    # The bird in the frame (identify.framing): the crop the forward pass used ({x, y, w, h}; None: the whole
+    # photo), whose it was (user, detector, curator), and every bird a detector found ([{box, score, label}]).
+    crop: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    crop_source: Mapped[Optional[str]] = mapped_column(String(20))
+    detections: Mapped[Optional[list[Any]]] = mapped_column(JSON)
 
 
 class Prediction(Base):
@@ -268,7 +276,7 @@ class Review(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     sighting_id: Mapped[int] = mapped_column(ForeignKey("sightings.id"), index=True)
     curator_id: Mapped[int] = mapped_column(ForeignKey("curators.id"))
-    action: Mapped[str] = mapped_column(String(20))  # confirm, correct, reject
+    action: Mapped[str] = mapped_column(String(20))  # confirm, correct, reject, reopen, recrop
     species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"))
     note: Mapped[Optional[str]] = mapped_column(Text)
     version: Mapped[int]  # the sighting version this review was made against

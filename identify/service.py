@@ -22,22 +22,24 @@ from identify.config import Settings
 from identify.audit import AuditSummary
 from identify.errors import IdentifyError
 from identify.fusion import CONFIDENT
-from identify.identifier import Identification, NeighbourInfo, pool_evidence
-from identify.observation import Photo, WhereAndWhen, decode_image, read_photo, read_photo_file
+from identify.identifier import Identification, NeighbourInfo
+from identify.observation import WhereAndWhen, decode_image, read_photo_file
 from identify.parts import Parts
-from identify.photos import THUMBNAIL_SIZE, StoredPhoto
+from identify.photos import THUMBNAIL_SIZE
 from identify.similar import SimilarSightings
 from identify.bulk_review import MAX_GROUPED, MemberResult, ReviewGroup, review_groups, review_members
 from identify.reference_health import HealthReport, ReferenceSet
 from identify.reference_records import FLAGS, ReferenceFilters, ReferenceRecord
 from identify.reviews import ReviewOutcome, ReviewRequest
-from identify.sightings import NewSighting, PhotoOfSighting, SightingFilters, SightingRecord
+from identify.sighting_search import SightingFilters
+from identify.sightings import SightingRecord
+from identify.uploads import Identified, SightingFields, UploadPipeline
 from identify.storage import Store
-from identify.rules import MAX_PHOTOS
 from identify.taxonomy import Suggestion
 
 if TYPE_CHECKING:
     from identify.backbone import Backbone
+    from identify.detector import BirdFinder
 
 log = logging.getLogger(__name__)
 NEAREST_REFERENCES = 8  # shown with a reference: what the index finds beside it
@@ -52,22 +54,16 @@ ORPHAN_AGE_SECONDS = 3600.0
 # sweep and its SQL reads of every photo name.
 SWEEP_EVERY_SECONDS = 3600.0
 
-@dataclass(frozen=True)
-class SightingFields:
-    """What an uploader may say about a photo (parsed by the web layer); blank fields are read from EXIF."""
+def load_finder(settings: Settings) -> "BirdFinder | None":
+    """The configured detector (IDENTIFY_DETECTOR), loaded as birder loads one; None when none is set."""
+    config = settings.service
+    if not config.detector:
+        return None
+    from identify.detector import load_detector
 
-    given: WhereAndWhen = WhereAndWhen()  # what the observer says of place and time; EXIF fills the rest
-    observer: str | None = None
-    note: str | None = None
-    ignore_location: bool = False  # leave place and season out of the identification (Merlin's "I don't know")
-    hide_location: bool = False  # show the public no position at all (curators still see it)
-
-
-@dataclass(frozen=True)
-class Identified:
-    sighting_id: int  # SQL's key
-    public_id: str  # what the outside world calls it
-    result: Identification
+    return load_detector(Path(config.detector).expanduser(), network=config.detector_network,
+                         backbone=config.detector_backbone, bird_labels=config.detector_labels,
+                         threshold=config.detector_threshold)
 
 
 @dataclass(frozen=True)
@@ -77,8 +73,10 @@ class SimilarSighting:
 
 
 class IdentificationService:
-    def __init__(self, settings: Settings, backbone: "Backbone", store: Store | None = None) -> None:
-        """`store`: an open one; else the configured database, migrated (identify.parts wires every part)."""
+    def __init__(self, settings: Settings, backbone: "Backbone", store: Store | None = None,
+                 finder: "BirdFinder | None" = None) -> None:
+        """`store`: an open one; else the configured database, migrated (identify.parts wires every part).
+        `finder`: what finds the birds in a photo sent without a crop (identify.detector; None: none)."""
         parts = Parts(settings, store)
         self.settings = settings
         self.limits = settings.service
@@ -87,6 +85,7 @@ class IdentificationService:
         self.photos = parts.photos
         self.references = parts.references
         self.sightings = parts.sightings
+        self.sighting_search = parts.sighting_search
         self.reviews = parts.reviews
         self.reference_records = parts.reference_records
         self.curators = parts.curators
@@ -102,6 +101,9 @@ class IdentificationService:
         # request threads. All torch work stays in the batcher's thread: torch ops in request threads would each
         # start an OpenMP team whose spinning threads slow the forward pass (measured: 36 -> 54 ms).
         self.batcher = MicroBatcher(self.identifier.search, settings.service.max_batch, "identify-batcher")
+        # The detector (when one is configured) batches in a thread of its own, before the forward pass.
+        self.finder = MicroBatcher(finder.find, settings.service.max_batch, "detect-batcher") if finder else None
+        self.uploads = UploadPipeline(self)
         # Similar sightings: a published snapshot (planned as build-index plans) and the sightings stored since.
         self.similar_index = SimilarSightings(
             settings.indexes_dir, identity, self.model_id, self.sightings, self.limits.refresh_seconds,
@@ -127,65 +129,13 @@ class IdentificationService:
             raise IdentifyError("no_model", "set IDENTIFY_MODEL (a birder model name or a .pt checkpoint)")
         from identify.backbone import load_backbone  # torch: only once a model is really needed
 
-        return cls(settings, load_backbone(settings.service.model))
+        return cls(settings, load_backbone(settings.service.model), finder=load_finder(settings))
 
     # ---- upload and match --------------------------------------------------------------------------------
-    def _read(self, data: bytes) -> Photo:
-        if len(data) > self.limits.max_upload_bytes:
-            raise IdentifyError("file_too_large", f"the photo is over {self.limits.max_upload_mb:g} MB", 413)
-        return read_photo(data, self.limits.max_pixels, self.backbone.identity.decode_size)
-
-    def _read_all(self, photos: Sequence[bytes]) -> list[Photo]:
-        """Every photo decoded and checked, or an error that says which photo (nothing done yet)."""
-        if not photos:
-            raise IdentifyError("missing_image", "send the photo as the multipart form field `image`")
-        if len(photos) > MAX_PHOTOS:
-            raise IdentifyError("too_many_photos", f"{len(photos)} photos: one sighting takes 1 to {MAX_PHOTOS} "
-                                "photos of the same bird")
-        read = []
-        for number, data in enumerate(photos, start=1):
-            try:
-                read.append(self._read(data))
-            except IdentifyError as exc:
-                if len(photos) == 1:
-                    raise
-                raise IdentifyError(exc.code, f"photo {number} of {len(photos)}: {exc.message}", exc.status) from None
-        return read
-
     def identify_upload(self, photos: Sequence[bytes], fields: SightingFields) -> Identified:
-        """Identify one to five photos of one bird and store them as one sighting. On any failure nothing is
-        stored."""
-        read = self._read_all(photos)
-        self.identifier.over_target = self.audit_summary().over_target
-        # EXIF first: the place and date take part in the identification.
-        where = fields.given.completed_by(photo.exif for photo in read)
-        place = None if fields.ignore_location else where.place()
-        # One forward pass per photo, batched with each other and with the uploads that arrive meanwhile.
-        evidence = self.batcher.submit_many([photo.image for photo in read])
-        result = self.identifier.explain(pool_evidence(evidence), place)
-        stored: list[StoredPhoto] = []  # filled one by one: a failure on the second photo still knows the first
-        try:
-            with self.photos.reserved([photo.sha256 for photo in read]):  # none removed until the row is committed
-                for photo in read:
-                    stored.append(self.photos.save(photo.data, photo.format, photo.sha256))
-                sighting_id, public_id = self.sightings.add(NewSighting(
-                    photos=[PhotoOfSighting(p.sha256, p.name, e.embedding)
-                            for p, e in zip(stored, evidence, strict=True)],
-                    model_id=self.model_id,
-                    embedding=result.embedding, decision=result.decision.decision, reasons=result.decision.reasons,
-                    uncertainty=result.decision.uncertainty, predictions=result.species,
-                    rollup=result.rollup.to_dict() if result.rollup is not None else None,
-                    neighbours=[(n.reference_id, n.similarity) for n in result.neighbours],
-                    where=where,
-                    audit=self._drawn_for_audit(result), risk_group=result.risk_group,
-                    observer=fields.observer, note=fields.note, hide_location=fields.hide_location,
-                ))
-        except BaseException:
-            # Only what no committed row names: the same bytes may belong to a sighting another request stored.
-            self.photos.remove_unnamed([photo.name for photo in stored], self.sightings.names_photo)
-            raise
-        self.similar_index.add([sighting_id], result.embedding[None, :])
-        return Identified(sighting_id, public_id, result)
+        """Identify one to five photos of one bird (each on its crop, or the detector's best bird) and store them
+        as one sighting (identify.uploads). On any failure nothing is stored."""
+        return self.uploads.identify(photos, fields)
 
     def _drawn_for_audit(self, result: Identification) -> bool:
         """A confident answer joins the review queue as a blind audit with probability `audit_share`."""
@@ -229,7 +179,7 @@ class IdentificationService:
     def _similar(self, embedding: np.ndarray, k: int, filters: SightingFilters, exclude: int | None) -> list[SimilarSighting]:
         """The k nearest sightings that pass the filters (SQL picks the ids, FAISS searches only those), none
         below the similarity floor."""
-        allowed = self.sightings.matching_ids(self.model_id, filters) if filters.any else None
+        allowed = self.sighting_search.matching_ids(self.model_id, filters) if filters.any else None
         if allowed is not None and exclude is not None:
             allowed = allowed[allowed != exclude]
         room_for_itself = 1 if exclude is not None and allowed is None else 0
@@ -245,7 +195,7 @@ class IdentificationService:
 
     def similar_to_photo(self, data: bytes, k: int, filters: SightingFilters) -> list[SimilarSighting]:
         """Past sightings like this photo; the photo itself is not stored."""
-        embedding = self.batcher.submit(self._read(data).image).embedding
+        embedding = self.batcher.submit(self.uploads.read(data).image).embedding
         return self._similar(embedding, k, filters, exclude=None)
 
     # ---- curation ----------------------------------------------------------------------------------------

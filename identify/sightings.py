@@ -1,5 +1,6 @@
-"""Sightings in SQL: storing an identified upload, reading it back (with its reviews, for display), filtering for
-the similar-sightings lookup, export rows and prior records. Reviews, the review queue and promotion to a
+"""Sightings in SQL: storing an identified upload (and a curator's re-crop of it), reading it back (with its
+reviews, for display), export rows and prior records. Finding sightings by filters (the list, the
+similar-sightings lookup) is identify.sighting_search's. Reviews, the review queue and promotion to a
 reference are identify.reviews's.
 
 Every write is one transaction: a sighting and its predictions land together or not at all."""
@@ -11,12 +12,13 @@ from datetime import datetime
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
+from identify.framing import Crop, Detection, Framing
 from identify.fusion import RankedSpecies
-from identify.metadata import GENERALISED_STEP, BoundingBox, ObservedTime, as_utc, generalised
+from identify.metadata import ObservedTime, as_utc
 from identify.observation import WhereAndWhen
 from identify.references import References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, SightingPhoto, Species
@@ -32,6 +34,7 @@ class PhotoOfSighting:
     sha256: str
     name: str  # the stored file's generated name
     embedding: np.ndarray | None = None  # its own, as the network gave it (None when read back for display)
+    framing: Framing | None = None  # how the model looked at it: crop, whose, what a detector found
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class NewSighting:
     neighbours: Sequence[tuple[int, float]]  # (reference id, similarity), nearest first
     rollup: dict[str, Any] | None = None  # identify.rollup.RollUp.to_dict(), when not confident
     where: WhereAndWhen = WhereAndWhen()
+    coordinate_uncertainty_m: float | None = None  # as the observer's device stated it
     observer: str | None = None
     note: str | None = None
     hide_location: bool = False
@@ -93,29 +97,13 @@ class SightingRecord:
     observed: ObservedTime | None = None  # observed_at with its offset, as the observer's clock read
     hide_location: bool = False  # the uploader asked: the public sees no position at all
     photos: list[PhotoOfSighting] = field(default_factory=list)  # every photo, the cover first
+    coordinate_uncertainty_m: float | None = None  # stated by the observer's device (None: not stated)
     audit: bool = False  # a confident answer drawn for a blind audit: curators see it without the answer
 
     @property
     def observed_local(self) -> str | None:
         """ISO 8601 in the offset of the place (no offset when unknown)."""
         return self.observed.isoformat() if self.observed is not None else None
-
-
-@dataclass(frozen=True)
-class SightingFilters:
-    species: str | None = None  # the current answer's label, or any label or name of the same taxon
-    genus: str | None = None  # of the current answer's taxon
-    family: str | None = None
-    start: datetime | None = None  # on or after (observed_at, else upload time)
-    end: datetime | None = None  # on or before
-    bbox: BoundingBox | None = None
-    exact_places: bool = True  # False for the public: bbox matches the generalised positions it is shown
-
-    @property
-    def any(self) -> bool:
-        values = (self.species, self.genus, self.family, self.start, self.end, self.bbox)
-        return any(value is not None for value in values)
-
 
 
 def observed_of(sighting: Sighting) -> ObservedTime | None:
@@ -128,8 +116,16 @@ def observed_of(sighting: Sighting) -> ObservedTime | None:
     return ObservedTime(utc, sighting.observed_offset, sighting.observed_zone)  # type: ignore[arg-type]
 
 
-def _when(model: type[Sighting]) -> Any:
-    return func.coalesce(model.observed_at, model.created_at)
+def _photo_values(embedding: np.ndarray | None, framing: Framing | None) -> dict[str, Any]:
+    """A sighting photo's columns of what the model looked at."""
+    framing = framing or Framing()
+    return {"embedding": np.ascontiguousarray(embedding, dtype=np.float32).tobytes(),
+            "crop": framing.crop.to_dict() if framing.crop is not None else None, "crop_source": framing.source,
+            "detections": [d.to_dict() for d in framing.detections] or None}
+
+
+def _framing_of(crop: Any, source: str | None, detections: Any) -> Framing:
+    return Framing(Crop.of(crop), source, tuple(Detection.of(d) for d in detections or ()))
 
 
 class SightingStore:
@@ -162,37 +158,64 @@ class SightingStore:
                 photo_sha256=new.photos[0].sha256,
                 photo_name=new.photos[0].name,
                 model_id=new.model_id,
-                embedding=np.ascontiguousarray(new.embedding, dtype=np.float32).tobytes(),
                 lat=new.where.lat,
                 lon=new.where.lon,
+                coordinate_uncertainty_m=new.coordinate_uncertainty_m,
                 observed_at=observed.utc if observed else None,
                 observed_offset=observed.offset_minutes if observed else None,
                 observed_zone=observed.zone if observed else None,
                 observer=new.observer,
                 note=new.note,
                 hide_location=new.hide_location, audit=new.audit, risk_group=new.risk_group,
-                decision=new.decision,
-                reasons=list(new.reasons),
-                uncertainty=new.uncertainty,
-                neighbours=[[int(i), round(float(s), 6)] for i, s in new.neighbours],
-                rollup=new.rollup,
                 status="open",
-                species_id=self._species_id(session, new.predictions[0].name) if new.predictions else None,
+                **self._answer_values(session, new.embedding, new.decision, new.reasons, new.uncertainty,
+                                      new.predictions, new.neighbours, new.rollup),
             )
             session.add(sighting)
             session.flush()
             session.execute(insert(SightingPhoto), [
                 {"sighting_id": sighting.id, "position": position, "photo_sha256": photo.sha256,
-                 "photo_name": photo.name,
-                 "embedding": np.ascontiguousarray(photo.embedding, dtype=np.float32).tobytes()}
+                 "photo_name": photo.name, **_photo_values(photo.embedding, photo.framing)}
                 for position, photo in enumerate(new.photos)])
-            rows = [{"sighting_id": sighting.id, "rank": rank, "species_id": self._species_id(session, p.name),
-                     "score": p.score, "classifier": p.classifier, "knn": p.knn, "fused": p.fused,
-                     "prior": p.prior, "expected_here": p.expected_here}
-                    for rank, p in enumerate(new.predictions, start=1)]
-            if rows:
-                session.execute(insert(Prediction), rows)  # one executemany, not one ORM object per row
+            self._insert_predictions(session, sighting.id, new.predictions)
             return sighting.id, sighting.public_id
+
+    def _answer_values(self, session: Session, embedding: np.ndarray, decision: str, reasons: Sequence[str],
+                       uncertainty: float, predictions: Sequence[RankedSpecies],
+                       neighbours: Sequence[tuple[int, float]], rollup: dict[str, Any] | None) -> dict[str, Any]:
+        """The sighting's columns that hold its answer (an upload's, or a re-crop's)."""
+        return dict(embedding=np.ascontiguousarray(embedding, dtype=np.float32).tobytes(), decision=decision,
+                    reasons=list(reasons), uncertainty=uncertainty,
+                    neighbours=[[int(i), round(float(s), 6)] for i, s in neighbours], rollup=rollup,
+                    species_id=self._species_id(session, predictions[0].name) if predictions else None)
+
+    def _insert_predictions(self, session: Session, sighting_id: int, predictions: Sequence[RankedSpecies]) -> None:
+        rows = [{"sighting_id": sighting_id, "rank": rank, "species_id": self._species_id(session, p.name),
+                 "score": p.score, "classifier": p.classifier, "knn": p.knn, "fused": p.fused,
+                 "prior": p.prior, "expected_here": p.expected_here}
+                for rank, p in enumerate(predictions, start=1)]
+        if rows:
+            session.execute(insert(Prediction), rows)  # one executemany, not one ORM object per row
+
+    def replace_answer(self, session: Session, sighting_id: int, version: int, answer: dict[str, Any],
+                       photos: Sequence[tuple[np.ndarray, Framing]]) -> bool:
+        """In the caller's transaction: a new answer for an open sighting looked at again (a curator's
+        re-crop: `answer` as identify.uploads gives it, each photo's new embedding and framing), and the next
+        version, only if it is still at `version`. False if it was not."""
+        values = self._answer_values(session, **answer)
+        changed = session.execute(
+            update(Sighting).where(Sighting.id == sighting_id, Sighting.version == version)
+            .values(**values, version=Sighting.version + 1).execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if changed != 1:
+            return False
+        for position, (embedding, framing) in enumerate(photos):
+            session.execute(update(SightingPhoto)
+                            .where(SightingPhoto.sighting_id == sighting_id, SightingPhoto.position == position)
+                            .values(**_photo_values(embedding, framing)).execution_options(synchronize_session=False))
+        session.execute(delete(Prediction).where(Prediction.sighting_id == sighting_id))
+        self._insert_predictions(session, sighting_id, answer["predictions"])
+        return True
 
     # ---- reading -----------------------------------------------------------------------------------------
     def get(self, sighting_id: int, with_reviews: bool = True) -> SightingRecord:
@@ -235,9 +258,11 @@ class SightingStore:
             neighbours=[(int(i), float(s)) for i, s in sighting.neighbours or []],
             rollup=sighting.rollup, audit=sighting.audit,
             observed=observed_of(sighting),
-            hide_location=bool(sighting.hide_location),
-            photos=[PhotoOfSighting(sha, name) for sha, name in session.execute(
-                select(SightingPhoto.photo_sha256, SightingPhoto.photo_name)
+            hide_location=bool(sighting.hide_location), coordinate_uncertainty_m=sighting.coordinate_uncertainty_m,
+            photos=[PhotoOfSighting(sha, name, framing=_framing_of(crop, source, found))
+                    for sha, name, crop, source, found in session.execute(
+                select(SightingPhoto.photo_sha256, SightingPhoto.photo_name, SightingPhoto.crop,
+                       SightingPhoto.crop_source, SightingPhoto.detections)
                 .where(SightingPhoto.sighting_id == sighting.id).order_by(SightingPhoto.position))],
             reviews=self._reviews(session, sighting_id) if with_reviews else [],
         )
@@ -343,48 +368,3 @@ class SightingStore:
                 return
             yield rows_to_arrays(list(rows), dim)
             after = rows[-1][0]
-
-    def matching_ids(self, model_id: int, filters: SightingFilters) -> np.ndarray:
-        """Ids of the sightings that pass the filters (the FAISS search is then restricted to them)."""
-        query = select(Sighting.id).where(Sighting.model_id == model_id)
-        with self.sessions() as session:
-            if filters.species is not None:
-                query = query.where(Sighting.species_id.in_(self._species_ids_named(session, filters.species)))
-            if filters.genus is not None or filters.family is not None:
-                taxa = select(Species.id).join(TaxonRow, TaxonRow.id == Species.taxon_id)
-                if filters.genus is not None:
-                    taxa = taxa.where(func.lower(TaxonRow.genus) == filters.genus.strip().lower())
-                if filters.family is not None:
-                    taxa = taxa.where(func.lower(TaxonRow.family) == filters.family.strip().lower())
-                query = query.where(Sighting.species_id.in_(taxa))
-            if filters.start is not None:
-                query = query.where(_when(Sighting) >= filters.start)
-            if filters.end is not None:
-                query = query.where(_when(Sighting) <= filters.end)
-            if filters.bbox is None:
-                return np.fromiter(session.scalars(query), dtype=np.int64)
-            box = filters.bbox if filters.exact_places else filters.bbox.widened(GENERALISED_STEP)
-            query = query.where(Sighting.lat >= box.min_lat, Sighting.lat <= box.max_lat)
-            if box.min_lon <= box.max_lon:
-                query = query.where(Sighting.lon >= box.min_lon, Sighting.lon <= box.max_lon)
-            else:  # the box crosses the antimeridian
-                query = query.where((Sighting.lon >= box.min_lon) | (Sighting.lon <= box.max_lon))
-            if filters.exact_places:
-                return np.fromiter(session.scalars(query), dtype=np.int64)
-            # The public sees generalised positions, so a box must not tell more than they do: test the centre
-            # of each sighting's square (SQL has no portable floor), and never a hidden position.
-            rows = session.execute(query.add_columns(Sighting.lat, Sighting.lon, Sighting.hide_location)).all()
-            return np.array([i for i, lat, lon, hidden in rows
-                             if not hidden and filters.bbox.holds(*generalised(lat, lon)[:2])], dtype=np.int64)
-
-    def _species_ids_named(self, session: Session, name: str) -> list[int]:
-        """The species a filter names: the label itself, or every label of the taxon the name resolves to."""
-        exact = session.scalar(select(Species.id).where(Species.name == name))
-        taxon = self.references.taxonomy.resolve(name)
-        if taxon is None:
-            if exact is None:
-                raise IdentifyError("unknown_species", f"no species named {name!r}")
-            return [exact]
-        same_taxon = session.scalars(select(Species.id).join(TaxonRow, TaxonRow.id == Species.taxon_id)
-                                     .where(TaxonRow.scientific_name == taxon.scientific_name))
-        return list({*same_taxon, *([exact] if exact is not None else [])})

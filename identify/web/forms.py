@@ -13,7 +13,7 @@ from identify.metadata import parse_bbox, parse_observed_at, parse_position, par
 from identify.observation import WhereAndWhen
 from identify.service import SightingFields
 from identify.reviews import ReviewRequest
-from identify.sightings import SightingFilters
+from identify.sighting_search import SightingFilters
 from identify.reference_records import ReferenceFilters
 from identify.rules import MAX_SIMILAR, MAX_TEXT, MAX_VERSION, MIN_VERSION
 

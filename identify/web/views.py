@@ -15,7 +15,8 @@ from identify.answers import ranking_json, taxon_json
 from identify.identifier import Identification, NeighbourInfo
 from identify.reference_records import ReferenceRecord
 from identify.service import SimilarSighting
-from identify.sightings import ReviewRecord, SightingFilters, SightingRecord
+from identify.sighting_search import SightingFilters
+from identify.sightings import ReviewRecord, SightingRecord
 from identify.metadata import generalised
 from identify.taxonomy import Suggestion
 from identify.web.auth import current_curator_or_none

@@ -1,0 +1,191 @@
+"""The bird in the frame: a crop (a user's square, a detector's box with a margin, a curator's re-crop) as
+fractions of the upright photo, and how it becomes the pixels of the forward pass.
+
+A crop is `x,y,w,h`, each a fraction of the upright photo's width or height, so it means the same at any
+decoding size: the pixels are taken from a decode large enough that the crop still covers the model's input
+(a JPEG is decoded at the DCT scale that keeps it so, never smaller). No torch here: the detector itself is
+identify.detector's."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from PIL import Image
+
+from identify.errors import IdentifyError
+
+MIN_CROP_PIXELS = 16  # a crop narrower than this (in the decoded photo) holds no bird a model can see
+DETECTION_MARGIN = 0.15  # of the box's longer side, added on each side: the bird's outline and some context
+USER, DETECTOR, CURATOR = "user", "detector", "curator"  # where a photo's crop came from
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A rectangle of the upright photo, as fractions of its width (x, w) and height (y, h)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def __post_init__(self) -> None:
+        values = (self.x, self.y, self.w, self.h)
+        if not all(math.isfinite(v) for v in values):
+            raise IdentifyError("bad_crop", "a crop is four numbers x,y,w,h between 0 and 1")
+        if self.x < 0 or self.y < 0 or self.w <= 0 or self.h <= 0 or self.x + self.w > 1 + 1e-6 \
+                or self.y + self.h > 1 + 1e-6:
+            raise IdentifyError("bad_crop", f"the crop {self.text} does not lie inside the photo: x and y from "
+                                "0, w and h above 0, x+w and y+h at most 1 (fractions of the photo)")
+
+    @property
+    def text(self) -> str:
+        """`x,y,w,h` as the API, the manifest and `predict --crop` write it."""
+        return ",".join(f"{v:.4f}".rstrip("0").rstrip(".") or "0" for v in (self.x, self.y, self.w, self.h))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"x": round(self.x, 6), "y": round(self.y, 6), "w": round(self.w, 6), "h": round(self.h, 6)}
+
+    @classmethod
+    def of(cls, stored: Any) -> "Crop | None":
+        """From its stored JSON form ({x, y, w, h}), or None."""
+        if not isinstance(stored, dict):
+            return None
+        return cls(float(stored["x"]), float(stored["y"]), float(stored["w"]), float(stored["h"]))
+
+    def pixels(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) in a photo of `size` (width, height)."""
+        width, height = size
+        left, top = round(self.x * width), round(self.y * height)
+        right = min(width, max(left + 1, round((self.x + self.w) * width)))
+        bottom = min(height, max(top + 1, round((self.y + self.h) * height)))
+        return left, top, right, bottom
+
+    def cut(self, image: Image.Image) -> Image.Image:
+        """The crop's pixels. Raises IdentifyError crop_too_small when they are too few to show a bird."""
+        left, top, right, bottom = self.pixels(image.size)
+        if min(right - left, bottom - top) < MIN_CROP_PIXELS:
+            raise IdentifyError("crop_too_small", f"the crop {self.text} is {right - left}x{bottom - top} pixels "
+                                f"of this photo: draw the square around the bird at least {MIN_CROP_PIXELS} "
+                                "pixels wide")
+        return image.crop((left, top, right, bottom))
+
+    def decode_size(self, model_size: int) -> int:
+        """The square a photo must be decoded to for this crop to cover `model_size` pixels."""
+        return math.ceil(model_size / min(self.w, self.h))
+
+    @classmethod
+    def square_around(cls, box: tuple[float, float, float, float], size: tuple[int, int],
+                      margin: float = DETECTION_MARGIN) -> "Crop":
+        """A square crop around a pixel box (left, top, right, bottom) in a photo of `size`, the box's longer
+        side plus `margin` of it on each side, moved inside the photo (the model's input is square: a
+        non-square crop would be squashed by its resize)."""
+        width, height = size
+        left, top, right, bottom = box
+        side = min(max(right - left, bottom - top) * (1 + 2 * margin), width, height)
+        centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
+        x = min(max(centre_x - side / 2, 0.0), width - side)
+        y = min(max(centre_y - side / 2, 0.0), height - side)
+        return cls(x / width, y / height, side / width, side / height)
+
+
+FULL_FRAME = Crop(0.0, 0.0, 1.0, 1.0)
+
+
+def parse_crop(raw: object, name: str = "crop") -> Crop | None:
+    """`x,y,w,h` (fractions of the upright photo) as sent; blank is no crop (the whole photo)."""
+    text = str(raw or "").strip()
+    if not text:
+        return None
+    parts = text.split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        return Crop(*(float(part) for part in parts))
+    except ValueError:
+        raise IdentifyError("bad_crop", f"{name} {text[:40]!r} is not x,y,w,h: four numbers between 0 and 1, "
+                            "fractions of the photo's width and height (for example 0.25,0.3,0.4,0.4)") from None
+
+
+def parse_crops(values: Sequence[str], photos: int) -> list[Crop | None]:
+    """One `crop` field per photo, in the order of the photos (a blank one: that photo whole). Fewer fields
+    than photos leave the rest whole; more are refused."""
+    if len(values) > photos:
+        raise IdentifyError("bad_crop", f"{len(values)} crops for {photos} photo{'s' if photos != 1 else ''}: "
+                            "send at most one `crop` per `image`, in the same order")
+    crops = [parse_crop(value, f"crop {number}" if photos > 1 else "crop") for number, value in
+             enumerate(values, start=1)]
+    return crops + [None] * (photos - len(crops))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A bird a detector found: its box (as fractions, like a crop), its score and the detector's label."""
+
+    box: Crop
+    score: float
+    label: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": self.box.to_dict(), "score": round(self.score, 6), "label": self.label}
+
+    @classmethod
+    def of(cls, stored: dict[str, Any]) -> "Detection":
+        box = Crop.of(stored["box"])
+        assert box is not None
+        return cls(box, float(stored["score"]), str(stored["label"]))
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How one photo was looked at: the crop used for the forward pass (None: the whole photo), where it came
+    from (user, detector, curator), and every bird a detector found in it."""
+
+    crop: Crop | None = None
+    source: str | None = None
+    detections: tuple[Detection, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"crop": self.crop.to_dict() if self.crop is not None else None, "crop_source": self.source,
+                "detections": [d.to_dict() for d in self.detections]}
+
+
+DETECTOR_DECODE_FACTOR = 4  # a photo for the detector is decoded at 4x the model's size: a bird a quarter of
+# the frame wide still fills the model's input after its crop
+
+
+def decode_size_for(crop: Crop | None, model_size: int, detecting: bool) -> int:
+    """How large to decode a photo (JPEG draft) for what will be cut from it."""
+    if crop is not None:
+        return crop.decode_size(model_size)
+    return model_size * DETECTOR_DECODE_FACTOR if detecting else model_size
+
+
+def frame_photos(images: Sequence[Image.Image], crops: Sequence[Crop | None], find: Any = None,
+                 source: str = USER, label: Any = None) -> list[tuple[Image.Image, Framing]]:
+    """What the model looks at in each photo, and how it was framed: the given crop (`source` says whose),
+    else the best bird `find` (a BirdFinder's find, or None) sees in it squared with a margin, else the whole
+    photo. Raises IdentifyError (crop_too_small) for a crop too small to hold a bird, its message led by
+    `label(index)` (how the caller names the photo)."""
+    unframed = [i for i, crop in enumerate(crops) if crop is None]
+    found = dict(zip(unframed, find([images[i] for i in unframed]), strict=True)) if find and unframed else {}
+    framed = []
+    for index, (image, crop) in enumerate(zip(images, crops, strict=True)):
+        if crop is not None:
+            try:
+                framed.append((crop.cut(image), Framing(crop, source)))
+            except IdentifyError as exc:
+                which = label(index) if label is not None else ""
+                raise IdentifyError(exc.code, f"{which}: {exc.message}" if which else exc.message, exc.status) from None
+            continue
+        birds = tuple(found.get(index, ()))
+        if not birds:
+            framed.append((image, Framing(None, None, birds)))
+            continue
+        square = Crop.square_around(birds[0].box.pixels(image.size), image.size)
+        try:
+            framed.append((square.cut(image), Framing(square, DETECTOR, birds)))
+        except IdentifyError:  # a speck of a box: the whole photo says more
+            framed.append((image, Framing(None, None, birds)))
+    return framed
