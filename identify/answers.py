@@ -8,24 +8,51 @@ from typing import Any, Callable, Sequence
 
 from identify.fusion import RankedSpecies
 from identify.identifier import Identification, NeighbourInfo
-from identify.taxonomy import Taxon
+from identify.taxonomy import Taxon, group_name
 
 NeighbourLink = Callable[[NeighbourInfo], dict[str, Any]]  # where a neighbour's photo is: {"path": ...} or a URL
+
+
+def name_parts(label: str | None, taxon: Taxon | None) -> tuple[str | None, str | None, str | None]:
+    """(lead, rank, scientific name) of the one naming rule: a species by its common name with its scientific
+    name; a higher taxon as what its birds are called with its rank ("a hummingbird", "family", "Trochilidae");
+    a model label as written (underscores as spaces) only when no taxonomy knows it."""
+    if taxon is None:
+        return (label or "no species").replace("_", " "), None, None
+    if taxon.rank in ("species", "subspecies"):
+        return taxon.common_name, None, taxon.scientific_name
+    called = group_name(taxon.rank, taxon.scientific_name)
+    article = "an" if called and called[0] in "aeiou" else "a"
+    return (f"{article} {called}" if called else None), taxon.rank, taxon.scientific_name
+
+
+def display_name(label: str | None, taxon: Taxon | None) -> str:
+    """How the pages, the API's `answer` and `predict` name a taxon: "Red Junglefowl (Gallus gallus)",
+    "a hummingbird (family Trochilidae)", "family Gruidae", or the raw label when no taxonomy knows it."""
+    lead, rank, scientific = name_parts(label, taxon)
+    formal = f"{rank} {scientific}" if rank else scientific
+    if lead and formal:
+        return f"{lead} ({formal})"
+    return lead or formal or ""
 
 
 def taxon_json(taxon: Taxon | None) -> dict[str, Any] | None:
     """A taxon as every JSON answer gives it, the API's and the command line's alike (identify.web.schemas.Taxon)."""
     if taxon is None:
         return None
+    lead, _, _ = name_parts(None, taxon)
     return {"scientific_name": taxon.scientific_name, "common_name": taxon.common_name, "rank": taxon.rank,
             "genus": taxon.genus, "family": taxon.family, "order": taxon.order,
-            "authority": taxon.authority, "authority_version": taxon.version}
+            "authority": taxon.authority, "authority_version": taxon.version,
+            "display_name": display_name(None, taxon), "called": lead if taxon.rank not in ("species",
+                                                                                           "subspecies") else None}
 
 
 def ranked_json(species: RankedSpecies) -> dict[str, Any]:
     """`score` is what a person reads (calibrated when a calibration is set); `fused` is the score before it."""
     fused = species.fused if species.fused is not None else species.score
-    out = {"name": species.name, "score": round(species.score, 6), "classifier": round(species.classifier, 6),
+    out = {"name": species.name, "display_name": display_name(species.name, species.taxon),
+           "score": round(species.score, 6), "classifier": round(species.classifier, 6),
            "knn": round(species.knn, 6), "fused": round(fused, 6), "taxon": taxon_json(species.taxon)}
     if species.expected_here is not None:  # a place and date shaped the answer
         out.update(prior=round(species.prior or 0.0, 6), expected_here=species.expected_here)

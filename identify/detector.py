@@ -49,7 +49,7 @@ class Detector:
         self.threshold = threshold
         self.bird_indices = {i for i, name in identity.classes.items() if name.lower() in bird_labels}
         # birder's detection preset: the photo resized to the network's size, so boxes come back in it
-        self.transform = birder.detection_transform(identity.size, rgb_stats)
+        self.transform = birder.detection_transform(identity.size, rgb_stats)  # type: ignore[arg-type]  # birder's RGBType is this dict
 
     def find(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         from birder.inference.detection import infer_batch
@@ -119,7 +119,7 @@ def load_detector(path: Path, *, network: str | None = None, backbone: str | Non
         net, info = load_detection_model(device, network, path=path, backbone=backbone, inference=True)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise IdentifyError("bad_detector", f"{path} does not load as {network} on {backbone}: {exc}") from None
-    net.eval()
+    net.eval()  # type: ignore[union-attr]  # a .pt checkpoint loads as a Module
     height, width = get_size_from_signature(info.signature)
     identity = DetectorIdentity(network, backbone, sha256_file(path), classes, (int(height), int(width)))
     return Detector(net, identity, dict(info.rgb_stats), bird_labels, threshold, device)

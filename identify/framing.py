@@ -108,17 +108,6 @@ def parse_crop(raw: object, name: str = "crop") -> Crop | None:
                             "fractions of the photo's width and height (for example 0.25,0.3,0.4,0.4)") from None
 
 
-def parse_crops(values: Sequence[str], photos: int) -> list[Crop | None]:
-    """One `crop` field per photo, in the order of the photos (a blank one: that photo whole). Fewer fields
-    than photos leave the rest whole; more are refused."""
-    if len(values) > photos:
-        raise IdentifyError("bad_crop", f"{len(values)} crops for {photos} photo{'s' if photos != 1 else ''}: "
-                            "send at most one `crop` per `image`, in the same order")
-    crops = [parse_crop(value, f"crop {number}" if photos > 1 else "crop") for number, value in
-             enumerate(values, start=1)]
-    return crops + [None] * (photos - len(crops))
-
-
 @dataclass(frozen=True)
 class Detection:
     """A bird a detector found: its box (as fractions, like a crop), its score and the detector's label."""

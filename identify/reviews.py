@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
+from identify.framing import Crop, Framing
 from identify.observation import WhereAndWhen
 from identify.photos import PhotoStore
 from identify.reference_records import ReferenceRecords
@@ -29,6 +30,7 @@ from identify.sightings import SightingRecord, SightingStore
 from identify.storage import Store
 
 ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected", "reopen": "open"}
+RECROP = "recrop"  # a curator's new crops: identified again, still open (identify.uploads.UploadPipeline.reframe)
 AWAITING = "awaiting_second_opinion"  # the answer a curator gave waits for a second curator before it teaches
 SecondOpinion = Callable[[str, Sighting], "str | None"]  # (label, sighting) -> the rule asking for one, or None
 UNCERTAIN = ("needs_review", "no_match")
@@ -44,6 +46,7 @@ class ReviewRequest:
     note: str | None = None
     add_as_reference: bool | None = None  # None: yes, unless rejected (a curator's answer teaches at once)
     as_written: bool = False  # correct: take a name no taxonomy knows, as written
+    crops: tuple[Crop | None, ...] = ()  # recrop: each photo's new crop, in photo order (None: keep its own)
 
     @property
     def promotes(self) -> bool:
@@ -98,7 +101,7 @@ class Reviews:
         `second_opinion`: for a review that would teach, the rule (if any) that asks a second curator to agree
         first (ServiceConfig.second_opinion)."""
         if request.action not in ACTIONS:
-            raise IdentifyError("bad_review", f"action must be one of {', '.join(ACTIONS)}")
+            raise IdentifyError("bad_review", f"action must be one of {', '.join([*ACTIONS, RECROP])}")
         with self.sessions.begin() as session:
             sighting = session.get(Sighting, request.sighting_id)
             if sighting is None:
@@ -126,6 +129,27 @@ class Reviews:
             reference = self._teach(session, sighting, label if teaches else None, request, review, index_name)
             public_id = reference.public_id if reference is not None else None
         return ReviewOutcome(self.sightings.get(request.sighting_id), public_id, awaiting)
+
+    def recrop(self, sighting_id: int, version: int, curator_id: int, note: str | None, answer: dict[str, Any],
+               photos: Sequence[tuple[Any, Framing]]) -> SightingRecord:
+        """Store the answer to a curator's re-crop (identified again by the caller) if the sighting is still
+        open and at `version`; the review trail says who re-cropped it. It stays in the queue: a crop is a
+        better look, not an answer."""
+        with self.sessions.begin() as session:
+            sighting = session.get(Sighting, sighting_id)
+            if sighting is None:
+                raise IdentifyError("unknown_sighting", "no such sighting", 404)
+            request = ReviewRequest(sighting_id, curator_id, RECROP, version)
+            if sighting.version != version:
+                raise self._stale(request)
+            if sighting.status != "open":
+                raise IdentifyError("bad_review", f"sighting {sighting.public_id} is {sighting.status}: reopen it "
+                                    "before re-cropping (a reviewed answer stays as the curator left it)")
+            if not self.sightings.replace_answer(session, sighting_id, version, answer, photos):
+                raise self._stale(request)
+            session.add(Review(sighting_id=sighting_id, curator_id=curator_id, action=RECROP, version=version,
+                               note=note))
+        return self.sightings.get(sighting_id)
 
     def _teach(self, session: Session, sighting: Sighting, label: str | None, request: ReviewRequest,
                review: Review, index_name: str) -> ReferenceImage | None:

@@ -30,7 +30,7 @@ from identify.similar import SimilarSightings
 from identify.bulk_review import MAX_GROUPED, MemberResult, ReviewGroup, review_groups, review_members
 from identify.reference_health import HealthReport, ReferenceSet
 from identify.reference_records import FLAGS, ReferenceFilters, ReferenceRecord
-from identify.reviews import ReviewOutcome, ReviewRequest
+from identify.reviews import RECROP, ReviewOutcome, ReviewRequest
 from identify.sighting_search import SightingFilters
 from identify.sightings import SightingRecord
 from identify.uploads import Identified, SightingFields, UploadPipeline
@@ -203,6 +203,10 @@ class IdentificationService:
         return self.reviews.queue(page, per_page)
 
     def review(self, request: ReviewRequest) -> ReviewOutcome:
+        if request.action == RECROP:  # a better look: identified again on the new crops, still open
+            record = self.sightings.get(request.sighting_id, with_reviews=False)
+            return ReviewOutcome(self.uploads.reframe(record, request.crops, request.curator_id, request.version,
+                                                      request.note, self.reviews.recrop), None)
         outcome = self.reviews.review(request, self.index_name, self.backbone.identity.classes,
                                       self._second_opinion if self.limits.second_opinion_rules else None)
         self._audit = None  # a review may be an audit: count it before the next answer

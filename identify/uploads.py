@@ -94,9 +94,11 @@ class UploadPipeline:
         return [*fields.crops, *[None] * (count - len(fields.crops))]
 
     def frame(self, read: Sequence[Photo], crops: Sequence[Crop | None], names: Sequence[str] = (),
-              source: str = USER) -> list[tuple[Any, Framing]]:
+              source: str = USER, detect: bool = True) -> list[tuple[Any, Framing]]:
+        """Each photo's pixels for the model and how they were framed (identify.framing.frame_photos); the
+        detector, when one is configured and `detect`, frames the photos sent without a crop."""
         finder = self.service.finder
-        find = finder.submit_many if finder is not None else None
+        find = finder.submit_many if finder is not None and detect else None
         return frame_photos([photo.image for photo in read], crops, find, source,
                             lambda index: _which(index + 1, len(read), names))
 
@@ -156,7 +158,7 @@ class UploadPipeline:
                 for crop, photo in zip(chosen, record.photos, strict=True)]
         read = [self.read(svc.photos.photo_path(photo.name).read_bytes(), crop)
                 for photo, crop in zip(record.photos, kept, strict=True)]
-        framed = self.frame(read, kept, source=CURATOR)
+        framed = self.frame(read, kept, source=CURATOR, detect=False)
         framing = [f if new is not None or photo.framing is None else photo.framing
                    for (_, f), new, photo in zip(framed, chosen, record.photos, strict=True)]
         evidence = svc.batcher.submit_many([image for image, _ in framed])

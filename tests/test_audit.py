@@ -152,7 +152,7 @@ def test_audits_that_show_the_error_past_the_target_stop_confident_answers(make_
         assert answer["decision"] == "confident", answer["reasons"]
     for item in client.get("/api/v1/review/queue", headers=headers).get_json()["items"]:
         sighting = client.get(f"/api/v1/sightings/{item['sighting_id']}").get_json()
-        other = next(s for s in SPECIES if s != sighting["answer"])
+        other = next(s for s in SPECIES if s != sighting["answer_label"])
         assert name_it(client, headers, item, other)["status"] == "corrected"  # the curators say: wrong
     audit = client.get("/api/v1/status").get_json()["audit"]
     assert audit["groups"]["all"]["wrong"] == 6 and audit["groups"]["all"]["lower_bound"] > 0.05

@@ -99,7 +99,7 @@ def test_the_peacock_story_corrected_again(workers, token):
     again = one.post(f"/api/v1/sightings/{reviewed['sighting_id']}/review", headers=bearer(token),
                      json={"action": "correct", "species": RIGHT, "version": reviewed["version"]})
     assert again.status_code == 200, again.get_json()
-    assert again.get_json()["reference_id"] == reference and again.get_json()["answer"] == RIGHT
+    assert again.get_json()["reference_id"] == reference and again.get_json()["answer_label"] == RIGHT
     assert nearest_species(one, photo) == (reference, RIGHT)
     sighting = one.get(f"/api/v1/sightings/{reviewed['sighting_id']}").get_json()
     assert [(r["action"], r["species"]) for r in sighting["reviews"]] == [("correct", WRONG), ("correct", RIGHT)]
@@ -311,7 +311,7 @@ def test_a_new_species_waits_for_a_second_curator(two_curators):
     assert body["status"] == "awaiting_second_opinion" and body["second_opinion"] == "new_species"
     assert body["reference_id"] is None
     assert client.get("/api/v1/references?source=review", headers=bearer(fay)).get_json()["total"] == 0
-    assert nearest_species(client, photo)[1] != body["answer"]  # the photo is not searched as a reference
+    assert nearest_species(client, photo)[1] != body["answer_label"]  # the photo is not searched as a reference
     queue = client.get("/api/v1/review/queue", headers=bearer(gus)).get_json()["items"]
     assert queue[0]["sighting_id"] == sighting  # waiting answers come before the uncertain ones
     same = client.post(f"/api/v1/sightings/{sighting}/review", headers=bearer(fay),
@@ -321,7 +321,7 @@ def test_a_new_species_waits_for_a_second_curator(two_curators):
                          json={"action": "confirm", "version": body["version"]})
     assert agreed.status_code == 200, agreed.get_json()
     assert agreed.get_json()["status"] == "corrected" and agreed.get_json()["reference_id"]
-    assert nearest_species(client, photo) == (agreed.get_json()["reference_id"], body["answer"])
+    assert nearest_species(client, photo) == (agreed.get_json()["reference_id"], body["answer_label"])
     reviews = client.get(f"/api/v1/sightings/{sighting}").get_json()["reviews"]
     assert [(r["curator"], r["action"]) for r in reviews] == [("fay", "correct"), ("gus", "confirm")]
 

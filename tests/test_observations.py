@@ -78,7 +78,8 @@ def test_bad_observations_store_nothing(client, service, photos, code, status):
     error = response.get_json()["error"]
     assert response.status_code == status and error["code"] == code
     if code == "not_an_image":
-        assert error["message"].startswith("photo 2 of 3:")
+        # the message names the file and its place, and says what to send instead
+        assert error["message"].startswith("“bird1.jpg” (photo 2 of 3): ") and "JPEG" in error["message"]
     assert count(service, Sighting) == 0 and count(service, SightingPhoto) == 0
     assert not list((service.settings.data_dir / "photos").rglob("*.*"))
 

@@ -60,7 +60,7 @@ def test_a_species_nobody_knew_becomes_a_reference_that_predict_finds(client, se
     reviewed = review(client, auth, first["sighting_id"], action="correct", species="wallcreeper")
     assert reviewed.status_code == 200, reviewed.get_json()
     body = reviewed.get_json()
-    assert body["answer"] == "Wallcreeper" and body["answer_taxon"]["scientific_name"] == "Tichodroma muraria"
+    assert body["answer_label"] == "Wallcreeper" and body["answer"] == "Wallcreeper (Tichodroma muraria)" and body["answer_taxon"]["scientific_name"] == "Tichodroma muraria"
     assert body["reference_id"] is not None  # a correction teaches at once unless the curator says otherwise
     assert body["reviews"][0]["added_as_reference"] is True
 
@@ -77,7 +77,7 @@ def test_a_species_nobody_knew_becomes_a_reference_that_predict_finds(client, se
 def test_a_correction_by_any_name_uses_the_label_of_its_taxon(client, service, auth):
     sighting = upload(client, NEW_BIRD)
     body = review(client, auth, sighting["sighting_id"], action="correct", species="Hooded Crow").get_json()
-    assert body["answer"] == "Corvus_cornix"  # the model's class for that taxon, not a second label
+    assert body["answer_label"] == "Corvus_cornix"  # the model's class for that taxon, not a second label
     assert body["answer_taxon"]["common_name"] == "Hooded Crow"
     with service.store.session() as session:
         assert session.scalar(select(Species.id).where(Species.name == "Hooded Crow")) is None

@@ -44,7 +44,7 @@ def test_identify_answers_the_documented_contract(client):
     assert list(body)[:2] == ["sighting_id", "url"]
     assert body["decision"] in ("confident", "needs_review", "no_match")
     assert 1 <= len(body["species"]) <= 5
-    assert set(body["species"][0]) == {"name", "score", "classifier", "knn", "fused", "taxon"}
+    assert set(body["species"][0]) == {"name", "display_name", "score", "classifier", "knn", "fused", "taxon"}
     taxa = {s["name"]: s["taxon"] for s in body["species"]}  # the model's classes are scientific names here
     assert taxa["Passer_domesticus"]["scientific_name"] == "Passer domesticus"
     assert taxa["Passer_domesticus"]["family"] == "Passeridae" and taxa["Corvus_cornix"]["genus"] == "Corvus"
@@ -91,7 +91,7 @@ def test_the_whole_loop_correction_becomes_a_reference(client, service, token):
                                  "note": "white patch", "add_as_reference": True})
     assert reviewed.status_code == 200, reviewed.get_json()
     body = reviewed.get_json()
-    assert body["status"] == "corrected" and body["answer"] == corrected and body["version"] == version + 1
+    assert body["status"] == "corrected" and body["answer_label"] == corrected and body["version"] == version + 1
     assert body["reviews"][0]["curator"] == "ana" and body["reviews"][0]["added_as_reference"] is True
 
     again = upload(client, jpeg_bytes(NEW_BIRD)).get_json()
@@ -309,9 +309,9 @@ def test_similar_sightings_exclude_itself_and_honour_filters(client):
     assert [h["sighting_id"] for h in client.get(url, query_string={"from": "2026-05-15"}).get_json()["similar"]] == [cairo]
     assert [h["sighting_id"] for h in client.get(url, query_string={"to": "2026-05-15", "k": "5"}).get_json()["similar"]] == [paris]
     assert len(client.get(url, query_string={"k": "1"}).get_json()["similar"]) == 1
-    answer = client.get(f"/api/v1/sightings/{paris}").get_json()["answer"]
+    answer = client.get(f"/api/v1/sightings/{paris}").get_json()["answer_label"]
     only = client.get(url, query_string={"species": answer}).get_json()["similar"]
-    assert only and all(hit["answer"] == answer for hit in only)
+    assert only and all(hit["answer_label"] == answer for hit in only)
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def identify() -> Any:
     started = time.perf_counter()
     fields, photos = parse_upload(request.form, request.files.getlist("image"))  # bad input fails before any work
     identified = service().identify_upload(photos, fields)
-    body = views.identification_json(identified.public_id, identified.result)
+    body = views.identification_json(identified)
     # Server-Timing: the model's forward pass (of the batch this photo shared) and the whole request here.
     timing = (f"model;dur={identified.result.forward_seconds * 1000:.2f};desc=forward, "
               f"app;dur={(time.perf_counter() - started) * 1000:.2f}")
@@ -126,7 +126,7 @@ def _review_body() -> dict[str, Any]:
         if not isinstance(body, dict):
             raise IdentifyError("bad_request", "the body must be a JSON object")
         return body
-    return request.form.to_dict()
+    return {**request.form.to_dict(), "crop": request.form.getlist("crop") or None}
 
 
 @bp.post("/sightings/<sighting_id>/review")

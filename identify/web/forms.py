@@ -3,19 +3,21 @@ an IdentifyError with a stable code, raised before any work is done."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from werkzeug.datastructures import FileStorage
 
 from identify.config import parse_boolean
 from identify.errors import IdentifyError
+from identify.framing import Crop, parse_crop
 from identify.metadata import parse_bbox, parse_observed_at, parse_position, parse_timestamp
 from identify.observation import WhereAndWhen
 from identify.service import SightingFields
 from identify.reviews import ReviewRequest
 from identify.sighting_search import SightingFilters
 from identify.reference_records import ReferenceFilters
-from identify.rules import MAX_SIMILAR, MAX_TEXT, MAX_VERSION, MIN_VERSION
+from identify.rules import MAX_PHOTOS, MAX_SIMILAR, MAX_TEXT, MAX_VERSION, MIN_VERSION
 
 
 
@@ -57,6 +59,20 @@ def boolean_field(raw: object, name: str) -> bool | None:
         raise IdentifyError("bad_field", f"{name} {raw!r} is not true or false") from None
 
 
+def parse_uncertainty(raw: object) -> float | None:
+    """The position's uncertainty in metres (a browser's geolocation accuracy): a number from 0 to 20,000 km."""
+    text = str(raw or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 2e7:
+        raise IdentifyError("bad_field", f"coordinate_uncertainty_m {text[:20]!r} is not a distance in metres")
+    return value
+
+
 def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
     """The optional fields of an upload. Every bad field is reported, not just the first (IdentifyError.all_of)."""
     problems: list[IdentifyError] = []
@@ -69,29 +85,50 @@ def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
             return None
 
     lat, lon = checked(parse_position, form.get("lat"), form.get("lon")) or (None, None)
+    crops = form.getlist("crop") if hasattr(form, "getlist") else [form["crop"]] if form.get("crop") else []
     fields = SightingFields(WhereAndWhen(lat, lon, checked(parse_observed_at, form.get("observed_at"))),
                             checked(text_field, form.get("observer"), "observer"),
                             checked(text_field, form.get("note"), "note"),
                             bool(checked(boolean_field, form.get("ignore_location"), "ignore_location")),
-                            bool(checked(boolean_field, form.get("hide_location"), "hide_location")))
+                            bool(checked(boolean_field, form.get("hide_location"), "hide_location")),
+                            crops=tuple(checked(_crops, crops) or ()),
+                            coordinate_uncertainty_m=checked(parse_uncertainty, form.get("coordinate_uncertainty_m")))
     if problems:
         raise IdentifyError.all_of(problems)
     return fields
 
 
+def _base_name(name: str) -> str:
+    """A file name as a browser sent it, without any folder (some send a Windows path)."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1][:120]
+
+
+def _crops(values: list[str]) -> list[Crop | None]:
+    """One `crop` per photo in the order of the `image` fields; a blank one leaves that photo whole."""
+    return [parse_crop(value, f"crop {number}" if len(values) > 1 else "crop")
+            for number, value in enumerate(values, start=1)]
+
+
 def parse_upload(form: Mapping[str, str], files: list[FileStorage]) -> tuple[SightingFields, list[bytes]]:
     """An upload's fields and photos, every problem of both reported together. A part with neither a file name
     nor bytes is a file field left empty in a browser, not a photo."""
-    photos = [data for upload, data in ((u, u.read()) for u in files) if data or upload.filename]
+    sent = [(upload.filename or "", data) for upload, data in ((u, u.read()) for u in files)
+            if data or upload.filename]
+    photos = [data for _, data in sent]
     try:
         fields, problems = parse_sighting_fields(form), []
     except IdentifyError as exc:
-        problems = exc.problems
+        fields, problems = SightingFields(), exc.problems
     if not photos:
-        problems = [*problems, IdentifyError("missing_image", "choose a photo (the multipart field `image`)")]
+        problems = [*problems, IdentifyError("missing_image", "choose a photo of the bird (the multipart field "
+                                             "`image`)")]
+    elif len(fields.crops) > len(photos):
+        problems = [*problems, IdentifyError("bad_crop", f"{len(fields.crops)} crops for {len(photos)} photo"
+                                             f"{'s' if len(photos) != 1 else ''}: one `crop` per `image` at most, "
+                                             "in the same order")]
     if problems:
         raise IdentifyError.all_of(problems)
-    return fields, photos
+    return replace(fields, file_names=tuple(_base_name(name) for name, _ in sent)), photos
 
 
 def parse_filters(args: Mapping[str, str]) -> SightingFilters:
@@ -125,11 +162,16 @@ def parse_review(sighting_id: int, curator_id: int, body: Mapping[str, Any]) -> 
     """A curator's review from a JSON object or a form: action, version, species, note, add_as_reference,
     as_written."""
     version = parse_version(body.get("version"))
+    crop = body.get("crop")
+    crops = crop if isinstance(crop, list) else [crop] if crop is not None else []
+    if len(crops) > MAX_PHOTOS or not all(isinstance(c, str) for c in crops):
+        raise IdentifyError("bad_crop", f"crop: up to {MAX_PHOTOS} x,y,w,h strings, one per photo")
     return ReviewRequest(
         sighting_id=sighting_id, curator_id=curator_id, action=str(body.get("action") or ""), version=version,
         species=text_field(body.get("species"), "species"), note=text_field(body.get("note"), "note"),
         add_as_reference=boolean_field(body.get("add_as_reference"), "add_as_reference"),
         as_written=bool(boolean_field(body.get("as_written"), "as_written")),
+        crops=tuple(_crops(crops)),
     )
 
 

@@ -140,7 +140,7 @@ def review(sighting_id: str) -> Any:
     curator = current_curator()
     assert curator is not None
     back = local_path(request.form.get("back"))
-    body: dict[str, Any] = request.form.to_dict()
+    body: dict[str, Any] = {**request.form.to_dict(), "crop": request.form.getlist("crop") or None}
     body["add_as_reference"] = "add_as_reference" in request.form  # an unticked box sends nothing: that is a no
     body["as_written"] = "as_written" in request.form
     try:

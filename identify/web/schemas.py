@@ -17,6 +17,10 @@ from identify.rules import (MAX_PAGE, MAX_PER_PAGE, MAX_PHOTOS, MAX_SIMILAR, MAX
                             MIN_VERSION)
 
 
+# x,y,w,h (or blank); whether the numbers lie inside the photo is checked by identify.framing (400 bad_crop)
+CROP_PATTERN = r"^\s*$|^\s*[0-9.]+\s*(,\s*[0-9.]+\s*){3}$"
+
+
 class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +72,12 @@ class UploadForm(BaseModel):
     note: str = optional(max_length=MAX_TEXT)
     ignore_location: bool = optional(description="Leave place and season out of the identification")
     hide_location: bool = optional(description="Show the public no position (curators still see it)")
+    coordinate_uncertainty_m: Union[Annotated[float, Field(ge=0, le=2e7)], Literal[""]] = optional(
+        description="How far off lat/lon may be, in metres (a phone's geolocation accuracy)")
+    crop: list[str] = optional(description="Where the bird is in each photo, in the order of the `image` fields "
+                               "(repeat the field; blank: that photo whole): x,y,w,h as fractions of the upright "
+                               "photo, for example 0.25,0.3,0.4,0.4", max_length=MAX_PHOTOS,
+                               json_schema_extra={"items": {"type": "string", "pattern": CROP_PATTERN}})
 
 
 class SimilarForm(SimilarQuery):
@@ -75,8 +85,12 @@ class SimilarForm(SimilarQuery):
 
 
 class ReviewBody(BaseModel):
-    action: Literal["confirm", "correct", "reject", "reopen"] = Field(description="reopen: back in the queue; the "
-                                                                       "references it made are retired meanwhile")
+    action: Literal["confirm", "correct", "reject", "reopen", "recrop"] = Field(
+        description="reopen: back in the queue; the references it made are retired meanwhile. recrop: identify "
+                    "the photos again on the crops given (an open sighting only)")
+    crop: list[str] = optional(description="recrop: each photo's new crop x,y,w,h, in photo order (blank: keep "
+                               "that photo's)", max_length=MAX_PHOTOS,
+                               json_schema_extra={"items": {"type": "string", "pattern": CROP_PATTERN}})
     version: int = Field(ge=MIN_VERSION, le=MAX_VERSION, description="The sighting's version you reviewed")
     species: str = optional(max_length=MAX_TEXT, description="Required by correct: a label in use, or "
                                    "any common or scientific name of the bird taxonomies")
@@ -114,10 +128,16 @@ class Taxon(Schema):
     order: Optional[str]
     authority: str
     authority_version: str
+    display_name: str = Field(description="How pages name it: \"Red Junglefowl (Gallus gallus)\", \"a hummingbird "
+                              "(family Trochilidae)\"")
+    called: Optional[str] = Field(description="Above species: what its birds are called (\"a hummingbird\"), when "
+                                  "most share one name")
 
 
 class RankedSpecies(Schema):
     name: str = Field(description="The label (model class or reference species)")
+    display_name: str = Field(description="How pages name it: the taxon's common and scientific name, the label "
+                              "as written only when no taxonomy knows it")
     score: float = Field(description="What the answer means: calibrated when a calibration is set")
     classifier: float = Field(description="Classifier probability")
     knn: float = Field(description="Share of the neighbours' vote")
@@ -161,9 +181,36 @@ class CalibrationState(Schema):
     reasons: list[str] = Field(description="What moved, when stale")
 
 
+class Box(Schema):
+    x: float = Field(ge=0, le=1, description="Left edge, a fraction of the upright photo's width")
+    y: float = Field(ge=0, le=1, description="Top edge, a fraction of its height")
+    w: float = Field(gt=0, le=1, description="Width, a fraction of the photo's width")
+    h: float = Field(gt=0, le=1, description="Height, a fraction of the photo's height")
+
+
+class DetectedBird(Schema):
+    box: Box
+    score: float
+    label: str = Field(description="The detector's class")
+
+
+class FramedPhoto(Schema):
+    photo_url: str
+    thumbnail_url: str
+    crop: Optional[Box] = Field(description="What the model looked at (null: the whole photo)")
+    crop_source: Optional[Literal["user", "detector", "curator"]] = Field(
+        description="Whose crop: the uploader's, the detector's best bird (with a margin), a curator's re-crop")
+    detections: list[DetectedBird] = Field(description="Every bird the detector found, best first (empty without "
+                                           "a detector, or when the photo came with a crop)")
+
+
 class Identification(Schema):
     sighting_id: str = Field(description="A random token (SQL keys are never shown)")
     url: str
+    answer: Optional[str] = Field(description="What the page's heading names: the top species' display name "
+                                  "(null for no_match)")
+    answer_label: Optional[str] = Field(description="The top species' label as the model or references have it")
+    photos: list[FramedPhoto] = Field(description="Each photo, in upload order, with how the model looked at it")
     decision: Literal["confident", "needs_review", "no_match"]
     reasons: list[str]
     uncertainty: float
@@ -188,12 +235,16 @@ class SightingSummary(Schema):
     decision: Literal["confident", "needs_review", "no_match"]
     uncertainty: float
     status: Literal["open", "confirmed", "corrected", "rejected", "awaiting_second_opinion"]
-    answer: Optional[str] = Field(description="The species label of the current answer")
+    answer: Optional[str] = Field(description="The current answer's display name, as the sighting page's heading "
+                                  "names it (null: rejected, or an open no_match)")
+    answer_label: Optional[str] = Field(description="The current answer's label (model class or reference species)")
     answer_taxon: Optional[Taxon]
     version: int
     lat: Optional[float]
     lon: Optional[float]
-    coordinate_uncertainty_m: Optional[float] = Field(description="Radius of a generalised position")
+    coordinate_uncertainty_m: Optional[float] = Field(description="How far off the position may be, in metres: "
+                                                      "the observer's device's accuracy, or a generalised position's "
+                                                      "radius")
     location: Literal["none", "exact", "generalised", "hidden", "hidden from the public"]
     observed_at: Optional[str] = Field(description="Local time of the observation, ISO 8601")
     observed_zone: Optional[Literal["offset", "place", "unknown"]]
@@ -204,14 +255,9 @@ class SightingSummary(Schema):
                                           "answer is left out, so the curator names the bird unswayed")
 
 
-class PhotoLinks(Schema):
-    photo_url: str
-    thumbnail_url: str
-
-
 class ReviewEntry(Schema):
     curator: str
-    action: Literal["confirm", "correct", "reject", "reopen"]
+    action: Literal["confirm", "correct", "reject", "reopen", "recrop"]
     species: Optional[str]
     note: Optional[str]
     version: int
@@ -220,7 +266,7 @@ class ReviewEntry(Schema):
 
 
 class Sighting(SightingSummary):
-    photos: list[PhotoLinks]
+    photos: list[FramedPhoto]
     reasons: list[str]
     observer: Optional[str]
     note: Optional[str]

@@ -11,10 +11,12 @@ from flask import g, url_for
 
 from identify.answers import identification_json as answer_json
 from identify.answers import neighbours_json as answer_neighbours_json
-from identify.answers import ranking_json, taxon_json
-from identify.identifier import Identification, NeighbourInfo
+from identify.answers import display_name, ranking_json, taxon_json
+from identify.framing import Framing
+from identify.identifier import NeighbourInfo
 from identify.reference_records import ReferenceRecord
 from identify.service import SimilarSighting
+from identify.uploads import Identified
 from identify.sighting_search import SightingFilters
 from identify.sightings import ReviewRecord, SightingRecord
 from identify.metadata import generalised
@@ -51,13 +53,27 @@ def location_json(record: SightingRecord) -> dict[str, Any]:
     """lat, lon and their uncertainty as this viewer may see them (see sees_exact_places)."""
     if record.lat is None or record.lon is None:
         return {"lat": None, "lon": None, "coordinate_uncertainty_m": None, "location": "none"}
+    stated = record.coordinate_uncertainty_m
     if sees_exact_places():
-        return {"lat": record.lat, "lon": record.lon, "coordinate_uncertainty_m": None,
+        return {"lat": record.lat, "lon": record.lon, "coordinate_uncertainty_m": stated,
                 "location": "hidden from the public" if record.hide_location else "exact"}
     if record.hide_location:
         return {"lat": None, "lon": None, "coordinate_uncertainty_m": None, "location": "hidden"}
     lat, lon, radius = generalised(record.lat, record.lon)
-    return {"lat": lat, "lon": lon, "coordinate_uncertainty_m": radius, "location": "generalised"}
+    return {"lat": lat, "lon": lon, "coordinate_uncertainty_m": max(radius, stated or 0.0), "location": "generalised"}
+
+
+def answer_name(record: SightingRecord) -> str | None:
+    """What a sighting is called now, as its page's heading names it (None: rejected, or no match yet)."""
+    if record.species is None or (record.status == "open" and record.decision == "no_match"):
+        return None
+    return display_name(record.species, record.taxon)
+
+
+def framing_json(framing: Framing | None) -> dict[str, Any]:
+    """How the model looked at a photo: the crop used (None: the whole photo), whose it was, what a detector
+    found."""
+    return (framing or Framing()).to_dict()
 
 
 def thumbnail_link(neighbour: NeighbourInfo) -> dict[str, Any]:
@@ -69,9 +85,16 @@ def neighbours_json(neighbours: list[NeighbourInfo]) -> list[dict[str, Any]]:
     return answer_neighbours_json(neighbours, thumbnail_link)
 
 
-def identification_json(sighting_id: str, result: Identification) -> dict[str, Any]:
+def identification_json(identified: Identified) -> dict[str, Any]:
+    result, sighting_id = identified.result, identified.public_id
+    top = result.species[0] if result.species else None
+    named = top is not None and result.decision.decision != "no_match"
     return {"sighting_id": sighting_id, "url": url_for("pages.sighting", sighting_id=sighting_id),
-            **answer_json(result, thumbnail_link)}
+            "answer": display_name(top.name, top.taxon) if named and top else None,
+            "answer_label": top.name if named and top else None,
+            **answer_json(result, thumbnail_link),
+            "photos": [{"photo_url": photo_url(p.name), "thumbnail_url": thumbnail_url(p.sha256), **framing_json(f)}
+                       for p, f in zip(identified.photos, identified.framing, strict=True)]}
 
 
 def review_json(review: ReviewRecord) -> dict[str, Any]:
@@ -91,7 +114,8 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
         "decision": record.decision,
         "uncertainty": round(record.uncertainty, 6),
         "status": record.status,
-        "answer": record.species,
+        "answer": answer_name(record),
+        "answer_label": record.species,
         "answer_taxon": taxon_json(record.taxon),
         "version": record.version,
         "top": ranking_json(record.predictions[:1]),
@@ -102,14 +126,15 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
         "audit": record.audit,
     }
     if blind:
-        summary |= {"answer": None, "answer_taxon": None, "top": []}
+        summary |= {"answer": None, "answer_label": None, "answer_taxon": None, "top": []}
     return summary
 
 
 def sighting_json(record: SightingRecord, neighbours: list[NeighbourInfo] | None = None) -> dict[str, Any]:
     out = sighting_summary_json(record)
     out.update({
-        "photos": [{"photo_url": photo_url(p.name), "thumbnail_url": thumbnail_url(p.sha256)} for p in record.photos],
+        "photos": [{"photo_url": photo_url(p.name), "thumbnail_url": thumbnail_url(p.sha256), **framing_json(p.framing)}
+                   for p in record.photos],
         "reasons": record.reasons,
         "observer": record.observer,
         "note": record.note,
