@@ -237,10 +237,13 @@ class ReferenceRecords:
                              f"version {row.version}): reload it and try again", 409)
 
     def active_ids(self, label: str) -> list[int]:
-        """SQL keys of the active references labelled `label` (a search restricted to them finds its nearest)."""
+        """SQL keys of the active references of the species `label` names: labelled so, or with another label of
+        the same taxon ("cock" and "Gallus gallus"). A search restricted to them finds its nearest."""
         with self.sessions() as session:
+            taxon_id = session.scalar(select(Species.taxon_id).where(Species.name == label))
+            same = Species.name == label if taxon_id is None else (Species.name == label) | (Species.taxon_id == taxon_id)
             return list(session.scalars(select(ReferenceImage.id).join(Species, Species.id == ReferenceImage.species_id)
-                                        .where(Species.name == label, ReferenceImage.status == ACTIVE)))
+                                        .where(same, ReferenceImage.status == ACTIVE)))
 
     def promoted_from(self, session: Session, sighting_id: int) -> list[ReferenceImage]:
         """The references a sighting's review made of its photos, in id order."""

@@ -246,14 +246,21 @@ class IdentificationService:
         return check_reference_set(reference_set(self.references, self.index_name), self.identifier.names.canonical,
                                    self.identifier.config)
 
-    def references_like(self, record: SightingRecord, count: int = 3) -> list[NeighbourInfo]:
-        """The references of the sighting's proposed species nearest to it: what a curator compares it with."""
-        if record.species is None:
+    def references_like(self, record: SightingRecord, count: int = 3, label: str | None = None) -> list[NeighbourInfo]:
+        """The references of the sighting's proposed species (or of `label`) nearest to it: what a curator
+        compares it with."""
+        label = label or record.species
+        if label is None:
             return []
-        allowed = np.asarray(self.reference_records.active_ids(record.species), dtype=np.int64)
+        allowed = np.asarray(self.reference_records.active_ids(label), dtype=np.int64)
         if not len(allowed):
             return []
         return self._nearest_references(self.sightings.embedding(record.id), count, allowed)
+
+    def compare(self, record: SightingRecord, species: int = 3, per_species: int = 3) -> list[tuple[Any, list[NeighbourInfo]]]:
+        """The compare view (iNaturalist's Compare, Pl@ntNet's gallery per candidate): for each of the top
+        `species`, its own references nearest to the sighting."""
+        return [(ranked, self.references_like(record, per_species, ranked.name)) for ranked in record.predictions[:species]]
 
     def change_reference(self, public_id: str, action: str, curator_id: int | None, **change: object) -> ReferenceRecord:
         """Relabel, retire or restore a reference (identify.reference_records); this worker searches the new

@@ -287,8 +287,8 @@ def test_a_no_match_is_not_headed_with_a_species(client, service):
     address = uploaded(client)
     _set_decision(service, address.rsplit("/", 1)[1], "no_match")
     html = client.get(address).get_data(as_text=True)
-    heading = re.search(r"<h1>(.*?)</h1>", html, re.S).group(1)
-    assert "no match" in heading and not any(name.replace("_", " ") in heading for name in SPECIES)
+    heading = re.search(r'<h1 id="answer">(.*?)</h1>', html, re.S).group(1)
+    assert "No match" in heading and not any(name.replace("_", " ") in heading for name in SPECIES)
     assert not any(common in heading for common in ("Sparrow", "Crow", "Dove"))
     assert "is not an identification" in html
 
@@ -307,7 +307,7 @@ def test_a_reviewed_sighting_shows_the_review_not_needs_review(client, service):
 def test_the_why_text_counts_the_neighbours_it_shows(client):
     html = client.get(uploaded(client)).get_data(as_text=True)
     why = re.sub(r"\s+", " ", re.search(r'<p id="why">(.*?)</p>', html, re.S).group(1))
-    section = html[html.index('id="refs-heading"'):html.index('id="similar-heading"')]
+    section = html[html.index("<summary>All"):html.index('id="similar-heading"')]
     shown = section.count("<li>")
     named = re.search(r"Of the (\d+) most similar|The most similar reference photo", why)
     assert named and int(named.group(1) or 1) == shown, (why, shown)

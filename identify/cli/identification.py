@@ -23,12 +23,8 @@ from identify.errors import IdentifyError
 
 
 def _species_text(entry: dict[str, Any]) -> str:
-    """A ranked species for people: the label, and the scientific name when the label resolves to a taxon."""
-    taxon = entry.get("taxon")
-    name = entry["name"].replace("_", " ")
-    if taxon and name.lower() != taxon["scientific_name"].lower():
-        return f"{name} ({taxon['scientific_name']})"
-    return name
+    """A ranked species for people, by the one naming rule (identify.answers.display_name)."""
+    return str(entry.get("display_name") or entry["name"])
 
 
 def _identification_text(photo: str, result: dict[str, Any]) -> str:
@@ -61,11 +57,14 @@ def _identification_text(photo: str, result: dict[str, Any]) -> str:
 @click.option("--date", "observed", help="When, ISO 8601 [default: their EXIF date].")
 @click.option("--ignore-location", is_flag=True, help="Leave place and season out (the photo's answer alone).")
 @click.option("--group", is_flag=True, help="All the photos (a folder: every photo in it) are one bird: one answer.")
+@click.option("--crop", "crop_text", metavar="X,Y,W,H",
+              help="Where the bird is: fractions of the upright photo (the same for every photo given).")
 @json_option
 @reports_errors
 def predict(model: str, network: str | None, index_name: str, photos: tuple[Path, ...], k: int | None,
             weight_knn: float | None, temperature: float | None, lat: str | None, lon: str | None,
-            observed: str | None, ignore_location: bool, group: bool, json_output: bool) -> None:
+            observed: str | None, ignore_location: bool, group: bool, crop_text: str | None,
+            json_output: bool) -> None:
     """Identify photos (files, or folders searched recursively): top-5 species (fused score, classifier, kNN),
     the decision, the nearest references.
 
@@ -75,17 +74,20 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     from identify.observation import WhereAndWhen
     from identify.vectors.catalog import require_index
 
+    from identify.framing import parse_crop
+
     # Every mistake is reported before torch and birder load (they take seconds to import).
     given = WhereAndWhen(*parse_position(lat, lon), parse_observed_at(observed, "date"))
+    crop = parse_crop(crop_text, "--crop")
     files = _photo_files(photos)
     settings = _settings()
     require_index(settings.indexes_dir, index_name)
     _require_model_file(model)
     identifier = _identifier(settings, model, network, index_name, k, weight_knn, temperature, ignore_location)
     if group:
-        _predict_observation(identifier, files, None if ignore_location else given, json_output)
+        _predict_observation(identifier, files, None if ignore_location else given, crop, json_output)
         return
-    failed = _predict_each(identifier, files, None if ignore_location else given, json_output)
+    failed = _predict_each(identifier, files, None if ignore_location else given, crop, json_output)
     if failed:
         sys.exit(1)
 
@@ -110,21 +112,34 @@ def _identifier(settings, model: str, network: str | None, index_name: str, k: i
 PROGRESS_FROM = 4  # photos: fewer are answered before a bar would be worth drawing
 
 
-def _predict_each(identifier, files: list[Path], given, json_output: bool) -> int:  # type: ignore[no-untyped-def]
+def _looked_at(identifier, files: list[Path], crop):  # type: ignore[no-untyped-def]
+    """Each photo read (at the size its crop needs) and framed as the web app frames an upload: (photos,
+    the model's input of each, their framing as JSON)."""
+    from identify.framing import decode_size_for, frame_photos
+    from identify.observation import read_photo_file
+
+    size = decode_size_for(crop, identifier.backbone.identity.decode_size, detecting=False)
+    read = [read_photo_file(f, draft_size=size) for f in files]
+    framed = frame_photos([photo.image for photo in read], [crop] * len(read), label=lambda i: str(files[i]))
+    return read, [image for image, _ in framed], [{"photo": str(f), **framing.to_dict()}
+                                                  for f, (_, framing) in zip(files, framed, strict=True)]
+
+
+def _predict_each(identifier, files: list[Path], given, crop, json_output: bool) -> int:  # type: ignore[no-untyped-def]
     """One answer per photo, printed as it comes (`given` None: place and season left out); returns how many
     photos failed."""
     from tqdm import tqdm
 
     from identify.answers import identification_json, path_link
-    from identify.observation import read_photo_file
 
     failed = 0
     bar = tqdm(files, unit="photo", file=sys.stderr, disable=len(files) < PROGRESS_FROM, leave=False)
     for photo in bar:
         try:
-            read = read_photo_file(photo, draft_size=identifier.backbone.identity.decode_size)
-            place = _place([read], given)
-            result = identification_json(identifier.explain(identifier.search([read.image])[0], place), path_link)
+            read, images, framing = _looked_at(identifier, [photo], crop)
+            place = _place(read, given)
+            result = identification_json(identifier.explain(identifier.search(images)[0], place), path_link)
+            result["photos"] = framing
         except IdentifyError as exc:
             failed += 1
             line = json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}"
@@ -154,15 +169,15 @@ def _photo_files(paths: tuple[Path, ...]) -> list[Path]:
     return files
 
 
-def _predict_observation(identifier, files: list[Path], given, json_output: bool) -> None:  # type: ignore[no-untyped-def]
+def _predict_observation(identifier, files: list[Path], given, crop, json_output: bool) -> None:  # type: ignore[no-untyped-def]
     """Every photo as one observation of one bird: their evidence pooled into one answer."""
     from identify.answers import identification_json, path_link
     from identify.identifier import pool_evidence
-    from identify.observation import read_photo_file
 
-    read = [read_photo_file(f, draft_size=identifier.backbone.identity.decode_size) for f in files]
-    evidence = pool_evidence(identifier.search([photo.image for photo in read]))
+    read, images, framing = _looked_at(identifier, files, crop)
+    evidence = pool_evidence(identifier.search(images))
     result = identification_json(identifier.explain(evidence, _place(read, given)), path_link)
+    result["photos"] = framing
     if json_output:
         click.echo(json.dumps({"photos": [str(f) for f in files], **result}))
     else:

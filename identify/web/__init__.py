@@ -94,7 +94,7 @@ def _error_response(exc: IdentifyError) -> Any:
     return render_template("error.html", error=exc), exc.status, headers
 
 
-REPEATABLE = {"image"}  # an upload's photos; every other API field takes one value
+REPEATABLE = {"image", "crop"}  # an upload's photos and their crops; every other API field takes one value
 
 
 def _one_value_per_field() -> None:

@@ -7,7 +7,9 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 
+from identify.answers import name_parts
 from identify.errors import IdentifyError
+from identify.taxonomy import Taxon
 from identify.web import views
 from identify.web.auth import current_curator, local_path, login_required, service
 from identify.rules import MAX_PAGE
@@ -37,13 +39,25 @@ REASON_TEXT = {
 }
 
 
+CROP_TEXT = {"user": "the square the uploader drew", "detector": "the detector's best bird, with a margin",
+             "curator": "a curator's crop", None: "the whole photo"}
 SECOND_OPINION_TEXT = {"new_species": "a species with no reference photo yet",
                        "first_record": "never recorded at this place in this season", "all": "every answer"}
 
 
 @bp.app_context_processor
 def wording() -> dict[str, Any]:
-    return {"decision_text": DECISION_TEXT, "reason_text": REASON_TEXT}
+    return {"decision_text": DECISION_TEXT, "reason_text": REASON_TEXT, "crop_text": CROP_TEXT}
+
+
+@bp.app_template_global()  # a global, not context: the macros of _names.html, imported, see no context
+def display_parts(label: str | None, taxon: Any) -> tuple[str | None, str | None, str | None]:
+    """identify.answers.name_parts for a template, whose taxon may be a record's or an answer's JSON."""
+    if isinstance(taxon, dict):
+        taxon = Taxon(taxon["scientific_name"], taxon.get("common_name"), taxon["rank"], taxon.get("genus"),
+                      taxon.get("family"), taxon.get("order"), taxon.get("authority", ""),
+                      taxon.get("authority_version", ""))
+    return name_parts(label, taxon)
 
 
 @bp.get("/")
@@ -77,6 +91,7 @@ def sighting(sighting_id: str) -> Any:
     agreeing = views.agreeing_neighbours(neighbours, by_vote["name"], svc.identifier.names.canonical) if by_vote else 0
     return render_template(
         "sighting.html", sighting=record, answer=answer, neighbours=neighbours, agreeing=agreeing, similar=similar,
+        compare=svc.compare(record),
         filters=request.args, filter_error=filter_error, curator=curator,
         species_names=svc.species_names() if curator else [], calibration=svc.identifier.calibration_state(),
     )

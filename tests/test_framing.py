@@ -1,0 +1,244 @@
+"""The bird in the frame: a user's crop, a detector's box, a curator's re-crop (identify.framing, .detector,
+.uploads), through the API, the command line and SQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from identify.cli import main
+from identify.errors import IdentifyError
+from identify.framing import Crop, Detection, frame_photos
+from tests.conftest import SPECIES, jpeg_bytes, species_photo
+
+FRAME = 768  # the big frame's side; the bird is a 128-pixel square in it (1/36 of the frame)
+BIRD_AT = (560, 96)
+BIRD_CROP = Crop(BIRD_AT[0] / FRAME, BIRD_AT[1] / FRAME, 128 / FRAME, 128 / FRAME)
+# Far means far here: nearest reference under 0.9, and the random classifier is never sure (3 classes)
+FAR = {"no_match_similarity": 0.9, "no_match_classifier": 0.99, "min_support": 1}
+
+
+def small_bird_in_a_big_frame(species: int = 2, variant: int = 70) -> bytes:
+    """A photo of species `species` as a small part of a large frame of textured ground."""
+    rng = np.random.default_rng(7)
+    ground = rng.integers(90, 150, (FRAME // 8, FRAME // 8, 3)).astype(np.uint8)
+    frame = Image.fromarray(ground).resize((FRAME, FRAME), Image.Resampling.BICUBIC)
+    frame.paste(species_photo(species, variant).resize((128, 128)), BIRD_AT)
+    return jpeg_bytes(frame)
+
+
+@pytest.fixture
+def far_service(make_service, web_settings):  # type: ignore[no-untyped-def]
+    fusion = dataclasses.replace(web_settings.fusion, **FAR)
+    return make_service(dataclasses.replace(web_settings, fusion=fusion))
+
+
+def upload(client, data: bytes, **fields):  # type: ignore[no-untyped-def]
+    return client.post("/api/v1/identify", data={"image": (io.BytesIO(data), "frame.jpg"), **fields},
+                       content_type="multipart/form-data")
+
+
+def test_a_crop_is_what_the_model_looks_at(far_service):
+    from identify.web import create_app
+
+    client = create_app(far_service.settings, far_service).test_client()
+    photo = small_bird_in_a_big_frame()
+    whole = upload(client, photo).get_json()
+    assert whole["decision"] == "no_match" and whole["photos"][0]["crop"] is None
+    cropped = upload(client, photo, crop=BIRD_CROP.text)
+    assert cropped.status_code == 201, cropped.get_json()
+    body = cropped.get_json()
+    assert body["decision"] != "no_match" and body["answer_label"] == SPECIES[2]
+    assert body["photos"][0]["crop_source"] == "user"
+    assert body["photos"][0]["crop"] == pytest.approx(BIRD_CROP.to_dict(), abs=1e-4)
+    stored = client.get(f"/api/v1/sightings/{body['sighting_id']}").get_json()
+    assert stored["photos"][0]["crop"] == body["photos"][0]["crop"] and stored["photos"][0]["crop_source"] == "user"
+    page = client.get(body["url"]).get_data(as_text=True)
+    assert 'class="crop-box"' in page and "left: 72.9" in page  # the box drawn where it was, on the photo
+
+
+def test_predict_crop_agrees_with_the_service(far_service, tmp_path):
+    from identify.web import create_app
+
+    client = create_app(far_service.settings, far_service).test_client()
+    photo = tmp_path / "frame.jpg"
+    photo.write_bytes(small_bird_in_a_big_frame())
+    served = upload(client, photo.read_bytes(), crop=BIRD_CROP.text).get_json()
+    env = {"IDENTIFY_DATA_DIR": str(far_service.settings.data_dir),
+           "IDENTIFY_DATABASE_URL": far_service.settings.database_url,
+           **{f"IDENTIFY_{key.upper()}": str(value) for key, value in FAR.items()},
+           "IDENTIFY_K": "1", "IDENTIFY_CONFIDENT_SCORE": "0.9"}
+    result = CliRunner().invoke(main, ["predict", "--model", far_service.settings.service.model, "--index", "birds",
+                                       "--crop", BIRD_CROP.text, "--json", str(photo)], env=env)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.strip().splitlines()[-1])
+    assert answer["decision"] == served["decision"] and answer["species"][0]["name"] == served["answer_label"]
+    assert answer["photos"][0]["crop"] == served["photos"][0]["crop"]
+    bad = CliRunner().invoke(main, ["predict", "--model", far_service.settings.service.model, "--index", "birds",
+                                    "--crop", "0.5,0.5,0.9,0.2", str(photo)], env=env)
+    assert bad.exit_code != 0 and "bad_crop" in bad.output
+
+
+@pytest.mark.parametrize(("crop", "code"), [("0.1,0.1,0.5", "bad_crop"), ("0.6,0.1,0.5,0.5", "bad_crop"),
+                                            ("a,b,c,d", "bad_crop"), ("0,0,0.001,0.001", "crop_too_small")])
+def test_bad_crops_are_refused_and_store_nothing(client, service, crop, code):
+    from identify.schema import Sighting
+
+    response = upload(client, small_bird_in_a_big_frame(), crop=crop)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == code
+    with service.store.session() as session:
+        assert session.query(Sighting).count() == 0
+
+
+def test_more_crops_than_photos_are_refused(client):
+    response = client.post("/api/v1/identify", data={"image": (io.BytesIO(small_bird_in_a_big_frame()), "a.jpg"),
+                                                     "crop": [BIRD_CROP.text, BIRD_CROP.text]},
+                           content_type="multipart/form-data")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_crop"
+
+
+# The box a detector draws tight round the bird: with the margin, the square it identifies is the bird's
+_SIDE = 128 / 1.3
+DETECTED = Crop((BIRD_AT[0] + (128 - _SIDE) / 2) / FRAME, (BIRD_AT[1] + (128 - _SIDE) / 2) / FRAME, _SIDE / FRAME,
+                _SIDE / FRAME)
+
+
+class StandIn:
+    """A deterministic detector: it finds the bird where the test put it, and a worse one elsewhere."""
+
+    def find(self, images):  # type: ignore[no-untyped-def]
+        return [[Detection(DETECTED, 0.9, "bird"), Detection(Crop(0.0, 0.0, 0.1, 0.1), 0.6, "bird")]
+                for _ in images]
+
+
+def test_the_detectors_best_bird_is_identified_and_every_box_reported(make_service, web_settings):
+    from identify.service import IdentificationService
+    from identify.web import create_app
+
+    first = make_service(dataclasses.replace(web_settings, fusion=dataclasses.replace(web_settings.fusion, **FAR)))
+    service = IdentificationService(first.settings, first.backbone, first.store, finder=StandIn())
+    client = create_app(service.settings, service).test_client()
+    body = upload(client, small_bird_in_a_big_frame()).get_json()
+    photo = body["photos"][0]
+    assert photo["crop_source"] == "detector" and [d["score"] for d in photo["detections"]] == [0.9, 0.6]
+    crop = Crop(**photo["crop"])  # a square around the best box, with a margin, inside the frame
+    assert crop.x < DETECTED.x and crop.x + crop.w > DETECTED.x + DETECTED.w and crop.w == pytest.approx(crop.h)
+    assert body["decision"] != "no_match" and body["answer_label"] == SPECIES[2]
+    # a crop the user drew wins over the detector
+    drawn = upload(client, small_bird_in_a_big_frame(), crop="0,0,0.5,0.5").get_json()["photos"][0]
+    assert drawn["crop_source"] == "user" and drawn["detections"] == []
+
+
+def test_a_random_weight_birder_detector_loads_and_reports_its_boxes(make_service, web_settings, tmp_path):
+    """The loading path: a birder detection checkpoint in birder's own layout, found by IDENTIFY_DETECTOR."""
+    from birder.model_registry import registry
+
+    from identify.detector import write_detection_checkpoint
+    from identify.service import IdentificationService, load_finder
+    from identify.web import create_app
+
+    net = registry.detection_net_factory("ssdlite", 3, registry.net_factory("mobilenet_v3_small_0_25", 3, 3,
+                                                                             size=(256, 256)), size=(256, 256))
+    path = write_detection_checkpoint(net, {"bird": 1, "person": 2}, (256, 256),
+                                      {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+                                      tmp_path / "ssdlite_mobilenet_v3_small_0_25.pt")
+    # random weights score every box about 0.25: a threshold under that lets them through
+    settings = dataclasses.replace(web_settings, service=dataclasses.replace(
+        web_settings.service, detector=str(path), detector_threshold=0.2))
+    finder = load_finder(settings)
+    assert finder is not None and finder.identity.network == "ssdlite"  # type: ignore[attr-defined]
+    first = make_service(settings)
+    service = IdentificationService(settings, first.backbone, first.store, finder=finder)
+    body = upload(create_app(settings, service).test_client(), small_bird_in_a_big_frame()).get_json()
+    photo = body["photos"][0]
+    assert photo["detections"] and all(d["label"] == "bird" for d in photo["detections"])
+    assert photo["crop_source"] == "detector" and photo["crop"] is not None
+    none_bird = dataclasses.replace(settings.service, detector_classes="heron")
+    with pytest.raises(IdentifyError) as refused:
+        load_finder(dataclasses.replace(settings, service=none_bird))
+    assert refused.value.code == "bad_detector"
+
+
+def test_a_curator_recrops_and_the_sighting_is_identified_again(far_service, token):
+    from identify.web import create_app
+
+    client = create_app(far_service.settings, far_service).test_client()
+    body = upload(client, small_bird_in_a_big_frame()).get_json()
+    assert body["decision"] == "no_match"
+    url = f"/api/v1/sightings/{body['sighting_id']}/review"
+    headers = {"Authorization": f"Bearer {token}"}
+    response = client.post(url, headers=headers, json={"action": "recrop", "version": 1, "crop": [BIRD_CROP.text]})
+    assert response.status_code == 200, response.get_json()
+    again = response.get_json()
+    assert again["status"] == "open" and again["version"] == 2 and again["answer_label"] == SPECIES[2]
+    assert again["decision"] != "no_match" and again["photos"][0]["crop_source"] == "curator"
+    assert again["reviews"][-1]["action"] == "recrop"
+    stale = client.post(url, headers=headers, json={"action": "recrop", "version": 1, "crop": [BIRD_CROP.text]})
+    assert stale.status_code == 409
+
+
+def test_framing_by_hand():
+    image = Image.new("RGB", (400, 200))
+    square = Crop.square_around((380, 90, 400, 110), (400, 200), margin=0.5)  # at the right edge: moved inside
+    assert square.x + square.w == pytest.approx(1.0) and square.w * 400 == pytest.approx(square.h * 200)
+    (cut, framing), = frame_photos([image], [Crop(0.5, 0.0, 0.5, 1.0)])
+    assert cut.size == (200, 200) and framing.source == "user"
+    (whole, nothing), = frame_photos([image], [None], find=lambda images: [[] for _ in images])
+    assert whole is image and nothing.crop is None
+    assert Crop(0.25, 0.5, 0.5, 0.25).decode_size(224) == 896  # a quarter of the frame: decoded 4x larger
+
+
+def _text(html: str) -> str:
+    import re
+
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html)).strip()
+
+
+def test_the_heading_names_the_answer_as_the_api_does(client):
+    import re
+
+    body = upload(client, jpeg_bytes(species_photo(1, 50))).get_json()
+    stored = client.get(f"/api/v1/sightings/{body['sighting_id']}").get_json()
+    html = client.get(body["url"]).get_data(as_text=True)
+    heading = _text(re.search(r'<h1 id="answer">(.*?)</h1>', html, re.S).group(1))
+    if body["decision"] == "no_match":
+        assert heading == "No match" and stored["answer"] is None
+    else:
+        assert heading == stored["answer"] == body["answer"]
+        assert heading == f"{stored['answer_taxon']['common_name']} ({stored['answer_taxon']['scientific_name']})"
+        assert "<i class=\"sci\">" in re.search(r'<h1 id="answer">(.*?)</h1>', html, re.S).group(1)
+    assert body["sighting_id"] not in heading  # the id is on a small line of its own
+    assert f"Sighting <code>{body['sighting_id']}</code>" in html
+
+
+def test_the_compare_view_shows_each_top_species_own_references(client):
+    import re
+
+    body = upload(client, jpeg_bytes(species_photo(0, 50))).get_json()
+    html = client.get(body["url"]).get_data(as_text=True)
+    section = html[html.index('id="compare"'):html.index("<summary>All")]
+    rows = re.findall(r'<div class="compare-row">(.*?)</div>', section, re.S)
+    top = [s["display_name"] for s in body["species"][:3]]
+    assert [_text(re.search(r"<h3>(.*?)<span", row, re.S).group(1)) for row in rows] == top
+    for row, name in zip(rows, top, strict=True):
+        common = name.split(" (")[0]
+        assert f'alt="A reference photo of {common}"' in row  # at least one of its own references
+        assert "Your photo" in row
+
+
+def test_the_naming_rule():
+    from identify.answers import display_name
+    from identify.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy()
+    assert display_name("cock", taxonomy.resolve("Gallus gallus")) == "Red Junglefowl (Gallus gallus)"
+    assert display_name("hummingbird", taxonomy.resolve("Trochilidae")) == "a hummingbird (family Trochilidae)"
+    assert display_name("crane bird", taxonomy.resolve("Gruidae")) == "a crane (family Gruidae)"
+    assert display_name("Accipitriformes", taxonomy.resolve("Accipitriformes")) == "order Accipitriformes"
+    assert display_name("Island_form_A", None) == "Island form A"
