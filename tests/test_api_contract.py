@@ -79,5 +79,5 @@ def test_the_api_keeps_its_contract(served_alone):  # type: ignore[no-untyped-de
                 assert mode == GenerationMode.NEGATIVE
             except (Exception, BaseExceptionGroup) as exc:  # every operation is tried; failures reported together
                 failures.append(f"{operation.method.upper()} {operation.path} ({mode}): {str(exc)[:1500]}")
-    assert operations == 17
+    assert operations == 18
     assert failures == [], "\n\n".join(failures)

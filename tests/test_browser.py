@@ -52,14 +52,33 @@ def test_upload_a_photo_and_see_the_result(page, served, tmp_path):
     page.goto(served["base"] + "/")
     shot(page, "1-upload")
     page.set_input_files("#image", str(photo))
-    expect(page.locator("#preview")).to_be_visible()
+    square = page.locator("#croppers .square")
+    expect(square).to_be_visible()  # the crop editor: a square on the photo, the middle half to start
+    crop = page.locator("#croppers input[name=crop]")
+    before = [float(v) for v in crop.input_value().split(",")]
+    assert before[2] == pytest.approx(0.5, abs=0.01)
+    square.focus()
+    page.keyboard.press("ArrowRight")  # moved with the keyboard
+    page.keyboard.press("Shift+ArrowDown")  # and made larger
+    after = [float(v) for v in crop.input_value().split(",")]
+    assert after[0] > before[0] and after[2] > before[2]
+    box = square.bounding_box()
+    page.mouse.move(box["x"] + 10, box["y"] + 10)  # and dragged
+    page.mouse.down()
+    page.mouse.move(box["x"] - 20, box["y"] - 20)
+    page.mouse.up()
+    dragged = [float(v) for v in crop.input_value().split(",")]
+    assert dragged[0] < after[0]
+    shot(page, "1b-crop")
     page.click("#identify-button")
     page.wait_for_url("**/sightings/*")
     expect(page.locator("#decision")).to_contain_text("Needs review")
+    expect(page.locator(".framed .crop-box")).to_be_visible()  # the square it was identified on, drawn
     expect(page.locator("table.species tbody tr")).to_have_count(3)
     expect(page.locator("#why")).to_contain_text("The classifier says")
-    expect(page.locator("section[aria-labelledby=refs-heading] img").first).to_be_visible()
-    assert page.evaluate("document.querySelector('section[aria-labelledby=refs-heading] img').naturalWidth") > 0
+    expect(page.locator("#compare .compare-row")).to_have_count(3)
+    expect(page.locator("#compare .compare-row img").first).to_be_visible()
+    assert page.evaluate("document.querySelector('#compare .compare-row img').naturalWidth") > 0
     shot(page, "2-result")
 
 
@@ -73,7 +92,7 @@ def test_drop_a_photo_log_in_and_review_from_the_queue_with_the_keyboard(page, s
         list(jpeg_bytes(species_photo(3, 8, size=256))),
     )
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": dropped})
-    expect(page.locator("#preview")).to_have_attribute("alt", "Preview of bird.jpg")
+    expect(page.locator("#croppers img")).to_have_attribute("alt", "Photo 1: bird.jpg")
     page.click("#identify-button")
     page.wait_for_url("**/sightings/*")
     sighting = page.url.rsplit("/", 1)[1]
@@ -98,7 +117,7 @@ def test_drop_a_photo_log_in_and_review_from_the_queue_with_the_keyboard(page, s
     expect(page.locator(f"#item-{sighting}")).to_have_count(0)
     shot(page, "5-reviewed")
     page.goto(f"{served['base']}/sightings/{sighting}")
-    expect(page.locator("#answer")).to_have_text("Hooded Crow Corvus cornix")
+    expect(page.locator("#answer")).to_have_text("Hooded Crow (Corvus cornix)")
     expect(page.locator("#answer i.sci")).to_have_text("Corvus cornix")  # the scientific name in italics
     expect(page.locator(".history")).to_contain_text("ana corrected")
 
@@ -148,10 +167,16 @@ def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, wi
     assert page.get_attribute("#image", "accept") == "image/*"  # phones offer the camera and the photo library
     problems += _check_page(page, "upload", width)
     page.set_input_files("#image", str(photo))
+    page.locator("#croppers .square").wait_for()
+    problems += _check_page(page, "upload-crop", width)
     page.click("#identify-button")
     page.wait_for_url("**/sightings/*")
     result = page.url
     problems += _check_page(page, "result", width)
+    if phone:  # the answer and the decision on the first screen of a phone
+        assert page.locator("#decision").bounding_box()["y"] + 20 < 844
+    page.goto(base + "/sightings")
+    problems += _check_page(page, "sightings", width)
     page.goto(base + "/login")
     problems += _check_page(page, "login", width)
     page.fill("input[name=name]", "ana")

@@ -358,7 +358,7 @@ def test_openapi_is_generated_and_lists_every_route(client):
               if rule.rule.startswith("/api/v1/") and rule.endpoint != "api.openapi"
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method.upper()) for path, operations in document["paths"].items() for method in operations}
-    assert documented == routes and len(routes) == 17
+    assert documented == routes and len(routes) == 18
     response = document["paths"]["/api/v1/identify"]["post"]["responses"]["201"]
     assert response["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Identification"
     assert set(document["components"]["schemas"]["Identification"]["properties"]) == set(

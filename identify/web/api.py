@@ -11,7 +11,8 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from identify.errors import IdentifyError
 from identify.web import views
 from identify.bulk_review import result_json
-from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_k, parse_reference_change,
+from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_k, parse_list_filters,
+                                parse_reference_change,
                                 parse_reference_filters, parse_review, parse_upload, text_field)
 from identify.web.auth import api_curator, service
 from identify.web import reference_schemas, schemas
@@ -69,6 +70,21 @@ def identify() -> Any:
               f"app;dur={(time.perf_counter() - started) * 1000:.2f}")
     headers = {"Location": url_for("api.sighting", sighting_id=identified.public_id), "Server-Timing": timing}
     return jsonify(body), 201, headers
+
+
+@bp.get("/sightings")
+@documented((200, schemas.SightingList, "One page of sightings, the latest first"), errors=(400,),
+            query=schemas.SightingsQuery)
+def sightings() -> Any:
+    """Recent sightings, filtered by taxon (any name, any rank), date, decision and status; paged."""
+    page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
+    per_page = parse_count(request.args.get("per_page"), "per_page", 20, MAX_PER_PAGE)
+    records, total = service().sighting_search.page(views.filters_for_viewer(parse_list_filters(request.args)),
+                                                    page, per_page)
+    following: dict[str, Any] = {**request.args.to_dict(), "page": page + 1, "per_page": per_page}
+    more = page * per_page < total
+    return jsonify({"items": [views.sighting_summary_json(r) for r in records], "page": page, "per_page": per_page,
+                    "total": total, "next": url_for("api.sightings", **following) if more else None})
 
 
 @bp.get("/sightings/<sighting_id>")

@@ -141,6 +141,12 @@ def parse_filters(args: Mapping[str, str]) -> SightingFilters:
                            text_field(args.get("family"), "family"), start, end, parse_bbox(args.get("bbox")))
 
 
+def parse_list_filters(args: Mapping[str, str]) -> SightingFilters:
+    """The sightings list's filters: those of similar sightings, with `decision` and `status`."""
+    decision, status = args.get("decision") or None, args.get("status") or None
+    return replace(parse_filters(args), decision=decision, status=status)
+
+
 def parse_count(raw: str | None, name: str, default: int, limit: int, code: str = "bad_field") -> int:
     """A whole number in [1, limit]; left out gives the default (an empty value is no number: refused)."""
     if raw is None:

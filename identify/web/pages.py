@@ -14,7 +14,7 @@ from identify.web import views
 from identify.web.auth import current_curator, local_path, login_required, service
 from identify.rules import MAX_PAGE
 from identify.reference_records import ReferenceFilters
-from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_reference_change,
+from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_list_filters, parse_reference_change,
                                 parse_reference_filters, parse_review, parse_upload)
 
 bp = Blueprint("pages", __name__)
@@ -39,6 +39,7 @@ REASON_TEXT = {
 }
 
 
+LIST_PAGE = 24  # sightings on one page of the list
 CROP_TEXT = {"user": "the square the uploader drew", "detector": "the detector's best bird, with a margin",
              "curator": "a curator's crop", None: "the whole photo"}
 SECOND_OPINION_TEXT = {"new_species": "a species with no reference photo yet",
@@ -73,6 +74,21 @@ def upload_post() -> Any:
     except IdentifyError as exc:  # every problem listed, the fields kept as typed (a browser clears the photos)
         return render_template("upload.html", error=exc, form=request.form), exc.status
     return redirect(url_for("pages.sighting", sighting_id=identified.public_id))
+
+
+@bp.get("/sightings")
+def sightings() -> Any:
+    """Recent sightings with filters, paged: positions as this viewer may see them."""
+    svc = service()
+    error, records, total = None, [], 0
+    try:
+        page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
+        records, total = svc.sighting_search.page(views.filters_for_viewer(parse_list_filters(request.args)),
+                                                  page, LIST_PAGE)
+    except IdentifyError as exc:
+        page, error = 1, exc
+    return render_template("sightings.html", items=[views.sighting_summary_json(r) for r in records], total=total,
+                           page=page, per_page=LIST_PAGE, filters=request.args, error=error)
 
 
 @bp.get("/sightings/<sighting_id>")

@@ -48,6 +48,28 @@ class QueueQuery(BaseModel):
     per_page: int = optional(ge=1, le=MAX_PER_PAGE, description="Default 20")
 
 
+class SightingsQuery(BaseModel):
+    species: str = optional(description="Only sightings whose answer is this taxon or inside it: a label, or any "
+                            "common or scientific name of a species, genus, family or order", max_length=MAX_TEXT)
+    from_: str = optional(alias="from", description="Observed (else uploaded) on or after, ISO 8601")
+    to: str = optional(description="Observed (else uploaded) on or before, ISO 8601")
+    decision: Literal["confident", "needs_review", "no_match"] = optional(description="The model's decision")
+    status: Literal["open", "confirmed", "corrected", "rejected", "awaiting_second_opinion"] = optional(
+        description="Where curation stands")
+    bbox: str = optional(description="west,south,east,north in degrees", examples=["-10,35,30,60"])
+    page: int = optional(ge=1, le=MAX_PAGE, description="1-based (default 1)")
+    per_page: int = optional(ge=1, le=MAX_PER_PAGE, description="Default 20")
+
+
+class SightingList(Schema):
+    items: list[SightingSummary] = Field(description="The latest upload first; positions generalised for the "
+                                         "public, exact for curators")
+    page: int
+    per_page: int
+    total: int
+    next: Optional[str]
+
+
 class TaxaQuery(BaseModel):
     q: str = optional(description="What was typed", max_length=MAX_TEXT)
     sighting: str = optional(description="Curators: the sighting being reviewed, whose scores and place and "
