@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identify.errors import IdentifyError
+from identify.framing import Crop
 from identify.observation import WhereAndWhen
 from identify.schema import Embedding, Index, IndexMember, ReferenceChange, ReferenceImage, Species
 from identify.schema import Taxon as TaxonRow
@@ -40,6 +41,7 @@ class NewReference:
     where: WhereAndWhen = WhereAndWhen()
     source: str | None = None
     sighting_id: int | None = None  # promoted from this sighting by a curator
+    crop: Crop | None = None  # the part of the photo its embedding was taken from
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ class References:
             species_id = self.species_id(session, ref.species)
             _insert_if_absent(session, ReferenceImage, dict(
                 file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, lat=ref.where.lat, lon=ref.where.lon,
-                observed_at=ref.where.observed_at, source=ref.source, sighting_id=ref.sighting_id), ["file_sha256"])
+                observed_at=ref.where.observed_at, source=ref.source, sighting_id=ref.sighting_id,
+                crop=ref.crop.to_dict() if ref.crop is not None else None), ["file_sha256"])
             row = session.scalars(select(ReferenceImage).where(ReferenceImage.file_sha256 == ref.file_sha256)
                                   .execution_options(populate_existing=True)).one()
             if row.species_id != species_id:

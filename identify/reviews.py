@@ -235,4 +235,5 @@ class Reviews:
             file_sha256=photo.photo_sha256, path=str(self.photos.photo_path(photo.photo_name)), species=label,
             vector=photo.embedding, where=WhereAndWhen.stored(sighting.lat, sighting.lon, sighting.observed_at),
             source=f"sighting {sighting.id}", sighting_id=sighting.id,
+            crop=Crop.of(photo.crop),
         ) for photo in photos])[0]

@@ -37,8 +37,13 @@ class ReferenceDataset(Dataset):
 
     def __getitem__(self, position: int) -> tuple[int, torch.Tensor | None, tuple[str, str] | None]:
         try:
-            photo = read_photo_file(self.sources[position].path, draft_size=self.draft_size)
-            return position, self.transform(photo.image), None
+            source = self.sources[position]
+            if source.crop is None:
+                image = read_photo_file(source.path, draft_size=self.draft_size).image
+            else:  # decoded large enough that the crop still covers the model's input
+                draft = source.crop.decode_size(self.draft_size) if self.draft_size else None
+                image = source.crop.cut(read_photo_file(source.path, draft_size=draft).image)
+            return position, self.transform(image), None
         except IdentifyError as exc:
             return position, None, (exc.code, exc.message)
 

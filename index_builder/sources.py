@@ -1,5 +1,5 @@
 """What to embed: a class-folder tree (`Species_name/*.jpg`) or a CSV manifest (`path,species[,lat,lon,
-observed_at,source,group]`). Everything is validated before any work starts, so a bad manifest changes nothing.
+observed_at,source,group,crop]`; `crop` is "x,y,w,h", fractions of the upright photo, quoted). Everything is validated before any work starts, so a bad manifest changes nothing.
 
 `group` names the individual (or burst, or visit) a photo shows: evaluate keeps a group's photos on one side of
 its splits (identify.splits). In the folder layout a sub-folder of a species folder is a group
@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from identify.errors import IdentifyError
+from identify.framing import Crop, parse_crop
 from identify.metadata import parse_coordinate, parse_timestamp
 from identify.observation import WhereAndWhen
 
 REQUIRED_COLUMNS = ("path", "species")
-OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source", "group")
+OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source", "group", "crop")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ReferenceSource:
     where: WhereAndWhen = WhereAndWhen()
     source: str | None = None
     group: str | None = None  # the individual or source: evaluate splits a group as one
+    crop: Crop | None = None  # the part of the photo to embed (None: the whole photo)
 
 
 def visible_files(folder: Path) -> list[Path]:
@@ -69,6 +71,7 @@ def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:
                            parse_timestamp(row.get("observed_at") or "")),
         source=(row.get("source") or "").strip() or None,
         group=(row.get("group") or "").strip() or None,
+        crop=parse_crop(row.get("crop"), "crop"),
     )
 
 

@@ -28,6 +28,7 @@ class EmbeddingWriter:
                 vector=vector,
                 where=source.where,
                 source=source.source,
+                crop=source.crop,
             )
             for source, sha, vector in zip(sources, hashes, vectors, strict=True)
         ]

@@ -256,7 +256,7 @@ def test_the_reference_pages_list_open_and_change_a_reference(service):
     client.post("/login", data={"csrf_token": token, "name": "eve", "password": "correct horse battery"})
     listing = client.get("/references?species=House+Sparrow").get_data(as_text=True)
     ids = [i for i in re.findall(r'href="/references/([A-Za-z0-9_-]+)"', listing) if i != "check"]
-    assert len(ids) == 6 and "House Sparrow <i class=\"sci\">Passer domesticus</i>" in listing
+    assert len(ids) == 6 and "House Sparrow (<i class=\"sci\">Passer domesticus</i>)" in listing
     page = client.get(f"/references/{ids[0]}").get_data(as_text=True)
     assert "Its nearest references" in page and "an index build" in page
     assert len(re.findall(r'href="/references/[A-Za-z0-9_-]+"', page)) >= 5  # its neighbours link to theirs

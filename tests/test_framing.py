@@ -79,7 +79,7 @@ def test_predict_crop_agrees_with_the_service(far_service, tmp_path):
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output.strip().splitlines()[-1])
     assert answer["decision"] == served["decision"] and answer["species"][0]["name"] == served["answer_label"]
-    assert answer["photos"][0]["crop"] == served["photos"][0]["crop"]
+    assert answer["framing"][0]["crop"] == served["photos"][0]["crop"]
     bad = CliRunner().invoke(main, ["predict", "--model", far_service.settings.service.model, "--index", "birds",
                                     "--crop", "0.5,0.5,0.9,0.2", str(photo)], env=env)
     assert bad.exit_code != 0 and "bad_crop" in bad.output
@@ -242,3 +242,25 @@ def test_the_naming_rule():
     assert display_name("crane bird", taxonomy.resolve("Gruidae")) == "a crane (family Gruidae)"
     assert display_name("Accipitriformes", taxonomy.resolve("Accipitriformes")) == "order Accipitriformes"
     assert display_name("Island_form_A", None) == "Island form A"
+
+
+def test_a_manifest_crop_is_what_the_builder_embeds(tmp_path, tiny_backbone):
+    import torch
+
+    from index_builder.dataset import ReferenceDataset
+    from index_builder.sources import from_manifest
+
+    (tmp_path / "frame.jpg").write_bytes(small_bird_in_a_big_frame())
+    (tmp_path / "refs.csv").write_text(f'path,species,crop\nframe.jpg,Columba_livia,"{BIRD_CROP.text}"\n'
+                                       "frame.jpg,Columba_livia,\n")
+    cropped, whole = from_manifest(tmp_path / "refs.csv")
+    assert cropped.crop is not None and whole.crop is None
+    assert list(cropped.crop.to_dict().values()) == pytest.approx(list(BIRD_CROP.to_dict().values()), abs=1e-4)
+    dataset = ReferenceDataset([cropped, whole], tiny_backbone.decode_transform, tiny_backbone.identity.decode_size)
+    image = Image.open(tmp_path / "frame.jpg").convert("RGB")
+    assert torch.equal(dataset[0][1], tiny_backbone.decode_transform(cropped.crop.cut(image)))
+    assert not torch.equal(dataset[0][1], dataset[1][1])
+    (tmp_path / "bad.csv").write_text('path,species,crop\nframe.jpg,Columba_livia,"0.9,0.9,0.5,0.5"\n')
+    with pytest.raises(IdentifyError) as bad:
+        from_manifest(tmp_path / "bad.csv")
+    assert bad.value.code == "bad_crop"

@@ -139,7 +139,7 @@ def _predict_each(identifier, files: list[Path], given, crop, json_output: bool)
             read, images, framing = _looked_at(identifier, [photo], crop)
             place = _place(read, given)
             result = identification_json(identifier.explain(identifier.search(images)[0], place), path_link)
-            result["photos"] = framing
+            result["framing"] = framing
         except IdentifyError as exc:
             failed += 1
             line = json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}"
@@ -177,7 +177,7 @@ def _predict_observation(identifier, files: list[Path], given, crop, json_output
     read, images, framing = _looked_at(identifier, files, crop)
     evidence = pool_evidence(identifier.search(images))
     result = identification_json(identifier.explain(evidence, _place(read, given)), path_link)
-    result["photos"] = framing
+    result["framing"] = framing
     if json_output:
         click.echo(json.dumps({"photos": [str(f) for f in files], **result}))
     else:
