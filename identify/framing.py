@@ -19,6 +19,8 @@ from identify.errors import IdentifyError
 MIN_CROP_PIXELS = 16  # a crop narrower than this (in the decoded photo) holds no bird a model can see
 DETECTION_MARGIN = 0.15  # of the box's longer side, added on each side: the bird's outline and some context
 USER, DETECTOR, CURATOR = "user", "detector", "curator"  # where a photo's crop came from
+AUTOMATIC = "automatic"  # no crop: the whole photo pooled with centre crops (ServiceConfig.auto_crop)
+CENTRE_CROPS = (0.6, 0.35)  # of the short side (BENCHMARKS.md: framing)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,18 @@ class Framing:
     def to_dict(self) -> dict[str, Any]:
         return {"crop": self.crop.to_dict() if self.crop is not None else None, "crop_source": self.source,
                 "detections": [d.to_dict() for d in self.detections]}
+
+
+def centre_crops(image: Image.Image) -> list[Image.Image]:
+    """Squares at the photo's centre (CENTRE_CROPS of its short side): the cheap automatic crop, pooled with
+    the whole photo as a sighting's photos are."""
+    short = min(image.size)
+    squares = []
+    for fraction in CENTRE_CROPS:
+        side = short * fraction
+        box = ((image.width - side) / 2, (image.height - side) / 2, (image.width + side) / 2, (image.height + side) / 2)
+        squares.append(image.crop(Crop.square_around(box, image.size, margin=0.0).pixels(image.size)))
+    return squares
 
 
 DETECTOR_DECODE_FACTOR = 4  # a photo for the detector is decoded at 4x the model's size: a bird a quarter of

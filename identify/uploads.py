@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from identify.errors import IdentifyError
-from identify.framing import CURATOR, USER, Crop, Framing, decode_size_for, frame_photos
-from identify.identifier import Identification, pool_evidence
+from identify.framing import AUTOMATIC, CURATOR, USER, Crop, Framing, centre_crops, decode_size_for, frame_photos
+from identify.identifier import Evidence, Identification, pool_evidence
 from identify.observation import Photo, WhereAndWhen, read_photo
 from identify.photos import StoredPhoto
 from identify.rules import MAX_PHOTOS
@@ -111,8 +111,8 @@ class UploadPipeline:
         # EXIF first: the place and date take part in the identification.
         where = fields.given.completed_by(photo.exif for photo in read)
         place = None if fields.ignore_location else where.place()
-        # One forward pass per photo, batched with each other and with the uploads that arrive meanwhile.
-        evidence = svc.batcher.submit_many([image for image, _ in framed])
+        framed = self.with_centre_crops(framed)
+        evidence = self.evidence(framed)
         result = svc.identifier.explain(pool_evidence(evidence), place)
         framing = tuple(f for _, f in framed)
         stored: list[StoredPhoto] = []  # filled one by one: a failure on the second photo still knows the first
@@ -135,6 +135,26 @@ class UploadPipeline:
             raise
         svc.similar_index.add([sighting_id], result.embedding[None, :])
         return Identified(sighting_id, public_id, result, framing, tuple(stored))
+
+    def with_centre_crops(self, framed: list[tuple[Any, Framing]]) -> list[tuple[Any, Framing]]:
+        """With `auto_crop` on, a photo neither cropped nor framed by a detector is marked to be looked at with
+        its centre crops too."""
+        if not self.limits.auto_crop:
+            return framed
+        return [(image, Framing(None, AUTOMATIC)) if f.crop is None and not f.detections else (image, f)
+                for image, f in framed]
+
+    def evidence(self, framed: Sequence[tuple[Any, Framing]]) -> list[Evidence]:
+        """One forward pass per photo (and per centre crop of an automatic one), batched with each other and
+        with the uploads that arrive meanwhile; a photo's centre crops pooled with it."""
+        images, owners = [], []
+        for number, (image, framing) in enumerate(framed):
+            for look in [image, *(centre_crops(image) if framing.source == AUTOMATIC else [])]:
+                images.append(look)
+                owners.append(number)
+        found = self.service.batcher.submit_many(images)
+        return [pool_evidence([e for e, owner in zip(found, owners, strict=True) if owner == number])
+                for number in range(len(framed))]
 
     @staticmethod
     def _answer_columns(result: Identification) -> dict[str, Any]:

@@ -26,3 +26,12 @@ def test_the_start_benchmark_reads_only_the_sightings_after_the_snapshot():
     assert run.returncode == 0, run.stderr[-1000:]
     result = json.loads(run.stdout.split("JSON ", 1)[1])
     assert result["cold_rows_read"] == 3000 and result["warm_rows_read"] == 25
+
+
+@pytest.mark.slow
+def test_the_framing_benchmark_measures_every_way_on_the_demo_model():
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_framing.py"), "--seeds", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-1000:]
+    rows = {line.split("  ")[0].strip(): line for line in run.stdout.splitlines() if " 35 " in line}
+    assert set(rows) == {"bird fills the frame", "full frame", "user crop", "auto crop"}, run.stdout

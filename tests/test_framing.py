@@ -264,3 +264,20 @@ def test_a_manifest_crop_is_what_the_builder_embeds(tmp_path, tiny_backbone):
     with pytest.raises(IdentifyError) as bad:
         from_manifest(tmp_path / "bad.csv")
     assert bad.value.code == "bad_crop"
+
+
+def test_the_automatic_crop_pools_centre_crops_with_the_photo(make_service, web_settings):
+    from identify.framing import CENTRE_CROPS
+    from identify.web import create_app
+
+    service = make_service(dataclasses.replace(web_settings, service=dataclasses.replace(web_settings.service,
+                                                                                          auto_crop=True)))
+    looked: list[int] = []
+    search = service.identifier.search
+    service.batcher._run = lambda images: looked.append(len(images)) or search(images)  # type: ignore[method-assign]
+    client = create_app(service.settings, service).test_client()
+    body = upload(client, small_bird_in_a_big_frame()).get_json()
+    assert body["photos"][0]["crop_source"] == "automatic" and body["photos"][0]["crop"] is None
+    assert sum(looked) == 1 + len(CENTRE_CROPS)  # the photo and each centre crop: one forward pass each
+    drawn = upload(client, small_bird_in_a_big_frame(), crop=BIRD_CROP.text).get_json()["photos"][0]
+    assert drawn["crop_source"] == "user"  # a square the user drew is looked at alone

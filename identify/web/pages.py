@@ -41,7 +41,7 @@ REASON_TEXT = {
 
 LIST_PAGE = 24  # sightings on one page of the list
 CROP_TEXT = {"user": "the square the uploader drew", "detector": "the detector's best bird, with a margin",
-             "curator": "a curator's crop", None: "the whole photo"}
+             "curator": "a curator's crop", "automatic": "the whole photo and its centre", None: "the whole photo"}
 SECOND_OPINION_TEXT = {"new_species": "a species with no reference photo yet",
                        "first_record": "never recorded at this place in this season", "all": "every answer"}
 

@@ -220,8 +220,9 @@ class FramedPhoto(Schema):
     photo_url: str
     thumbnail_url: str
     crop: Optional[Box] = Field(description="What the model looked at (null: the whole photo)")
-    crop_source: Optional[Literal["user", "detector", "curator"]] = Field(
-        description="Whose crop: the uploader's, the detector's best bird (with a margin), a curator's re-crop")
+    crop_source: Optional[Literal["user", "detector", "curator", "automatic"]] = Field(
+        description="Whose crop: the uploader's, the detector's best bird (with a margin), a curator's re-crop; "
+                    "automatic: no crop, the whole photo pooled with centre crops (IDENTIFY_AUTO_CROP)")
     detections: list[DetectedBird] = Field(description="Every bird the detector found, best first (empty without "
                                            "a detector, or when the photo came with a crop)")
 
