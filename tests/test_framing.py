@@ -281,3 +281,25 @@ def test_the_automatic_crop_pools_centre_crops_with_the_photo(make_service, web_
     assert sum(looked) == 1 + len(CENTRE_CROPS)  # the photo and each centre crop: one forward pass each
     drawn = upload(client, small_bird_in_a_big_frame(), crop=BIRD_CROP.text).get_json()["photos"][0]
     assert drawn["crop_source"] == "user"  # a square the user drew is looked at alone
+
+
+def test_a_curator_recrops_on_the_page(far_service):
+    import re
+
+    from identify.web import create_app
+
+    app = create_app(far_service.settings, far_service)
+    client = app.test_client()
+    far_service.curators.create("ana", "correct horse battery")
+    body = upload(client, small_bird_in_a_big_frame()).get_json()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    client.post("/login", data={"csrf_token": token, "name": "ana", "password": "correct horse battery"})
+    page = client.get(body["url"]).get_data(as_text=True)
+    assert "Re-crop and identify again" in page
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    done = client.post(f"{body['url']}/review", data={"csrf_token": token, "version": "1", "action": "recrop",
+                                                      "crop": BIRD_CROP.text, "back": body["url"]},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "identified again on the new crop" in done and "Rock Dove" in done
+    assert client.get(f"/api/v1/sightings/{body['sighting_id']}").get_json()["photos"][0]["crop_source"] == "curator"

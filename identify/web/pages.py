@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 
-from identify.answers import name_parts
+from identify.answers import display_name, name_parts
 from identify.errors import IdentifyError
 from identify.taxonomy import Taxon
 from identify.web import views
@@ -49,6 +49,10 @@ SECOND_OPINION_TEXT = {"new_species": "a species with no reference photo yet",
 @bp.app_context_processor
 def wording() -> dict[str, Any]:
     return {"decision_text": DECISION_TEXT, "reason_text": REASON_TEXT, "crop_text": CROP_TEXT}
+
+
+def decision_word(record: Any) -> str:
+    return DECISION_TEXT[record.decision].lower() + ("," if record.decision == "no_match" else ":")
 
 
 @bp.app_template_global()  # a global, not context: the macros of _names.html, imported, see no context
@@ -183,7 +187,11 @@ def review(sighting_id: str) -> Any:
     extra = f"; reference {outcome.reference_id} added" if outcome.reference_id else ""
     if outcome.second_opinion:
         extra = f"; awaiting a second curator ({SECOND_OPINION_TEXT[outcome.second_opinion]})"
-    flash(f"Sighting {sighting_id}: {outcome.sighting.status} as {outcome.sighting.species or 'no species'}{extra}.")
+    named = display_name(outcome.sighting.species, outcome.sighting.taxon) if outcome.sighting.species else "no species"
+    if body.get("action") == "recrop":
+        flash(f"Sighting {sighting_id}: identified again on the new crop: {decision_word(outcome.sighting)} {named}.")
+    else:
+        flash(f"Sighting {sighting_id}: {outcome.sighting.status} as {named}{extra}.")
     return redirect(back)
 
 
