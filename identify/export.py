@@ -71,6 +71,7 @@ class ExportRow:
     reviewed_at: datetime | None
     created_at: datetime
     hide_location: bool = False  # the uploader asked: exported generalised, as the public sees it
+    coordinate_uncertainty_m: float | None = None  # as the observer's device stated it
 
 
 def export_rows(store: Store, status: str) -> list[ExportRow]:
@@ -91,7 +92,7 @@ def export_rows(store: Store, status: str) -> list[ExportRow]:
     return [ExportRow(s.id, s.status, label, taxon_of_row(taxon), observed_of(s), s.lat, s.lon, s.observer, s.note,
                       s.photo_name, model_name, model_sha256, s.decision, tops.get(s.id),
                       reviewed.get(s.id, (None, None))[0], as_utc(reviewed.get(s.id, (None, None))[1]),
-                      as_utc(s.created_at), bool(s.hide_location))  # type: ignore[arg-type]
+                      as_utc(s.created_at), bool(s.hide_location), s.coordinate_uncertainty_m)  # type: ignore[arg-type]
             for s, label, taxon, model_name, model_sha256 in rows]
 
 
@@ -116,9 +117,10 @@ def record(row: ExportRow, namespace: uuid.UUID, media_base: str) -> dict[str, s
     """The Darwin Core terms of one sighting."""
     taxon = row.taxon
     human = row.status in ("confirmed", "corrected")
-    lat, lon, uncertainty = row.lat, row.lon, None
+    lat, lon, uncertainty = row.lat, row.lon, row.coordinate_uncertainty_m
     if row.hide_location and lat is not None and lon is not None:
-        lat, lon, uncertainty = generalised(lat, lon)
+        lat, lon, radius = generalised(lat, lon)
+        uncertainty = max(radius, uncertainty or 0.0)
     remarks = (f"identified by the model {row.model_name} ({row.model_sha256[:12]}): decision {row.decision}"
                + (f", score {row.score:.3f}" if row.score is not None else "")
                + (f"; {row.status} by a curator" if human else ""))

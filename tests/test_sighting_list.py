@@ -45,3 +45,17 @@ def test_the_list_filters_pages_and_generalises(client, token):
     broken = client.get("/sightings", query_string={"from": "yesterday"})
     assert broken.status_code == 200 and "bad_date" in broken.get_data(as_text=True)
     assert "No sighting matches" not in broken.get_data(as_text=True)
+
+
+def test_a_stated_uncertainty_goes_to_darwin_core():
+    import uuid
+    from datetime import datetime, timezone
+
+    from identify.export import ExportRow, record
+
+    row = ExportRow(1, "confirmed", "Passer_domesticus", None, None, 51.5, -0.1, None, None, "a.jpg", "m", "0" * 64,
+                    "confident", 0.9, "ana", None, datetime(2026, 5, 1, tzinfo=timezone.utc),
+                    coordinate_uncertainty_m=12.0)
+    assert record(row, uuid.uuid4(), "")["coordinateUncertaintyInMeters"] == "12.0"
+    hidden = record(ExportRow(**{**row.__dict__, "hide_location": True}), uuid.uuid4(), "")
+    assert float(hidden["coordinateUncertaintyInMeters"]) > 1000  # generalised: the square's radius wins
