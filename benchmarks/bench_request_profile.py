@@ -53,13 +53,14 @@ def time_stages(service: Any, totals: dict[str, float]) -> list[str]:
     import flask.wrappers
 
     from identify.batching import MicroBatcher
-    from identify.service import IdentificationService
+    from identify.uploads import UploadPipeline
     from identify.web import api
 
     stages = [
         ("multipart parsing (werkzeug)", flask.wrappers.Request, "_load_form_data"),
         ("checking the fields, reading the photo", api, "parse_upload"),
-        ("reading the photos: EXIF and pixels (Pillow)", IdentificationService, "_read_all"),
+        ("reading the photos: EXIF and pixels (Pillow)", UploadPipeline, "read_all"),
+        ("framing the photos (crops, detector)", UploadPipeline, "frame"),
         ("handing to the batcher, waiting", MicroBatcher, "submit_many"),
         ("fusion, prior, decision (explain)", service.identifier, "explain"),
         ("storing the photo file", service.photos, "save"),
