@@ -201,3 +201,22 @@ def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, wi
     problems += _check_page(page, "error", width)
     context.close()
     assert problems == []
+
+
+def test_use_my_location_fills_the_position_and_its_accuracy(browser, served):
+    """The browser's geolocation, asked only on the button: position and accuracy filled, a typed position
+    drops the accuracy; the date-time field is a picker, left empty."""
+    context = browser.new_context(permissions=["geolocation"], geolocation={"latitude": 52.2053, "longitude": 0.1218,
+                                                                            "accuracy": 18})
+    page = context.new_page()
+    page.goto(served["base"] + "/")
+    assert page.input_value("#lat") == "" and page.get_attribute("input[name=observed_at]", "type") == "datetime-local"
+    page.click("summary")
+    page.click("#use-location")
+    expect(page.locator("#location-status")).to_contain_text("within 18 m")
+    assert page.input_value("#lat") == "52.205300" and page.input_value("#lon") == "0.121800"
+    assert page.input_value("#coordinate_uncertainty_m") == "18"
+    assert page.input_value("input[name=observed_at]") == ""  # nothing the user did not choose
+    page.fill("#lat", "52.3")
+    assert page.input_value("#coordinate_uncertainty_m") == ""
+    context.close()
