@@ -40,7 +40,10 @@ def test_the_list_filters_pages_and_generalises(client, token):
     assert client.get("/api/v1/sightings", query_string={"status": "rejected"}).get_json()["total"] == 0
     bad = client.get("/api/v1/sightings", query_string={"status": "lost"})
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_filter"
-    page = client.get("/sightings", query_string={"species": "Corvidae"}).get_data(as_text=True)
+    empty = client.get("/api/v1/sightings", query_string={"decision": ""})
+    assert empty.status_code == 400 and empty.get_json()["error"]["code"] == "bad_filter"
+    page = client.get("/sightings", query_string={"species": "Corvidae", "decision": "", "status": ""}).get_data(
+        as_text=True)
     assert f"{len(crows)} sighting" in page and "Hooded Crow" in page
     broken = client.get("/sightings", query_string={"from": "yesterday"})
     assert broken.status_code == 200 and "bad_date" in broken.get_data(as_text=True)

@@ -142,9 +142,9 @@ def parse_filters(args: Mapping[str, str]) -> SightingFilters:
 
 
 def parse_list_filters(args: Mapping[str, str]) -> SightingFilters:
-    """The sightings list's filters: those of similar sightings, with `decision` and `status`."""
-    decision, status = args.get("decision") or None, args.get("status") or None
-    return replace(parse_filters(args), decision=decision, status=status)
+    """The sightings list's filters: those of similar sightings, with `decision` and `status` (passed as sent:
+    an empty or unknown choice is refused by SightingFilters, bad_filter)."""
+    return replace(parse_filters(args), decision=args.get("decision"), status=args.get("status"))
 
 
 def parse_count(raw: str | None, name: str, default: int, limit: int, code: str = "bad_field") -> int:

@@ -87,7 +87,8 @@ def sightings() -> Any:
     error, records, total = None, [], 0
     try:
         page = parse_count(request.args.get("page"), "page", 1, MAX_PAGE)
-        records, total = svc.sighting_search.page(views.filters_for_viewer(parse_list_filters(request.args)),
+        chosen = {key: value for key, value in request.args.items() if value}  # the form's "any" sends ""
+        records, total = svc.sighting_search.page(views.filters_for_viewer(parse_list_filters(chosen)),
                                                   page, LIST_PAGE)
     except IdentifyError as exc:
         page, error = 1, exc
