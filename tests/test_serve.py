@@ -36,7 +36,7 @@ def test_identify_a_jpeg(served):
     status, body = post_image(f"{served['base']}/api/v1/identify", jpeg_bytes(species_photo(1, 40)), "b.jpg", "image/jpeg")
     assert status == 201
     assert {"sighting_id", "decision", "species", "neighbours", "model"} <= set(body)
-    assert set(body["species"][0]) == {"name", "score", "classifier", "knn", "fused", "taxon"}
+    assert set(body["species"][0]) == {"name", "display_name", "score", "classifier", "knn", "fused", "taxon"}
     assert body["decision"] in ("confident", "needs_review", "no_match")
 
 
