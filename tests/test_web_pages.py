@@ -121,7 +121,7 @@ def test_review_from_the_queue_page(client, service):
     response = client.post(f"{address}/review", data=form)
     assert response.status_code == 302 and response.headers["Location"] == "/review"
     html = client.get("/review").get_data(as_text=True)
-    assert "corrected as Passer_domesticus; reference" in html and "Nothing to review" in html
+    assert "corrected as House Sparrow (Passer domesticus); reference" in html and "Nothing to review" in html
     stale = client.post(f"{address}/review", data={**form, "action": "confirm", "add_as_reference": ""})  # old version
     assert "someone reviewed it meanwhile" in client.get(stale.headers["Location"]).get_data(as_text=True)
     assert rows(service, Review) == 1
