@@ -26,6 +26,11 @@ class IdentifyError(Exception):
         error.problems = problems
         return error
 
+    def led_by(self, which: str) -> "IdentifyError":
+        """The same error, its message led by what it is about ("“a.jpg” (photo 2 of 3): ..."); itself when
+        `which` is empty."""
+        return IdentifyError(self.code, f"{which}: {self.message}", self.status) if which else self
+
     @property
     def problems(self) -> list["IdentifyError"]:
         return self.details.get("problems", [self])

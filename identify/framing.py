@@ -92,9 +92,6 @@ class Crop:
         return cls(x / width, y / height, side / width, side / height)
 
 
-FULL_FRAME = Crop(0.0, 0.0, 1.0, 1.0)
-
-
 def parse_crop(raw: object, name: str = "crop") -> Crop | None:
     """`x,y,w,h` (fractions of the upright photo) as sent; blank is no crop (the whole photo)."""
     text = str(raw or "").strip()
@@ -179,8 +176,7 @@ def frame_photos(images: Sequence[Image.Image], crops: Sequence[Crop | None], fi
             try:
                 framed.append((crop.cut(image), Framing(crop, source)))
             except IdentifyError as exc:
-                which = label(index) if label is not None else ""
-                raise IdentifyError(exc.code, f"{which}: {exc.message}" if which else exc.message, exc.status) from None
+                raise exc.led_by(label(index) if label is not None else "") from None
             continue
         birds = tuple(found.get(index, ()))
         if not birds:

@@ -51,11 +51,6 @@ def _which(number: int, count: int, names: Sequence[str]) -> str:
     return f"photo {number} of {count}" if count > 1 else ""
 
 
-def named(exc: IdentifyError, which: str) -> IdentifyError:
-    """The error led by the photo it is about."""
-    return IdentifyError(exc.code, f"{which}: {exc.message}", exc.status) if which else exc
-
-
 class UploadPipeline:
     def __init__(self, service: Any) -> None:
         """`service`: the IdentificationService whose parts it uses (limits, model, batchers, stores)."""
@@ -70,28 +65,31 @@ class UploadPipeline:
         detecting = self.service.finder is not None
         return read_photo(data, self.limits.max_pixels, decode_size_for(crop, self.model_size, detecting))
 
-    def read_all(self, photos: Sequence[bytes], fields: SightingFields) -> list[Photo]:
-        """Every photo decoded and checked, or an error that names the photo (nothing done yet)."""
+    def read_all(self, photos: Sequence[bytes], given: Sequence[Crop | None],
+                 names: Sequence[str] = ()) -> tuple[list[Photo], list[Crop | None]]:
+        """Every photo decoded (at the size its crop needs) and checked, with its crop (None: the whole photo),
+        or an error that names the photo (nothing done yet)."""
         if not photos:
             raise IdentifyError("missing_image", "choose a photo: send it as the multipart form field `image`")
         if len(photos) > MAX_PHOTOS:
             raise IdentifyError("too_many_photos", f"{len(photos)} photos: one sighting takes 1 to {MAX_PHOTOS} "
                                 "photos of the same bird")
-        crops = self.crops(fields, len(photos))
+        crops = self.crops(given, len(photos))
         read = []
         for number, (data, crop) in enumerate(zip(photos, crops, strict=True), start=1):
             try:
                 read.append(self.read(data, crop))
             except IdentifyError as exc:
-                raise named(exc, _which(number, len(photos), fields.file_names)) from None
-        return read
+                raise exc.led_by(_which(number, len(photos), names)) from None
+        return read, crops
 
     @staticmethod
-    def crops(fields: SightingFields, count: int) -> list[Crop | None]:
-        if len(fields.crops) > count:
-            raise IdentifyError("bad_crop", f"{len(fields.crops)} crops for {count} photos: one `crop` per "
+    def crops(given: Sequence[Crop | None], count: int) -> list[Crop | None]:
+        """One crop (or None) per photo: those given, in photo order, the rest None; more than photos refused."""
+        if len(given) > count:
+            raise IdentifyError("bad_crop", f"{len(given)} crops for {count} photos: one `crop` per "
                                 "`image` at most, in the same order")
-        return [*fields.crops, *[None] * (count - len(fields.crops))]
+        return [*given, *[None] * (count - len(given))]
 
     def frame(self, read: Sequence[Photo], crops: Sequence[Crop | None], names: Sequence[str] = (),
               source: str = USER, detect: bool = True) -> list[tuple[Any, Framing]]:
@@ -105,8 +103,8 @@ class UploadPipeline:
     def identify(self, photos: Sequence[bytes], fields: SightingFields) -> Identified:
         """Identify one to five photos of one bird and store them as one sighting."""
         svc = self.service
-        read = self.read_all(photos, fields)
-        framed = self.frame(read, self.crops(fields, len(read)), fields.file_names)
+        read, crops = self.read_all(photos, fields.crops, fields.file_names)
+        framed = self.frame(read, crops, fields.file_names)
         svc.identifier.over_target = svc.audit_summary().over_target
         # EXIF first: the place and date take part in the identification.
         where = fields.given.completed_by(photo.exif for photo in read)
@@ -169,9 +167,7 @@ class UploadPipeline:
         """A curator's new crops for a sighting's photos (None: keep that photo's framing), identified again
         from the stored full-resolution files; `reviewed` stores the new answer (identify.reviews.recrop)."""
         svc = self.service
-        if len(crops) > len(record.photos):
-            raise IdentifyError("bad_crop", f"{len(crops)} crops for {len(record.photos)} photos")
-        chosen = [*crops, *[None] * (len(record.photos) - len(crops))]
+        chosen = self.crops(crops, len(record.photos))
         if not any(crop is not None for crop in chosen):
             raise IdentifyError("bad_crop", "give the new crop of at least one photo")
         kept = [crop if crop is not None else photo.framing.crop if photo.framing else None

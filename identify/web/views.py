@@ -70,10 +70,10 @@ def answer_name(record: SightingRecord) -> str | None:
     return display_name(record.species, record.taxon)
 
 
-def framing_json(framing: Framing | None) -> dict[str, Any]:
-    """How the model looked at a photo: the crop used (None: the whole photo), whose it was, what a detector
-    found."""
-    return (framing or Framing()).to_dict()
+def framed_photo_json(name: str, sha256: str, framing: Framing | None) -> dict[str, Any]:
+    """One photo of a sighting (schemas.FramedPhoto): its links, and how the model looked at it (the crop used,
+    None: the whole photo; whose it was; what a detector found)."""
+    return {"photo_url": photo_url(name), "thumbnail_url": thumbnail_url(sha256), **(framing or Framing()).to_dict()}
 
 
 def thumbnail_link(neighbour: NeighbourInfo) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def identification_json(identified: Identified) -> dict[str, Any]:
             "answer": display_name(top.name, top.taxon) if named and top else None,
             "answer_label": top.name if named and top else None,
             **answer_json(result, thumbnail_link),
-            "photos": [{"photo_url": photo_url(p.name), "thumbnail_url": thumbnail_url(p.sha256), **framing_json(f)}
+            "photos": [framed_photo_json(p.name, p.sha256, f)
                        for p, f in zip(identified.photos, identified.framing, strict=True)]}
 
 
@@ -133,8 +133,7 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
 def sighting_json(record: SightingRecord, neighbours: list[NeighbourInfo] | None = None) -> dict[str, Any]:
     out = sighting_summary_json(record)
     out.update({
-        "photos": [{"photo_url": photo_url(p.name), "thumbnail_url": thumbnail_url(p.sha256), **framing_json(p.framing)}
-                   for p in record.photos],
+        "photos": [framed_photo_json(p.name, p.sha256, p.framing) for p in record.photos],
         "reasons": record.reasons,
         "observer": record.observer,
         "note": record.note,
