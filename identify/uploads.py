@@ -177,7 +177,7 @@ class UploadPipeline:
         framed = self.frame(read, kept, source=CURATOR, detect=False)
         framing = [f if new is not None or photo.framing is None else photo.framing
                    for (_, f), new, photo in zip(framed, chosen, record.photos, strict=True)]
-        evidence = svc.batcher.submit_many([image for image, _ in framed])
+        evidence = self.evidence([(image, f) for (image, _), f in zip(framed, framing, strict=True)])
         # The place and season again when they shaped the first answer (an uploader may have left them out).
         placed = any(p.expected_here is not None for p in record.predictions)
         place = WhereAndWhen.stored(record.lat, record.lon, record.observed_at).place() if placed else None

@@ -303,3 +303,27 @@ def test_a_curator_recrops_on_the_page(far_service):
                        follow_redirects=True).get_data(as_text=True)
     assert "identified again on the new crop" in done and "Rock Dove" in done
     assert client.get(f"/api/v1/sightings/{body['sighting_id']}").get_json()["photos"][0]["crop_source"] == "curator"
+
+
+def test_a_recrop_looks_at_a_kept_automatic_photo_as_its_upload_did(make_service, web_settings, token):
+    """A photo the curator leaves alone keeps its framing, and is looked at the same way again: an automatic
+    one with its centre crops (the bug: the re-crop looked at it whole while calling it automatic)."""
+    from identify.framing import CENTRE_CROPS
+    from identify.web import create_app
+
+    service = make_service(dataclasses.replace(web_settings, service=dataclasses.replace(web_settings.service,
+                                                                                          auto_crop=True)))
+    client = create_app(service.settings, service).test_client()
+    body = client.post("/api/v1/identify", data={"image": [(io.BytesIO(small_bird_in_a_big_frame()), "a.jpg"),
+                                                           (io.BytesIO(small_bird_in_a_big_frame(1)), "b.jpg")]},
+                       content_type="multipart/form-data").get_json()
+    looked: list[int] = []
+    search = service.identifier.search
+    service.batcher._run = lambda images: looked.append(len(images)) or search(images)  # type: ignore[method-assign]
+    response = client.post(f"/api/v1/sightings/{body['sighting_id']}/review",
+                           headers={"Authorization": f"Bearer {token}"},
+                           json={"action": "recrop", "version": 1, "crop": [BIRD_CROP.text, ""]})
+    assert response.status_code == 200, response.get_json()
+    photos = response.get_json()["photos"]
+    assert [p["crop_source"] for p in photos] == ["curator", "automatic"]
+    assert sum(looked) == 1 + 1 + len(CENTRE_CROPS)
