@@ -7,11 +7,15 @@ On any failure nothing is stored: photo files that no committed row names are re
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from PIL import Image
+
 from identify.errors import IdentifyError
-from identify.framing import AUTOMATIC, CURATOR, USER, Crop, Framing, centre_crops, decode_size_for, frame_photos
+from identify.framing import (AUTOMATIC, CURATOR, DETECTOR, USER, Crop, Framing, centre_crops, decode_size_for,
+                              frame_photos)
 from identify.identifier import Evidence, Identification, pool_evidence
 from identify.observation import Photo, WhereAndWhen, read_photo
 from identify.photos import StoredPhoto
@@ -97,8 +101,24 @@ class UploadPipeline:
         detector, when one is configured and `detect`, frames the photos sent without a crop."""
         finder = self.service.finder
         find = finder.submit_many if finder is not None and detect else None
-        return frame_photos([photo.image for photo in read], crops, find, source,
-                            lambda index: _which(index + 1, len(read), names))
+        framed = frame_photos([photo.image for photo in read], crops, find, source,
+                              lambda index: _which(index + 1, len(read), names))
+        return [self._detected_at_full_size(photo, image, framing)
+                for photo, (image, framing) in zip(read, framed, strict=True)]
+
+    def _detected_at_full_size(self, photo: Photo, image: Any, framing: Framing) -> tuple[Any, Framing]:
+        """A detector's square cut again from a decode large enough for it. The photo was decoded for the
+        detector before the box was known; a small bird's square from that decode would be enlarged for the
+        model, as a user's crop (decoded for its crop from the start) is not."""
+        if framing.source != DETECTOR or framing.crop is None or photo.format != "JPEG":
+            return image, framing  # only a JPEG is decoded below its full size (a draft)
+        needed = framing.crop.decode_size(self.model_size)
+        with Image.open(io.BytesIO(photo.data)) as header:  # reads the header only
+            full = max(header.size)
+        if min(photo.image.size) >= needed or max(photo.image.size) >= full:
+            return image, framing  # the decode already covers the model's input, or is the whole photo
+        sharper = read_photo(photo.data, self.limits.max_pixels, needed).image
+        return framing.crop.cut(sharper), framing
 
     def identify(self, photos: Sequence[bytes], fields: SightingFields) -> Identified:
         """Identify one to five photos of one bird and store them as one sighting."""

@@ -135,6 +135,32 @@ def test_the_detectors_best_bird_is_identified_and_every_box_reported(make_servi
     assert drawn["crop_source"] == "user" and drawn["detections"] == []
 
 
+class SmallBird:
+    """A stand-in detector that finds a small bird: its square, in the detector's half-size decode, is
+    narrower than the model's input."""
+
+    box = Crop(BIRD_AT[0] / FRAME, BIRD_AT[1] / FRAME, 0.06, 0.06)
+
+    def find(self, images):  # type: ignore[no-untyped-def]
+        return [[Detection(self.box, 0.9, "bird")] for _ in images]
+
+
+def test_a_detected_bird_is_cut_from_the_full_resolution_photo(make_service, web_settings):
+    from identify.service import IdentificationService
+    from identify.web import create_app
+
+    first = make_service(web_settings)
+    service = IdentificationService(first.settings, first.backbone, first.store, finder=SmallBird())
+    looked_at = []
+    submit = service.batcher.submit_many
+    service.batcher.submit_many = lambda images: looked_at.extend(i.size for i in images) or submit(images)
+    photo = upload(create_app(service.settings, service).test_client(), small_bird_in_a_big_frame()).get_json()
+    crop = Crop(**photo["photos"][0]["crop"])
+    # the square's pixels in the 768-pixel photo itself, not in the 384-pixel decode the detector was given
+    assert looked_at == [crop.cut(Image.open(io.BytesIO(small_bird_in_a_big_frame()))).size]
+    assert looked_at[0][0] > service.backbone.identity.decode_size / 2
+
+
 def test_a_random_weight_birder_detector_loads_and_reports_its_boxes(make_service, web_settings, tmp_path):
     """The loading path: a birder detection checkpoint in birder's own layout, found by IDENTIFY_DETECTOR."""
     from birder.model_registry import registry
