@@ -128,7 +128,8 @@ class Detection:
 @dataclass(frozen=True)
 class Framing:
     """How one photo was looked at: the crop used for the forward pass (None: the whole photo), where it came
-    from (user, detector, curator), and every bird a detector found in it."""
+    from (user, detector, curator, automatic; DETECTOR with no crop: the detector found no bird it could frame),
+    and every bird a detector found in it."""
 
     crop: Crop | None = None
     source: str | None = None
@@ -178,13 +179,15 @@ def frame_photos(images: Sequence[Image.Image], crops: Sequence[Crop | None], fi
             except IdentifyError as exc:
                 raise exc.led_by(label(index) if label is not None else "") from None
             continue
+        # The detector looked even when it frames nothing: crop None with source DETECTOR says so
+        looked = DETECTOR if find else None
         birds = tuple(found.get(index, ()))
         if not birds:
-            framed.append((image, Framing(None, None, birds)))
+            framed.append((image, Framing(None, looked, birds)))
             continue
         square = Crop.square_around(birds[0].box.pixels(image.size), image.size)
         try:
             framed.append((square.cut(image), Framing(square, DETECTOR, birds)))
         except IdentifyError:  # a speck of a box: the whole photo says more
-            framed.append((image, Framing(None, None, birds)))
+            framed.append((image, Framing(None, DETECTOR, birds)))
     return framed

@@ -161,6 +161,25 @@ def test_a_detected_bird_is_cut_from_the_full_resolution_photo(make_service, web
     assert looked_at[0][0] > service.backbone.identity.decode_size / 2
 
 
+class FindsNothing:
+    def find(self, images):  # type: ignore[no-untyped-def]
+        return [[] for _ in images]
+
+
+def test_a_detector_that_finds_no_bird_says_so(make_service, web_settings):
+    from identify.service import IdentificationService
+    from identify.web import create_app
+
+    first = make_service(web_settings)
+    service = IdentificationService(first.settings, first.backbone, first.store, finder=FindsNothing())
+    client = create_app(service.settings, service).test_client()
+    body = upload(client, small_bird_in_a_big_frame()).get_json()
+    assert body["photos"][0] | {"photo_url": "", "thumbnail_url": ""} == {
+        "photo_url": "", "thumbnail_url": "", "crop": None, "crop_source": "detector", "detections": []}
+    page = _text(client.get(body["url"]).get_data(as_text=True))
+    assert "The detector found no bird: the whole photo was identified." in page
+
+
 def test_a_random_weight_birder_detector_loads_and_reports_its_boxes(make_service, web_settings, tmp_path):
     """The loading path: a birder detection checkpoint in birder's own layout, found by IDENTIFY_DETECTOR."""
     from birder.model_registry import registry

@@ -222,7 +222,9 @@ class FramedPhoto(Schema):
     crop: Optional[Box] = Field(description="What the model looked at (null: the whole photo)")
     crop_source: Optional[Literal["user", "detector", "curator", "automatic"]] = Field(
         description="Whose crop: the uploader's, the detector's best bird (with a margin), a curator's re-crop; "
-                    "automatic: no crop, the whole photo pooled with centre crops (IDENTIFY_AUTO_CROP)")
+                    "detector with a null crop: the detector found no bird it could frame, the whole photo was "
+                    "used; automatic: no crop, the whole photo pooled with centre crops (IDENTIFY_AUTO_CROP); "
+                    "null: the whole photo")
     detections: list[DetectedBird] = Field(description="Every bird the detector found, best first (empty without "
                                            "a detector, or when the photo came with a crop)")
 
