@@ -2,6 +2,7 @@
 
     photos/<sha[:2]>/<sha256>.<ext>   the uploaded bytes, unchanged (EXIF kept)
     thumbnails/<sha256>.jpg           320 px, upright RGB
+    thumbnails/<sha256>-<crop>.jpg    the same of a stored crop (the bird, as the model looked at it)
 
 Files are served only by these generated names (`resolve` refuses anything else), so no user-chosen path ever
 reaches the file system. Writes go to a temporary file renamed into place: a reader never sees half a photo.
@@ -27,6 +28,7 @@ from typing import Callable, Iterable, Iterator
 
 from PIL import ExifTags, Image
 
+from identify.framing import Crop
 from identify.locks import exclusive_lock, shared_locks
 
 log = logging.getLogger(__name__)
@@ -115,11 +117,12 @@ class PhotoStore:
             self.photo_path(name).unlink(missing_ok=True)
             return True
 
-    def thumbnail_path(self, sha256: str) -> Path:
-        return self.thumbnails / f"{sha256}.jpg"
+    def thumbnail_path(self, sha256: str, crop: Crop | None = None) -> Path:
+        return self.thumbnails / (f"{sha256}-{crop.text.replace(',', '_')}.jpg" if crop else f"{sha256}.jpg")
 
-    def make_thumbnail(self, sha256: str, image: Image.Image) -> Path:
-        path = self.thumbnail_path(sha256)
+    def make_thumbnail(self, sha256: str, image: Image.Image, crop: Crop | None = None) -> Path:
+        """`image`: the photo, or the crop's pixels when `crop` names one."""
+        path = self.thumbnail_path(sha256, crop)
         if not path.exists():
             small = image.copy()
             small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
@@ -180,8 +183,8 @@ class PhotoStore:
                 wanted = False
             elif path.parent.parent in (self.photos, self.public):
                 wanted = path.name in kept_names
-            else:  # a thumbnail, named by the photo's hash
-                wanted = path.stem in kept_hashes
+            else:  # a thumbnail, named by the photo's hash (and a crop)
+                wanted = path.stem[:64] in kept_hashes
             if wanted or not path.is_file() or path.stat().st_mtime >= cutoff:
                 continue
             if path.parent.parent == self.photos and not half_written:

@@ -21,6 +21,7 @@ from identify.batching import MicroBatcher
 from identify.config import Settings
 from identify.audit import AuditSummary
 from identify.errors import IdentifyError
+from identify.framing import Crop
 from identify.fusion import CONFIDENT
 from identify.identifier import Identification, NeighbourInfo
 from identify.observation import WhereAndWhen, decode_image, read_photo_file
@@ -333,22 +334,26 @@ class IdentificationService:
                             self.limits.public_url or "")
 
     # ---- files -------------------------------------------------------------------------------------------
-    def thumbnail(self, sha256: str) -> Path | None:
-        """The thumbnail of a stored photo or a reference, made on first use; None if neither has that hash."""
-        path = self.photos.thumbnail_path(sha256)
+    def thumbnail(self, sha256: str, crop: Crop | None = None) -> Path | None:
+        """The thumbnail of a stored photo or a reference, or of a crop a sighting stored for the photo (what the
+        model looked at), made on first use; None if there is no such photo or crop (no request makes a file of a
+        crop nobody stored)."""
+        path = self.photos.thumbnail_path(sha256, crop)
         if path.exists():
             return path
+        if crop is not None and crop.text not in {stored.text for stored in self.sightings.crops_of(sha256)}:
+            return None
         photo_name = self.sightings.by_photo(sha256)
         reference = self.references.by_sha256(sha256) if photo_name is None else None
+        draft = crop.decode_size(THUMBNAIL_SIZE) if crop else THUMBNAIL_SIZE
         try:
             if photo_name is not None:
-                image = decode_image(self.photos.photo_path(photo_name).read_bytes(), self.limits.max_pixels,
-                                     THUMBNAIL_SIZE)
+                image = decode_image(self.photos.photo_path(photo_name).read_bytes(), self.limits.max_pixels, draft)
             elif reference is not None:
-                image = read_photo_file(Path(reference.path), self.limits.max_pixels, THUMBNAIL_SIZE).image
+                image = read_photo_file(Path(reference.path), self.limits.max_pixels, draft).image
             else:
                 return None
+            return self.photos.make_thumbnail(sha256, crop.cut(image) if crop else image, crop)
         except (IdentifyError, OSError) as exc:
             log.warning("no thumbnail for %s: %s", sha256, exc)
             return None
-        return self.photos.make_thumbnail(sha256, image)

@@ -297,6 +297,12 @@ class SightingStore:
             raise IdentifyError("unknown_sighting", "no such sighting", 404)
         return np.frombuffer(blob, dtype=np.float32)
 
+    def crops_of(self, photo_sha256: str) -> list[Crop]:
+        """The crops stored for a photo, by any sighting that holds it: the thumbnails that may be made of it."""
+        with self.sessions() as session:
+            stored = session.scalars(select(SightingPhoto.crop).where(SightingPhoto.photo_sha256 == photo_sha256))
+            return [crop for crop in map(Crop.of, stored) if crop is not None]
+
     def by_photo(self, photo_sha256: str) -> str | None:
         """The stored name of a photo some sighting uploaded (any of its photos), or None."""
         with self.sessions() as session:

@@ -63,6 +63,37 @@ def test_a_crop_is_what_the_model_looks_at(far_service):
     assert 'class="crop-box"' in page and "left: 72.9" in page  # the box drawn where it was, on the photo
 
 
+def test_lists_show_the_bird_a_stored_crop_frames(far_service):
+    """The thumbnail of a cropped photo is of its crop, cut from the full photo: the bird, not a field with a
+    speck in it; made only for crops a sighting stored; kept by the sweep while the photo is."""
+    import os
+    import time
+
+    from identify.web import create_app
+
+    client = create_app(far_service.settings, far_service).test_client()
+    body = upload(client, small_bird_in_a_big_frame(), crop=BIRD_CROP.text).get_json()
+    url = body["photos"][0]["thumbnail_url"]
+    listed = client.get("/api/v1/sightings").get_json()["items"][0]
+    assert listed["thumbnail_url"] == url and url.endswith(f"?crop={BIRD_CROP.text}")
+    picture = Image.open(io.BytesIO(client.get(url).data))
+    assert picture.size == (128, 128)  # the bird's 128 pixels, from the full 768-pixel photo
+    expected = Image.open(io.BytesIO(small_bird_in_a_big_frame())).crop((560, 96, 688, 224))
+    assert np.abs(np.asarray(picture, float) - np.asarray(expected, float)).mean() < 8
+    whole = url.partition("?")[0]
+    assert Image.open(io.BytesIO(client.get(whole).data)).size == (320, 320)  # the whole photo's stays
+    for other in ("0,0,0.5,0.5", "1,2", "x"):  # no crop anybody stored: no file made of it
+        assert client.get(f"{whole}?crop={other}").status_code == 404
+    photos = far_service.photos
+    made = sorted(p.name for p in photos.thumbnails.glob("*"))
+    assert len(made) == 2
+    hour_ago = time.time() - 3700
+    for path in [*photos.thumbnails.glob("*"), photos.sweep_stamp]:
+        os.utime(path, (hour_ago, hour_ago))
+    photos.sweep(*far_service._photo_files_in_use(), 3600, far_service.sightings.names_photo)
+    assert sorted(p.name for p in photos.thumbnails.glob("*")) == made
+
+
 def test_predict_crop_agrees_with_the_service(far_service, tmp_path):
     from identify.web import create_app
 

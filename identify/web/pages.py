@@ -9,6 +9,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 
 from identify.answers import display_name, name_parts
 from identify.errors import IdentifyError
+from identify.framing import parse_crop
 from identify.taxonomy import Taxon
 from identify.web import views
 from identify.web.auth import current_curator, local_path, login_required, service
@@ -271,9 +272,14 @@ def original(name: str) -> Any:
 
 @bp.get("/media/thumbnails/<name>")
 def thumbnail(name: str) -> Any:
+    """A photo's thumbnail; with `?crop=x,y,w,h`, of a crop stored for it (views.thumbnail_url)."""
     svc = service()
     sha256 = svc.photos.thumbnail_sha256(name)
-    path = svc.thumbnail(sha256) if sha256 else None
+    try:
+        crop = parse_crop(request.args.get("crop"))
+    except IdentifyError:
+        abort(404)  # no thumbnail is named so
+    path = svc.thumbnail(sha256, crop) if sha256 else None
     if path is None:
         abort(404)
     return send_file(path, mimetype="image/jpeg", max_age=31536000)

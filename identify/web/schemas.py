@@ -218,7 +218,7 @@ class DetectedBird(Schema):
 
 class FramedPhoto(Schema):
     photo_url: str
-    thumbnail_url: str
+    thumbnail_url: str = Field(description="A small picture of the bird: of the crop the model looked at when there was one, else of the whole photo")
     crop: Optional[Box] = Field(description="What the model looked at (null: the whole photo)")
     crop_source: Optional[Literal["user", "detector", "curator", "automatic"]] = Field(
         description="Whose crop: the uploader's, the detector's best bird (with a margin), a curator's re-crop; "
@@ -256,7 +256,7 @@ class SightingSummary(Schema):
     sighting_id: str = Field(description="A random token (SQL keys are never shown)")
     url: str
     photo_url: str
-    thumbnail_url: str
+    thumbnail_url: str = Field(description="A small picture of the bird: of the crop the model looked at when there was one, else of the whole photo")
     decision: Literal["confident", "needs_review", "no_match"]
     uncertainty: float
     status: Literal["open", "confirmed", "corrected", "rejected", "awaiting_second_opinion"]

@@ -12,7 +12,7 @@ from flask import g, url_for
 from identify.answers import identification_json as answer_json
 from identify.answers import neighbours_json as answer_neighbours_json
 from identify.answers import display_name, ranking_json, taxon_json
-from identify.framing import Framing
+from identify.framing import Crop, Framing
 from identify.identifier import NeighbourInfo
 from identify.reference_records import ReferenceRecord
 from identify.service import SimilarSighting
@@ -28,11 +28,12 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def thumbnail_url(sha256: str) -> str:
+def thumbnail_url(sha256: str, crop: Crop | None = None) -> str:
+    """A photo's thumbnail, or its stored crop's (pages.thumbnail makes only those)."""
     # One url_for per request, then string work: a response lists up to k neighbours.
     if "thumbnail_prefix" not in g:
         g.thumbnail_prefix = url_for("pages.thumbnail", name="x.jpg")[: -len("x.jpg")]
-    return f"{g.thumbnail_prefix}{sha256}.jpg"
+    return f"{g.thumbnail_prefix}{sha256}.jpg" + (f"?crop={crop.text}" if crop else "")
 
 
 def sees_exact_places() -> bool:
@@ -73,7 +74,8 @@ def answer_name(record: SightingRecord) -> str | None:
 def framed_photo_json(name: str, sha256: str, framing: Framing | None) -> dict[str, Any]:
     """One photo of a sighting (schemas.FramedPhoto): its links, and how the model looked at it (the crop used,
     None: the whole photo; whose it was; what a detector found)."""
-    return {"photo_url": photo_url(name), "thumbnail_url": thumbnail_url(sha256), **(framing or Framing()).to_dict()}
+    framing = framing or Framing()
+    return {"photo_url": photo_url(name), "thumbnail_url": thumbnail_url(sha256, framing.crop), **framing.to_dict()}
 
 
 def thumbnail_link(neighbour: NeighbourInfo) -> dict[str, Any]:
@@ -103,6 +105,12 @@ def review_json(review: ReviewRecord) -> dict[str, Any]:
             "created_at": _iso(review.created_at)}
 
 
+def cover_crop(record: SightingRecord) -> Crop | None:
+    """The crop of a sighting's first photo (the one lists show), if it had one."""
+    first = record.photos[0].framing if record.photos else None
+    return first.crop if first is not None else None
+
+
 def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[str, Any]:
     """What lists (queue, similar sightings) show of a sighting; `blind` (an audit in the queue): not the model's
     answer, so the curator names the bird unswayed."""
@@ -110,7 +118,7 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
         "sighting_id": record.public_id,
         "url": url_for("pages.sighting", sighting_id=record.public_id),
         "photo_url": photo_url(record.photo_name),
-        "thumbnail_url": thumbnail_url(record.photo_sha256),
+        "thumbnail_url": thumbnail_url(record.photo_sha256, cover_crop(record)),
         "decision": record.decision,
         "uncertainty": round(record.uncertainty, 6),
         "status": record.status,
