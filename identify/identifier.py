@@ -15,6 +15,7 @@ from PIL import Image
 
 from identify.calibration import Calibration, CalibrationState, FittedOn
 from identify.config import FusionConfig
+from identify.framing import Crop
 from identify.fusion import Decision, Neighbour, RankedSpecies
 from identify.observation import Place
 from identify.prior import PriorModel
@@ -39,11 +40,12 @@ class NeighbourInfo:
     path: str
     file_sha256: str  # names its thumbnail
     public_id: str = ""  # what answers, pages and the API call the reference
+    crop: Crop | None = None  # the part of the photo the reference stands for (its thumbnail shows it)
 
     @classmethod
     def of(cls, reference: ReferenceInfo, similarity: float) -> "NeighbourInfo":
         return cls(reference.id, reference.species, similarity, reference.path, reference.file_sha256,
-                   reference.public_id)
+                   reference.public_id, reference.crop)
 
 
 @dataclass(frozen=True)

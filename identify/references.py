@@ -58,6 +58,16 @@ class ReferenceInfo:
     path: str
     file_sha256: str
     public_id: str  # what answers, pages and the API call it
+    crop: Crop | None = None  # the part of the photo its embedding was taken from (what its thumbnail shows)
+
+    @classmethod
+    def of(cls, row: Any) -> "ReferenceInfo":
+        """From a row of INFO_COLUMNS."""
+        return cls(row[0], row[1], row[2], row[3], row[4], Crop.of(row[5]))
+
+
+INFO_COLUMNS = (ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256,
+                ReferenceImage.public_id, ReferenceImage.crop)
 
 
 def taxon_of_row(row: TaxonRow | None) -> Taxon | None:
@@ -359,24 +369,16 @@ class References:
         found: dict[int, ReferenceInfo] = {}
         with self.store.session() as session:
             for start in range(0, len(wanted), IN_CHUNK):
-                rows = session.execute(
-                    select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256,
-                           ReferenceImage.public_id)
-                    .join(Species, Species.id == ReferenceImage.species_id)
-                    .where(ReferenceImage.id.in_(wanted[start : start + IN_CHUNK]))
-                )
-                found.update({row[0]: ReferenceInfo(*row) for row in rows})
+                rows = session.execute(select(*INFO_COLUMNS).join(Species, Species.id == ReferenceImage.species_id)
+                                       .where(ReferenceImage.id.in_(wanted[start : start + IN_CHUNK])))
+                found.update({row[0]: ReferenceInfo.of(row) for row in rows})
         return found
 
     def by_sha256(self, file_sha256: str) -> ReferenceInfo | None:
         with self.store.session() as session:
-            row = session.execute(
-                select(ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256,
-                       ReferenceImage.public_id)
-                .join(Species, Species.id == ReferenceImage.species_id)
-                .where(ReferenceImage.file_sha256 == file_sha256)
-            ).first()
-        return ReferenceInfo(*row) if row else None
+            row = session.execute(select(*INFO_COLUMNS).join(Species, Species.id == ReferenceImage.species_id)
+                                  .where(ReferenceImage.file_sha256 == file_sha256)).first()
+        return ReferenceInfo.of(row) if row else None
 
 
 def _insert_if_absent(session: Session, table: type, values: dict[str, Any], key: list[str]) -> bool:

@@ -341,10 +341,11 @@ class IdentificationService:
         path = self.photos.thumbnail_path(sha256, crop)
         if path.exists():
             return path
-        if crop is not None and crop.text not in {stored.text for stored in self.sightings.crops_of(sha256)}:
-            return None
         photo_name = self.sightings.by_photo(sha256)
-        reference = self.references.by_sha256(sha256) if photo_name is None else None
+        reference = self.references.by_sha256(sha256)
+        stored = [*self.sightings.crops_of(sha256), *([reference.crop] if reference and reference.crop else [])]
+        if crop is not None and crop.text not in {known.text for known in stored}:
+            return None
         draft = crop.decode_size(THUMBNAIL_SIZE) if crop else THUMBNAIL_SIZE
         try:
             if photo_name is not None:

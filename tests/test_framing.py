@@ -259,6 +259,25 @@ def test_a_curator_recrops_and_the_sighting_is_identified_again(far_service, tok
     assert stale.status_code == 409
 
 
+def test_a_reference_made_from_a_cropped_sighting_shows_its_crop(far_service, token):
+    """Confirmed, a cropped sighting becomes a reference that stands for its crop: the neighbour cards and the
+    compare view show the bird, not the whole frame."""
+    from identify.web import create_app
+
+    client = create_app(far_service.settings, far_service).test_client()
+    body = upload(client, small_bird_in_a_big_frame(), crop=BIRD_CROP.text).get_json()
+    confirmed = client.post(f"/api/v1/sightings/{body['sighting_id']}/review", json={"action": "confirm", "version": 1},
+                            headers={"Authorization": f"Bearer {token}"})
+    assert confirmed.status_code == 200, confirmed.get_json()
+    again = upload(client, small_bird_in_a_big_frame(), crop=BIRD_CROP.text).get_json()  # its nearest: itself
+    cropped = [n["thumbnail_url"] for n in again["neighbours"] if "?crop=" in n["thumbnail_url"]]
+    assert len(cropped) == 1 and cropped[0].endswith(f"?crop={BIRD_CROP.text}")
+    assert Image.open(io.BytesIO(client.get(cropped[0]).data)).size == (128, 128)
+    page = client.get(again["url"]).get_data(as_text=True)
+    assert cropped[0] in page  # the cards of the page use it too, named by the naming rule (not the raw label)
+    assert f'<span class="title">{again["answer"]}</span>' in page and "(Columba livia)" in again["answer"]
+
+
 def test_framing_by_hand():
     image = Image.new("RGB", (400, 200))
     square = Crop.square_around((380, 90, 400, 110), (400, 200), margin=0.5)  # at the right edge: moved inside

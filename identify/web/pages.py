@@ -66,6 +66,22 @@ def display_parts(label: str | None, taxon: Any) -> tuple[str | None, str | None
     return name_parts(label, taxon)
 
 
+@bp.app_template_global()
+def thumb(sha256: str, crop: Any = None) -> str:
+    """views.thumbnail_url for a template: a photo's thumbnail, of its crop when it has one."""
+    return views.thumbnail_url(sha256, crop)
+
+
+bp.add_app_template_global(views.cover_crop)
+
+
+@bp.app_template_global()
+def label_name(label: str | None) -> str:
+    """A model's or a reference's label by the naming rule (its taxon's names, the label itself when no
+    taxonomy knows it), as plain text."""
+    return display_name(label, service().identifier.names.taxa.get(label or "")) or "no species"
+
+
 @bp.get("/")
 def upload() -> Any:
     return render_template("upload.html", form={})

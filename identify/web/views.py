@@ -80,7 +80,7 @@ def framed_photo_json(name: str, sha256: str, framing: Framing | None) -> dict[s
 
 def thumbnail_link(neighbour: NeighbourInfo) -> dict[str, Any]:
     """The web points at a reference photo by its thumbnail (never by a file path)."""
-    return {"thumbnail_url": thumbnail_url(neighbour.file_sha256)}
+    return {"thumbnail_url": thumbnail_url(neighbour.file_sha256, neighbour.crop)}
 
 
 def neighbours_json(neighbours: list[NeighbourInfo]) -> list[dict[str, Any]]:
@@ -175,5 +175,5 @@ def reference_json(record: ReferenceRecord, nearest: list[NeighbourInfo] | None 
     """A reference as curators see it (the API's reference endpoints are curators' only: exact places)."""
     out = {**record.to_dict(with_changes=nearest is not None), "thumbnail_url": thumbnail_url(record.file_sha256)}
     if nearest is not None:
-        out["nearest"] = answer_neighbours_json(nearest, lambda n: {"thumbnail_url": thumbnail_url(n.file_sha256)})
+        out["nearest"] = answer_neighbours_json(nearest, thumbnail_link)
     return out
