@@ -343,8 +343,7 @@ class IdentificationService:
             return path
         photo_name = self.sightings.by_photo(sha256)
         reference = self.references.by_sha256(sha256)
-        stored = [*self.sightings.crops_of(sha256), *([reference.crop] if reference and reference.crop else [])]
-        if crop is not None and crop.text not in {known.text for known in stored}:
+        if crop is not None and crop.text not in {known.text for known in self._stored_crops(sha256, reference)}:
             return None
         draft = crop.decode_size(THUMBNAIL_SIZE) if crop else THUMBNAIL_SIZE
         try:
@@ -358,3 +357,7 @@ class IdentificationService:
         except (IdentifyError, OSError) as exc:
             log.warning("no thumbnail for %s: %s", sha256, exc)
             return None
+
+    def _stored_crops(self, sha256: str, reference: Any) -> list[Crop]:
+        """The crops sightings and the reference (if any) stored for a photo: the cropped thumbnails it may have."""
+        return [*self.sightings.crops_of(sha256), *([reference.crop] if reference and reference.crop else [])]

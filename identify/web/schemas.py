@@ -216,9 +216,13 @@ class DetectedBird(Schema):
     label: str = Field(description="The detector's class")
 
 
+BIRD_THUMBNAIL = ("A small picture of the bird: of the crop the model looked at when there was one, else of the "
+                  "whole photo")
+
+
 class FramedPhoto(Schema):
     photo_url: str
-    thumbnail_url: str = Field(description="A small picture of the bird: of the crop the model looked at when there was one, else of the whole photo")
+    thumbnail_url: str = Field(description=BIRD_THUMBNAIL)
     crop: Optional[Box] = Field(description="What the model looked at (null: the whole photo)")
     crop_source: Optional[Literal["user", "detector", "curator", "automatic"]] = Field(
         description="Whose crop: the uploader's, the detector's best bird (with a margin), a curator's re-crop; "
@@ -256,7 +260,7 @@ class SightingSummary(Schema):
     sighting_id: str = Field(description="A random token (SQL keys are never shown)")
     url: str
     photo_url: str
-    thumbnail_url: str = Field(description="A small picture of the bird: of the crop the model looked at when there was one, else of the whole photo")
+    thumbnail_url: str = Field(description=BIRD_THUMBNAIL)
     decision: Literal["confident", "needs_review", "no_match"]
     uncertainty: float
     status: Literal["open", "confirmed", "corrected", "rejected", "awaiting_second_opinion"]
