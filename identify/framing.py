@@ -171,6 +171,7 @@ def frame_photos(images: Sequence[Image.Image], crops: Sequence[Crop | None], fi
     `label(index)` (how the caller names the photo)."""
     unframed = [i for i, crop in enumerate(crops) if crop is None]
     found = dict(zip(unframed, find([images[i] for i in unframed]), strict=True)) if find and unframed else {}
+    looked = DETECTOR if find else None  # the detector looked even where it frames nothing: crop None says so
     framed = []
     for index, (image, crop) in enumerate(zip(images, crops, strict=True)):
         if crop is not None:
@@ -179,8 +180,6 @@ def frame_photos(images: Sequence[Image.Image], crops: Sequence[Crop | None], fi
             except IdentifyError as exc:
                 raise exc.led_by(label(index) if label is not None else "") from None
             continue
-        # The detector looked even when it frames nothing: crop None with source DETECTOR says so
-        looked = DETECTOR if find else None
         birds = tuple(found.get(index, ()))
         if not birds:
             framed.append((image, Framing(None, looked, birds)))

@@ -87,6 +87,7 @@ class Photo:
     format: str | None  # Pillow's name: JPEG, PNG, WEBP...
     exif: WhereAndWhen  # where and when the camera says (all None when it says nothing readable)
     image: Image.Image = field(repr=False)
+    full_size: tuple[int, int]  # (width, height) as stored, before any draft decoding
 
     @cached_property
     def sha256(self) -> str:
@@ -126,7 +127,7 @@ def read_photo(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: in
         raise IdentifyError("truncated_image", f"the photo is cut short or damaged ({exc}): send it again, "
                             "or export it again from the camera or phone") from None
     exif = _exif_reading(image)  # after load: a PNG's eXIf chunk may follow its pixels
-    return Photo(data, image.format, exif, to_rgb(ImageOps.exif_transpose(image)))
+    return Photo(data, image.format, exif, to_rgb(ImageOps.exif_transpose(image)), (width, height))
 
 
 def read_photo_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> Photo:

@@ -40,6 +40,7 @@ from identify.taxonomy import Suggestion
 
 if TYPE_CHECKING:
     from identify.backbone import Backbone
+    from identify.references import ReferenceInfo
     from identify.detector import BirdFinder
 
 log = logging.getLogger(__name__)
@@ -342,7 +343,7 @@ class IdentificationService:
         if path.exists():
             return path
         photo_name = self.sightings.by_photo(sha256)
-        reference = self.references.by_sha256(sha256)
+        reference = self.references.by_sha256(sha256) if photo_name is None or crop is not None else None
         if crop is not None and crop.text not in {known.text for known in self._stored_crops(sha256, reference)}:
             return None
         draft = crop.decode_size(THUMBNAIL_SIZE) if crop else THUMBNAIL_SIZE
@@ -358,6 +359,6 @@ class IdentificationService:
             log.warning("no thumbnail for %s: %s", sha256, exc)
             return None
 
-    def _stored_crops(self, sha256: str, reference: Any) -> list[Crop]:
+    def _stored_crops(self, sha256: str, reference: ReferenceInfo | None) -> list[Crop]:
         """The crops sightings and the reference (if any) stored for a photo: the cropped thumbnails it may have."""
         return [*self.sightings.crops_of(sha256), *([reference.crop] if reference and reference.crop else [])]

@@ -7,11 +7,8 @@ On any failure nothing is stored: photo files that no committed row names are re
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-
-from PIL import Image
 
 from identify.errors import IdentifyError
 from identify.framing import (AUTOMATIC, CURATOR, DETECTOR, USER, Crop, Framing, centre_crops, decode_size_for,
@@ -113,9 +110,7 @@ class UploadPipeline:
         if framing.source != DETECTOR or framing.crop is None or photo.format != "JPEG":
             return image, framing  # only a JPEG is decoded below its full size (a draft)
         needed = framing.crop.decode_size(self.model_size)
-        with Image.open(io.BytesIO(photo.data)) as header:  # reads the header only
-            full = max(header.size)
-        if min(photo.image.size) >= needed or max(photo.image.size) >= full:
+        if min(photo.image.size) >= needed or max(photo.image.size) >= max(photo.full_size):
             return image, framing  # the decode already covers the model's input, or is the whole photo
         sharper = read_photo(photo.data, self.limits.max_pixels, needed).image
         return framing.crop.cut(sharper), framing

@@ -66,12 +66,7 @@ def display_parts(label: str | None, taxon: Any) -> tuple[str | None, str | None
     return name_parts(label, taxon)
 
 
-@bp.app_template_global()
-def thumb(sha256: str, crop: Any = None) -> str:
-    """views.thumbnail_url for a template: a photo's thumbnail, of its crop when it has one."""
-    return views.thumbnail_url(sha256, crop)
-
-
+bp.add_app_template_global(views.thumbnail_url, "thumb")
 bp.add_app_template_global(views.cover_crop)
 
 
