@@ -78,6 +78,8 @@ def test_upload_a_photo_and_see_the_result(page, served, tmp_path):
     expect(page.locator("#why")).to_contain_text("The classifier says")
     expect(page.locator("#compare .compare-row")).to_have_count(3)
     expect(page.locator("#compare .compare-row img").first).to_be_visible()
+    # a thumbnail is made on its first request: wait for it to arrive (visible is only its box), then it has pixels
+    page.wait_for_function("document.querySelector('#compare .compare-row img').complete")
     assert page.evaluate("document.querySelector('#compare .compare-row img').naturalWidth") > 0
     shot(page, "2-result")
 
