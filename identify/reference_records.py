@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, aliased
 
 from identify.answers import taxon_json
 from identify.errors import IdentifyError
+from identify.framing import Crop
 from identify.references import ACTIVE, RETIRED, References, taxon_of_row
 from identify.schema import Curator, ReferenceChange, ReferenceImage, Review, Sighting, Species
 from identify.schema import Taxon as TaxonRow
@@ -73,6 +74,7 @@ class ReferenceRecord:
     lon: float | None
     observed_at: datetime | None
     created_at: datetime
+    crop: Crop | None = None  # the part of the photo its embedding was taken from
     changes: list[ChangeEntry] = field(default_factory=list)  # oldest first; only when opened one by one
 
     def to_dict(self, with_changes: bool = False) -> dict[str, Any]:
@@ -81,7 +83,8 @@ class ReferenceRecord:
             "id": self.public_id, "species": self.species, "taxon": taxon_json(self.taxon), "status": self.status,
             "version": self.version, "source": self.source, "source_detail": self.source_detail,
             "sighting_id": self.sighting, "added_by": self.added_by, "lat": self.lat, "lon": self.lon,
-            "observed_at": _iso(self.observed_at), "created_at": _iso(self.created_at)}
+            "observed_at": _iso(self.observed_at), "created_at": _iso(self.created_at),
+            "crop": self.crop.to_dict() if self.crop else None}
         if with_changes:
             out["changes"] = [{"action": c.action, "curator": c.curator, "reason": c.reason,
                                "from_species": c.from_species, "to_species": c.to_species, "version": c.version,
@@ -175,7 +178,7 @@ class ReferenceRecords:
             status=row.status, version=row.version, path=row.path, file_sha256=row.file_sha256,
             source="review" if row.sighting_id is not None else "build",
             source_detail=None if row.sighting_id is not None else row.source, sighting=sighting, added_by=added_by,
-            lat=row.lat, lon=row.lon, observed_at=row.observed_at, created_at=row.created_at,
+            lat=row.lat, lon=row.lon, observed_at=row.observed_at, created_at=row.created_at, crop=Crop.of(row.crop),
             changes=self._changes(session, row.id) if with_changes else [])
 
     @staticmethod

@@ -188,6 +188,22 @@ def token(service) -> str:  # type: ignore[no-untyped-def]
     return service.curators.create("ana", "correct horse battery")
 
 
+def page_token(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    import re
+
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+def log_in(client, name: str = "ana", password: str = "correct horse battery"):  # type: ignore[no-untyped-def]
+    """Sign `client` in on the login page, as a curator's browser does; the client, for chaining."""
+    page = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"csrf_token": page_token(page), "name": name, "password": password})
+    return client
+
+
 @contextlib.contextmanager
 def serving(root: Path, checkpoint: Path, backbone) -> Iterator[dict]:  # type: ignore[no-untyped-def]
     """A real `identify serve` on loopback over the tiny model, with an index and a curator; its base URL."""

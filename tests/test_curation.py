@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from identify.cli import main
-from tests.conftest import SPECIES, jpeg_bytes, species_photo
+from tests.conftest import SPECIES, jpeg_bytes, log_in, species_photo
 
 WRONG, RIGHT = "Corvus_cornix", "Passer_domesticus"  # labels: the reference folders of the build
 
@@ -251,9 +251,7 @@ def test_the_reference_pages_list_open_and_change_a_reference(service):
     client = create_app(service.settings, service).test_client()
     assert client.get("/references").status_code == 302
     service.curators.create("eve", "correct horse battery")
-    login = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)  # type: ignore[union-attr]
-    client.post("/login", data={"csrf_token": token, "name": "eve", "password": "correct horse battery"})
+    log_in(client, "eve")
     listing = client.get("/references?species=House+Sparrow").get_data(as_text=True)
     ids = [i for i in re.findall(r'href="/references/([A-Za-z0-9_-]+)"', listing) if i != "check"]
     assert len(ids) == 6 and "House Sparrow (<i class=\"sci\">Passer domesticus</i>)" in listing
@@ -371,16 +369,10 @@ def test_suggestions_tolerate_typos_and_put_the_sightings_likeliest_first(client
 
 
 def _logged_in(service, name: str = "hal"):  # type: ignore[no-untyped-def]
-    import re
-
     from identify.web import create_app
 
-    client = create_app(service.settings, service).test_client()
     service.curators.create(name, "correct horse battery")
-    login = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)  # type: ignore[union-attr]
-    client.post("/login", data={"csrf_token": token, "name": name, "password": "correct horse battery"})
-    return client
+    return log_in(create_app(service.settings, service).test_client(), name)
 
 
 def test_the_queue_shows_when_where_who_and_the_proposed_species_references(service):

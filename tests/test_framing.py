@@ -15,7 +15,7 @@ from PIL import Image
 from identify.cli import main
 from identify.errors import IdentifyError
 from identify.framing import Crop, Detection, frame_photos
-from tests.conftest import SPECIES, jpeg_bytes, species_photo
+from tests.conftest import SPECIES, jpeg_bytes, log_in, page_token, species_photo
 
 FRAME = 768  # the big frame's side; the bird is a 128-pixel square in it (1/36 of the frame)
 BIRD_AT = (560, 96)
@@ -260,8 +260,9 @@ def test_a_curator_recrops_and_the_sighting_is_identified_again(far_service, tok
 
 
 def test_a_reference_made_from_a_cropped_sighting_shows_its_crop(far_service, token):
-    """Confirmed, a cropped sighting becomes a reference that stands for its crop: the neighbour cards and the
-    compare view show the bird, not the whole frame."""
+    """Confirmed, a cropped sighting becomes a reference that stands for its crop: the neighbour cards, the
+    compare view and the reference list show the bird, not the whole frame; the reference says which part of
+    its photo the index uses (API) and draws it on the whole photo (its page)."""
     from identify.web import create_app
 
     client = create_app(far_service.settings, far_service).test_client()
@@ -276,6 +277,16 @@ def test_a_reference_made_from_a_cropped_sighting_shows_its_crop(far_service, to
     page = client.get(again["url"]).get_data(as_text=True)
     assert cropped[0] in page  # the cards of the page use it too, named by the naming rule (not the raw label)
     assert f'<span class="title">{again["answer"]}</span>' in page and "(Columba livia)" in again["answer"]
+    made, = [n["reference_id"] for n in again["neighbours"] if "?crop=" in n["thumbnail_url"]]
+    reference = client.get(f"/api/v1/references/{made}", headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert reference["crop"] == pytest.approx(BIRD_CROP.to_dict(), abs=1e-4) and reference["thumbnail_url"] == cropped[0]
+    page = log_in(client).get(f"/references/{made}").get_data(as_text=True)
+    assert f'style="{_box_style(BIRD_CROP)}"' in page and "the crop of the sighting it came from" in page
+    assert cropped[0] in client.get("/references").get_data(as_text=True)
+
+
+def _box_style(box: Crop) -> str:
+    return f"left: {box.x * 100:.1f}%; top: {box.y * 100:.1f}%; width: {box.w * 100:.1f}%; height: {box.h * 100:.1f}%"
 
 
 def test_framing_by_hand():
@@ -379,21 +390,14 @@ def test_the_automatic_crop_pools_centre_crops_with_the_photo(make_service, web_
 
 
 def test_a_curator_recrops_on_the_page(far_service):
-    import re
-
     from identify.web import create_app
 
-    app = create_app(far_service.settings, far_service)
-    client = app.test_client()
+    client = create_app(far_service.settings, far_service).test_client()
     far_service.curators.create("ana", "correct horse battery")
     body = upload(client, small_bird_in_a_big_frame()).get_json()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    client.post("/login", data={"csrf_token": token, "name": "ana", "password": "correct horse battery"})
-    page = client.get(body["url"]).get_data(as_text=True)
+    page = log_in(client).get(body["url"]).get_data(as_text=True)
     assert "Re-crop and identify again" in page
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    done = client.post(f"{body['url']}/review", data={"csrf_token": token, "version": "1", "action": "recrop",
+    done = client.post(f"{body['url']}/review", data={"csrf_token": page_token(page), "version": "1", "action": "recrop",
                                                       "crop": BIRD_CROP.text, "back": body["url"]},
                        follow_redirects=True).get_data(as_text=True)
     assert "identified again on the new crop" in done and "Rock Dove" in done

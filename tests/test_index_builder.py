@@ -115,8 +115,9 @@ def test_duplicates_and_label_conflicts_are_counted_not_embedded(refs, tiny_chec
 
 
 def test_csv_manifest_with_optional_columns(refs, tiny_checkpoint, data_dir):
-    rows = ["path,species,lat,lon,observed_at,source"]
-    rows += [f"{SPECIES[i]}/{SPECIES[i]}_{j}.jpg,{SPECIES[i]},51.5,-0.12,2024-05-01T06:30:00,atlas" for i in range(3) for j in range(2)]
+    rows = ["path,species,lat,lon,observed_at,source,crop"]
+    rows += [f"{SPECIES[i]}/{SPECIES[i]}_{j}.jpg,{SPECIES[i]},51.5,-0.12,2024-05-01T06:30:00,atlas,"
+             + ('"0.1,0.2,0.5,0.5"' if (i, j) == (0, 0) else "") for i in range(3) for j in range(2)]
     (refs / "refs.csv").write_text("\n".join(rows) + "\n")
     summary = last_json(identify("build-index", "--model", tiny_checkpoint, "--manifest", refs / "refs.csv",
                                  "--workers", "0", "--json").stdout)
@@ -125,6 +126,10 @@ def test_csv_manifest_with_optional_columns(refs, tiny_checkpoint, data_dir):
     with engine.connect() as connection:
         lat, source = connection.execute(select(ReferenceImage.lat, ReferenceImage.source)).first()
     assert (lat, source) == (51.5, "atlas")
+    listed = identify("references", "list").stdout.splitlines()  # the cropped reference says which part it is
+    assert len(listed) == 6 and [line.endswith("  crop 0.1,0.2,0.5,0.5") for line in listed].count(True) == 1
+    crops = [json.loads(line)["crop"] for line in identify("references", "list", "--json").stdout.splitlines()]
+    assert crops.count({"x": 0.1, "y": 0.2, "w": 0.5, "h": 0.5}) == 1 and crops.count(None) == 5
 
 
 def assert_refused(result, code: str) -> None:
@@ -271,7 +276,7 @@ def test_predict_mistakes_are_reported_at_once_without_the_model_stack(refs, tin
              (["--model", str(tiny_checkpoint), "--index", "nosuch", photo], "unknown_index")]
     for args, code in cases:
         result, seconds, imported = _timed_cli("predict", *args, env=env)
-        message = result.stderr.strip().splitlines()[-1]
+        message = [line for line in result.stderr.splitlines() if not line.startswith("import time:")][-1]
         assert result.returncode == 1 and message.startswith(f"error: {code}:"), (code, message)
         assert not imported & {"torch", "birder", "faiss", "torchvision"}, (code, imported & {"torch", "birder"})
         assert seconds < 2.0, (code, seconds)  # the process start included; the check itself takes milliseconds

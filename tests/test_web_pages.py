@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from identify.schema import Review, Sighting
 from identify.web import create_app
 from tests.conftest import SPECIES, jpeg_bytes, species_photo
+from tests.conftest import page_token as csrf_token
 
 PHOTO = jpeg_bytes(species_photo(3, 0))
 
@@ -26,12 +27,6 @@ def service(make_service):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def client(service):  # type: ignore[no-untyped-def]
     return create_app(service.settings, service).test_client()
-
-
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "the page has no CSRF token"
-    return match.group(1)
 
 
 def upload_page(client, data: bytes = PHOTO):  # type: ignore[no-untyped-def]

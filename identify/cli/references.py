@@ -21,10 +21,12 @@ def _records():  # type: ignore[no-untyped-def]
 
 
 def _line(record) -> str:  # type: ignore[no-untyped-def]
-    name = f"{record.taxon.common_name or record.species} ({record.taxon.scientific_name})" if record.taxon \
-        else record.species
+    from identify.answers import display_name  # here, not at the top: every command's start stays light
+
     origin = f"review of sighting {record.sighting} by {record.added_by}" if record.source == "review" else "build"
-    return f"{record.public_id}  {record.status:<7}  v{record.version}  {name}  [{origin}]  {record.path}"
+    crop = f"  crop {record.crop.text}" if record.crop else ""
+    return (f"{record.public_id}  {record.status:<7}  v{record.version}  {display_name(record.species, record.taxon)}"
+            f"  [{origin}]  {record.path}{crop}")
 
 
 @references.command("list")

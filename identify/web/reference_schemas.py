@@ -8,7 +8,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, Field
 
 from identify.rules import MAX_PAGE, MAX_PER_PAGE, MAX_TEXT, MAX_VERSION, MIN_VERSION
-from identify.web.schemas import Neighbour, Schema, Sighting, SightingSummary, Taxon, optional
+from identify.web.schemas import BIRD_THUMBNAIL, Box, Neighbour, Schema, Sighting, SightingSummary, Taxon, optional
 
 
 # Requests (documented; parsed by identify.web.forms) -----------------------------------------------------------
@@ -76,7 +76,9 @@ class Reference(Schema):
     taxon: Optional[Taxon]
     status: Literal["active", "retired"]
     version: int = Field(description="Send it back with a change (optimistic concurrency)")
-    thumbnail_url: str
+    thumbnail_url: str = Field(description=BIRD_THUMBNAIL)
+    crop: Optional[Box] = Field(description="The part of the photo its embedding was taken from (null: the whole "
+                                            "photo): the manifest's `crop`, or the crop of the sighting it came from")
     source: Literal["build", "review"]
     source_detail: Optional[str] = Field(description="The build manifest's `source` column")
     sighting_id: Optional[str] = Field(description="The sighting whose review made it a reference")

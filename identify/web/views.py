@@ -173,7 +173,7 @@ def suggestion_json(suggestion: Suggestion) -> dict[str, Any]:
 
 def reference_json(record: ReferenceRecord, nearest: list[NeighbourInfo] | None = None) -> dict[str, Any]:
     """A reference as curators see it (the API's reference endpoints are curators' only: exact places)."""
-    out = {**record.to_dict(with_changes=nearest is not None), "thumbnail_url": thumbnail_url(record.file_sha256)}
+    out = {**record.to_dict(with_changes=nearest is not None), "thumbnail_url": thumbnail_url(record.file_sha256, record.crop)}
     if nearest is not None:
         out["nearest"] = answer_neighbours_json(nearest, thumbnail_link)
     return out
