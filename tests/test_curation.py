@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from identify.cli import main
-from tests.conftest import SPECIES, jpeg_bytes, log_in, species_photo
+from tests.conftest import SPECIES, jpeg_bytes, log_in, page_token, species_photo
 
 WRONG, RIGHT = "Corvus_cornix", "Passer_domesticus"  # labels: the reference folders of the build
 
@@ -435,9 +435,8 @@ def test_the_group_page_reviews_a_group_through_its_form(service):
     assert "2 sightings:" in page and page.count('name="items"') == 2
     import re
 
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     items = re.findall(r'name="items" value="([^"]+)"', page)
-    done = client.post("/review/bulk", data={"csrf_token": token, "items": items, "action": "reject"},
+    done = client.post("/review/bulk", data={"csrf_token": page_token(page), "items": items, "action": "reject"},
                        follow_redirects=True).get_data(as_text=True)
     assert "2 of 2 sightings reviewed" in done and "No look-alike sightings" in done
 
