@@ -21,6 +21,7 @@ DETECTION_MARGIN = 0.15  # of the box's longer side, added on each side: the bir
 USER, DETECTOR, CURATOR = "user", "detector", "curator"  # where a photo's crop came from
 AUTOMATIC = "automatic"  # no crop: the whole photo pooled with centre crops (ServiceConfig.auto_crop)
 CENTRE_CROPS = (0.6, 0.35)  # of the short side (BENCHMARKS.md: framing)
+LARGEST_DECODE = 1 << 20  # pixels a side: larger than any photo the pixel guard lets in, so "decode it whole"
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,11 @@ class Crop:
         return image.crop((left, top, right, bottom))
 
     def decode_size(self, model_size: int) -> int:
-        """The square a photo must be decoded to for this crop to cover `model_size` pixels."""
-        return math.ceil(model_size / min(self.w, self.h))
+        """The square a photo must be decoded to for this crop to cover `model_size` pixels: at most
+        LARGEST_DECODE (the whole photo), where a sliver of a crop (1e-308 wide) would overflow; `cut` then
+        refuses it as too small."""
+        needed = model_size / min(self.w, self.h)
+        return LARGEST_DECODE if needed >= LARGEST_DECODE else math.ceil(needed)
 
     @classmethod
     def square_around(cls, box: tuple[float, float, float, float], size: tuple[int, int],

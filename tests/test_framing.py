@@ -116,9 +116,16 @@ def test_predict_crop_agrees_with_the_service(far_service, tmp_path):
     assert bad.exit_code != 0 and "bad_crop" in bad.output
 
 
+SLIVERS = ["0,0,1e-308,1e-308", "0,0,5e-324,5e-324", "0,0,4e-323,4e-323", "0.5,0.5,2.2e-308,0.1"]
+
+
 @pytest.mark.parametrize(("crop", "code"), [("0.1,0.1,0.5", "bad_crop"), ("0.6,0.1,0.5,0.5", "bad_crop"),
-                                            ("a,b,c,d", "bad_crop"), ("0,0,0.001,0.001", "crop_too_small")])
+                                            ("a,b,c,d", "bad_crop"), ("0,0,0.001,0.001", "crop_too_small"),
+                                            ("nan,0,0.5,0.5", "bad_crop"), ("0,0,inf,0.5", "bad_crop"),
+                                            ("0,0,-0.0,0.5", "bad_crop"),
+                                            *((sliver, "crop_too_small") for sliver in SLIVERS)])
 def test_bad_crops_are_refused_and_store_nothing(client, service, crop, code):
+    """A sliver of a crop (1e-308 wide) was a 500: its decode size overflowed to infinity."""
     from identify.schema import Sighting
 
     response = upload(client, small_bird_in_a_big_frame(), crop=crop)
@@ -257,6 +264,26 @@ def test_a_curator_recrops_and_the_sighting_is_identified_again(far_service, tok
     assert again["reviews"][-1]["action"] == "recrop"
     stale = client.post(url, headers=headers, json={"action": "recrop", "version": 1, "crop": [BIRD_CROP.text]})
     assert stale.status_code == 409
+
+
+@pytest.mark.parametrize("sliver", SLIVERS[:2])
+def test_a_sliver_of_a_recrop_is_refused_and_changes_nothing(far_service, token, sliver):
+    """A curator's re-crop of 1e-308 (JSON and form) was a 500 OverflowError, as on upload."""
+    from identify.web import create_app
+
+    client = create_app(far_service.settings, far_service).test_client()
+    body = upload(client, small_bird_in_a_big_frame()).get_json()
+    url = f"/api/v1/sightings/{body['sighting_id']}/review"
+    refused = client.post(url, headers={"Authorization": f"Bearer {token}"},
+                          json={"action": "recrop", "version": 1, "crop": [sliver]})
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "crop_too_small"
+    page = log_in(client).get(body["url"]).get_data(as_text=True)
+    form = client.post(f"{body['url']}/review", data={"csrf_token": page_token(page), "version": "1",
+                                                      "action": "recrop", "crop": sliver, "back": body["url"]},
+                       follow_redirects=True)
+    assert form.status_code in (200, 400) and "pixels" in form.get_data(as_text=True)
+    after = client.get(f"/api/v1/sightings/{body['sighting_id']}").get_json()
+    assert after["version"] == 1 and after["photos"][0]["crop_source"] != "curator"
 
 
 def test_a_reference_made_from_a_cropped_sighting_shows_its_crop(far_service, token):
