@@ -26,14 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from PIL import ExifTags, Image
+from PIL import Image
 
 from identify.framing import Crop
+from identify.images import bare_copy
 from identify.locks import exclusive_lock, shared_locks
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 320
+PUBLIC_FOLDER = "public-bare"  # what the public is served: pixels and orientation, no other metadata
+OLDER_PUBLIC_FOLDERS = ("public",)  # copies that kept EXIF less GPS, XMP, IPTC and comments: never served again
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "MPO": "jpg"}
 PHOTO_NAME = re.compile(r"^([0-9a-f]{64})\.(jpg|png|webp|gif|tif|bmp|img)$")
 THUMBNAIL_NAME = re.compile(r"^([0-9a-f]{64})\.jpg$")
@@ -69,7 +72,10 @@ class PhotoStore:
     def __init__(self, data_dir: Path) -> None:
         self.photos = data_dir / "photos"
         self.thumbnails = data_dir / "thumbnails"
-        self.public = data_dir / "public"  # copies without GPS, for the public
+        # Copies without any metadata, for the public. The folder's name changes with what a copy keeps: copies an
+        # older release made (with XMP and comments still in them) are never served, and the sweep removes them.
+        self.public = data_dir / PUBLIC_FOLDER
+        self.older_public = [data_dir / name for name in OLDER_PUBLIC_FOLDERS]
         # beside the photo folders, not in them: the sweep's lock, and the time of the last sweep
         self.sweep_lock = data_dir / ".photo-sweep.lock"
         self.sweep_stamp = data_dir / ".photo-sweep.last"
@@ -130,19 +136,15 @@ class PhotoStore:
         return path
 
     def public_copy(self, name: str) -> Path | None:
-        """A copy of a stored photo without its GPS position (orientation and the rest of EXIF kept; JPEG
-        re-saved with its own quantisation tables), made on first request: what the public is served."""
+        """A copy of a stored photo with no metadata at all (identify.images.bare_copy: only the pixels and
+        their orientation), made on first request: what the public is served."""
         original = self.resolve_photo(name)
         if original is None:
             return None
         path = self.public / name[:2] / name
         if not path.exists():
             with Image.open(original) as image:
-                exif = image.getexif()
-                exif.pop(ExifTags.IFD.GPSInfo, None)
-                image_format = image.format or "JPEG"
-                options = {"quality": "keep"} if image_format == "JPEG" else {}
-                _write_atomically(path, lambda out: image.save(out, image_format, exif=exif.tobytes(), **options))
+                _write_atomically(path, lambda out: bare_copy(image, out))
         return path
 
     def resolve_photo(self, name: str) -> Path | None:
@@ -177,10 +179,11 @@ class PhotoStore:
         cutoff = time.time() - older_than_seconds
         removed = 0
         orphans = []
-        for path in [*self.photos.glob("*/*"), *self.public.glob("*/*"), *self.thumbnails.glob("*")]:
+        older = [path for folder in self.older_public for path in folder.glob("*/*")]
+        for path in [*self.photos.glob("*/*"), *self.public.glob("*/*"), *self.thumbnails.glob("*"), *older]:
             half_written = path.name.startswith(".tmp-")
-            if half_written:
-                wanted = False
+            if half_written or path.parent.parent in self.older_public:
+                wanted = False  # an older release's public copy: made again without metadata on demand
             elif path.parent.parent in (self.photos, self.public):
                 wanted = path.name in kept_names
             else:  # a thumbnail, named by the photo's hash (and a crop)
