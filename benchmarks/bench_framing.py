@@ -81,7 +81,7 @@ def main() -> None:
                                                                    "auto crop")}
 
         def ask(way: str, images: list[Image.Image], truth: str) -> None:
-            result = identifier.explain(pool_evidence(identifier.search(images)))
+            result = identifier.explain(pool_evidence(identifier.search(images)), None, frozenset())
             top = result.species[0] if result.species else None
             right = top is not None and top.taxon is not None and top.taxon.scientific_name == truth
             tally[way][0] += 1

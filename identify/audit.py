@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from identify.calibration import clopper_pearson_upper
-from identify.schema import Prediction, Sighting
+from identify.schema import Prediction, Review, Sighting
 from identify.scoring import ALL
 from identify.storage import Store
 
@@ -80,6 +80,12 @@ class Audits:
 
     def __init__(self, store: Store) -> None:
         self.sessions = store.sessions
+
+    def stamp(self) -> int:
+        """What moves whenever an audit may have been answered: the newest review's id, on every worker and
+        host alike (one indexed look-up: cheap enough to read on every request)."""
+        with self.sessions() as session:
+            return int(session.scalar(select(func.max(Review.id))) or 0)
 
     def summary(self, target: float, confidence: float, since: datetime | None = None) -> AuditSummary:
         answered = select(Prediction.species_id).where(Prediction.sighting_id == Sighting.id,

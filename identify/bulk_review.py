@@ -73,4 +73,5 @@ def result_json(result: MemberResult, sighting_json: Callable[[SightingRecord], 
                 "error": {"code": result.error.code, "message": result.error.message}}
     assert result.outcome is not None
     return {"sighting_id": result.public_id, "status": 200, "sighting": sighting_json(result.outcome.sighting),
-            "reference_id": result.outcome.reference_id, "second_opinion": result.outcome.second_opinion}
+            "reference_id": result.outcome.reference_id, "second_opinion": result.outcome.second_opinion,
+            "single_curator": result.outcome.single_curator}

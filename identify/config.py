@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from identify.calibration import Calibration, FittedOn
 from identify.errors import IdentifyError
@@ -63,6 +65,32 @@ class FusionConfig:
 # new_species: the species has no reference yet; first_record: the answer was never recorded at the place in
 # its season (by the occurrences and confirmed sightings); all: every review that teaches.
 SECOND_OPINIONS = ("new_species", "first_record", "all")
+
+
+# A query parameter that holds a secret (redis-py takes `?password=`; others name theirs so): never shown.
+SECRET_PARAMETER = re.compile(r"pass(word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|credential|auth", re.I)
+HIDDEN = "***"
+
+
+def redacted(setting: str) -> str:
+    """A setting as it may be shown or logged (/api/v1/status, start-up lines, error messages): a URL's
+    password, in its user-info or in a query parameter named like one, replaced by ***. Any URL form parses,
+    several hosts in one (`redis+sentinel://:pw@h1:26379,h2:26379/m`) too; what is no URL comes back as it is."""
+    try:
+        parts = urlsplit(setting)
+    except ValueError:  # no URL a library would take either: shown as nothing
+        return HIDDEN
+    if not parts.scheme or "://" not in setting:
+        return setting
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, hosts = netloc.rsplit("@", 1)
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:{HIDDEN}@{hosts}" if has_password else f"{userinfo}@{hosts}"
+    query = "&".join(f"{quote(key, safe='')}={HIDDEN if SECRET_PARAMETER.search(key) else quote(value, safe='')}"
+                     for key, value in parse_qsl(parts.query, keep_blank_values=True))
+    shown = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return shown if netloc else shown.replace(":", "://", 1)  # memory:// stays memory:// (urlunsplit drops //)
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from identify.errors import IdentifyError
 from identify.metadata import as_utc
+from identify.rules import MAX_NAME
 from identify.schema import Curator, utcnow
 from identify.storage import Store
 
@@ -63,8 +64,8 @@ class Curators:
     def create(self, name: str, password: str, replace: bool = False) -> str:
         """Create (or with `replace`, reset) a curator; returns a new API token, shown once."""
         name = name.strip()
-        if not name or len(name) > 200:
-            raise IdentifyError("bad_curator", "the name must have 1 to 200 characters")
+        if not name or len(name) > MAX_NAME:
+            raise IdentifyError("bad_curator", f"the name must have 1 to {MAX_NAME} characters")
         if len(password) < MIN_PASSWORD_LENGTH:
             raise IdentifyError("weak_password", f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
         token = new_token()
@@ -126,11 +127,20 @@ class Curators:
         return token
 
     def set_disabled(self, name: str, disabled: bool) -> None:
-        """Disable (no login, no token, every session ended) or enable a curator again; the reviews stay theirs."""
+        """Disable (no login, no token, every session ended) or enable a curator again; the reviews stay theirs.
+        Disabling revokes the API token for good: enabling again does not revive it (a token that leaked is why
+        a curator is often disabled), so an enabled curator asks for a new one."""
         with self.sessions.begin() as session:
             curator = self._named(session, name)
             curator.disabled_at = utcnow() if disabled else None
+            if disabled:
+                curator.token_hash, curator.token_expires_at = None, None
             curator.session_epoch = (curator.session_epoch or 0) + 1
+
+    def enabled_count(self) -> int:
+        """How many curators may review now: the second-opinion rule asks for a second one only where there is."""
+        with self.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Curator).where(Curator.disabled_at.is_(None))) or 0
 
     def accounts(self) -> list[CuratorAccount]:
         with self.sessions() as session:

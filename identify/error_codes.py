@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from identify.rules import MAX_NAME, MAX_TEXT
+
 
 class Code(NamedTuple):
     status: int | None  # the HTTP status it maps to; None for codes only the command line gives
@@ -57,8 +59,9 @@ CODES: dict[str, Code] = {
     "bad_multipart": Code(400, 'a form part whose name cannot be read (`name="\\"`), refused before anything reads the form'),
     # ---- fields and requests ----
     "bad_request": Code(400, "a review body that is not a JSON object, or a request Werkzeug cannot parse"),
-    "bad_field": Code(400, "a boolean that is not true/false, text over 2,000 characters, with a NUL or invalid "
-                           "Unicode, a number out of range or given empty, an API field given twice"),
+    "bad_field": Code(400, f"a boolean that is not true/false, a name (observer, species) over {MAX_NAME} "
+                           f"characters or other text over {MAX_TEXT:,}, text that is not a string, with a NUL or "
+                           "invalid Unicode, a number out of range or given empty, an API field given twice"),
     "bad_coordinates": Code(400, "lat/lon out of range or only one of them; a bad bbox"),
     "bad_date": Code(400, "a date that is not ISO 8601, `from` after `to`, an observation in the future or before "
                           "1800 (a bad EXIF date is ignored instead)"),

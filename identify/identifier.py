@@ -111,7 +111,6 @@ class Identifier:
         self.config = config
         self.calibration = calibration or Calibration()
         self.prior: PriorModel | None = None  # place and season; set when occurrences are known
-        self.over_target: frozenset[str] = frozenset()  # risk groups the live audit stopped (identify.audit)
         # Label, file and public id per reference: kept until the reference set's change stamp moves (a curator
         # relabelled or retired one; the live index reads the stamp as it refreshes).
         self._known: dict[int, ReferenceInfo] = {}
@@ -188,15 +187,17 @@ class Identifier:
             self._counts = (size, stamp, counts, self.calibration.state(served))
         return self._counts
 
-    def explain(self, evidence: Evidence, place: Place | None = None) -> Identification:
+    def explain(self, evidence: Evidence, place: Place | None, over_target: frozenset[str]) -> Identification:
         """The answer to one photo's (or one sighting's pooled) evidence: identify.scoring.answer, the decision
-        function `evaluate` measures, with this service's names, settings, calibration and prior."""
+        function `evaluate` measures, with this service's names, settings, calibration and prior.
+        `over_target`: the risk groups the live audit has stopped (identify.audit), read by the caller from SQL
+        for this answer (nothing held here between answers)."""
         names = self.names
         votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in evidence.neighbours]
         state, counts = self.calibration_state(), self.reference_counts()
         decided = answer(evidence.probabilities, votes, names, self.config, self.calibration, self.prior, place,
                          self.references.taxonomy.group_name, counts, state.stale,
-                         self.over_target)
+                         over_target)
         return Identification(
             species=decided.ranking[:TOP_SPECIES],
             rollup=decided.rollup,

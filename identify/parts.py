@@ -8,15 +8,17 @@ here imports torch."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from identify.audit import Audits
+from identify.audit import Audits, AuditSummary
 from identify.config import FusionConfig, Settings
 from identify.curators import Curators
 from identify.photos import PhotoStore
 from identify.prior import Occurrences, PriorModel
-from identify.reference_records import ReferenceRecords
+from identify.observation import WhereAndWhen
+from identify.reference_records import ReferenceRecords, SecondOpinion
 from identify.references import References
 from identify.reviews import Reviews
 from identify.sighting_search import SightingSearch
@@ -81,9 +83,41 @@ class Parts:
     def audits(self) -> Audits:
         return Audits(self.store)
 
+    def audit_summary(self) -> AuditSummary:
+        """The live audit since the calibration was fitted, held to the settings' target, as SQL has it now."""
+        fitted = self.settings.calibration.fitted_at
+        return self.audits.summary(self.settings.fusion.target_error, self.settings.fusion.risk_confidence,
+                                   datetime.fromisoformat(fitted) if fitted else None)
+
     @cached_property
     def occurrences(self) -> Occurrences:
         return Occurrences(self.store, self.taxonomy)
+
+    def second_opinion(self, prior: PriorModel | None) -> SecondOpinion | None:
+        """The one second-opinion rule (ServiceConfig.second_opinion) as the deployment stands now: its enabled
+        curators counted in SQL, so every worker, host and command agrees; None where the rule is off."""
+        rules = self.settings.service.second_opinion_rules
+        if not rules:
+            return None
+
+        def asks(label: str, where: Any) -> str | None:
+            """all; new_species, when no active reference is of the species `label` names (any label of its
+            taxon); first_record, when `where` (a row with lat, lon, observed_at) has a place and date and the
+            records never had its taxon there in season. Without occurrence records first_record cannot tell,
+            and asks nothing."""
+            if "all" in rules:
+                return "all"
+            if "new_species" in rules and not self.reference_records.active_ids(label):
+                return "new_species"
+            taxon, place = self.taxonomy.resolve(label), WhereAndWhen.stored(where.lat, where.lon,
+                                                                           where.observed_at).place()
+            if "first_record" in rules and prior is not None and not prior.empty and taxon is not None and place:
+                expected = prior.at(place, [taxon.scientific_name]).get(taxon.scientific_name)
+                if expected is None or not expected.expected_here:
+                    return "first_record"
+            return None
+
+        return SecondOpinion(asks, self.curators.enabled_count())
 
     def prior(self) -> PriorModel:
         """Place and season from imported occurrences and the service's confirmed sightings, as of now."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -21,16 +21,39 @@ from identify.answers import taxon_json
 from identify.errors import IdentifyError
 from identify.framing import Crop
 from identify.references import ACTIVE, RETIRED, References, taxon_of_row
+from identify.rules import MAX_TEXT
 from identify.schema import Curator, ReferenceChange, ReferenceImage, Review, Sighting, Species
 from identify.schema import Taxon as TaxonRow
 from identify.storage import Store, key_of_public_id
 from identify.taxonomy import Taxon
 
 ACTIONS = {"relabel": None, "retire": RETIRED, "restore": ACTIVE}  # action -> the status it leaves
+PROPOSE = "propose"  # a relabel waiting for a second curator: recorded, not applied
 SOURCES = ("build", "review")
 FLAGS = ("mislabelled", "near_duplicate", "thin")  # identify.reference_health's lists  # a build's photo, or a sighting a curator's review made a reference
 STATUSES = (ACTIVE, RETIRED, "all")
-MAX_REASON = 2000
+
+
+@dataclass(frozen=True)
+class SecondOpinion:
+    """The one second-opinion rule, for a correction and a relabel alike: what would teach the service something
+    new (`asks` names the rule that finds it so: a species no active reference has, a first record for the
+    place) waits for a second curator where the deployment has at least two enabled curators; with one, it is
+    taken and marked single-curator (history, queue filter, API), so a later curator can audit it."""
+
+    asks: Callable[[str, Any], "str | None"]  # (label, a row with lat, lon, observed_at) -> the rule, or None
+    curators: int  # enabled curators now
+
+    @property
+    def alone(self) -> bool:
+        return self.curators < 2
+
+    def verdict(self, label: str, where: Any) -> tuple[str | None, str | None]:
+        """(the rule it waits under, the rule it is taken alone under): at most one of them is set."""
+        rule = self.asks(label, where)
+        if rule is None:
+            return None, None
+        return (None, rule) if self.alone else (rule, None)
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,13 @@ class ChangeEntry:
     to_species: str | None
     version: int
     at: datetime
+    second_opinion: str | None = None  # the rule a proposal waits under, or a change was taken alone under
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "curator": self.curator, "reason": self.reason,
+                "from_species": self.from_species, "to_species": self.to_species, "version": self.version,
+                "at": _iso(self.at), "second_opinion": self.second_opinion,
+                "single_curator": self.second_opinion if self.action != PROPOSE else None}
 
 
 @dataclass(frozen=True)
@@ -76,6 +106,7 @@ class ReferenceRecord:
     created_at: datetime
     crop: Crop | None = None  # the part of the photo its embedding was taken from
     changes: list[ChangeEntry] = field(default_factory=list)  # oldest first; only when opened one by one
+    awaiting: ChangeEntry | None = None  # a relabel proposed by one curator, waiting for a second
 
     def to_dict(self, with_changes: bool = False) -> dict[str, Any]:
         """As the API (identify.web.reference_schemas.Reference, less its URLs) and `identify references --json` give it."""
@@ -84,11 +115,10 @@ class ReferenceRecord:
             "version": self.version, "source": self.source, "source_detail": self.source_detail,
             "sighting_id": self.sighting, "added_by": self.added_by, "lat": self.lat, "lon": self.lon,
             "observed_at": _iso(self.observed_at), "created_at": _iso(self.created_at),
-            "crop": self.crop.to_dict() if self.crop else None}
+            "crop": self.crop.to_dict() if self.crop else None,
+            "awaiting_second_opinion": self.awaiting.to_dict() if self.awaiting else None}
         if with_changes:
-            out["changes"] = [{"action": c.action, "curator": c.curator, "reason": c.reason,
-                               "from_species": c.from_species, "to_species": c.to_species, "version": c.version,
-                               "at": _iso(c.at)} for c in self.changes]
+            out["changes"] = [c.to_dict() for c in self.changes]
         return out
 
 
@@ -179,40 +209,100 @@ class ReferenceRecords:
             source="review" if row.sighting_id is not None else "build",
             source_detail=None if row.sighting_id is not None else row.source, sighting=sighting, added_by=added_by,
             lat=row.lat, lon=row.lon, observed_at=row.observed_at, created_at=row.created_at, crop=Crop.of(row.crop),
-            changes=self._changes(session, row.id) if with_changes else [])
+            changes=self._changes(session, row.id) if with_changes else [],
+            awaiting=self._awaiting(session, row.id))
+
+    @classmethod
+    def _awaiting(cls, session: Session, reference_id: int) -> ChangeEntry | None:
+        """The relabel still waiting for a second curator: the reference's last change, if it is a proposal
+        (any change after a proposal supersedes it)."""
+        last = cls._changes(session, reference_id, last_only=True)
+        return last[0] if last and last[0].action == PROPOSE else None
 
     @staticmethod
-    def _changes(session: Session, reference_id: int) -> list[ChangeEntry]:
+    def _changes(session: Session, reference_id: int, last_only: bool = False) -> list[ChangeEntry]:
+        """The reference's history, oldest first (or only its last change)."""
         before, after = aliased(Species), aliased(Species)
-        rows = session.execute(
-            select(ReferenceChange, Curator.name, before.name, after.name)
-            .outerjoin(Curator, Curator.id == ReferenceChange.curator_id)
-            .outerjoin(before, before.id == ReferenceChange.from_species_id)
-            .outerjoin(after, after.id == ReferenceChange.to_species_id)
-            .where(ReferenceChange.reference_id == reference_id).order_by(ReferenceChange.id))
-        return [ChangeEntry(c.action, curator, c.reason, old, new, c.version, c.created_at)
-                for c, curator, old, new in rows]
+        query = (select(ReferenceChange, Curator.name, before.name, after.name)
+                 .outerjoin(Curator, Curator.id == ReferenceChange.curator_id)
+                 .outerjoin(before, before.id == ReferenceChange.from_species_id)
+                 .outerjoin(after, after.id == ReferenceChange.to_species_id)
+                 .where(ReferenceChange.reference_id == reference_id))
+        query = query.order_by(ReferenceChange.id.desc()).limit(1) if last_only else query.order_by(ReferenceChange.id)
+        return [ChangeEntry(c.action, curator, c.reason, old, new, c.version, c.created_at, c.second_opinion)
+                for c, curator, old, new in session.execute(query)]
 
     # ---- changing ---------------------------------------------------------------------------------------
     def change(self, public_id: str, action: str, reason: str, version: int | None, curator_id: int | None,
-               species: str | None = None, model_classes: Sequence[str] = (), as_written: bool = False) -> ReferenceRecord:
+               species: str | None = None, model_classes: Sequence[str] = (), as_written: bool = False,
+               second_opinion: SecondOpinion | None = None) -> ReferenceRecord:
         """Relabel (to `species`: a label, or any name of the taxonomy), retire or restore a reference, if it is
-        still at `version`; the change and its reason are recorded in the same transaction."""
+        still at `version`; the change and its reason are recorded in the same transaction. A relabel that would
+        teach something new follows the one second-opinion rule: it waits as a proposal (the record's
+        `awaiting`) until another curator relabels it the same way, or, with one enabled curator, is taken and
+        marked single-curator."""
         reference_id = self.key_of(public_id)
         with self.sessions.begin() as session:
             label = self.references.label_named(session, species or "", model_classes, as_written) \
                 if action == "relabel" else None
-            self.change_in(session, reference_id, action, reason, version, curator_id, label)
+            waits, alone = self._second_opinion(session, reference_id, label, curator_id, second_opinion)
+            if waits is not None:
+                self._propose(session, reference_id, label or "", reason, version, curator_id, waits)
+            else:
+                self.change_in(session, reference_id, action, reason, version, curator_id, label,
+                               second_opinion=alone)
         return self.get(public_id)
 
+    def _second_opinion(self, session: Session, reference_id: int, label: str | None, curator_id: int | None,
+                        rule: SecondOpinion | None) -> tuple[str | None, str | None]:
+        """(the rule a relabel to `label` waits under, the rule it is taken alone under). Another curator's
+        relabel to the species a proposal names is the second opinion: it applies. The proposer cannot agree
+        with themselves while a second curator could."""
+        row = session.get(ReferenceImage, reference_id)
+        if label is None or rule is None or row is None:
+            return None, None
+        last = session.scalars(select(ReferenceChange).where(ReferenceChange.reference_id == reference_id)
+                               .order_by(ReferenceChange.id.desc()).limit(1)).first()
+        if last is None or last.action != PROPOSE or last.to_species_id != self.references.species_id(session, label):
+            return rule.verdict(label, row)  # nothing proposed to this species: the rule decides
+        if last.curator_id != curator_id:
+            return None, None  # another curator agrees with the proposal: it applies
+        if not rule.alone:
+            raise IdentifyError("second_curator_needed", "this relabel awaits a second curator: another curator "
+                                "must relabel it the same way before it applies", 403)
+        return rule.verdict(label, row)
+
+    def _propose(self, session: Session, reference_id: int, label: str, reason: str, version: int | None,
+                 curator_id: int | None, rule: str) -> None:
+        """Record a relabel that waits for a second curator; the reference keeps its label and its place in
+        every index meanwhile."""
+        row = session.get(ReferenceImage, reference_id, populate_existing=True)
+        if row is None:
+            raise IdentifyError("unknown_reference", "no such reference", 404)
+        if row.version != version:
+            raise self._stale(row)
+        species_id = self.references.species_id(session, label)
+        if row.status != ACTIVE or species_id == row.species_id:
+            raise IdentifyError("bad_reference_change", "relabel needs an active reference and another species"
+                                f" (reference {row.public_id} is {row.status}, labelled {row.species.name})")
+        session.add(ReferenceChange(reference_id=reference_id, curator_id=curator_id, action=PROPOSE,
+                                    from_species_id=row.species_id, to_species_id=species_id,
+                                    reason=self._reason(reason), version=row.version, second_opinion=rule))
+
+    @staticmethod
+    def _reason(reason: str | None) -> str:
+        reason = (reason or "").strip()
+        if not reason or len(reason) > MAX_TEXT:
+            raise IdentifyError("bad_reference_change", f"give the reason for the change (1-{MAX_TEXT} characters)")
+        return reason
+
     def change_in(self, session: Session, reference_id: int, action: str, reason: str, version: int | None,
-                  curator_id: int | None, label: str | None = None, review_id: int | None = None) -> None:
+                  curator_id: int | None, label: str | None = None, review_id: int | None = None,
+                  second_opinion: str | None = None) -> None:
         """`change` in the caller's transaction (a review that reopens a sighting moves its reference with it)."""
         if action not in ACTIONS:
             raise IdentifyError("bad_reference_change", f"action must be one of {', '.join(ACTIONS)}")
-        reason = (reason or "").strip()
-        if not reason or len(reason) > MAX_REASON:
-            raise IdentifyError("bad_reference_change", f"give the reason for the change (1-{MAX_REASON} characters)")
+        reason = self._reason(reason)
         row = session.get(ReferenceImage, reference_id, populate_existing=True)  # as SQL has it now
         if row is None:
             raise IdentifyError("unknown_reference", "no such reference", 404)
@@ -232,7 +322,7 @@ class ReferenceRecords:
             raise self._stale(row)
         session.add(ReferenceChange(reference_id=reference_id, curator_id=curator_id, action=action,
                                     from_species_id=previous, to_species_id=species_id, reason=reason,
-                                    version=version, review_id=review_id))
+                                    version=version, review_id=review_id, second_opinion=second_opinion))
 
     @staticmethod
     def _stale(row: ReferenceImage) -> IdentifyError:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from identify.errors import IdentifyError
 from identify.framing import Crop, Framing
 from identify.observation import WhereAndWhen
 from identify.photos import PhotoStore
-from identify.reference_records import ReferenceRecords
+from identify.reference_records import ReferenceRecords, SecondOpinion
 from identify.references import ACTIVE, NewReference, References
 from identify.schema import ReferenceImage, Review, Sighting, SightingPhoto, Species
 from identify.sightings import SightingRecord, SightingStore
@@ -32,8 +32,8 @@ from identify.storage import Store
 ACTIONS = {"confirm": "confirmed", "correct": "corrected", "reject": "rejected", "reopen": "open"}
 RECROP = "recrop"  # a curator's new crops: identified again, still open (identify.uploads.UploadPipeline.reframe)
 AWAITING = "awaiting_second_opinion"  # the answer a curator gave waits for a second curator before it teaches
-SecondOpinion = Callable[[str, Sighting], "str | None"]  # (label, sighting) -> the rule asking for one, or None
 UNCERTAIN = ("needs_review", "no_match")
+SINGLE_CURATOR_AGREED = "awaited"  # an answer that waited, taken by its own curator once they were the only one
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class ReviewOutcome:
     sighting: SightingRecord
     reference_id: str | None  # the new (or reused) reference's public id when the photo was added as one
     second_opinion: str | None = None  # the rule that made it wait for a second curator
+    single_curator: str | None = None  # the rule it was taken under by the deployment's only curator
 
 
 class Reviews:
@@ -113,22 +114,24 @@ class Reviews:
             if sighting.audit and status == "corrected" and species_id == sighting.species_id:
                 status = "confirmed"  # named blind as the model had named it: the audit found it right
             teaches = request.promotes and label is not None and request.action != "reopen"
-            awaiting = None
+            awaiting, alone = None, None
             if sighting.status == AWAITING and request.action == "confirm":
-                status = self._agreed(session, sighting, request)  # the second curator: now it teaches
+                # the second curator (or, where only one is left, the same one): now it teaches
+                status, alone = self._agreed(session, sighting, request, second_opinion)
             elif teaches and second_opinion is not None:
-                awaiting = second_opinion(label or "", sighting)
+                awaiting, alone = second_opinion.verdict(label or "", sighting)
                 if awaiting is not None:
                     status, teaches = AWAITING, False
             if not self.sightings.set_review_state(session, sighting.id, request.version, status, species_id):
                 raise self._stale(request)
             review = Review(sighting_id=sighting.id, curator_id=request.curator_id, action=request.action,
-                            species_id=species_id, note=request.note, version=request.version)
+                            species_id=species_id, note=request.note, version=request.version,
+                            single_curator=alone)
             session.add(review)
             session.flush()  # its id: the reference changes it causes name it
             reference = self._teach(session, sighting, label if teaches else None, request, review, index_name)
             public_id = reference.public_id if reference is not None else None
-        return ReviewOutcome(self.sightings.get(request.sighting_id), public_id, awaiting)
+        return ReviewOutcome(self.sightings.get(request.sighting_id), public_id, awaiting, alone)
 
     def recrop(self, sighting_id: int, version: int, curator_id: int, note: str | None, answer: dict[str, Any],
                photos: Sequence[tuple[Any, Framing]]) -> SightingRecord:
@@ -165,15 +168,20 @@ class Reviews:
         return session.get(ReferenceImage, self._promote(session, sighting, label, index_name))
 
     @staticmethod
-    def _agreed(session: Session, sighting: Sighting, request: ReviewRequest) -> str:
-        """The status a second curator's agreement leaves: the one the first review asked for. The curator
-        whose answer awaits cannot be its second opinion."""
+    def _agreed(session: Session, sighting: Sighting, request: ReviewRequest,
+                second_opinion: SecondOpinion | None) -> tuple[str, str | None]:
+        """The status a second curator's agreement leaves (the one the first review asked for), and the rule it
+        is taken alone under. The curator whose answer awaits cannot be its second opinion, unless they are
+        now the deployment's only curator (the others disabled since): then it is taken, single-curator."""
         first = session.scalars(select(Review).where(Review.sighting_id == sighting.id)
                                 .order_by(Review.id.desc()).limit(1)).first()
-        if first is not None and first.curator_id == request.curator_id:
-            raise IdentifyError("second_curator_needed", "this answer awaits a second curator: another curator "
-                                "must agree before the photo becomes a reference", 403)
-        return "corrected" if first is not None and first.action == "correct" else "confirmed"
+        status = "corrected" if first is not None and first.action == "correct" else "confirmed"
+        if first is None or first.curator_id != request.curator_id:
+            return status, None
+        if second_opinion is None or second_opinion.alone:
+            return status, SINGLE_CURATOR_AGREED
+        raise IdentifyError("second_curator_needed", "this answer awaits a second curator: another curator "
+                            "must agree before the photo becomes a reference", 403)
 
     def _follow(self, session: Session, references: list[ReferenceImage], label: str | None,
                 request: ReviewRequest, review_id: int) -> None:

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from identify.rules import MAX_NAME, MAX_SOURCE
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -80,7 +82,7 @@ class Species(Base):
 
     __tablename__ = "species"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(300), unique=True)
+    name: Mapped[str] = mapped_column(String(MAX_NAME), unique=True)
     taxon_id: Mapped[Optional[int]] = mapped_column(ForeignKey("taxa.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -118,7 +120,7 @@ class ReferenceImage(Base):
     lat: Mapped[Optional[float]]
     lon: Mapped[Optional[float]]
     observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
-    source: Mapped[Optional[str]] = mapped_column(String(500))
+    source: Mapped[Optional[str]] = mapped_column(String(MAX_SOURCE))
     sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sightings.id"))  # promoted by a curator
     # The part of the photo its embedding was taken from ({x, y, w, h}, fractions; None: the whole photo)
     crop: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
@@ -136,12 +138,18 @@ class ReferenceChange(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     reference_id: Mapped[int] = mapped_column(ForeignKey("reference_images.id"), index=True)
     curator_id: Mapped[Optional[int]] = mapped_column(ForeignKey("curators.id"))  # None: from the command line
-    action: Mapped[str] = mapped_column(String(20))  # relabel, retire, restore
+    # relabel, retire, restore; propose: a relabel that waits for a second curator (the reference keeps its label
+    # until another curator relabels it the same way; the last row of a reference being a proposal is what
+    # "awaiting a second curator" means, so no state beside this trail can disagree with it)
+    action: Mapped[str] = mapped_column(String(20))
     from_species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"))
     to_species_id: Mapped[Optional[int]] = mapped_column(ForeignKey("species.id"))
     reason: Mapped[str] = mapped_column(Text)
     version: Mapped[int]  # the reference's version this change was made against
     review_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reviews.id"))  # made by a (re)review
+    # The second-opinion rule (identify.reviews.SecondOpinion) a proposal waits under, or a change was taken
+    # under by the deployment's only curator (single-curator, for a later audit); None: no rule asked
+    second_opinion: Mapped[Optional[str]] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -197,7 +205,7 @@ class Sighting(Base):
     observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), index=True)
     observed_offset: Mapped[Optional[int]]  # minutes east of UTC there and then; None: unknown (identify.metadata)
     observed_zone: Mapped[Optional[str]] = mapped_column(String(10))  # offset, place or unknown
-    observer: Mapped[Optional[str]] = mapped_column(String(200))
+    observer: Mapped[Optional[str]] = mapped_column(String(MAX_NAME))
     note: Mapped[Optional[str]] = mapped_column(Text)
     hide_location: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # the uploader asked
     decision: Mapped[str] = mapped_column(String(20), index=True)  # confident, needs_review, no_match
@@ -258,7 +266,7 @@ class Prediction(Base):
 class Curator(Base):
     __tablename__ = "curators"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(MAX_NAME), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
     token_hash: Mapped[Optional[str]] = mapped_column(String(128), unique=True)
     # Every login session carries the epoch it began in; logging out or a password reset moves it on, which
@@ -281,6 +289,9 @@ class Review(Base):
     note: Mapped[Optional[str]] = mapped_column(Text)
     version: Mapped[int]  # the sighting version this review was made against
     added_as_reference: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The second-opinion rule this review was taken under by the deployment's only curator (single-curator: a
+    # later curator may audit it); None: no rule asked, or a second curator agreed
+    single_curator: Mapped[Optional[str]] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

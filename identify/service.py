@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import datetime
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -30,7 +29,7 @@ from identify.photos import THUMBNAIL_SIZE
 from identify.similar import SimilarSightings
 from identify.bulk_review import MAX_GROUPED, MemberResult, ReviewGroup, review_groups, review_members
 from identify.reference_health import HealthReport, ReferenceSet
-from identify.reference_records import FLAGS, ReferenceFilters, ReferenceRecord
+from identify.reference_records import FLAGS, ReferenceFilters, ReferenceRecord, SecondOpinion
 from identify.reviews import RECROP, ReviewOutcome, ReviewRequest
 from identify.sighting_search import SightingFilters
 from identify.sightings import SightingRecord
@@ -92,7 +91,10 @@ class IdentificationService:
         self.reference_records = parts.reference_records
         self.curators = parts.curators
         self.audits = parts.audits
-        self._audit: tuple[float, AuditSummary] | None = None  # (when read, what): read again every refresh
+        self.parts = parts
+        # (when read, the review stamp it was read at, what): over-target groups decide answers, so every request
+        # checks the stamp in SQL; the figures are worked out again only when a review moved it
+        self._audit: tuple[float, int, AuditSummary] | None = None
         self.index_name = settings.service.index
         self.model_id = parts.register(backbone)
         self.references.link_taxa()  # labels recorded before taxa existed, or by an older release
@@ -144,15 +146,15 @@ class IdentificationService:
         return result.decision.decision == CONFIDENT and _AUDIT_DRAW.random() < self.limits.audit_share
 
     def audit_summary(self) -> AuditSummary:
-        """The live audit since the calibration was fitted (identify.audit), read again every refresh_seconds
-        and after each review."""
-        now = time.monotonic()
-        if self._audit is None or now - self._audit[0] >= self.limits.refresh_seconds:
-            fitted = self.settings.calibration.fitted_at
-            since = datetime.fromisoformat(fitted) if fitted else None
-            self._audit = (now, self.audits.summary(self.settings.fusion.target_error,
-                                                    self.settings.fusion.risk_confidence, since))
-        return self._audit[1]
+        """The live audit since the calibration was fitted (identify.audit), as SQL has it on this request:
+        worked out again whenever a review was recorded since (by any worker or host), and every
+        refresh_seconds for the count of audits still open. Every path that decides reads its over-target
+        groups from here: nothing a process remembers can keep answering confident past the audit's stop."""
+        now, stamp, known = time.monotonic(), self.audits.stamp(), self._audit
+        if known is None or known[1] != stamp or now - known[0] >= self.limits.refresh_seconds:
+            known = (now, stamp, self.parts.audit_summary())
+            self._audit = known  # one assignment: request threads see the old tuple or the new, never half
+        return known[2]
 
     # ---- looking -----------------------------------------------------------------------------------------
     def sighting(self, sighting_id: int) -> SightingRecord:
@@ -209,9 +211,7 @@ class IdentificationService:
             record = self.sightings.get(request.sighting_id, with_reviews=False)
             return ReviewOutcome(self.uploads.reframe(record, request.crops, request.curator_id, request.version,
                                                       request.note, self.reviews.recrop), None)
-        outcome = self.reviews.review(request, self.index_name, self.backbone.identity.classes,
-                                      self._second_opinion if self.limits.second_opinion_rules else None)
-        self._audit = None  # a review may be an audit: count it before the next answer
+        outcome = self.reviews.review(request, self.index_name, self.backbone.identity.classes, self.second_opinion())
         # committed: this process searches a new or changed reference at once, other workers on their refresh
         self.reference_index.refresh(force=True)
         confirmed = outcome.sighting
@@ -268,27 +268,14 @@ class IdentificationService:
         """Relabel, retire or restore a reference (identify.reference_records); this worker searches the new
         state at once, the others within IDENTIFY_REFRESH_SECONDS."""
         record = self.reference_records.change(public_id, action, curator_id=curator_id,
-                                               model_classes=self.backbone.identity.classes, **change)  # type: ignore[arg-type]
+                                               model_classes=self.backbone.identity.classes,
+                                               second_opinion=self.second_opinion(), **change)  # type: ignore[arg-type]
         self.reference_index.refresh(force=True)
         return record
 
-    def _second_opinion(self, label: str, sighting: Any) -> str | None:
-        """The rule (ServiceConfig.second_opinion) by which a review naming `label` waits for a second curator:
-        all; new_species, when no active reference has that label; first_record, when the sighting has a place
-        and date and the records (occurrences and confirmed sightings) never had its taxon there in season.
-        Without any occurrence records `first_record` cannot tell, and asks nothing."""
-        rules = self.limits.second_opinion_rules
-        if "all" in rules:
-            return "all"
-        if "new_species" in rules and not self.identifier.reference_counts_now().get(label):
-            return "new_species"
-        prior, taxon = self.identifier.prior, self.references.taxonomy.resolve(label)
-        where = WhereAndWhen.stored(sighting.lat, sighting.lon, sighting.observed_at).place()
-        if "first_record" in rules and prior is not None and not prior.empty and taxon is not None and where:
-            expected = prior.at(where, [taxon.scientific_name]).get(taxon.scientific_name)
-            if expected is None or not expected.expected_here:
-                return "first_record"
-        return None
+    def second_opinion(self) -> SecondOpinion | None:
+        """The one second-opinion rule as the deployment stands now (identify.parts.Parts.second_opinion)."""
+        return self.parts.second_opinion(self.identifier.prior)
 
     def review_groups(self) -> list[ReviewGroup]:
         """Open sightings that look alike and share their answer (identify.bulk_review), biggest group first."""

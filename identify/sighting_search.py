@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from identify.errors import IdentifyError
 from identify.metadata import GENERALISED_STEP, BoundingBox, generalised
 from identify.references import References
-from identify.schema import Sighting, Species
+from identify.schema import Review, Sighting, Species
 from identify.schema import Taxon as TaxonRow
 from identify.sightings import SightingRecord, SightingStore
 from identify.storage import Store
@@ -39,6 +39,7 @@ class SightingFilters:
     exact_places: bool = True  # False for the public: bbox matches the generalised positions it is shown
     decision: str | None = None  # the model's: confident, needs_review, no_match
     status: str | None = None  # where curation stands: open, confirmed, corrected, rejected, awaiting...
+    single_curator: bool = False  # only those a lone curator reviewed where the rule would ask a second
 
     def __post_init__(self) -> None:
         if self.decision is not None and self.decision not in DECISIONS:
@@ -49,7 +50,7 @@ class SightingFilters:
     @property
     def any(self) -> bool:
         values = (self.species, self.genus, self.family, self.start, self.end, self.bbox, self.decision, self.status)
-        return any(value is not None for value in values)
+        return any(value is not None for value in values) or self.single_curator
 
 
 def _when(model: type[Sighting]) -> Any:
@@ -100,6 +101,8 @@ class SightingSearch:
             query = query.where(Sighting.decision == filters.decision)
         if filters.status is not None:
             query = query.where(Sighting.status == filters.status)
+        if filters.single_curator:
+            query = query.where(Sighting.id.in_(select(Review.sighting_id).where(Review.single_curator.is_not(None))))
         if filters.bbox is not None:
             box = filters.bbox if filters.exact_places else filters.bbox.widened(GENERALISED_STEP)
             query = query.where(Sighting.lat >= box.min_lat, Sighting.lat <= box.max_lat)

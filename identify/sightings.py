@@ -67,6 +67,7 @@ class ReviewRecord:
     version: int
     added_as_reference: bool
     created_at: datetime
+    single_curator: str | None = None  # the second-opinion rule it was taken under by the only curator
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ class SightingStore:
         )
         return [
             ReviewRecord(r.id, curator, r.action, species, r.note, r.version, r.added_as_reference,
-                         as_utc(r.created_at))
+                         as_utc(r.created_at), r.single_curator)
             for r, curator, species in rows
         ]
 

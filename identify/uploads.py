@@ -120,13 +120,12 @@ class UploadPipeline:
         svc = self.service
         read, crops = self.read_all(photos, fields.crops, fields.file_names)
         framed = self.frame(read, crops, fields.file_names)
-        svc.identifier.over_target = svc.audit_summary().over_target
         # EXIF first: the place and date take part in the identification.
         where = fields.given.completed_by(photo.exif for photo in read)
         place = None if fields.ignore_location else where.place()
         framed = self.with_centre_crops(framed)
         evidence = self.evidence(framed)
-        result = svc.identifier.explain(pool_evidence(evidence), place)
+        result = svc.identifier.explain(pool_evidence(evidence), place, svc.audit_summary().over_target)
         framing = tuple(f for _, f in framed)
         stored: list[StoredPhoto] = []  # filled one by one: a failure on the second photo still knows the first
         try:
@@ -196,7 +195,7 @@ class UploadPipeline:
         # The place and season again when they shaped the first answer (an uploader may have left them out).
         placed = any(p.expected_here is not None for p in record.predictions)
         place = WhereAndWhen.stored(record.lat, record.lon, record.observed_at).place() if placed else None
-        result = svc.identifier.explain(pool_evidence(evidence), place)
+        result = svc.identifier.explain(pool_evidence(evidence), place, svc.audit_summary().over_target)
         # Similar sightings keep the first embedding until the next snapshot (their index adds, never replaces).
         return reviewed(record.id, version, curator_id, note, self._answer_columns(result),
                         [(e.embedding, f) for e, f in zip(evidence, framing, strict=True)])

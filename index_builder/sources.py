@@ -15,6 +15,7 @@ from identify.errors import IdentifyError
 from identify.framing import Crop, parse_crop
 from identify.metadata import parse_coordinate, parse_timestamp
 from identify.observation import WhereAndWhen
+from identify.rules import MAX_NAME, MAX_SOURCE
 
 REQUIRED_COLUMNS = ("path", "species")
 OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source", "group", "crop")
@@ -63,13 +64,16 @@ def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:
     species = row["species"].strip()
     if not row["path"].strip() or not species:
         raise IdentifyError("bad_manifest", "path and species must not be empty")
+    source = (row.get("source") or "").strip() or None
+    if len(species) > MAX_NAME or len(source or "") > MAX_SOURCE:
+        raise IdentifyError("bad_manifest", f"species is at most {MAX_NAME} characters, source {MAX_SOURCE}")
     return ReferenceSource(
         path=path if path.is_absolute() else base / path,
         species=species,
         where=WhereAndWhen(parse_coordinate(row.get("lat") or "", "lat", 90),
                            parse_coordinate(row.get("lon") or "", "lon", 180),
                            parse_timestamp(row.get("observed_at") or "")),
-        source=(row.get("source") or "").strip() or None,
+        source=source,
         group=(row.get("group") or "").strip() or None,
         crop=parse_crop(row.get("crop"), "crop"),
     )

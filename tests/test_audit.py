@@ -91,7 +91,7 @@ def test_confident_answers_are_audited_blind(make_service, web_settings):
     assert client.get("/review/audit").status_code == 200
     named = name_it(client, headers, item, answer["species"][0]["name"])
     assert named["status"] == "confirmed"  # named blind as the model had named it
-    status = client.get("/api/v1/status").get_json()["audit"]
+    status = client.get("/api/v1/status", headers=headers).get_json()["audit"]
     assert status["groups"]["all"]["audited"] == 1 and status["groups"]["all"]["wrong"] == 0
 
 
@@ -122,7 +122,7 @@ def test_a_simulated_season(make_service, web_settings):
     for item in audits:
         named = name_it(client, headers, item, truth[item["sighting_id"]])
         wrong += named["status"] == "corrected"
-    summary = client.get("/api/v1/status").get_json()["audit"]["groups"]["all"]
+    summary = client.get("/api/v1/status", headers=headers).get_json()["audit"]["groups"]["all"]
     assert (summary["audited"], summary["wrong"]) == (len(audits), wrong)
     assert summary["upper_bound"] == clopper_pearson_upper(wrong, len(audits), 0.9)
     assert summary["upper_bound"] >= wrong / len(audits) >= summary["lower_bound"]
@@ -154,7 +154,7 @@ def test_audits_that_show_the_error_past_the_target_stop_confident_answers(make_
         sighting = client.get(f"/api/v1/sightings/{item['sighting_id']}").get_json()
         other = next(s for s in SPECIES if s != sighting["answer_label"])
         assert name_it(client, headers, item, other)["status"] == "corrected"  # the curators say: wrong
-    audit = client.get("/api/v1/status").get_json()["audit"]
+    audit = client.get("/api/v1/status", headers=headers).get_json()["audit"]
     assert audit["groups"]["all"]["wrong"] == 6 and audit["groups"]["all"]["lower_bound"] > 0.05
     assert "all" in audit["over_target"]
     stopped = post(client, jpeg_bytes(species_photo(0, 50))).get_json()
@@ -191,3 +191,30 @@ def test_evaluate_measures_on_the_deployments_reviewed_sightings(make_service, w
     assert report["references"] == 18  # the two promoted sightings are queries, not references
     refused = CliRunner().invoke(main, ["evaluate", "--from-reviews"])
     assert refused.exit_code == 1 and "bad_arguments" in refused.stderr
+
+
+def test_every_path_that_decides_reads_the_audits_stop_from_sql(make_service, web_settings):
+    """The stop is read per request from SQL by every path that decides. Before: it lived in the identifier and
+    only uploads refreshed it, so after a restart a curator's re-crop as the first request answered confident
+    with the audit over target, and a worker that served only reviews kept the value it had."""
+    from identify.web import create_app
+
+    service, client, headers = audited_service(make_service, web_settings)
+    kept = post(client, jpeg_bytes(species_photo(1, 70))).get_json()  # open: re-cropped below
+    assert kept["decision"] == "confident", kept["reasons"]
+    reviewer = create_app(service=make_service(service.settings)).test_client()  # a worker that only reviews
+    queue = reviewer.get("/api/v1/review/queue?per_page=100", headers=headers).get_json()["items"]
+    before = [post(client, jpeg_bytes(species_photo(n % 3, 40 + n))).get_json() for n in range(6)]
+    assert all(answer["decision"] == "confident" for answer in before)
+    for item in reviewer.get("/api/v1/review/queue?per_page=100", headers=headers).get_json()["items"]:
+        if item["sighting_id"] == kept["sighting_id"]:
+            continue
+        sighting = reviewer.get(f"/api/v1/sightings/{item['sighting_id']}").get_json()
+        other = next(s for s in SPECIES if s != sighting["answer_label"])
+        assert name_it(reviewer, headers, item, other)["status"] == "corrected"  # wrong, say the curators
+    assert len(queue) == 1  # the kept one was open before the others came
+    for worker in (reviewer, create_app(service=make_service(service.settings)).test_client()):  # and a restart
+        version = worker.get(f"/api/v1/sightings/{kept['sighting_id']}").get_json()["version"]
+        again = worker.post(f"/api/v1/sightings/{kept['sighting_id']}/review", headers=headers,
+                            json={"action": "recrop", "version": version, "crop": ["0.05,0.05,0.9,0.9"]}).get_json()
+        assert again["decision"] != "confident" and "risk_over_target" in again["reasons"], again

@@ -320,7 +320,7 @@ def test_a_new_species_waits_for_a_second_curator(two_curators):
     assert agreed.status_code == 200, agreed.get_json()
     assert agreed.get_json()["status"] == "corrected" and agreed.get_json()["reference_id"]
     assert nearest_species(client, photo) == (agreed.get_json()["reference_id"], body["answer_label"])
-    reviews = client.get(f"/api/v1/sightings/{sighting}").get_json()["reviews"]
+    reviews = client.get(f"/api/v1/sightings/{sighting}", headers=bearer(gus)).get_json()["reviews"]
     assert [(r["curator"], r["action"]) for r in reviews] == [("fay", "correct"), ("gus", "confirm")]
 
 

@@ -435,13 +435,14 @@ def test_a_disabled_curator_and_an_expired_token_open_nothing(client, service, t
     listed = CliRunner().invoke(main, ["curators", "list", "--json"])
     assert '"disabled": true' in listed.output
     assert CliRunner().invoke(main, ["curators", "enable", "ana"]).exit_code == 0
-    assert client.get("/api/v1/review/queue", headers=bearer(token)).status_code == 200
-    with service.store.sessions.begin() as session:  # 90 days later
-        session.execute(update(Curator).values(token_expires_at=Curator.created_at))
+    # issue 34: enabling again does not revive the token that was revoked with the disabling
     assert client.get("/api/v1/review/queue", headers=bearer(token)).status_code == 401
     issued = CliRunner().invoke(main, ["curators", "token", "ana"])
     fresh = issued.output.strip().rsplit(" ", 1)[1]
     assert client.get("/api/v1/review/queue", headers=bearer(fresh)).status_code == 200
+    with service.store.sessions.begin() as session:  # 90 days later
+        session.execute(update(Curator).values(token_expires_at=Curator.created_at))
+    assert client.get("/api/v1/review/queue", headers=bearer(fresh)).status_code == 401
     assert CliRunner().invoke(main, ["curators", "disable", "nobody"]).exit_code != 0
 
 

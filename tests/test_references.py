@@ -240,7 +240,7 @@ def test_an_uncertain_answer_rolls_up_to_its_genus_on_the_api_and_the_page(servi
     neighbours = [NeighbourInfo(i + 1, species, 0.95, "x.jpg", "0" * 64)
                   for i, species in enumerate(["Passer italiae", "Passer_domesticus"] * 3)]
     evidence = Evidence(np.array([0.34, 0.33, 0.33], dtype=np.float32), np.zeros(8, dtype=np.float32), neighbours, 0.0)
-    result = service.identifier.explain(evidence)
+    result = service.identifier.explain(evidence, None, frozenset())
     assert result.decision.decision == "needs_review" and result.species[0].score < 0.75
     assert result.rollup is not None and result.rollup.to_dict()["scientific_name"] == "Passer"
     assert result.rollup.common_name == "sparrow" and result.rollup.score >= 0.75

@@ -32,9 +32,22 @@ def _multipart(photo: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def _get(url: str, token: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
         return json.loads(response.read())
+
+
+def _curator_token(database_url: str, name: str = "ivy") -> str:
+    """A curator's token: /status names the worker that answered to curators only."""
+    from identify.curators import Curators
+    from identify.storage import Store, make_engine
+
+    engine = make_engine(database_url)
+    try:
+        return Curators(Store(engine)).create(name, "correct horse battery")
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -45,14 +58,9 @@ def gunicorn_server(tmp_path: Path, tiny_checkpoint: Path, tiny_backbone) -> Ite
             yield server
 
 
-@pytest.fixture
-def gunicorn_on_postgres(gunicorn_server: dict) -> str:
-    return gunicorn_server["base"]
-
-
 @pytest.mark.postgres
-def test_every_worker_covers_every_sighting_after_a_burst(gunicorn_on_postgres):
-    base = gunicorn_on_postgres
+def test_every_worker_covers_every_sighting_after_a_burst(gunicorn_server):
+    base, token = gunicorn_server["base"], _curator_token(gunicorn_server["database_url"])
     photos = [_multipart(jpeg_bytes(species_photo(i % 3, 1000 + i % 50, size=64))) for i in range(UPLOADS)]
 
     def upload(photo: tuple[bytes, str]) -> int:
@@ -69,7 +77,7 @@ def test_every_worker_covers_every_sighting_after_a_burst(gunicorn_on_postgres):
     time.sleep(1.0)  # past the refresh interval: each worker looks in SQL at its next request
     seen: dict[int, int] = {}
     for _ in range(200):  # separate connections: the kernel hands them to either worker
-        status = _get(base + "/api/v1/status")
+        status = _get(base + "/api/v1/status", token)
         seen[status["process"]] = status["sightings"]
         if len(seen) == 2:
             break
@@ -201,13 +209,8 @@ def test_a_retired_reference_stops_voting_in_every_worker(gunicorn_server):
     """Issue 23's line: retired through one gunicorn worker, a reference leaves every worker's search within
     the refresh interval (0.5 s here): each worker's status counts one reference fewer, and a photo of it no
     longer finds it, whichever worker answers."""
-    from identify.curators import Curators
-    from identify.storage import Store, make_engine
-
     base = gunicorn_server["base"]
-    engine = make_engine(gunicorn_server["database_url"])
-    token = Curators(Store(engine)).create("ivy", "correct horse battery")
-    engine.dispose()
+    token = _curator_token(gunicorn_server["database_url"])
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     photo = jpeg_bytes(species_photo(1, 1))  # a reference photo of the build (per=2: variants 0 and 1)
     body, content_type = _multipart(photo)
@@ -229,7 +232,7 @@ def test_a_retired_reference_stops_voting_in_every_worker(gunicorn_server):
     time.sleep(1.0)  # past the refresh interval
     seen: dict[int, int] = {}
     for _ in range(200):  # separate connections: the kernel hands them to either worker
-        status = _get(base + "/api/v1/status")
+        status = _get(base + "/api/v1/status", token)
         seen[status["process"]] = status["index"]["references"]
         if len(seen) == 2:
             break

@@ -69,7 +69,8 @@ def curators_list(json_output: bool) -> None:
 @click.argument("name")
 @reports_errors
 def curators_disable(name: str) -> None:
-    """No login and no token for NAME from now on, and every session of theirs ends; their reviews stay."""
+    """No login and no token for NAME from now on (the token is revoked for good), and every session of theirs
+    ends; their reviews stay."""
     _curators().set_disabled(name, True)
     click.echo(f"curator {name!r} disabled")
 
@@ -78,9 +79,11 @@ def curators_disable(name: str) -> None:
 @click.argument("name")
 @reports_errors
 def curators_enable(name: str) -> None:
-    """Let a disabled curator log in again (their old sessions stay ended)."""
+    """Let a disabled curator log in again (their old sessions stay ended, their old token stays revoked:
+    `identify curators token NAME` issues a new one)."""
     _curators().set_disabled(name, False)
-    click.echo(f"curator {name!r} enabled")
+    click.echo(f"curator {name!r} enabled; their old API token stays revoked (identify curators token {name} "
+               "issues a new one)")
 
 
 @curators.command("token")

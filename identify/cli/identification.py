@@ -83,11 +83,12 @@ def predict(model: str, network: str | None, index_name: str, photos: tuple[Path
     settings = _settings()
     require_index(settings.indexes_dir, index_name)
     _require_model_file(model)
-    identifier = _identifier(settings, model, network, index_name, k, weight_knn, temperature, ignore_location)
+    identifier, stopped = _identifier(settings, model, network, index_name, k, weight_knn, temperature,
+                                      ignore_location)
     if group:
-        _predict_observation(identifier, files, None if ignore_location else given, crop, json_output)
+        _predict_observation(identifier, files, None if ignore_location else given, crop, json_output, stopped)
         return
-    failed = _predict_each(identifier, files, None if ignore_location else given, crop, json_output)
+    failed = _predict_each(identifier, files, None if ignore_location else given, crop, json_output, stopped)
     if failed:
         sys.exit(1)
 
@@ -101,12 +102,15 @@ def _require_model_file(model: str) -> None:
 
 def _identifier(settings, model: str, network: str | None, index_name: str, k: int | None,  # type: ignore[no-untyped-def]
                 weight_knn: float | None, temperature: float | None, ignore_location: bool):
-    """The service's identifier over the live reference set, and the prior unless place is left out."""
+    """The service's identifier over the live reference set, and the prior unless place is left out; and the
+    risk groups the deployment's live audit has stopped (predict decides as the service would)."""
     from identify.backbone import load_backbone
 
     config = settings.fusion.replace(k=k, weight_knn=weight_knn, temperature=temperature)
     backbone = load_backbone(model, network=network)
-    return _parts(settings).identifier(backbone, index_name, config, with_prior=not ignore_location)
+    parts = _parts(settings)
+    identifier = parts.identifier(backbone, index_name, config, with_prior=not ignore_location)
+    return identifier, parts.audit_summary().over_target
 
 
 PROGRESS_FROM = 4  # photos: fewer are answered before a bar would be worth drawing
@@ -125,7 +129,8 @@ def _looked_at(identifier, files: list[Path], crop):  # type: ignore[no-untyped-
                                                   for f, (_, framing) in zip(files, framed, strict=True)]
 
 
-def _predict_each(identifier, files: list[Path], given, crop, json_output: bool) -> int:  # type: ignore[no-untyped-def]
+def _predict_each(identifier, files: list[Path], given, crop, json_output: bool,  # type: ignore[no-untyped-def]
+                  stopped: frozenset[str]) -> int:
     """One answer per photo, printed as it comes (`given` None: place and season left out); returns how many
     photos failed."""
     from tqdm import tqdm
@@ -138,7 +143,8 @@ def _predict_each(identifier, files: list[Path], given, crop, json_output: bool)
         try:
             read, images, framing = _looked_at(identifier, [photo], crop)
             place = _place(read, given)
-            result = identification_json(identifier.explain(identifier.search(images)[0], place), path_link)
+            result = identification_json(identifier.explain(identifier.search(images)[0], place, stopped),
+                                         path_link)
             result["framing"] = framing
         except IdentifyError as exc:
             failed += 1
@@ -169,14 +175,15 @@ def _photo_files(paths: tuple[Path, ...]) -> list[Path]:
     return files
 
 
-def _predict_observation(identifier, files: list[Path], given, crop, json_output: bool) -> None:  # type: ignore[no-untyped-def]
+def _predict_observation(identifier, files: list[Path], given, crop, json_output: bool,  # type: ignore[no-untyped-def]
+                         stopped: frozenset[str]) -> None:
     """Every photo as one observation of one bird: their evidence pooled into one answer."""
     from identify.answers import identification_json, path_link
     from identify.identifier import pool_evidence
 
     read, images, framing = _looked_at(identifier, files, crop)
     evidence = pool_evidence(identifier.search(images))
-    result = identification_json(identifier.explain(evidence, _place(read, given)), path_link)
+    result = identification_json(identifier.explain(evidence, _place(read, given), stopped), path_link)
     result["framing"] = framing
     if json_output:
         click.echo(json.dumps({"photos": [str(f) for f in files], **result}))

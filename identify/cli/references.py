@@ -71,7 +71,7 @@ def references_show(reference_id: str, json_output: bool) -> None:
         return
     click.echo(_line(record))
     for change in record.changes:
-        moved = f" {change.from_species} -> {change.to_species}" if change.action == "relabel" else ""
+        moved = f" {change.from_species} -> {change.to_species}" if change.action in ("relabel", "propose") else ""
         click.echo(f"  {change.at:%Y-%m-%d %H:%M} {change.action}{moved} by {change.curator or 'the command line'} "
                    f"(v{change.version}): {change.reason}")
 
@@ -81,8 +81,13 @@ def _change(reference_id: str, action: str, reason: str, version: int | None, cu
     parts = _parts(_settings())
     curator_id = parts.curators.id_of(curator) if curator else None
     classes = parts.store.model_classes()
+    rule = parts.second_opinion(parts.prior()) if action == "relabel" else None  # one rule, as the web app's
     record = parts.reference_records.change(reference_id, action, reason, version, curator_id,
-                                            model_classes=classes, **extra)  # type: ignore[arg-type]
+                                            model_classes=classes, second_opinion=rule, **extra)  # type: ignore[arg-type]
+    if record.awaiting is not None and action == "relabel":
+        click.echo(f"the relabel to {record.awaiting.to_species} waits for a second curator (a species no "
+                   "active reference has, or a first record here): another curator relabels it the same way "
+                   "to apply it", err=True)
     click.echo(_line(record))
 
 

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from identify.config import Settings, load_settings
 from identify.errors import IdentifyError
 from identify.faults import fault_of
+from identify.web.auth import keep_private
 from identify.web.openapi import check_response, check_responses_enabled
 from identify.web.ratelimits import rate_limits
 from identify.service import IdentificationService
@@ -165,8 +166,19 @@ def _private_to_curators(response: Any) -> Any:
     """What a curator is shown (exact positions, the queue) is never kept by a shared cache, and a cache that
     keeps the public's answer must tell the two apart."""
     if g.get("curator") is not None:
-        response.cache_control.private = True
+        keep_private(response)
         response.vary.update(("Authorization", "Cookie"))
+    return response
+
+
+REFUSED = (429, 503)  # the statuses whose Retry-After means something: over a limit, or down for a moment
+
+
+def _retry_after_only_when_refused(response: Any) -> Any:
+    """Flask-Limiter writes Retry-After on every answer it counts; on a 201 it tells a client to wait for
+    nothing."""
+    if response.status_code not in REFUSED:
+        response.headers.pop("Retry-After", None)
     return response
 
 
@@ -235,6 +247,9 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     _register_error_handlers(app)
     _security_headers(app, limits.secure_cookies)
     _request_log(app)
+    # Flask runs after-request hooks last registered first: registered before the limiter's, this one runs after
+    # the limiter has written its headers.
+    app.after_request(_retry_after_only_when_refused)
     app.extensions["identify_limiter"] = rate_limits(app, limits, settings.data_dir)
     if limits.proxy_hops:  # behind the README's reverse proxy: the client is in X-Forwarded-For, not the peer
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=limits.proxy_hops, x_proto=limits.proxy_hops)  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ from identify.bulk_review import result_json
 from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_k, parse_list_filters,
                                 parse_reference_change,
                                 parse_reference_filters, parse_review, parse_upload, text_field)
-from identify.web.auth import api_curator, service
+from identify.web.auth import api_curator, current_curator_or_none, service
 from identify.web import reference_schemas, schemas
 from identify.web.ratelimits import rate_limit_status
 from identify.rules import MAX_PAGE, MAX_PER_PAGE, MAX_SUGGESTIONS
@@ -48,13 +48,15 @@ def status() -> Any:
     svc = service()
     svc.reference_index.refresh()  # what a search made now would cover (both follow SQL, every few seconds)
     svc.similar_index.refresh()
-    return jsonify({"model": {"name": svc.backbone.identity.name, "sha256": svc.backbone.identity.sha256},
-                    "index": {"name": svc.index_name, "references": svc.reference_index.searchable},
-                    "sightings": svc.similar_index.count, "process": os.getpid(),
-                    "calibration": svc.identifier.calibration_state().to_dict(),
-                    "audit": svc.audit_summary().to_dict(),
-                    "rate_limits": rate_limit_status(current_app.extensions["identify_limiter"],
-                                                     svc.settings.service.rate_limit_storage)})
+    status = {"model": {"name": svc.backbone.identity.name, "sha256": svc.backbone.identity.sha256},
+              "index": {"name": svc.index_name, "references": svc.reference_index.searchable},
+              "sightings": svc.similar_index.count,
+              "calibration": svc.identifier.calibration_state().to_dict(),
+              "rate_limits": rate_limit_status(current_app.extensions["identify_limiter"],
+                                               svc.settings.service.rate_limit_storage)}
+    if current_curator_or_none() is not None:  # which worker answered, and the audit's counts: the curators' business
+        status.update(process=os.getpid(), audit=svc.audit_summary().to_dict())
+    return jsonify(status)
 
 
 @bp.post("/identify")
@@ -157,6 +159,7 @@ def review(sighting_id: str) -> Any:
     result = views.sighting_json(outcome.sighting)
     result["reference_id"] = outcome.reference_id
     result["second_opinion"] = outcome.second_opinion
+    result["single_curator"] = outcome.single_curator
     return jsonify(result)
 
 
@@ -198,15 +201,20 @@ def _changed(reference_id: str, action: str) -> Any:
     curator = api_curator()
     change = parse_reference_change(_review_body(), action)
     record = service().change_reference(reference_id, action, curator.id, **change)
-    return jsonify(views.reference_json(record, []))
+    waiting = action == "relabel" and record.awaiting is not None  # proposed: a second curator must agree
+    return jsonify(views.reference_json(record, [])), 202 if waiting else 200
 
 
 @bp.post("/references/<reference_id>/relabel")
-@documented((200, reference_schemas.Reference, "Relabelled"), errors=(400, 401, 404, 409), curator=True,
-            json=reference_schemas.RelabelBody)
+@documented((200, reference_schemas.Reference, "Relabelled"),
+            (202, reference_schemas.Reference, "Proposed: it teaches something new and waits for a second curator "
+                                               "(awaiting_second_opinion); the reference keeps its label"),
+            errors=(400, 401, 403, 404, 409), curator=True, json=reference_schemas.RelabelBody)
 def relabel_reference(reference_id: str) -> Any:
     """Give a reference another species; every worker and `predict` follow within IDENTIFY_REFRESH_SECONDS
-    (curators)."""
+    (curators). Under the second-opinion rule a relabel to a species no active reference has waits for a
+    second curator, who applies it by sending the same relabel; a deployment's only curator applies it at once,
+    marked single-curator."""
     return _changed(reference_id, "relabel")
 
 

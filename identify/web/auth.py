@@ -105,3 +105,11 @@ def logout() -> Any:
     session.clear()
     flash("Logged out.")
     return redirect(url_for("pages.upload"))
+
+
+def keep_private(response: Any) -> Any:
+    """Cache-Control private, and never public beside it (`public, private` contradicts itself; a shared
+    cache may take the public)."""
+    response.cache_control.public = False
+    response.cache_control.private = True
+    return response

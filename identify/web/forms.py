@@ -17,17 +17,20 @@ from identify.service import SightingFields
 from identify.reviews import ReviewRequest
 from identify.sighting_search import SightingFilters
 from identify.reference_records import ReferenceFilters
-from identify.rules import MAX_PHOTOS, MAX_SIMILAR, MAX_TEXT, MAX_VERSION, MIN_VERSION
+from identify.rules import MAX_NAME, MAX_PHOTOS, MAX_SIMILAR, MAX_TEXT, MAX_VERSION, MIN_VERSION
 
 
 
-def text_field(raw: object, name: str) -> str | None:
-    """Trimmed text of at most MAX_TEXT characters as sent (the limit the API document states), or None when
-    blank. NUL bytes (PostgreSQL refuses them) and unpaired surrogates (not UTF-8) are bad input, not a server
-    error."""
-    value = str(raw or "")
-    if len(value) > MAX_TEXT:
-        raise IdentifyError("bad_field", f"{name} is longer than {MAX_TEXT} characters")
+def text_field(raw: object, name: str, limit: int = MAX_TEXT) -> str | None:
+    """Trimmed text of at most `limit` characters as sent (the limit the API document states: MAX_TEXT, or
+    MAX_NAME for a name kept as given), or None when blank. A JSON value that is not a string (a list, a number)
+    is refused, not stored as its Python spelling; NUL bytes (PostgreSQL refuses them) and unpaired surrogates
+    (not UTF-8) are bad input, not a server error."""
+    if raw is not None and not isinstance(raw, str):
+        raise IdentifyError("bad_field", f"{name} must be text")
+    value = raw or ""
+    if len(value) > limit:
+        raise IdentifyError("bad_field", f"{name} is longer than {limit} characters")
     if "\x00" in value:
         raise IdentifyError("bad_field", f"{name} contains a NUL character")
     try:
@@ -87,7 +90,7 @@ def parse_sighting_fields(form: Mapping[str, str]) -> SightingFields:
     lat, lon = checked(parse_position, form.get("lat"), form.get("lon")) or (None, None)
     crops = form.getlist("crop") if hasattr(form, "getlist") else [form["crop"]] if form.get("crop") else []
     fields = SightingFields(WhereAndWhen(lat, lon, checked(parse_observed_at, form.get("observed_at"))),
-                            checked(text_field, form.get("observer"), "observer"),
+                            checked(text_field, form.get("observer"), "observer", MAX_NAME),
                             checked(text_field, form.get("note"), "note"),
                             bool(checked(boolean_field, form.get("ignore_location"), "ignore_location")),
                             bool(checked(boolean_field, form.get("hide_location"), "hide_location")),
@@ -143,8 +146,10 @@ def parse_filters(args: Mapping[str, str]) -> SightingFilters:
 
 def parse_list_filters(args: Mapping[str, str]) -> SightingFilters:
     """The sightings list's filters: those of similar sightings, with `decision` and `status` (passed as sent:
-    an empty or unknown choice is refused by SightingFilters, bad_filter)."""
-    return replace(parse_filters(args), decision=args.get("decision"), status=args.get("status"))
+    an empty or unknown choice is refused by SightingFilters, bad_filter) and `single_curator` (true: only those
+    a lone curator reviewed where the second-opinion rule would ask a second, for a later audit)."""
+    return replace(parse_filters(args), decision=args.get("decision"), status=args.get("status"),
+                   single_curator=bool(boolean_field(args.get("single_curator"), "single_curator")))
 
 
 def parse_count(raw: str | None, name: str, default: int, limit: int, code: str = "bad_field") -> int:
@@ -174,7 +179,7 @@ def parse_review(sighting_id: int, curator_id: int, body: Mapping[str, Any]) -> 
         raise IdentifyError("bad_crop", f"crop: up to {MAX_PHOTOS} x,y,w,h strings, one per photo")
     return ReviewRequest(
         sighting_id=sighting_id, curator_id=curator_id, action=str(body.get("action") or ""), version=version,
-        species=text_field(body.get("species"), "species"), note=text_field(body.get("note"), "note"),
+        species=text_field(body.get("species"), "species", MAX_NAME), note=text_field(body.get("note"), "note"),
         add_as_reference=boolean_field(body.get("add_as_reference"), "add_as_reference"),
         as_written=bool(boolean_field(body.get("as_written"), "as_written")),
         crops=tuple(_crops(crops)),
@@ -193,7 +198,7 @@ def parse_reference_change(body: Mapping[str, Any], action: str) -> dict[str, An
         raise IdentifyError("bad_reference_change", "give the reason for the change")
     change: dict[str, Any] = {"reason": reason or "restored", "version": version}
     if action == "relabel":
-        species = text_field(body.get("species"), "species")
+        species = text_field(body.get("species"), "species", MAX_NAME)
         if species is None:
             raise IdentifyError("bad_reference_change", "relabel needs the species")
         change.update(species=species, as_written=bool(boolean_field(body.get("as_written"), "as_written")))

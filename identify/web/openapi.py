@@ -49,12 +49,12 @@ ERRORS = {400: "Bad input (the code says which)", 401: "Not logged in, or a bad 
 ALWAYS = (503,)  # every operation reads SQL
 
 
-def documented(ok: tuple[int, Any, str], errors: tuple[int, ...] = (400,), curator: bool = False,
-               **requests: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Put a view in the document: its answer (status, schema or None, description), its error statuses and its
-    request schemas (query=, form=, json=). Requests are parsed by the views (identify.web.forms), not here."""
-    status, schema, text = ok
-    answers = {f"HTTP_{status}": (schema, text),
+def documented(ok: tuple[int, Any, str], *also_ok: tuple[int, Any, str], errors: tuple[int, ...] = (400,),
+               curator: bool = False, **requests: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Put a view in the document: its answers (status, schema or None, description: the usual one, then any
+    other success), its error statuses and its request schemas (query=, form=, json=). Requests are parsed by
+    the views (identify.web.forms), not here."""
+    answers = {**{f"HTTP_{status}": (schema, text) for status, schema, text in (ok, *also_ok)},
                **{f"HTTP_{code}": (schemas.Error, ERRORS[code]) for code in (*errors, *ALWAYS)}}
     return api_spec.validate(resp=Response(**answers), security=CURATOR if curator else None,
                              skip_validation=True, **requests)

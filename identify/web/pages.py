@@ -12,7 +12,7 @@ from identify.errors import IdentifyError
 from identify.framing import parse_crop
 from identify.taxonomy import Taxon
 from identify.web import views
-from identify.web.auth import current_curator, local_path, login_required, service
+from identify.web.auth import current_curator, keep_private, local_path, login_required, service
 from identify.rules import MAX_PAGE
 from identify.reference_records import ReferenceFilters
 from identify.web.forms import (parse_bulk_review, parse_count, parse_filters, parse_list_filters, parse_reference_change,
@@ -44,7 +44,10 @@ LIST_PAGE = 24  # sightings on one page of the list
 CROP_TEXT = {"user": "the square the uploader drew", "detector": "the detector's best bird, with a margin",
              "curator": "a curator's crop", "automatic": "the whole photo and its centre", None: "the whole photo"}
 SECOND_OPINION_TEXT = {"new_species": "a species with no reference photo yet",
-                       "first_record": "never recorded at this place in this season", "all": "every answer"}
+                       "first_record": "never recorded at this place in this season", "all": "every answer",
+                       "awaited": "it had waited for a second curator"}
+SINGLE_CURATOR_TEXT = ("You are this deployment's only curator, so it was taken at once and marked for a later "
+                       "curator to check.")
 
 
 @bp.app_context_processor
@@ -73,8 +76,11 @@ bp.add_app_template_global(views.cover_crop)
 @bp.app_template_global()
 def label_name(label: str | None) -> str:
     """A model's or a reference's label by the naming rule (its taxon's names, the label itself when no
-    taxonomy knows it), as plain text."""
-    return display_name(label, service().identifier.names.taxa.get(label or "")) or "no species"
+    taxonomy knows it), as plain text. A label the served names do not hold yet (a relabel still proposed) is
+    resolved by the taxonomy."""
+    svc = service()
+    taxon = svc.identifier.names.taxa.get(label or "") or (svc.references.taxonomy.resolve(label) if label else None)
+    return display_name(label, taxon) or "no species"
 
 
 @bp.get("/")
@@ -200,11 +206,12 @@ def review(sighting_id: str) -> Any:
     extra = f"; reference {outcome.reference_id} added" if outcome.reference_id else ""
     if outcome.second_opinion:
         extra = f"; awaiting a second curator ({SECOND_OPINION_TEXT[outcome.second_opinion]})"
+    alone = f" {SINGLE_CURATOR_TEXT}" if outcome.single_curator else ""
     named = display_name(outcome.sighting.species, outcome.sighting.taxon) if outcome.sighting.species else "no species"
     if body.get("action") == "recrop":
         flash(f"Sighting {sighting_id}: identified again on the new crop: {decision_word(outcome.sighting)} {named}.")
     else:
-        flash(f"Sighting {sighting_id}: {outcome.sighting.status} as {named}{extra}.")
+        flash(f"Sighting {sighting_id}: {outcome.sighting.status} as {named}{extra}.{alone}")
     return redirect(back)
 
 
@@ -255,8 +262,16 @@ def change_reference(reference_id: str, action: str) -> Any:
             raise
         flash(f"Reference {reference_id}: {exc.message}", "error")
         return redirect(url_for("pages.reference", reference_id=reference_id))
-    done = {"relabel": f"relabelled {record.species.replace('_', ' ')}", "retire": "retired", "restore": "restored"}
-    flash(f"Reference {reference_id} {done[action]}; every server follows within seconds.")
+    done = {"relabel": f"relabelled {display_name(record.species, record.taxon)}", "retire": "retired",
+            "restore": "restored"}
+    if action == "relabel" and record.awaiting is not None:
+        flash(f"Reference {reference_id}: the relabel to {label_name(record.awaiting.to_species)} waits for a "
+              f"second curator ({SECOND_OPINION_TEXT[record.awaiting.second_opinion or 'all']}); it keeps its label "
+              "until another curator relabels it the same way.")
+        return redirect(url_for("pages.reference", reference_id=reference_id))
+    taken_alone = bool(record.changes and record.changes[-1].second_opinion)
+    flash(f"Reference {reference_id} {done[action]}; every server follows within seconds."
+          + (f" {SINGLE_CURATOR_TEXT}" if taken_alone else ""))
     return redirect(url_for("pages.reference", reference_id=reference_id))
 
 
@@ -276,9 +291,7 @@ def original(name: str) -> Any:
     path = service().photos.resolve_photo(name)
     if path is None:
         abort(404)
-    response = send_file(path, max_age=31536000)
-    response.cache_control.private = True  # never kept by a shared cache
-    return response
+    return keep_private(send_file(path, max_age=31536000))  # never kept by a shared cache
 
 
 @bp.get("/media/thumbnails/<name>")

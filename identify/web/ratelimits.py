@@ -7,14 +7,15 @@ import hashlib
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
 from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse_many
+from limits.errors import ConfigurationError
+from limits.storage import MemoryStorage
 
-from identify.config import ServiceConfig
+from identify.config import ServiceConfig, redacted
+from identify.errors import IdentifyError
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,7 @@ def rate_limits(app: Flask, limits: ServiceConfig, data_dir: Path) -> Limiter:
     # Workers of one deployment share its data dir, and so their counters; another deployment on the same Redis
     # keeps its own.
     prefix = "identify-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
-    storage = limits.rate_limit_storage
-    limiter = Limiter(get_remote_address, app=app, storage_uri=storage, storage_options=_storage_options(storage),
-                      headers_enabled=True, key_prefix=prefix, in_memory_fallback_enabled=True, swallow_errors=True)
-    if not limiter.storage.check():
-        log.warning("rate-limit storage %s cannot be reached: counting in this process's memory until it can",
-                    _storage_name(storage))
+    limiter = _limiter(app, limits.rate_limit_storage, prefix)
     if limits.login_limit != "off":
         address_limits = parse_many(limits.login_limit)
 
@@ -75,15 +71,37 @@ def rate_limits(app: Flask, limits: ServiceConfig, data_dir: Path) -> Limiter:
     return limiter
 
 
-def _storage_name(uri: str) -> str:
-    """The storage URI without a password, for logs and /status."""
-    parts = urlsplit(uri)
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
-        if parts.hostname else uri
+def _limiter(app: Flask, storage: str, prefix: str) -> Limiter:
+    """Flask-Limiter on `storage`. A storage the limits library does not know, or whose client is not
+    installed, is a configuration error said plainly; one that cannot be reached at start (a Redis cluster
+    none of whose nodes answers) counts in this process's memory, said in the log and on /status."""
+    def made(uri: str) -> Limiter:
+        return Limiter(get_remote_address, app=app, storage_uri=uri, storage_options=_storage_options(uri),
+                       headers_enabled=True, key_prefix=prefix, in_memory_fallback_enabled=True, swallow_errors=True)
+
+    try:
+        limiter = made(storage)
+    except ConfigurationError as exc:
+        raise IdentifyError("bad_config", f"rate_limit_storage {redacted(storage)}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 (each storage's client raises its own kind when nothing answers)
+        log.warning("rate-limit storage %s cannot be reached at start (%s): counting in this process's memory; "
+                    "restart once it answers", redacted(storage), type(exc).__name__)
+        app.extensions.pop("limiter", None)
+        return made(MEMORY)
+    if not limiter.storage.check():
+        log.warning("rate-limit storage %s cannot be reached: counting in this process's memory until it can",
+                    redacted(storage))
+    return limiter
+
+
+MEMORY = "memory://"
 
 
 def rate_limit_status(limiter: Limiter, storage: str) -> dict[str, Any]:
-    """Where the counters live (`storage`, the configured URI) and whether that storage answers now."""
+    """Where the counters live (`storage`, the configured URI, without its secrets), whether that storage
+    answers now, and what the count is shared with: the in-memory store is this process's alone, whatever the
+    number of workers beside it."""
     reachable = bool(limiter.storage.check())
-    return {"storage": _storage_name(storage), "reachable": reachable,
-            "counting": "shared" if reachable else "this process only (failing open)"}
+    in_memory = isinstance(limiter.storage, MemoryStorage)
+    counting = "this process only" if in_memory else "shared" if reachable else "this process only (failing open)"
+    return {"storage": redacted(storage), "reachable": reachable, "counting": counting}

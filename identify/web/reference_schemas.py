@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
 
-from identify.rules import MAX_PAGE, MAX_PER_PAGE, MAX_TEXT, MAX_VERSION, MIN_VERSION
+from identify.rules import MAX_NAME, MAX_PAGE, MAX_PER_PAGE, MAX_TEXT, MAX_VERSION, MIN_VERSION
 from identify.web.schemas import BIRD_THUMBNAIL, Box, Neighbour, Schema, Sighting, SightingSummary, Taxon, optional
 
 
@@ -21,7 +21,7 @@ class BulkItem(BaseModel):
 class BulkReviewBody(BaseModel):
     action: Literal["confirm", "correct", "reject"]
     items: list[BulkItem] = Field(min_length=1, max_length=200)
-    species: str = optional(max_length=MAX_TEXT, description="Required by correct")
+    species: str = optional(max_length=MAX_NAME, description="Required by correct")
     note: str = optional(max_length=MAX_TEXT)
     add_as_reference: bool = optional(description="Default: true, unless rejected")
     as_written: bool = optional()
@@ -42,7 +42,7 @@ class ReferencesQuery(BaseModel):
 
 
 class RelabelBody(BaseModel):
-    species: str = Field(max_length=MAX_TEXT, description="A label in use, or any common or scientific name")
+    species: str = Field(max_length=MAX_NAME, description="A label in use, or any common or scientific name")
     reason: str = Field(max_length=MAX_TEXT, description="Why: kept in the reference's history")
     version: int = Field(ge=MIN_VERSION, le=MAX_VERSION, description="The reference's version you changed")
     as_written: bool = optional(description="Take a name no taxonomy knows, as written")
@@ -61,13 +61,19 @@ class RestoreBody(BaseModel):
 # Responses -----------------------------------------------------------------------------------------------------
 
 class ReferenceChange(Schema):
-    action: Literal["relabel", "retire", "restore"]
+    action: Literal["relabel", "retire", "restore", "propose"] = Field(
+        description="propose: a relabel that waits for a second curator (the reference keeps its label)")
     curator: Optional[str] = Field(description="None: from the command line")
     reason: str
     from_species: Optional[str]
     to_species: Optional[str]
     version: int = Field(description="The version it was made against")
     at: str
+    second_opinion: Optional[str] = Field(None, description="The second-opinion rule (new_species, first_record, "
+                                          "all) a proposal waits under, or a change was taken under by the "
+                                          "deployment's only curator")
+    single_curator: Optional[str] = Field(None, description="Set when one curator made the change alone, where "
+                                          "the rule would ask a second: the rule, for a later audit")
 
 
 class Reference(Schema):
@@ -87,6 +93,9 @@ class Reference(Schema):
     lon: Optional[float]
     observed_at: Optional[str]
     created_at: Optional[str]
+    awaiting_second_opinion: Optional[ReferenceChange] = Field(
+        None, description="A relabel one curator proposed that waits for a second: another curator applies it by "
+                          "sending the same relabel")
     changes: Optional[list[ReferenceChange]] = None
     nearest: Optional[list[Neighbour]] = Field(None, description="Its nearest active references, itself left out")
 
@@ -158,6 +167,7 @@ class BulkResult(Schema):
     sighting: Optional[Sighting] = None
     reference_id: Optional[str] = None
     second_opinion: Optional[str] = None
+    single_curator: Optional[str] = None
     error: Optional[BulkProblem] = None
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from identify.rules import (MAX_PAGE, MAX_PER_PAGE, MAX_PHOTOS, MAX_SIMILAR, MAX_SUGGESTIONS, MAX_TEXT, MAX_VERSION,
+from identify.rules import (MAX_NAME, MAX_PAGE, MAX_PER_PAGE, MAX_PHOTOS, MAX_SIMILAR, MAX_SUGGESTIONS, MAX_TEXT, MAX_VERSION,
                             MIN_VERSION)
 
 
@@ -56,6 +56,8 @@ class SightingsQuery(BaseModel):
     decision: Literal["confident", "needs_review", "no_match"] = optional(description="The model's decision")
     status: Literal["open", "confirmed", "corrected", "rejected", "awaiting_second_opinion"] = optional(
         description="Where curation stands")
+    single_curator: bool = optional(description="true: only sightings the deployment's only curator reviewed "
+                                    "where the second-opinion rule would ask a second (to audit them)")
     bbox: str = optional(description="west,south,east,north in degrees", examples=["-10,35,30,60"])
     page: int = optional(ge=1, le=MAX_PAGE, description="1-based (default 1)")
     per_page: int = optional(ge=1, le=MAX_PER_PAGE, description="Default 20")
@@ -90,7 +92,7 @@ class UploadForm(BaseModel):
     lat: Union[Annotated[float, Field(ge=-90, le=90)], Literal[""]] = optional(description="Default: EXIF GPS")
     lon: Union[Annotated[float, Field(ge=-180, le=180)], Literal[""]] = optional(description="Default: EXIF GPS")
     observed_at: str = optional(description="ISO 8601; default: EXIF DateTimeOriginal")
-    observer: str = optional(max_length=MAX_TEXT)
+    observer: str = optional(max_length=MAX_NAME)
     note: str = optional(max_length=MAX_TEXT)
     ignore_location: bool = optional(description="Leave place and season out of the identification")
     hide_location: bool = optional(description="Show the public no position (curators still see it)")
@@ -114,7 +116,7 @@ class ReviewBody(BaseModel):
                                "that photo's)", max_length=MAX_PHOTOS,
                                json_schema_extra={"items": {"type": "string", "pattern": CROP_PATTERN}})
     version: int = Field(ge=MIN_VERSION, le=MAX_VERSION, description="The sighting's version you reviewed")
-    species: str = optional(max_length=MAX_TEXT, description="Required by correct: a label in use, or "
+    species: str = optional(max_length=MAX_NAME, description="Required by correct: a label in use, or "
                                    "any common or scientific name of the bird taxonomies")
     note: str = optional(max_length=MAX_TEXT)
     add_as_reference: bool = optional(description="Make the photo a reference at once (default: "
@@ -285,13 +287,15 @@ class SightingSummary(Schema):
 
 
 class ReviewEntry(Schema):
-    curator: str
+    curator: Optional[str] = Field(description="Who reviewed it: curators only (null for the public)")
     action: Literal["confirm", "correct", "reject", "reopen", "recrop"]
     species: Optional[str]
-    note: Optional[str]
+    note: Optional[str] = Field(description="The curator's note: curators only (null for the public)")
     version: int
     added_as_reference: bool
     created_at: Optional[str]
+    single_curator: Optional[str] = Field(None, description="Set when the deployment's only curator took it where "
+                                          "the second-opinion rule would ask a second: the rule, for a later audit")
 
 
 class Sighting(SightingSummary):
@@ -307,6 +311,8 @@ class Sighting(SightingSummary):
     reference_id: Optional[str] = Field(None, description="After a review: the reference the photo became")
     second_opinion: Optional[str] = Field(None, description="After a review: the rule (new_species, first_record, "
                                           "all) by which the answer awaits a second curator before it teaches")
+    single_curator: Optional[str] = Field(None, description="After a review: the rule it was taken under alone, "
+                                          "the deployment having one enabled curator (marked for a later audit)")
 
 
 class SimilarOfSighting(Schema):
@@ -371,8 +377,9 @@ class Status(Schema):
     sightings: int = Field(description="Sightings that a similar-sightings search of this worker covers")
     rate_limits: RateLimitStatus
     calibration: CalibrationState
-    audit: AuditSummary
-    process: int = Field(description="The id of the worker process that answered (several workers: each its own)")
+    audit: Optional[AuditSummary] = Field(None, description="The live audit's figures: curators only")
+    process: Optional[int] = Field(None, description="The id of the worker process that answered (several "
+                                   "workers: each its own): curators only")
 
 
 Error.model_rebuild()

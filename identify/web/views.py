@@ -100,9 +100,12 @@ def identification_json(identified: Identified) -> dict[str, Any]:
 
 
 def review_json(review: ReviewRecord) -> dict[str, Any]:
-    return {"curator": review.curator, "action": review.action, "species": review.species,
-            "note": review.note, "version": review.version, "added_as_reference": review.added_as_reference,
-            "created_at": _iso(review.created_at)}
+    """A review as this viewer may see it: who reviewed and their note are the curators' (the public sees what
+    was done, not by whom or why)."""
+    curators = sees_exact_places()
+    return {"curator": review.curator if curators else None, "action": review.action, "species": review.species,
+            "note": review.note if curators else None, "version": review.version, "added_as_reference": review.added_as_reference,
+            "created_at": _iso(review.created_at), "single_curator": review.single_curator}
 
 
 def cover_crop(record: SightingRecord) -> Crop | None:
