@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FAISS ?= cpu
 INSTALLED := $(VENV)/.installed-$(FAISS)
 
-.PHONY: test test-fast lint demo demo-photos install clean chromium
+.PHONY: test test-fast test-long lint demo demo-photos install clean chromium
 
 install: $(INSTALLED)
 
@@ -30,6 +30,12 @@ lint: $(INSTALLED)
 test-fast: $(INSTALLED) demo-photos
 	$(BIN)/ruff check identify index_builder tests benchmarks migrations
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not postgres"
+
+# Long runs, not part of make test: the API contract at CONTRACT_EXAMPLES generated requests per operation, mode
+# and caller (make test runs 20), against identify serve on SQLite and two gunicorn workers on PostgreSQL.
+CONTRACT_EXAMPLES ?= 300
+test-long: $(INSTALLED)
+	IDENTIFY_CONTRACT_EXAMPLES=$(CONTRACT_EXAMPLES) $(BIN)/python -m pytest -q tests/test_api_contract.py
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 chromium:

@@ -157,7 +157,7 @@ def _check_page(page: Page, label: str, width: int) -> list[str]:
 @pytest.mark.parametrize("width", [390, 1280])
 def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, width):
     """Upload, result, sighting with similar sightings, login, review queue, the audit, one sighting's review,
-    the references and one reference, and an error page: no sideways scroll, 44 px tap targets on a phone, no axe-core violation, at 390 and 1280 px."""
+    the sightings list as a curator sees it, the references and one reference, and an error page: no sideways scroll, 44 px tap targets on a phone, no axe-core violation, at 390 and 1280 px."""
     phone = width < 600
     context = browser.new_context(viewport={"width": width, "height": 844 if phone else 900}, is_mobile=phone,
                                   has_touch=phone, device_scale_factor=2 if phone else 1)
@@ -194,6 +194,9 @@ def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, wi
     problems += _check_page(page, "review-groups", width)
     page.goto(base + "/references/check")
     problems += _check_page(page, "reference-health", width)
+    page.goto(base + "/sightings")  # a curator's list has the single-curator filter
+    page.locator("input[name=single_curator]").wait_for()
+    problems += _check_page(page, "sightings-curator", width)
     page.goto(base + "/references")
     problems += _check_page(page, "references", width)
     page.click("ul.cards a")
