@@ -7,6 +7,7 @@ import hashlib
 import logging
 from pathlib import Path
 from typing import Any
+
 from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -18,6 +19,7 @@ from identify.config import ServiceConfig, redacted
 from identify.errors import IdentifyError
 
 log = logging.getLogger(__name__)
+MEMORY = "memory://"  # counters in this process alone (the default; and the fallback when a storage cannot start)
 
 
 def _login_name() -> str:
@@ -93,8 +95,6 @@ def _limiter(app: Flask, storage: str, prefix: str) -> Limiter:
                     redacted(storage))
     return limiter
 
-
-MEMORY = "memory://"
 
 
 def rate_limit_status(limiter: Limiter, storage: str) -> dict[str, Any]:
