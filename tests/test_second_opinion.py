@@ -94,6 +94,9 @@ def test_a_lone_curator_completes_a_correction_and_a_relabel_marked_single_curat
     listed = client.get("/api/v1/sightings?single_curator=true", headers=bearer(ana)).get_json()
     assert [item["sighting_id"] for item in listed["items"]] == [sighting]
     assert client.get("/api/v1/sightings?single_curator=false", headers=bearer(ana)).get_json()["total"] > 1
+    for bad in ("", "maybe"):  # the long contract run found the empty value accepted
+        refused = client.get(f"/api/v1/sightings?single_curator={bad}", headers=bearer(ana))
+        assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "bad_field"
     reference = next(r for r in client.get("/api/v1/references?per_page=100", headers=bearer(ana)).get_json()["items"]
                      if r["species"] != body["answer_label"])
     relabelled = _relabel(client, ana, reference, "Coracias garrulus")

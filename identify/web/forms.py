@@ -148,8 +148,11 @@ def parse_list_filters(args: Mapping[str, str]) -> SightingFilters:
     """The sightings list's filters: those of similar sightings, with `decision` and `status` (passed as sent:
     an empty or unknown choice is refused by SightingFilters, bad_filter) and `single_curator` (true: only those
     a lone curator reviewed where the second-opinion rule would ask a second, for a later audit)."""
+    single = args.get("single_curator")
+    if single is not None and not single.strip():  # the API's contract: a boolean, never an empty value
+        raise IdentifyError("bad_field", "single_curator is true or false")
     return replace(parse_filters(args), decision=args.get("decision"), status=args.get("status"),
-                   single_curator=bool(boolean_field(args.get("single_curator"), "single_curator")))
+                   single_curator=bool(boolean_field(single, "single_curator")))
 
 
 def parse_count(raw: str | None, name: str, default: int, limit: int, code: str = "bad_field") -> int:
