@@ -34,8 +34,17 @@ UPLOADS = ("api.identify", "pages.upload_post", "api.similar_to_photo")  # each 
 
 
 def _storage_options(uri: str) -> dict[str, Any]:
-    """Redis answers within half a second or counts as down: a blackholed host must not hang every request."""
-    return {"socket_connect_timeout": 0.5, "socket_timeout": 0.5} if uri.startswith("redis") else {}
+    """Redis answers within half a second or counts as down: a blackholed host must not hang every request, and
+    one that refuses is not asked again with backoff (redis-py 6 and later retry three times, up to 10 s apart,
+    at every level: a sentinel's discovery nested in the master's connection took minutes per request). A
+    sentinel deployment's sentinels are held to the same."""
+    if not uri.startswith("redis"):
+        return {}
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    quick = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5, "retry": Retry(NoBackoff(), 0)}
+    return {**quick, "sentinel_kwargs": dict(quick)} if uri.split(":", 1)[0].endswith("+sentinel") else quick
 
 
 def rate_limits(app: Flask, limits: ServiceConfig, data_dir: Path) -> Limiter:
