@@ -10,7 +10,12 @@ import io
 from pathlib import Path
 from typing import IO, Any
 
+import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageOps, JpegImagePlugin
+
+# iPhones save HEIC by default: pillow-heif teaches Pillow to read HEIF/HEIC (with the EXIF place and time, and
+# its rotation applied to the pixels). Every path that reads a photo imports this module.
+pillow_heif.register_heif_opener()
 
 # 80 megapixels: above any camera a naturalist carries, far below what a decompression bomb asks for.
 DEFAULT_MAX_PIXELS = 80_000_000
@@ -47,7 +52,8 @@ def bare_copy(image: Image.Image, out: IO[bytes]) -> None:
     photo still shows upright), no GPS, XMP, IPTC, comments, PNG text chunks or TIFF tags, no ICC profile (the
     pixels are converted to sRGB by it first, so the colours stay right). A new image is made from the pixels
     alone, so no container Pillow would carry over from the file (its `info`) can reach the copy."""
-    image_format = "JPEG" if image.format in (None, "MPO") else image.format
+    # A HEIF copy is served as JPEG: most browsers cannot show HEIC.
+    image_format = "JPEG" if image.format in (None, "MPO", "HEIF") else image.format
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     image.seek(0)
     source = image if image_format in ORIENTED_FORMATS else ImageOps.exif_transpose(image)

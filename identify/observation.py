@@ -122,7 +122,7 @@ def read_photo(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: in
                             "send a smaller copy", 413) from None
     except UnidentifiedImageError:
         raise IdentifyError("not_an_image", "this is not a photo the service can read: send a JPEG, PNG, "
-                            "WebP or TIFF (an iPhone's HEIC photo: share or export it as JPEG)") from None
+                            "WebP, TIFF or HEIC photo") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise IdentifyError("truncated_image", f"the photo is cut short or damaged ({exc}): send it again, "
                             "or export it again from the camera or phone") from None

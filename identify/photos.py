@@ -37,8 +37,11 @@ log = logging.getLogger(__name__)
 THUMBNAIL_SIZE = 320
 PUBLIC_FOLDER = "public-bare"  # what the public is served: pixels and orientation, no other metadata
 OLDER_PUBLIC_FOLDERS = ("public",)  # copies that kept EXIF less GPS, XMP, IPTC and comments: never served again
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "MPO": "jpg"}
-PHOTO_NAME = re.compile(r"^([0-9a-f]{64})\.(jpg|png|webp|gif|tif|bmp|img)$")
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "MPO": "jpg",
+              "HEIF": "heic"}
+# The public copy's name when its format is not the photo's (identify.images.bare_copy writes HEIF as JPEG).
+PUBLIC_SUFFIX = {".heic": ".jpg"}
+PHOTO_NAME = re.compile(r"^([0-9a-f]{64})\.(jpg|png|webp|gif|tif|bmp|heic|img)$")
 THUMBNAIL_NAME = re.compile(r"^([0-9a-f]{64})\.jpg$")
 
 
@@ -141,7 +144,7 @@ class PhotoStore:
         original = self.resolve_photo(name)
         if original is None:
             return None
-        path = self.public / name[:2] / name
+        path = self.public / name[:2] / (name + PUBLIC_SUFFIX.get(Path(name).suffix, ""))
         if not path.exists():
             with Image.open(original) as image:
                 _write_atomically(path, lambda out: bare_copy(image, out))
@@ -185,7 +188,7 @@ class PhotoStore:
             if half_written or path.parent.parent in self.older_public:
                 wanted = False  # an older release's public copy: made again without metadata on demand
             elif path.parent.parent in (self.photos, self.public):
-                wanted = path.name in kept_names
+                wanted = path.name in kept_names or path.name.removesuffix(".jpg") in kept_names
             else:  # a thumbnail, named by the photo's hash (and a crop)
                 wanted = path.stem[:64] in kept_hashes
             if wanted or not path.is_file() or path.stat().st_mtime >= cutoff:
