@@ -26,6 +26,32 @@ def name_parts(label: str | None, taxon: Taxon | None) -> tuple[str | None, str 
     return (f"{article} {called}" if called else None), taxon.rank, taxon.scientific_name
 
 
+# What the decisions, statuses and reasons say to a person: the pages and `predict`'s text (the codes stay in JSON).
+DECISION_WORDS = {"confident": "Confident", "needs_review": "Not sure yet", "no_match": "No match"}
+STATUS_WORDS = {"confirmed": "Confirmed by a curator", "corrected": "Corrected by a curator",
+               "rejected": "Rejected by a curator", "open": "Open", "awaiting_second_opinion": "Waiting for a second curator"}
+REASON_WORDS = {
+    "low_score": "The best score is low.",
+    "small_margin": "The two most likely species are close.",
+    "disagreement": "The model and the most similar reference photos disagree.",
+    "far_from_references": "No reference photo is much like it.",
+    "classifier_unsure": "The model is unsure.",
+    "unusual_for_place_date": "The most likely species is unusual for this place and time of year: a rarity "
+                              "for a curator to check.",
+    "thin_support": "Too few different reference photos back the answer.",
+    "named_species_unreferenced": "The model names a species with too few reference photos to compare with.",
+    "classifier_names_another": "The model strongly names another species.",
+    "risk_over_target": "Curators' checks show that answers like this one have been wrong more often than promised, "
+                        "so none is called confident for now.",
+    "calibration_stale": "The reference photos changed since the scores were last checked, so nothing is called "
+                         "confident until a curator checks them again.",
+}
+
+
+def reason_words(codes: Sequence[str]) -> list[str]:
+    return [REASON_WORDS.get(code, "Another check held the answer back.") for code in codes]
+
+
 def display_name(label: str | None, taxon: Taxon | None) -> str:
     """How the pages, the API's `answer` and `predict` name a taxon: "Red Junglefowl (Gallus gallus)",
     "a hummingbird (family Trochilidae)", "family Gruidae", or the raw label when no taxonomy knows it."""

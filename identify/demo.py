@@ -59,6 +59,14 @@ IMAGENET_TAXA = {
     "crane bird": "Gruidae", "robin": "Turdus migratorius", "American egret": "Ardea alba",
     "European gallinule": "Porphyrio porphyrio", "redshank": "Tringa totanus", "oystercatcher": "Haematopus",
     "spoonbill": "Platalea", "albatross": "Diomedeidae", "hummingbird": "Trochilidae", "vulture": "Gyps",
+    # ImageNet's words for a group of birds, mapped to the group (WordNet's sense of each class), so that pages
+    # say "a bee-eater (family Meropidae)" rather than the model's "bee eater"; a species where WordNet names one.
+    "goldfinch": "Carduelis carduelis", "bulbul": "Pycnonotidae", "jay": "Corvidae", "chickadee": "Poecile",
+    "water ouzel": "Cinclus", "kite": "Milvus", "ptarmigan": "Lagopus", "prairie chicken": "Tympanuchus",
+    "quail": "Odontophoridae", "partridge": "Perdix", "African grey": "Psittacus erithacus", "macaw": "Ara",
+    "coucal": "Centropus", "bee eater": "Meropidae", "hornbill": "Bucerotidae", "jacamar": "Galbulidae",
+    "bittern": "Botaurus", "bustard": "Otididae", "red-backed sandpiper": "Calidris alpina",
+    "dowitcher": "Limnodromus",
 }
 
 REFERENCE_SCENES = ("meadow", "sky", "gravel")

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, aliased
 from identify.answers import taxon_json
 from identify.errors import IdentifyError
 from identify.framing import Crop
+from identify.metadata import as_utc
 from identify.references import ACTIVE, RETIRED, References, taxon_of_row
 from identify.rules import MAX_TEXT
 from identify.schema import Curator, ReferenceChange, ReferenceImage, Review, Sighting, Species
@@ -105,6 +106,8 @@ class ReferenceRecord:
     observed_at: datetime | None
     created_at: datetime
     crop: Crop | None = None  # the part of the photo its embedding was taken from
+    creator: str | None = None  # the photographer (a promoted sighting's observer)
+    license: str | None = None  # the photo's licence, a name or URL
     changes: list[ChangeEntry] = field(default_factory=list)  # oldest first; only when opened one by one
     awaiting: ChangeEntry | None = None  # a relabel proposed by one curator, waiting for a second
 
@@ -116,10 +119,18 @@ class ReferenceRecord:
             "sighting_id": self.sighting, "added_by": self.added_by, "lat": self.lat, "lon": self.lon,
             "observed_at": _iso(self.observed_at), "created_at": _iso(self.created_at),
             "crop": self.crop.to_dict() if self.crop else None,
+            "provenance": self.provenance(),
             "awaiting_second_opinion": self.awaiting.to_dict() if self.awaiting else None}
         if with_changes:
             out["changes"] = [c.to_dict() for c in self.changes]
         return out
+
+    def provenance(self) -> dict[str, str | None]:
+        """Who took the photo, under which licence, where it came from and when: Darwin Core's Simple Multimedia
+        terms (dcterms:creator, license, source, created), as an export of it would write them."""
+        return {"creator": self.creator, "license": self.license,
+                "source": self.source_detail or (f"sighting {self.sighting}" if self.sighting else None),
+                "created": _iso(as_utc(self.observed_at))}  # SQLite keeps no zone: naive means UTC
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -209,6 +220,9 @@ class ReferenceRecords:
             source="review" if row.sighting_id is not None else "build",
             source_detail=None if row.sighting_id is not None else row.source, sighting=sighting, added_by=added_by,
             lat=row.lat, lon=row.lon, observed_at=row.observed_at, created_at=row.created_at, crop=Crop.of(row.crop),
+            creator=row.creator or (session.scalar(select(Sighting.observer).where(Sighting.id == row.sighting_id))
+                                    if row.sighting_id is not None else None),
+            license=row.license,
             changes=self._changes(session, row.id) if with_changes else [],
             awaiting=self._awaiting(session, row.id))
 

@@ -24,7 +24,7 @@ from identify.observation import WhereAndWhen
 from identify.schema import Embedding, Index, IndexMember, ReferenceChange, ReferenceImage, Species
 from identify.schema import Taxon as TaxonRow
 from identify.storage import IN_CHUNK, Store, rows_to_arrays
-from identify.taxonomy import Taxon, Taxonomy
+from identify.taxonomy import Taxon, Taxonomy, species_key
 
 
 ACTIVE, RETIRED = "active", "retired"  # a retired reference is kept, out of every index and search
@@ -40,6 +40,8 @@ class NewReference:
     vector: np.ndarray | bytes  # float32, as the network gave it
     where: WhereAndWhen = WhereAndWhen()
     source: str | None = None
+    creator: str | None = None  # the photographer (dcterms:creator)
+    license: str | None = None  # a licence name or URL (dcterms:license)
     sighting_id: int | None = None  # promoted from this sighting by a curator
     crop: Crop | None = None  # the part of the photo its embedding was taken from
 
@@ -104,17 +106,36 @@ class References:
         return row.id
 
     def species_id(self, session: Session, label: str, taxon: Taxon | None = None) -> int:
-        """The id of species `label`, created (with its taxon, resolved unless given) when new. A row created
-        here is cached only once a later call sees it committed, so a rollback leaves no dangling id."""
+        """The id of the species `label` stands for (identify.taxonomy.species_key: the row named by its
+        species-rank taxon's scientific name, else the label's own), created with its taxon when new. The label
+        itself is kept as a row too, an alias naming its taxon. A row created here is cached only once a later
+        call sees it committed, so a rollback leaves no dangling id."""
         cached = self._species_ids.get(label)
         if cached is not None:
             return cached
-        existing = session.scalar(select(Species.id).where(Species.name == label))
-        if existing is not None:
-            self._species_ids[label] = existing
-            return existing
         taxon = taxon or self.taxonomy.resolve(label)
-        species = Species(name=label, taxon_id=self._taxon_id(session, taxon) if taxon else None)
+        key = species_key(label, taxon)
+        created = False
+        for name in dict.fromkeys((label, key)):
+            if self._row_id(session, name) is None:
+                self._create(session, name, taxon)
+                created = True
+        key_id = self._row_id(session, key)
+        assert key_id is not None  # just made, or there before
+        if not created:
+            self._species_ids[label] = key_id
+        return key_id
+
+    def key_of(self, label: str) -> str:
+        """The species `label` is kept under (identify.taxonomy.species_key), without touching SQL."""
+        return species_key(label, self.taxonomy.resolve(label))
+
+    @staticmethod
+    def _row_id(session: Session, name: str) -> int | None:
+        return session.scalar(select(Species.id).where(Species.name == name))
+
+    def _create(self, session: Session, name: str, taxon: Taxon | None) -> int:
+        species = Species(name=name, taxon_id=self._taxon_id(session, taxon) if taxon else None)
         session.add(species)
         session.flush()
         return species.id
@@ -158,8 +179,11 @@ class References:
             return list(session.scalars(select(Species.name).order_by(Species.name)))
 
     def label_for_taxon(self, session: Session, taxon: Taxon, preferred: Iterable[str] = ()) -> str:
-        """The label that stands for `taxon`: one of `preferred` (the model's classes) that names it, else an
-        existing label of it, else its common (or scientific) name."""
+        """The label that stands for `taxon`: a species-rank taxon's scientific name (species_key); for a higher
+        taxon, one of `preferred` (the model's classes) that names it, else an existing label of it, else its
+        common (or scientific) name."""
+        if taxon.rank == "species":
+            return taxon.scientific_name
         for label in preferred:
             resolved = self.taxonomy.resolve(label)
             if resolved is not None and resolved.scientific_name == taxon.scientific_name:
@@ -171,14 +195,14 @@ class References:
         return existing or taxon.label
 
     def label_named(self, session: Session, name: str, model_classes: Sequence[str], as_written: bool = False) -> str:
-        """The label a curator's name stands for: a known label as it is; else any name of the taxonomy (common
-        or scientific, any authority), as the label that already stands for its taxon; else, only when asked,
-        the name as written (`unknown_species` with the nearest names otherwise)."""
+        """The species a curator's name stands for: a known label's species (species_key); else any name of the
+        taxonomy (common or scientific, any authority), as the label that stands for its taxon; else, only when
+        asked, the name as written (`unknown_species` with the nearest names otherwise)."""
         if not name:
             raise IdentifyError("unknown_species", "name the species", 400)
-        if name in model_classes or session.scalar(select(Species.id).where(Species.name == name)) is not None:
-            return name
         taxon = self.taxonomy.resolve(name)
+        if name in model_classes or session.scalar(select(Species.id).where(Species.name == name)) is not None:
+            return species_key(name, taxon)
         if taxon is not None:
             return self.label_for_taxon(session, taxon, preferred=model_classes)
         if as_written:
@@ -201,6 +225,7 @@ class References:
             _insert_if_absent(session, ReferenceImage, dict(
                 file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, lat=ref.where.lat, lon=ref.where.lon,
                 observed_at=ref.where.observed_at, source=ref.source, sighting_id=ref.sighting_id,
+                creator=ref.creator, license=ref.license,
                 crop=ref.crop.to_dict() if ref.crop is not None else None), ["file_sha256"])
             row = session.scalars(select(ReferenceImage).where(ReferenceImage.file_sha256 == ref.file_sha256)
                                   .execution_options(populate_existing=True)).one()

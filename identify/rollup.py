@@ -30,7 +30,7 @@ class RollUp:
     def text(self) -> str:
         """"Probably a sparrow (genus Passer)": how a page says it."""
         what = f"{'an' if (self.common_name or '')[:1] in 'aeiou' else 'a'} {self.common_name}" \
-            if self.common_name else f"of {self.rank} {self.scientific_name}"
+            if self.common_name else f"a bird of the {self.rank} {self.scientific_name}"
         return f"Probably {what} ({self.rank} {self.scientific_name})" if self.common_name else f"Probably {what}"
 
 

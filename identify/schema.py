@@ -87,6 +87,21 @@ class Species(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class SpeciesMerge(Base):
+    """What migration 0016 moved when labels of one species-rank taxon became one species: each row of a table
+    that pointed at another label of it (from) and now points at the scientific name's row (to); a row
+    `species.id` records a species row the migration made. Kept for the history and the downgrade; nothing
+    writes it since."""
+
+    __tablename__ = "species_merges"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    table_name: Mapped[str] = mapped_column(String(40))
+    column_name: Mapped[str] = mapped_column(String(40))
+    row_id: Mapped[int]
+    from_species_id: Mapped[Optional[int]]
+    to_species_id: Mapped[Optional[int]]
+
+
 class Index(Base):
     """A named set of references embedded by one model; published as a FAISS index under the data dir."""
 
@@ -121,6 +136,10 @@ class ReferenceImage(Base):
     lon: Mapped[Optional[float]]
     observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     source: Mapped[Optional[str]] = mapped_column(String(MAX_SOURCE))
+    # Provenance as Darwin Core's Simple Multimedia terms name it: dcterms:creator (the photographer) and
+    # dcterms:license (a name or URL); `source` and `observed_at` are dcterms:source and dcterms:created.
+    creator: Mapped[Optional[str]] = mapped_column(String(MAX_NAME))
+    license: Mapped[Optional[str]] = mapped_column(String(MAX_SOURCE))
     sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sightings.id"))  # promoted by a curator
     # The part of the photo its embedding was taken from ({x, y, w, h}, fractions; None: the whole photo)
     crop: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)

@@ -5,8 +5,8 @@ SQL. The service, `predict` and `evaluate` all call `answer`, so what `evaluate`
     fuse (identify.fusion) -> calibrate -> x prior (when a place and date are known)
         -> support (identify.openset: thin evidence, open set) -> decide -> roll up
 
-Labels that name one taxon are one species here (`SpeciesNames`): the model's class label stands for the
-taxon, a reference folder `Passer_domesticus` and a class "House sparrow" are the same answer."""
+Labels that name one species are one species here (`SpeciesNames`): a reference folder `Passer_domesticus`
+and a class "House sparrow" are the same answer, named `Passer domesticus`."""
 
 from __future__ import annotations
 
@@ -22,34 +22,31 @@ from identify.observation import Place
 from identify.openset import Support, support_of
 from identify.prior import FLOOR, PriorModel
 from identify.rollup import GroupName, RollUp, roll_up
-from identify.taxonomy import Taxon
+from identify.taxonomy import Taxon, species_key
 
 
 class SpeciesNames:
-    """Label -> taxon, and the one label that stands for each taxon in answers (the model's class first)."""
+    """Label -> taxon, and the species each label stands for in answers (identify.taxonomy.species_key): the
+    scientific name of its species-rank taxon, else the label itself. `taxa` knows the species keys too."""
 
     def __init__(self, classes: Sequence[str], taxa: Mapping[str, Taxon | None]) -> None:
-        self.taxa = taxa
-        self._standing: dict[str, str] = {}  # scientific name -> label
-        for label in [*classes, *taxa]:
-            taxon = taxa.get(label)
-            if taxon is not None:
-                self._standing.setdefault(taxon.scientific_name, label)
+        self.taxa: dict[str, Taxon | None] = dict(taxa)
+        for label, taxon in taxa.items():
+            self.taxa.setdefault(species_key(label, taxon), taxon)
         self.classes = [self.canonical(label) for label in classes]
 
     def knows(self, label: str) -> bool:
         return label in self.taxa
 
     def counts(self, per_label: Mapping[str, int]) -> dict[str, int]:
-        """Counts per label summed per species, under the label that stands for it."""
+        """Counts per label summed per species."""
         out: dict[str, int] = {}
         for label, count in per_label.items():
             out[self.canonical(label)] = out.get(self.canonical(label), 0) + count
         return out
 
     def canonical(self, label: str) -> str:
-        taxon = self.taxa.get(label)
-        return self._standing.get(taxon.scientific_name, label) if taxon is not None else label
+        return species_key(label, self.taxa.get(label))
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,14 @@ def looks_like_code(label: str) -> bool:
     return _CODE.fullmatch(label.strip()) is not None
 
 
+def species_key(label: str, taxon: Taxon | None) -> str:
+    """The name a species is kept and answered under: the scientific name of the species-rank taxon its label
+    names, so that every label of one species (a model class "peacock", a folder "Pavo_cristatus", a curator's
+    "Indian Peafowl") is one species everywhere. A label that names no taxon, several birds or a higher taxon
+    ("partridge", "bee eater") or a subspecies stays its own species, as written."""
+    return taxon.scientific_name if taxon is not None and taxon.rank == "species" else label
+
+
 def _clean(value: Any) -> str | None:
     text = str(value).strip() if value is not None else ""
     return text if text and text.lower() != "nan" else None
@@ -330,6 +338,14 @@ def _words() -> dict[str, list[str]]:
     return words
 
 
+def _head_word(common_name: str) -> str:
+    """The word a common name is a kind of: "Pigeon" of eBird's "Common Wood-Pigeon" (a capital after the
+    hyphen), but "bee-eater" of "European Bee-eater" (an eater is no bird)."""
+    last = common_name.split()[-1]
+    head, _, tail = last.rpartition("-")
+    return (tail if head and tail[:1].isupper() else last).lower()
+
+
 @functools.lru_cache(maxsize=1)
 def _group_names() -> dict[tuple[str, str], str]:
     from collections import Counter
@@ -338,7 +354,7 @@ def _group_names() -> dict[tuple[str, str], str]:
     for taxon in _index().taxa.values():
         if taxon.rank != "species" or not taxon.common_name:
             continue
-        last = taxon.common_name.split()[-1].split("-")[-1].lower()
+        last = _head_word(taxon.common_name)
         for rank, group in (("genus", taxon.genus), ("family", taxon.family), ("order", taxon.order)):
             if group:
                 words.setdefault((rank, group), Counter())[last] += 1

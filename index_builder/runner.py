@@ -115,7 +115,7 @@ class IndexBuilder:
                 self._fail(source, "unreadable_file", "cannot be read")
             elif sha in seen:
                 self.report.duplicates += 1
-            elif sha in known and known[sha].species != source.species:
+            elif sha in known and known[sha].species != self.references.key_of(source.species):
                 self._fail(source, "label_conflict", f"same photo is already a reference of {known[sha].species}")
             elif sha in known and known[sha].embedded:
                 already.append(known[sha].id)

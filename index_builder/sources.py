@@ -1,5 +1,5 @@
 """What to embed: a class-folder tree (`Species_name/*.jpg`) or a CSV manifest (`path,species[,lat,lon,
-observed_at,source,group,crop]`; `crop` is "x,y,w,h", fractions of the upright photo, quoted). Everything is validated before any work starts, so a bad manifest changes nothing.
+observed_at,source,group,crop,photographer,licence]`; `crop` is "x,y,w,h", fractions of the upright photo, quoted). Everything is validated before any work starts, so a bad manifest changes nothing.
 
 `group` names the individual (or burst, or visit) a photo shows: evaluate keeps a group's photos on one side of
 its splits (identify.splits). In the folder layout a sub-folder of a species folder is a group
@@ -18,7 +18,9 @@ from identify.observation import WhereAndWhen
 from identify.rules import MAX_NAME, MAX_SOURCE
 
 REQUIRED_COLUMNS = ("path", "species")
-OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source", "group", "crop")
+OPTIONAL_COLUMNS = ("lat", "lon", "observed_at", "source", "group", "crop", "photographer", "licence")
+# Darwin Core's names for the provenance columns, taken as well (dcterms:creator, dcterms:license).
+COLUMN_ALIASES = {"creator": "photographer", "license": "licence"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class ReferenceSource:
     source: str | None = None
     group: str | None = None  # the individual or source: evaluate splits a group as one
     crop: Crop | None = None  # the part of the photo to embed (None: the whole photo)
+    creator: str | None = None  # the photographer
+    license: str | None = None  # the photo's licence: a name (CC BY 4.0) or its URL
 
 
 def visible_files(folder: Path) -> list[Path]:
@@ -64,9 +68,14 @@ def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:
     species = row["species"].strip()
     if not row["path"].strip() or not species:
         raise IdentifyError("bad_manifest", "path and species must not be empty")
+    for alias, column in COLUMN_ALIASES.items():
+        row.setdefault(column, row.get(alias) or "")
     source = (row.get("source") or "").strip() or None
-    if len(species) > MAX_NAME or len(source or "") > MAX_SOURCE:
-        raise IdentifyError("bad_manifest", f"species is at most {MAX_NAME} characters, source {MAX_SOURCE}")
+    creator = (row.get("photographer") or "").strip() or None
+    licence = (row.get("licence") or "").strip() or None
+    if len(species) > MAX_NAME or len(creator or "") > MAX_NAME or max(len(source or ""), len(licence or "")) > MAX_SOURCE:
+        raise IdentifyError("bad_manifest", f"species and photographer are at most {MAX_NAME} characters, source and "
+                            f"licence {MAX_SOURCE}")
     return ReferenceSource(
         path=path if path.is_absolute() else base / path,
         species=species,
@@ -76,6 +85,8 @@ def _row_source(row: dict[str, str], base: Path) -> ReferenceSource:
         source=source,
         group=(row.get("group") or "").strip() or None,
         crop=parse_crop(row.get("crop"), "crop"),
+        creator=creator,
+        license=licence,
     )
 
 

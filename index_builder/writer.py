@@ -28,6 +28,8 @@ class EmbeddingWriter:
                 vector=vector,
                 where=source.where,
                 source=source.source,
+                creator=source.creator,
+                license=source.license,
                 crop=source.crop,
             )
             for source, sha, vector in zip(sources, hashes, vectors, strict=True)

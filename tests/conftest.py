@@ -21,6 +21,12 @@ POSTGRES_ADMIN_URL = os.environ.get("IDENTIFY_TEST_POSTGRES_URL", "postgresql://
 SPECIES = ["Passer_domesticus", "Corvus_cornix", "Columba_livia"]
 
 
+def kept_as(label: str) -> str:
+    """The species a test label is kept and answered under: its species-rank taxon's scientific name
+    (identify.taxonomy.species_key), which for these folder labels is the label with spaces."""
+    return label.replace("_", " ")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test run on the postgresql parameter of `database_url` is a postgres test (make test-fast skips them)."""
     for item in items:
@@ -243,7 +249,7 @@ def serving(root: Path, checkpoint: Path, backbone) -> Iterator[dict]:  # type: 
             pytest.fail(f"identify serve did not answer: {(root / 'serve.log').read_text()[-2000:]}")
         if server.poll() is not None:
             pytest.fail(f"identify serve exited: {(root / 'serve.log').read_text()[-2000:]}")
-        yield {"base": base, "log": root / "serve.log", "root": root, "database_url": settings.database_url}
+        yield {"base": base, "log": root / "serve.log", "root": root, "database_url": settings.database_url, "env": env}
     finally:
         server.terminate()
         try:

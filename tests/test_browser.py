@@ -46,14 +46,54 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_upload_a_photo_and_see_the_result(page, served, tmp_path):
+def _predict(served: dict, photo: Path) -> dict:
+    """`identify predict --json` on the file, against the server's data: what the command line answers."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([str(Path(sys.executable).parent / "identify"), "predict", str(photo), "--json"],
+                         env=served["env"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_a_photo_submitted_untouched_is_identified_whole_as_predict_answers(page, served, tmp_path):
+    """No square unless the user draws one: the page sends the whole photo, and its answer is the command
+    line's on the file. Before: the page preselected the middle half and cut off the bird's head."""
     photo = tmp_path / "bird.jpg"
     photo.write_bytes(jpeg_bytes(species_photo(3, 7, size=256)))
     page.goto(served["base"] + "/")
     shot(page, "1-upload")
     page.set_input_files("#image", str(photo))
+    expect(page.locator("#croppers img")).to_be_visible()
+    expect(page.locator("#croppers .square")).to_be_hidden()
+    expect(page.locator("#croppers")).to_contain_text("The whole photo will be identified.")
+    assert page.locator("#croppers input[name=crop]").input_value() == ""
+    page.click("#identify-button")
+    page.wait_for_url("**/sightings/*")
+    expect(page.locator(".framed .crop-box")).to_have_count(0)
+    expect(page.locator("figcaption")).to_contain_text("The whole photo was identified.")
+    sighting = page.url.rsplit("/", 1)[1]
+    served_answer = page.request.get(f"{served['base']}/api/v1/sightings/{sighting}").json()
+    assert served_answer["photos"][0]["crop"] is None
+    predicted = _predict(served, photo)
+    assert predicted["framing"][0]["crop"] is None
+    assert served_answer["decision"] == predicted["decision"]
+    assert [(s["name"], round(s["score"], 4)) for s in served_answer["species"]] == \
+        [(s["name"], round(s["score"], 4)) for s in predicted["species"]]
+    heading = page.locator("#answer").inner_text()
+    assert predicted["species"][0]["display_name"] in heading or predicted["decision"] == "no_match"
+
+
+def test_mark_the_bird_and_see_the_result(page, served, tmp_path):
+    photo = tmp_path / "bird.jpg"
+    photo.write_bytes(jpeg_bytes(species_photo(3, 7, size=256)))
+    page.goto(served["base"] + "/")
+    page.set_input_files("#image", str(photo))
     square = page.locator("#croppers .square")
-    expect(square).to_be_visible()  # the crop editor: a square on the photo, the middle half to start
+    page.click("text=Mark the bird")
+    expect(square).to_be_visible()  # the square on the photo, the middle half to start
     crop = page.locator("#croppers input[name=crop]")
     before = [float(v) for v in crop.input_value().split(",")]
     assert before[2] == pytest.approx(0.5, abs=0.01)
@@ -69,19 +109,42 @@ def test_upload_a_photo_and_see_the_result(page, served, tmp_path):
     page.mouse.up()
     dragged = [float(v) for v in crop.input_value().split(",")]
     assert dragged[0] < after[0]
+    # the shade covers the photo only: the header and the Identify button stay as they were
+    assert page.evaluate("document.elementFromPoint(5, 5).closest('header') !== null")
     shot(page, "1b-crop")
     page.click("#identify-button")
     page.wait_for_url("**/sightings/*")
-    expect(page.locator("#decision")).to_contain_text("Needs review")
+    expect(page.locator("#decision")).to_contain_text("Not sure yet")
+    expect(page.locator("#next-steps")).to_contain_text("a curator will look")
     expect(page.locator(".framed .crop-box")).to_be_visible()  # the square it was identified on, drawn
+    expect(page.locator("table.species")).to_be_hidden()  # the numbers wait behind "details"
+    page.click("#details summary")
     expect(page.locator("table.species tbody tr")).to_have_count(3)
-    expect(page.locator("#why")).to_contain_text("The classifier says")
+    expect(page.locator("#why")).to_contain_text("The model, on its own")
     expect(page.locator("#compare .compare-row")).to_have_count(3)
     expect(page.locator("#compare .compare-row img").first).to_be_visible()
     # a thumbnail is made on its first request: wait for it to arrive (visible is only its box), then it has pixels
     page.wait_for_function("document.querySelector('#compare .compare-row img').complete")
     assert page.evaluate("document.querySelector('#compare .compare-row img').naturalWidth") > 0
     shot(page, "2-result")
+
+
+def test_too_many_photos_or_a_file_that_is_no_photo_is_refused_before_the_upload(page, served, tmp_path):
+    files = []
+    for n in range(6):
+        files.append(tmp_path / f"bird{n}.jpg")
+        files[-1].write_bytes(jpeg_bytes(species_photo(3, n, size=64)))
+    page.goto(served["base"] + "/")
+    page.set_input_files("#image", [str(f) for f in files])
+    expect(page.locator("#choose-problem")).to_contain_text("at most 5 photos")
+    expect(page.locator("#identify-button")).to_be_disabled()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a bird")
+    page.set_input_files("#image", [str(files[0]), str(text)])
+    expect(page.locator("#choose-problem")).to_contain_text("notes.txt")
+    page.set_input_files("#image", [str(files[0])])
+    expect(page.locator("#choose-problem")).to_be_hidden()
+    expect(page.locator("#identify-button")).to_be_enabled()
 
 
 def test_drop_a_photo_log_in_and_review_from_the_queue_with_the_keyboard(page, served):
@@ -115,7 +178,7 @@ def test_drop_a_photo_log_in_and_review_from_the_queue_with_the_keyboard(page, s
     field.fill("hooded crow")  # a common name: it names the taxon of the label Corvus_cornix
     page.keyboard.press("Enter")
     page.wait_for_load_state()
-    expect(page.locator(".flash")).to_contain_text(f"Sighting {sighting}: corrected as Hooded Crow (Corvus cornix)")
+    expect(page.locator(".flash")).to_contain_text(f"Sighting {sighting}: Corrected to Hooded Crow (Corvus cornix)")
     expect(page.locator(f"#item-{sighting}")).to_have_count(0)
     shot(page, "5-reviewed")
     page.goto(f"{served['base']}/sightings/{sighting}")
@@ -166,17 +229,20 @@ def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, wi
     photo = tmp_path / "bird.jpg"
     photo.write_bytes(jpeg_bytes(species_photo(2, 11, size=256)))
     page.goto(base + "/")
-    assert page.get_attribute("#image", "accept") == "image/*"  # phones offer the camera and the photo library
+    # phones offer the camera and the photo library; HEIC named too, for browsers that do not call it an image
+    assert page.get_attribute("#image", "accept") == "image/*,.heic,.heif"
     problems += _check_page(page, "upload", width)
     page.set_input_files("#image", str(photo))
+    page.click("text=Mark the bird")
     page.locator("#croppers .square").wait_for()
     problems += _check_page(page, "upload-crop", width)
     page.click("#identify-button")
     page.wait_for_url("**/sightings/*")
     result = page.url
     problems += _check_page(page, "result", width)
-    if phone:  # the answer and the decision on the first screen of a phone
-        assert page.locator("#decision").bounding_box()["y"] + 20 < 844
+    if phone:  # the answer and the user's own photo on the first screen of a phone
+        assert page.locator("#answer").bounding_box()["y"] + 20 < 844
+        assert page.locator(".photo .framed img").bounding_box()["y"] + 40 < 844
     page.goto(base + "/sightings")
     problems += _check_page(page, "sightings", width)
     page.goto(base + "/login")
@@ -189,6 +255,10 @@ def test_every_page_fits_the_screen_and_passes_axe(browser, served, tmp_path, wi
     page.goto(base + "/review/audit")
     problems += _check_page(page, "audit", width)
     page.goto(result)
+    # re-crop with the upload page's square, over the photo, starting from the crop it had: no text box of fractions
+    expect(page.locator("form.recrop .cropper .square")).to_be_visible()
+    assert page.locator("form.recrop input[name=crop]").get_attribute("type") == "hidden"
+    expect(page.locator("form.recrop")).not_to_contain_text("fractions")
     problems += _check_page(page, "review-one", width)
     page.goto(base + "/review/groups")
     problems += _check_page(page, "review-groups", width)

@@ -17,8 +17,8 @@ def test_help_lists_every_subcommand():
 
 def test_db_upgrade_current_downgrade(data_dir):
     assert "empty" in run("db", "current").output
-    assert run("db", "upgrade").output.strip() == "database at revision 0015"
-    assert run("db", "current").output.strip() == "0015"
+    assert run("db", "upgrade").output.strip() == "database at revision 0017"
+    assert run("db", "current").output.strip() == "0017"
     assert run("db", "downgrade", "base").output.strip() == "database at revision base (empty)"
 
 
@@ -60,3 +60,15 @@ def test_create_curator_prints_a_token_and_refuses_a_second_one(data_dir):
 def test_serve_without_a_model_says_so(data_dir):
     result = run("serve", env={"IDENTIFY_MODEL": ""})
     assert result.exit_code == 1 and "error: no_model:" in result.stderr
+
+
+def test_a_cpu_machine_is_not_warned_that_it_has_no_cuda():
+    """Every gunicorn worker printed torch's "No CUDA runtime is found" as it loaded birder: expected on a CPU
+    deployment, read as a fault. The web app's import path (not the command line's logging set-up) is checked."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", "import identify.web, identify.backbone, birder, torch.utils.cpp_extension"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "No CUDA runtime" not in run.stderr

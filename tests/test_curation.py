@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from identify.cli import main
 from tests.conftest import SPECIES, jpeg_bytes, log_in, page_token, species_photo
 
-WRONG, RIGHT = "Corvus_cornix", "Passer_domesticus"  # labels: the reference folders of the build
+WRONG, RIGHT = "Corvus cornix", "Passer domesticus"  # the species the reference folders Corvus_cornix, ... are kept as
 
 
 def post(client, data: bytes):  # type: ignore[no-untyped-def]
@@ -238,7 +238,7 @@ def test_the_command_line_lists_opens_and_changes_references(make_service, web_s
     assert thin.exit_code == 0 and thin.stdout == "", thin.output  # six references a species: none is thin
     unknown = runner.invoke(main, ["references", "show", "nosuchreference"])
     assert unknown.exit_code == 1 and "error: unknown_reference:" in unknown.stderr
-    assert service.reference_records.get(reference).species == "Corvus_cornix"
+    assert service.reference_records.get(reference).species == "Corvus cornix"
 
 
 def test_the_reference_pages_list_open_and_change_a_reference(service):
@@ -259,7 +259,11 @@ def test_the_reference_pages_list_open_and_change_a_reference(service):
     assert "Its nearest references" in page and "an index build" in page
     assert len(re.findall(r'href="/references/[A-Za-z0-9_-]+"', page)) >= 5  # its neighbours link to theirs
     form = re.search(r'action="/references/[^"]+/retire".*?name="csrf_token" value="([^"]+)"', page, re.S).group(1)  # type: ignore[union-attr]
-    retired = client.post(f"/references/{ids[0]}/retire", data={"csrf_token": form, "version": "1", "reason": "blurred"},
+    unconfirmed = client.post(f"/references/{ids[0]}/retire", data={"csrf_token": form, "version": "1",
+                                                                     "reason": "blurred"}, follow_redirects=True)
+    assert "tick the box to confirm" in unconfirmed.get_data(as_text=True)  # nothing retired without the box
+    retired = client.post(f"/references/{ids[0]}/retire", data={"csrf_token": form, "version": "1", "reason": "blurred",
+                                                                 "confirm": "yes"},
                           follow_redirects=True).get_data(as_text=True)
     assert "retired" in retired and "blurred" in retired and "Restore" in retired
     stale = client.post(f"/references/{ids[0]}/restore", data={"csrf_token": form, "version": "1"},

@@ -137,7 +137,7 @@ def test_roll_up_to_the_lowest_taxon_that_clears_the_bar():
     assert genus.text == "Probably a sparrow (genus Passer)"
     family = roll_up(sparrows, 0.9)
     assert family is not None and (family.rank, family.scientific_name) == ("family", "Passeridae")
-    assert family.score == pytest.approx(0.95) and family.text == "Probably of family Passeridae"
+    assert family.score == pytest.approx(0.95) and family.text == "Probably a bird of the family Passeridae"
     assert roll_up(sparrows, 0.99) is None  # the whole order holds 0.95; the tabby has no taxon
     assert roll_up(sparrows[3:], 0.01) is None
 

@@ -80,3 +80,27 @@ def test_the_readme_is_a_door_of_at_most_200_lines_and_every_link_resolves():
         for target in re.findall(r"\]\(([^)#]+?)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
             if not target.startswith("http"):
                 assert (page.parent / target).exists(), (page.name, target)
+
+
+def test_no_install_line_can_fetch_another_projects_package():
+    """PyPI's `identify` is an unrelated project: every install line installs this checkout (or names the
+    distribution `identify-birds`). Before: the deployment guide said `pip install 'identify[deploy,postgres]'`."""
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        for line in re.findall(r"pip install[^\n`]*", page.read_text(encoding="utf-8")):
+            assert re.search(r"-e\s+'?\.|identify-birds|\.\[", line) or "identify" not in line, (page.name, line)
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'name = "identify-birds"' in pyproject and '"identify[' not in pyproject
+
+
+def test_the_tutorial_points_to_the_one_deployment_guide_rather_than_copying_it():
+    """Before: the tutorial repeated 103 of the deployment guide's lines and 69 of the API reference's, which
+    drift apart."""
+    tutorial = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8").splitlines()
+    for guide_path in (ROOT / "docs" / "how-to" / "deploy.md", ROOT / "docs" / "reference" / "api.md"):
+        guide = {line for line in guide_path.read_text(encoding="utf-8").splitlines() if len(line.strip()) > 40}
+        shared = [line for line in tutorial if line in guide]
+        assert len(shared) <= 5, (guide_path.name, shared)
+    assert "how-to/deploy.md" in "\n".join(tutorial) and "reference/api.md" in "\n".join(tutorial)

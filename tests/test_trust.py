@@ -233,7 +233,7 @@ def test_an_uncalibrated_service_states_no_risk(client):
     body = post(client, jpeg_bytes(species_photo(0, 2))).get_json()
     assert body["risk_bounded"] is False and body["calibration"]["state"] == "uncalibrated"
     page = client.get(body["url"]).get_data(as_text=True)
-    assert "have not been checked on this deployment" in page
+    assert "have not yet been checked against this deployment" in page
 
 
 def test_a_classifier_naming_the_answers_genus_agrees_with_it():

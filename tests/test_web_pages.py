@@ -54,17 +54,19 @@ def uploaded(client) -> str:  # type: ignore[no-untyped-def]
 def test_upload_page_identifies_and_explains(client):
     html = client.get(uploaded(client)).get_data(as_text=True)
     assert "Here and now" not in html  # no place was given: no prior column (it once showed, empty)
-    assert "Needs review" in html and "Why" in html and "The classifier says" in html
+    assert "Not sure yet." in html and "What you can do" in html and "The model, on its own" in html
+    assert "The whole photo was identified." in html and "similarity 0." not in html  # numbers for people
     assert re.search(r'src="/media/thumbnails/[0-9a-f]{64}\.jpg"', html)  # the nearest reference photos
     assert re.search(r'src="/media/photos/[0-9a-f]{64}\.jpg"', html)
-    assert "Review (version" not in html  # the public sees no review form
+    assert 'id="review-heading"' not in html  # the public sees no review form
 
 
 def test_upload_page_shows_errors_in_place_and_stores_nothing(client, service):
     response = upload_page(client, b"plain text, no picture")
     assert response.status_code == 400
     html = response.get_data(as_text=True)
-    assert "not_an_image" in html and 'id="upload-form"' in html and "Traceback" not in html
+    assert 'data-code="not_an_image"' in html and ">not_an_image<" not in html  # a code for programs, not text
+    assert "not a photo the service can read" in html and 'id="upload-form"' in html and "Traceback" not in html
     assert rows(service, Sighting) == 0
 
 
@@ -75,7 +77,7 @@ def test_upload_page_lists_every_problem_and_keeps_what_was_typed(client, servic
                                       "image": (io.BytesIO(b""), "")})  # the file field left empty
     assert response.status_code == 400
     html = response.get_data(as_text=True)
-    problems = re.findall(r"<li>[^<]*<code>(\w+)</code></li>", html)
+    problems = re.findall(r'<li data-code="(\w+)">[^<]*</li>', html)  # codes for programs; words for people
     assert problems == ["bad_coordinates", "bad_date", "bad_field", "missing_image"]
     assert 'value="Ana Lopes"' in html and 'value="91"' in html and 'value="yesterday"' in html
     assert rows(service, Sighting) == 0
@@ -116,12 +118,12 @@ def test_review_from_the_queue_page(client, service):
     response = client.post(f"{address}/review", data=form)
     assert response.status_code == 302 and response.headers["Location"] == "/review"
     html = client.get("/review").get_data(as_text=True)
-    assert "corrected as House Sparrow (Passer domesticus); reference" in html and "Nothing to review" in html
+    assert "Corrected to House Sparrow (Passer domesticus); its photo is now a reference" in html and "Nothing to review" in html
     stale = client.post(f"{address}/review", data={**form, "action": "confirm", "add_as_reference": ""})  # old version
     assert "someone reviewed it meanwhile" in client.get(stale.headers["Location"]).get_data(as_text=True)
     assert rows(service, Review) == 1
     sighting = client.get(address).get_data(as_text=True)
-    assert "Review (version 2)" in sighting and "ana corrected" in sighting and "added as reference" in sighting
+    assert 'name="version" value="2"' in sighting and "ana corrected" in sighting and "added as reference" in sighting
 
 
 def test_the_public_cannot_review(client, service):
@@ -285,7 +287,7 @@ def test_a_no_match_is_not_headed_with_a_species(client, service):
     heading = re.search(r'<h1 id="answer">(.*?)</h1>', html, re.S).group(1)
     assert "No match" in heading and not any(name.replace("_", " ") in heading for name in SPECIES)
     assert not any(common in heading for common in ("Sparrow", "Crow", "Dove"))
-    assert "is not an identification" in html
+    assert "None of the species this service knows fits this photo well" in html and 'id="next-steps"' in html
 
 
 def test_a_reviewed_sighting_shows_the_review_not_needs_review(client, service):

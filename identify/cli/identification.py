@@ -28,18 +28,25 @@ def _species_text(entry: dict[str, Any]) -> str:
 
 
 def _identification_text(photo: str, result: dict[str, Any]) -> str:
-    reasons = f" ({', '.join(result['reasons'])})" if result["reasons"] else ""
-    lines = [f"{photo}: {result['decision']}{reasons}", f"  {'species':<44} {'fused':>7} {'classifier':>10} {'kNN':>7}"]
+    """For people: the decision and its reasons in words, species by the naming rule (the codes and labels stay
+    in --json)."""
+    from identify.answers import DECISION_WORDS, reason_words
+
+    named = {s["name"]: _species_text(s) for s in result["species"]}
+    lines = [f"{photo}: {DECISION_WORDS[result['decision']]}"]
+    lines += [f"  {reason}" for reason in reason_words(result["reasons"])]
+    lines.append(f"  {'species':<44} {'score':>7} {'model':>7} {'similar':>7}")
     for s in result["species"]:
-        lines.append(f"  {_species_text(s)[:44]:<44} {s['score']:7.3f} {s['classifier']:10.3f} {s['knn']:7.3f}")
+        lines.append(f"  {_species_text(s)[:44]:<44} {s['score']:7.3f} {s['classifier']:7.3f} {s['knn']:7.3f}")
     if result.get("rollup"):
         from identify.rollup import RollUp
 
         rolled = RollUp(**{**result["rollup"], "members": tuple(result["rollup"]["members"])})
-        lines.append(f"  {rolled.text}, {rolled.score:.2f}: species uncertain")
-    lines.append("  nearest references:")
+        lines.append(f"  {rolled.text}: the species is uncertain")
+    lines.append("  nearest reference photos:")
     for n in result["neighbours"][:5]:
-        lines.append(f"    {n['reference_id']:<17} {n['species'][:32]:<32} {n['similarity']:6.3f}  {n['path']}")
+        species = named.get(n["species"], n["species"])
+        lines.append(f"    {n['reference_id']:<17} {species[:44]:<44} {n['similarity']:6.3f}  {n['path']}")
     return "\n".join(lines)
 
 
@@ -139,6 +146,15 @@ def _predict_each(identifier, files: list[Path], given, crop, json_output: bool,
 
     failed = 0
     bar = tqdm(files, unit="photo", file=sys.stderr, disable=len(files) < PROGRESS_FROM, leave=False)
+
+    def say(line: str) -> None:
+        """On a terminal, past the bar (cleared and drawn again); into a file or pipe as it is, so the bar on
+        the terminal is drawn once, not again after every answer (`make demo` showed it 35 times)."""
+        if sys.stdout.isatty():
+            bar.write(line, file=sys.stdout)
+        else:
+            print(line, file=sys.stdout, flush=True)
+
     for photo in bar:
         try:
             read, images, framing = _looked_at(identifier, [photo], crop)
@@ -148,13 +164,9 @@ def _predict_each(identifier, files: list[Path], given, crop, json_output: bool,
             result["framing"] = framing
         except IdentifyError as exc:
             failed += 1
-            line = json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}"
-            bar.write(line, file=sys.stdout)
+            say(json.dumps({"photo": str(photo), **exc.to_dict()}) if json_output else f"{photo}: error: {exc}")
             continue
-        if json_output:
-            bar.write(json.dumps({"photo": str(photo), **result}), file=sys.stdout)
-        else:
-            bar.write(_identification_text(str(photo), result), file=sys.stdout)
+        say(json.dumps({"photo": str(photo), **result}) if json_output else _identification_text(str(photo), result))
     return failed
 
 

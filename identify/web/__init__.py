@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from identify.config import Settings, load_settings
 from identify.errors import IdentifyError
+from identify.rules import MAX_PHOTOS
 from identify.faults import fault_of
 from identify.web.auth import keep_private
 from identify.web.openapi import check_response, check_responses_enabled
@@ -261,6 +262,6 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     @app.context_processor
     def globals_for_templates() -> dict[str, Any]:
         return {"curator": auth.current_curator_or_none(), "max_upload_mb": limits.max_upload_mb,
-                "model_name": service.backbone.identity.name}
+                "max_photos": MAX_PHOTOS, "model_name": service.backbone.identity.name}
 
     return app

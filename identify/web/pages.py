@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
-from identify.answers import display_name, name_parts
+from identify.answers import DECISION_WORDS, REASON_WORDS, STATUS_WORDS, display_name, name_parts
 from identify.errors import IdentifyError
 from identify.framing import parse_crop
 from identify.taxonomy import Taxon
@@ -22,23 +22,7 @@ bp = Blueprint("pages", __name__)
 
 QUEUE_PAGE = 20
 SIMILAR_ON_PAGE = 8
-DECISION_TEXT = {"confident": "Confident", "needs_review": "Needs review", "no_match": "No match"}
-REASON_TEXT = {
-    "low_score": "The best score is low.",
-    "small_margin": "The top two species are close.",
-    "disagreement": "The classifier and the similar reference photos disagree.",
-    "far_from_references": "No reference photo is similar.",
-    "classifier_unsure": "The classifier is unsure.",
-    "unusual_for_place_date": "The top species is unusual for this place and time of year: a rarity for a curator to check.",
-    "thin_support": "Too few distinct reference photos back the answer.",
-    "named_species_unreferenced": "The classifier names a species with too few reference photos to compare with.",
-    "classifier_names_another": "The classifier strongly names another species.",
-    "risk_over_target": "Curators' audits show confident answers like this one err more often than promised: "
-                        "nothing like it is confident until the evaluation is re-run.",
-    "calibration_stale": "The reference photos changed since the scores were last checked: nothing is confident "
-                         "until a curator re-runs the evaluation.",
-}
-
+DECISION_TEXT, STATUS_TEXT, REASON_TEXT = DECISION_WORDS, STATUS_WORDS, REASON_WORDS
 
 LIST_PAGE = 24  # sightings on one page of the list
 CROP_TEXT = {"user": "the square the uploader drew", "detector": "the detector's best bird, with a margin",
@@ -52,7 +36,34 @@ SINGLE_CURATOR_TEXT = ("You are this deployment's only curator, so it was taken 
 
 @bp.app_context_processor
 def wording() -> dict[str, Any]:
-    return {"decision_text": DECISION_TEXT, "reason_text": REASON_TEXT, "crop_text": CROP_TEXT}
+    return {"decision_text": DECISION_TEXT, "reason_text": REASON_TEXT, "crop_text": CROP_TEXT,
+            "status_text": STATUS_TEXT}
+
+
+def one_line(record: Any, neighbours: list[Any], agreeing: int) -> str:
+    """Why the answer is what it is, in one sentence a birder reads (the numbers are behind "details")."""
+    reasons = [REASON_TEXT[r] for r in record.reasons if r in REASON_TEXT]
+    if record.decision == "confident":
+        if not neighbours:
+            return "The model is sure, and nothing held the answer back."
+        return f"The model and {agreeing} of the {len(neighbours)} most similar reference photos agree."
+    if record.decision == "no_match":
+        return "None of the species this service knows fits this photo well." + (f" {reasons[0]}" if reasons else "")
+    return (reasons[0] + " " if reasons else "") + "The best guess is shown; a curator will check it."
+
+
+def review_sentence(outcome: Any, named: str) -> str:
+    """What a review did, in words: "Corrected to Indian Peafowl (Pavo cristatus); its photo is now a reference." """
+    record = outcome.sighting
+    if record.status == "awaiting_second_opinion":
+        why = SECOND_OPINION_TEXT.get(outcome.second_opinion or "", "it would teach the service something new")
+        return (f"Named {named}; waiting for a second curator ({why}). It becomes a reference once another "
+                "curator agrees.")
+    done = {"confirmed": f"Confirmed as {named}", "corrected": f"Corrected to {named}", "rejected": "Rejected",
+            "open": "Reopened: back in the review queue"}.get(record.status, STATUS_TEXT.get(record.status, "Saved"))
+    added = "; its photo is now a reference" if outcome.reference_id else ""
+    alone = f" {SINGLE_CURATOR_TEXT}" if outcome.single_curator else ""
+    return f"{done}{added}.{alone}"
 
 
 def decision_word(record: Any) -> str:
@@ -81,6 +92,13 @@ def label_name(label: str | None) -> str:
     svc = service()
     taxon = svc.identifier.names.taxa.get(label or "") or (svc.references.taxonomy.resolve(label) if label else None)
     return display_name(label, taxon) or "no species"
+
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Any:
+    """Browsers ask for /favicon.ico whatever the page links: answer it rather than log a 404 each time."""
+    return current_app.send_static_file("favicon.svg")
 
 
 @bp.get("/")
@@ -130,6 +148,8 @@ def sighting(sighting_id: str) -> Any:
     agreeing = views.agreeing_neighbours(neighbours, by_vote["name"], svc.identifier.names.canonical) if by_vote else 0
     return render_template(
         "sighting.html", sighting=record, answer=answer, neighbours=neighbours, agreeing=agreeing, similar=similar,
+        one_line=one_line(record, neighbours, agreeing),
+        model_had_said=f"The service had first said: {DECISION_TEXT[record.decision].lower()}.",
         compare=svc.compare(record),
         filters=request.args, filter_error=filter_error, curator=curator,
         species_names=svc.species_names() if curator else [], calibration=svc.identifier.calibration_state(),
@@ -203,15 +223,11 @@ def review(sighting_id: str) -> Any:
     except IdentifyError as exc:
         flash(f"Sighting {sighting_id}: {exc.message}", "error")
         return redirect(back)
-    extra = f"; reference {outcome.reference_id} added" if outcome.reference_id else ""
-    if outcome.second_opinion:
-        extra = f"; awaiting a second curator ({SECOND_OPINION_TEXT[outcome.second_opinion]})"
-    alone = f" {SINGLE_CURATOR_TEXT}" if outcome.single_curator else ""
     named = display_name(outcome.sighting.species, outcome.sighting.taxon) if outcome.sighting.species else "no species"
     if body.get("action") == "recrop":
         flash(f"Sighting {sighting_id}: identified again on the new crop: {decision_word(outcome.sighting)} {named}.")
     else:
-        flash(f"Sighting {sighting_id}: {outcome.sighting.status} as {named}{extra}.{alone}")
+        flash(f"Sighting {sighting_id}: {review_sentence(outcome, named)}")
     return redirect(back)
 
 
@@ -255,6 +271,8 @@ def change_reference(reference_id: str, action: str) -> Any:
     if action not in ("relabel", "retire", "restore"):
         abort(404)
     try:
+        if action == "retire" and request.form.get("confirm") != "yes":  # the page asks; a form without it is a slip
+            raise IdentifyError("bad_reference_change", "tick the box to confirm: the photo leaves every search")
         record = service().change_reference(reference_id, action, curator.id,
                                             **parse_reference_change(request.form, action))
     except IdentifyError as exc:

@@ -76,6 +76,16 @@ class ReferenceChange(Schema):
                                           "the rule would ask a second: the rule, for a later audit")
 
 
+class Provenance(Schema):
+    """Darwin Core's Simple Multimedia terms for the photo (dcterms:creator, license, source, created)."""
+
+    creator: Optional[str] = Field(description="The photographer: the manifest's `photographer`, or the observer of "
+                                   "the sighting it came from")
+    license: Optional[str] = Field(description="The manifest's `licence`: a name (CC BY 4.0) or a URL")
+    source: Optional[str] = Field(description="Where it came from: the manifest's `source`, or its sighting")
+    created: Optional[str] = Field(description="When the photo was taken (ISO 8601)")
+
+
 class Reference(Schema):
     id: str = Field(description="The reference's public id: the same in answers' neighbours and review results")
     species: str
@@ -93,6 +103,7 @@ class Reference(Schema):
     lon: Optional[float]
     observed_at: Optional[str]
     created_at: Optional[str]
+    provenance: Provenance = Field(description="Who took the photo, under which licence, from where, when")
     awaiting_second_opinion: Optional[ReferenceChange] = Field(
         None, description="A relabel one curator proposed that waits for a second: another curator applies it by "
                           "sending the same relabel")

@@ -263,6 +263,7 @@ class SightingSummary(Schema):
     url: str
     photo_url: str
     thumbnail_url: str = Field(description=BIRD_THUMBNAIL)
+    whole_thumbnail_url: str = Field(description="A small copy of the whole first photo (cover_crop marks the bird)")
     decision: Literal["confident", "needs_review", "no_match"]
     uncertainty: float
     status: Literal["open", "confirmed", "corrected", "rejected", "awaiting_second_opinion"]
@@ -277,7 +278,13 @@ class SightingSummary(Schema):
                                                       "the observer's device's accuracy, or a generalised position's "
                                                       "radius")
     location: Literal["none", "exact", "generalised", "hidden", "hidden from the public"]
+    place: Optional[str] = Field(None, description="The place's name (GeoNames, offline): the nearest town with its "
+                                 "county and region for curators; only the county and region for a generalised "
+                                 "position; null when hidden or unknown")
     observed_at: Optional[str] = Field(description="Local time of the observation, ISO 8601")
+    observer: Optional[str] = Field(None, description="Who saw the bird, as they gave their name")
+    cover_crop: Optional[Box] = Field(None, description="The part of the first photo the model looked at (null: "
+                                       "the whole photo)")
     observed_zone: Optional[Literal["offset", "place", "unknown"]]
     created_at: str
     top: Optional[list[RankedSpecies]] = Field(None, description="The best species (lists only)")

