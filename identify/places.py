@@ -21,6 +21,11 @@ def _geocoder() -> Any:
     return reverse_geocoder.RGeocoder(mode=1, verbose=False)  # mode 1: one process (mode 2 forks a pool)
 
 
+def warm_up() -> None:
+    """Load the table in a background thread (about a second), so that no request waits for it."""
+    threading.Thread(target=lambda: place_name(0.0, 0.0, exact=False), name="places-warm-up", daemon=True).start()
+
+
 def place_name(lat: float, lon: float, exact: bool) -> str | None:
     """The place nearest (lat, lon) as a person names it; `exact`: with the town, else only the county and
     region (for a generalised position: a town would say more than the position does)."""

@@ -22,6 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.exceptions import HTTPException
 
 from identify.config import Settings, load_settings
+from identify import places
 from identify.errors import IdentifyError
 from identify.rules import MAX_PHOTOS
 from identify.faults import fault_of
@@ -236,6 +237,7 @@ def create_app(settings: Settings | None = None, service: IdentificationService 
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented order of fields
     app.extensions["identify"] = service
+    places.warm_up()  # the place-name table loads beside start-up, not on the first visitor's request
     app.before_request(_well_formed_form)  # before CSRFProtect's own check, which reads the form
     csrf = CSRFProtect(app)
 
