@@ -90,8 +90,10 @@ def ranking_json(ranking: Sequence[RankedSpecies]) -> list[dict[str, Any]]:
 
 
 def neighbours_json(neighbours: Sequence[NeighbourInfo], link: NeighbourLink) -> list[dict[str, Any]]:
-    return [{"reference_id": n.public_id, "species": n.species, "similarity": round(n.similarity, 6), **link(n)}
-            for n in neighbours]
+    """`species` is the reference's label as its build wrote it (a folder's name), `name` the species it votes for
+    (the ranking's `name`: one species whatever label a photo came with)."""
+    return [{"reference_id": n.public_id, "species": n.label or n.species, "name": n.species,
+             "similarity": round(n.similarity, 6), **link(n)} for n in neighbours]
 
 
 def identification_json(result: Identification, link: NeighbourLink) -> dict[str, Any]:

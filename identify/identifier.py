@@ -41,11 +41,12 @@ class NeighbourInfo:
     file_sha256: str  # names its thumbnail
     public_id: str = ""  # what answers, pages and the API call the reference
     crop: Crop | None = None  # the part of the photo the reference stands for (its thumbnail shows it)
+    label: str = ""  # the reference's label as the build wrote it; `species` is the species it votes for
 
     @classmethod
     def of(cls, reference: ReferenceInfo, similarity: float) -> "NeighbourInfo":
         return cls(reference.id, reference.species, similarity, reference.path, reference.file_sha256,
-                   reference.public_id, reference.crop)
+                   reference.public_id, reference.crop, reference.label)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,7 @@ class ReferenceRecord:
     observed_at: datetime | None
     created_at: datetime
     crop: Crop | None = None  # the part of the photo its embedding was taken from
+    label: str | None = None  # as its build wrote it ("Passer_domesticus"); None: its species' own name
     creator: str | None = None  # the photographer (a promoted sighting's observer)
     license: str | None = None  # the photo's licence, a name or URL
     changes: list[ChangeEntry] = field(default_factory=list)  # oldest first; only when opened one by one
@@ -114,7 +115,8 @@ class ReferenceRecord:
     def to_dict(self, with_changes: bool = False) -> dict[str, Any]:
         """As the API (identify.web.reference_schemas.Reference, less its URLs) and `identify references --json` give it."""
         out: dict[str, Any] = {
-            "id": self.public_id, "species": self.species, "taxon": taxon_json(self.taxon), "status": self.status,
+            "id": self.public_id, "species": self.species, "label": self.label or self.species,
+            "taxon": taxon_json(self.taxon), "status": self.status,
             "version": self.version, "source": self.source, "source_detail": self.source_detail,
             "sighting_id": self.sighting, "added_by": self.added_by, "lat": self.lat, "lon": self.lon,
             "observed_at": _iso(self.observed_at), "created_at": _iso(self.created_at),
@@ -222,7 +224,7 @@ class ReferenceRecords:
             lat=row.lat, lon=row.lon, observed_at=row.observed_at, created_at=row.created_at, crop=Crop.of(row.crop),
             creator=row.creator or (session.scalar(select(Sighting.observer).where(Sighting.id == row.sighting_id))
                                     if row.sighting_id is not None else None),
-            license=row.license,
+            license=row.license, label=row.label,
             changes=self._changes(session, row.id) if with_changes else [],
             awaiting=self._awaiting(session, row.id))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -61,15 +61,16 @@ class ReferenceInfo:
     file_sha256: str
     public_id: str  # what answers, pages and the API call it
     crop: Crop | None = None  # the part of the photo its embedding was taken from (what its thumbnail shows)
+    label: str = ""  # as the build wrote it ("Passer_domesticus"); `species` is the species it stands for
 
     @classmethod
     def of(cls, row: Any) -> "ReferenceInfo":
         """From a row of INFO_COLUMNS."""
-        return cls(row[0], row[1], row[2], row[3], row[4], Crop.of(row[5]))
+        return cls(row[0], row[1], row[2], row[3], row[4], Crop.of(row[5]), row[6] or row[1])
 
 
 INFO_COLUMNS = (ReferenceImage.id, Species.name, ReferenceImage.path, ReferenceImage.file_sha256,
-                ReferenceImage.public_id, ReferenceImage.crop)
+                ReferenceImage.public_id, ReferenceImage.crop, ReferenceImage.label)
 
 
 def taxon_of_row(row: TaxonRow | None) -> Taxon | None:
@@ -223,7 +224,8 @@ class References:
         for ref in references:
             species_id = self.species_id(session, ref.species)
             _insert_if_absent(session, ReferenceImage, dict(
-                file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, lat=ref.where.lat, lon=ref.where.lon,
+                file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, label=ref.species,
+                lat=ref.where.lat, lon=ref.where.lon,
                 observed_at=ref.where.observed_at, source=ref.source, sighting_id=ref.sighting_id,
                 creator=ref.creator, license=ref.license,
                 crop=ref.crop.to_dict() if ref.crop is not None else None), ["file_sha256"])
@@ -330,9 +332,11 @@ class References:
     def set_state(self, session: Session, reference_id: int, version: int, species_id: int, status: str) -> bool:
         """Label and status of a reference, if it is still at `version` (in the caller's transaction); False when
         someone changed it meanwhile."""
+        # a relabel drops the label as written: the reference is then called by its new species' own name
+        label = case((ReferenceImage.species_id == species_id, ReferenceImage.label), else_=None)
         result = session.execute(update(ReferenceImage)
                                  .where(ReferenceImage.id == reference_id, ReferenceImage.version == version)
-                                 .values(species_id=species_id, status=status, version=version + 1))
+                                 .values(species_id=species_id, status=status, version=version + 1, label=label))
         return bool(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult, for an UPDATE
 
     def iter_index_vectors(self, index_id: int, model_id: int, dim: int, after_id: int = 0,

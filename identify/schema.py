@@ -132,6 +132,9 @@ class ReferenceImage(Base):
     file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     path: Mapped[str] = mapped_column(Text)
     species_id: Mapped[int] = mapped_column(ForeignKey("species.id"), index=True)
+    # The label as the build wrote it (a folder's or manifest's name: "Passer_domesticus"), where species_id is the
+    # species it stands for (identify.taxonomy.species_key); None: the species' own name (a curator's relabel)
+    label: Mapped[Optional[str]] = mapped_column(String(MAX_NAME))
     lat: Mapped[Optional[float]]
     lon: Mapped[Optional[float]]
     observed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))

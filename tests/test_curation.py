@@ -50,7 +50,7 @@ def slip(client, token: str, photo: bytes) -> tuple[dict, str]:  # type: ignore[
 
 def nearest_species(client, photo: bytes) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     answer = post(client, photo).get_json()
-    return answer["neighbours"][0]["reference_id"], answer["neighbours"][0]["species"]
+    return answer["neighbours"][0]["reference_id"], answer["neighbours"][0]["name"]  # the species it votes for
 
 
 def test_the_peacock_story_relabelled(workers, token, web_settings, tmp_path, monkeypatch):
@@ -87,7 +87,7 @@ def test_the_peacock_story_relabelled(workers, token, web_settings, tmp_path, mo
     predicted = CliRunner().invoke(main, ["predict", "--json", str(tmp_path / "upload.jpg")])
     assert predicted.exit_code == 0, predicted.output
     neighbour = json.loads(predicted.stdout.strip().splitlines()[-1])["neighbours"][0]
-    assert (neighbour["reference_id"], neighbour["species"]) == (reference, RIGHT)
+    assert (neighbour["reference_id"], neighbour["name"]) == (reference, RIGHT)
 
 
 def test_the_peacock_story_corrected_again(workers, token):

@@ -103,6 +103,9 @@ def test_migration_merges_labels_of_one_taxon_made_by_the_old_code_and_goes_back
         assert connection.execute(select(Prediction.species_id)).scalar_one() == peafowl
         assert connection.execute(select(Review.species_id)).scalar_one() == peafowl
         assert set(connection.execute(select(ReferenceImage.species_id))) == {(peafowl,), (ids["peafowls"],)}
+        # each reference keeps its label as its build wrote it: answers show it as the neighbour's `species`
+        assert connection.execute(select(ReferenceImage.label).where(
+            ReferenceImage.id == ids["relabelled"])).scalar_one() == "Indian peafowl"
         change = connection.execute(select(ReferenceChange.from_species_id, ReferenceChange.to_species_id)).one()
         assert tuple(change) == (ids["peafowls"], peafowl)  # a genus label stays its own species
         # the history: every move names the label the row pointed at before

@@ -45,7 +45,7 @@ def _identification_text(photo: str, result: dict[str, Any]) -> str:
         lines.append(f"  {rolled.text}: the species is uncertain")
     lines.append("  nearest reference photos:")
     for n in result["neighbours"][:5]:
-        species = named.get(n["species"], n["species"])
+        species = named.get(n["name"], n["name"])
         lines.append(f"    {n['reference_id']:<17} {species[:44]:<44} {n['similarity']:6.3f}  {n['path']}")
     return "\n".join(lines)
 

@@ -88,7 +88,10 @@ class Provenance(Schema):
 
 class Reference(Schema):
     id: str = Field(description="The reference's public id: the same in answers' neighbours and review results")
-    species: str
+    species: str = Field(description="The species it stands for (labels of one species-rank taxon are one species, "
+                                     "named by its scientific name)")
+    label: str = Field(description="Its label as its build wrote it (a folder's or manifest's name); after a "
+                                   "relabel, the species")
     taxon: Optional[Taxon]
     status: Literal["active", "retired"]
     version: int = Field(description="Send it back with a change (optimistic concurrency)")

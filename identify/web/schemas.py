@@ -182,7 +182,9 @@ class RollUp(Schema):
 
 class Neighbour(Schema):
     reference_id: str = Field(description="The reference's public id (as in /api/v1/references)")
-    species: str
+    species: str = Field(description="The reference's label as its build wrote it (a folder's or manifest's name)")
+    name: str = Field(description="The species it votes for, as the ranking's `name` (labels of one species-rank "
+                                  "taxon are one species, named by its scientific name)")
     similarity: float = Field(description="Cosine")
     thumbnail_url: str
 

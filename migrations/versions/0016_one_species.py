@@ -12,7 +12,8 @@ The code now keeps every label of a species-rank taxon under the row named by th
 relabel, sighting, prediction and review that points at another label of such a taxon points at the scientific
 name's row (made when missing). The label rows stay, as aliases naming their taxon, and every move is written to
 `species_merges` (table, row, column, the label it pointed at), so that the history keeps each label as it was
-written and the downgrade puts every row back. Labels with no taxon linked, or naming a higher taxon or a
+written and the downgrade puts every row back. `reference_images.label` keeps each reference's label as its
+build wrote it (answers show it as the neighbour's `species`), filled here from the row it pointed at. Labels with no taxon linked, or naming a higher taxon or a
 subspecies, are left as they are.
 """
 from datetime import datetime, timezone
@@ -44,7 +45,11 @@ def upgrade() -> None:
         sa.Column("to_species_id", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_species_merges")),
     )
+    with op.batch_alter_table("reference_images", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("label", sa.String(length=300), nullable=True))
     bind = op.get_bind()
+    bind.execute(sa.text("UPDATE reference_images SET label = "
+                         "(SELECT name FROM species WHERE species.id = reference_images.species_id)"))
     species = sa.table("species", sa.column("id", sa.Integer), sa.column("name", sa.String),
                        sa.column("taxon_id", sa.Integer), sa.column("created_at", sa.DateTime(timezone=True)))
     taxa = sa.table("taxa", sa.column("id", sa.Integer), sa.column("scientific_name", sa.String),
@@ -97,3 +102,5 @@ def downgrade() -> None:
         if not used:
             bind.execute(sa.delete(species).where(species.c.id == species_id))
     op.drop_table("species_merges")
+    with op.batch_alter_table("reference_images", schema=None) as batch_op:
+        batch_op.drop_column("label")
