@@ -94,7 +94,6 @@ def label_name(label: str | None) -> str:
     return display_name(label, taxon) or "no species"
 
 
-
 @bp.get("/favicon.ico")
 def favicon() -> Any:
     """Browsers ask for /favicon.ico whatever the page links: answer it rather than log a 404 each time."""
