@@ -8,10 +8,13 @@ The table (about 150,000 places) is read once per process, on the first name ask
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from typing import Any
 
 _LOCK = threading.Lock()
+TOWN_WITHIN_KM = 30  # farther from its nearest town, a position is named by its county and region only
+NAMED_WITHIN_KM = 150  # farther (at sea, in a desert), it has no place name: the nearest would mislead
 
 
 @functools.cache
@@ -34,9 +37,19 @@ def place_name(lat: float, lon: float, exact: bool) -> str | None:
     if not found:
         return None
     row = found[0]
-    parts = [row.get("name") if exact else None, row.get("admin2"), row.get("admin1")]
+    away = _km(lat, lon, float(row["lat"]), float(row["lon"]))
+    if away > NAMED_WITHIN_KM:
+        return None
+    parts = [row.get("name") if exact and away <= TOWN_WITHIN_KM else None, row.get("admin2"), row.get("admin1")]
     named = ", ".join(dict.fromkeys(part for part in parts if part))
     country = row.get("cc")
     if not named:
         return country or None
-    return f"{'near ' if exact else ''}{named}" + (f" ({country})" if country else "")
+    return f"{'near ' if parts[0] else ''}{named}" + (f" ({country})" if country else "")
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine, on a 6,371 km sphere)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6371 * math.asin(math.sqrt(min(1.0, a)))

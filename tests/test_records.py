@@ -59,3 +59,12 @@ def test_a_manifest_gives_a_reference_its_photographer_and_licence(tmp_path, cli
     page = log_in(client).get(f"/references/{public_id}").get_data(as_text=True)
     assert "Photographer" in page and "Ana Lopes" in page and "CC BY 4.0" in page
     assert 'name="confirm" value="yes" required' in page  # retiring asks for a tick as well as a reason
+
+
+def test_a_place_far_from_any_town_is_not_named_after_one():
+    """The nearest GeoNames place can be hundreds of kilometres away (at sea): then no name, not a wrong one."""
+    from identify.places import place_name
+
+    assert place_name(52.5275, -1.2177, exact=True) == "near Broughton Astley, Leicestershire, England (GB)"
+    assert place_name(45.0, -30.0, exact=True) is None  # mid-Atlantic
+    assert place_name(45.0, -30.0, exact=False) is None
