@@ -41,6 +41,11 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF":
               "HEIF": "heic"}
 # The public copy's name when its format is not the photo's (identify.images.bare_copy writes HEIF as JPEG).
 PUBLIC_SUFFIX = {".heic": ".jpg"}
+
+
+def public_name(name: str) -> str:
+    """The file name of a stored photo's public copy."""
+    return name + PUBLIC_SUFFIX.get(Path(name).suffix, "")
 PHOTO_NAME = re.compile(r"^([0-9a-f]{64})\.(jpg|png|webp|gif|tif|bmp|heic|img)$")
 THUMBNAIL_NAME = re.compile(r"^([0-9a-f]{64})\.jpg$")
 
@@ -144,7 +149,7 @@ class PhotoStore:
         original = self.resolve_photo(name)
         if original is None:
             return None
-        path = self.public / name[:2] / (name + PUBLIC_SUFFIX.get(Path(name).suffix, ""))
+        path = self.public / name[:2] / public_name(name)
         if not path.exists():
             with Image.open(original) as image:
                 _write_atomically(path, lambda out: bare_copy(image, out))
@@ -183,12 +188,15 @@ class PhotoStore:
         removed = 0
         orphans = []
         older = [path for folder in self.older_public for path in folder.glob("*/*")]
+        kept_public = {public_name(name) for name in kept_names}
         for path in [*self.photos.glob("*/*"), *self.public.glob("*/*"), *self.thumbnails.glob("*"), *older]:
             half_written = path.name.startswith(".tmp-")
             if half_written or path.parent.parent in self.older_public:
                 wanted = False  # an older release's public copy: made again without metadata on demand
-            elif path.parent.parent in (self.photos, self.public):
-                wanted = path.name in kept_names or path.name.removesuffix(".jpg") in kept_names
+            elif path.parent.parent == self.photos:
+                wanted = path.name in kept_names
+            elif path.parent.parent == self.public:
+                wanted = path.name in kept_public
             else:  # a thumbnail, named by the photo's hash (and a crop)
                 wanted = path.stem[:64] in kept_hashes
             if wanted or not path.is_file() or path.stat().st_mtime >= cutoff:

@@ -8,9 +8,10 @@ The table (about 150,000 places) is read once per process, on the first name ask
 from __future__ import annotations
 
 import functools
-import math
 import threading
 from typing import Any
+
+import h3
 
 _LOCK = threading.Lock()
 TOWN_WITHIN_KM = 30  # farther from its nearest town, a position is named by its county and region only
@@ -37,7 +38,7 @@ def place_name(lat: float, lon: float, exact: bool) -> str | None:
     if not found:
         return None
     row = found[0]
-    away = _km(lat, lon, float(row["lat"]), float(row["lon"]))
+    away = h3.great_circle_distance((lat, lon), (float(row["lat"]), float(row["lon"])), unit="km")
     if away > NAMED_WITHIN_KM:
         return None
     parts = [row.get("name") if exact and away <= TOWN_WITHIN_KM else None, row.get("admin2"), row.get("admin1")]
@@ -47,9 +48,3 @@ def place_name(lat: float, lon: float, exact: bool) -> str | None:
         return country or None
     return f"{'near ' if parts[0] else ''}{named}" + (f" ({country})" if country else "")
 
-
-def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine, on a 6,371 km sphere)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * 6371 * math.asin(math.sqrt(min(1.0, a)))

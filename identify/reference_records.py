@@ -210,9 +210,10 @@ class ReferenceRecords:
             raise IdentifyError("unknown_reference", "no such reference", 404)
         species = session.get(Species, row.species_id)
         taxon = taxon_of_row(session.get(TaxonRow, species.taxon_id)) if species and species.taxon_id else None
-        sighting, added_by = None, None
+        sighting, observer, added_by = None, None, None
         if row.sighting_id is not None:
-            sighting = session.scalar(select(Sighting.public_id).where(Sighting.id == row.sighting_id))
+            sighting, observer = session.execute(select(Sighting.public_id, Sighting.observer)
+                                                 .where(Sighting.id == row.sighting_id)).first() or (None, None)
             added_by = session.scalar(select(Curator.name).join(Review, Review.curator_id == Curator.id)
                                       .where(Review.sighting_id == row.sighting_id, Review.added_as_reference)
                                       .order_by(Review.id).limit(1))
@@ -222,8 +223,7 @@ class ReferenceRecords:
             source="review" if row.sighting_id is not None else "build",
             source_detail=None if row.sighting_id is not None else row.source, sighting=sighting, added_by=added_by,
             lat=row.lat, lon=row.lon, observed_at=row.observed_at, created_at=row.created_at, crop=Crop.of(row.crop),
-            creator=row.creator or (session.scalar(select(Sighting.observer).where(Sighting.id == row.sighting_id))
-                                    if row.sighting_id is not None else None),
+            creator=row.creator or observer,
             license=row.license, label=row.label,
             changes=self._changes(session, row.id) if with_changes else [],
             awaiting=self._awaiting(session, row.id))

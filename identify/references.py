@@ -202,7 +202,7 @@ class References:
         if not name:
             raise IdentifyError("unknown_species", "name the species", 400)
         taxon = self.taxonomy.resolve(name)
-        if name in model_classes or session.scalar(select(Species.id).where(Species.name == name)) is not None:
+        if name in model_classes or self._row_id(session, name) is not None:
             return species_key(name, taxon)
         if taxon is not None:
             return self.label_for_taxon(session, taxon, preferred=model_classes)

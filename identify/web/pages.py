@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
-from identify.answers import DECISION_WORDS, REASON_WORDS, STATUS_WORDS, display_name, name_parts
+from identify.answers import DECISION_WORDS, REASON_WORDS, STATUS_WORDS, display_name, name_parts, reason_words
 from identify.errors import IdentifyError
 from identify.framing import parse_crop
 from identify.taxonomy import Taxon
@@ -22,7 +22,6 @@ bp = Blueprint("pages", __name__)
 
 QUEUE_PAGE = 20
 SIMILAR_ON_PAGE = 8
-DECISION_TEXT, STATUS_TEXT, REASON_TEXT = DECISION_WORDS, STATUS_WORDS, REASON_WORDS
 
 LIST_PAGE = 24  # sightings on one page of the list
 CROP_TEXT = {"user": "the square the uploader drew", "detector": "the detector's best bird, with a margin",
@@ -36,13 +35,13 @@ SINGLE_CURATOR_TEXT = ("You are this deployment's only curator, so it was taken 
 
 @bp.app_context_processor
 def wording() -> dict[str, Any]:
-    return {"decision_text": DECISION_TEXT, "reason_text": REASON_TEXT, "crop_text": CROP_TEXT,
-            "status_text": STATUS_TEXT}
+    return {"decision_text": DECISION_WORDS, "reason_text": REASON_WORDS, "crop_text": CROP_TEXT,
+            "status_text": STATUS_WORDS, "reason_words": reason_words}
 
 
 def one_line(record: Any, neighbours: list[Any], agreeing: int) -> str:
     """Why the answer is what it is, in one sentence a birder reads (the numbers are behind "details")."""
-    reasons = [REASON_TEXT[r] for r in record.reasons if r in REASON_TEXT]
+    reasons = reason_words(record.reasons)
     if record.decision == "confident":
         if not neighbours:
             return "The model is sure, and nothing held the answer back."
@@ -60,14 +59,14 @@ def review_sentence(outcome: Any, named: str) -> str:
         return (f"Named {named}; waiting for a second curator ({why}). It becomes a reference once another "
                 "curator agrees.")
     done = {"confirmed": f"Confirmed as {named}", "corrected": f"Corrected to {named}", "rejected": "Rejected",
-            "open": "Reopened: back in the review queue"}.get(record.status, STATUS_TEXT.get(record.status, "Saved"))
+            "open": "Reopened: back in the review queue"}.get(record.status, STATUS_WORDS.get(record.status, "Saved"))
     added = "; its photo is now a reference" if outcome.reference_id else ""
     alone = f" {SINGLE_CURATOR_TEXT}" if outcome.single_curator else ""
     return f"{done}{added}.{alone}"
 
 
 def decision_word(record: Any) -> str:
-    return DECISION_TEXT[record.decision].lower() + ("," if record.decision == "no_match" else ":")
+    return DECISION_WORDS[record.decision].lower() + ("," if record.decision == "no_match" else ":")
 
 
 @bp.app_template_global()  # a global, not context: the macros of _names.html, imported, see no context
@@ -148,7 +147,7 @@ def sighting(sighting_id: str) -> Any:
     return render_template(
         "sighting.html", sighting=record, answer=answer, neighbours=neighbours, agreeing=agreeing, similar=similar,
         one_line=one_line(record, neighbours, agreeing),
-        model_had_said=f"The service had first said: {DECISION_TEXT[record.decision].lower()}.",
+        model_had_said=f"The service had first said: {DECISION_WORDS[record.decision].lower()}.",
         compare=svc.compare(record),
         filters=request.args, filter_error=filter_error, curator=curator,
         species_names=svc.species_names() if curator else [], calibration=svc.identifier.calibration_state(),
