@@ -40,3 +40,16 @@ def test_a_heic_photo_with_gps_is_identified_and_its_place_read(client, token):
     assert public.status_code == 200 and public.mimetype == "image/jpeg"
     assert SECRET not in public.data and b"GPS" not in public.data
     assert Image.open(io.BytesIO(public.data)).format == "JPEG"
+
+
+def test_the_sweep_keeps_a_heic_photos_public_copy_while_its_sighting_stands(client, service):
+    """The public copy of a HEIC photo is a JPEG named after it (`<hash>.heic.jpg`): the photo sweep must count
+    it as in use, like every public copy of a photo a sighting names."""
+    created = upload(client, heic_with_gps(species_photo(2, 5))).get_json()
+    url = client.get(f"/api/v1/sightings/{created['sighting_id']}").get_json()["photo_url"]
+    assert client.get(url).status_code == 200
+    copy = service.photos.public_copy(url.rsplit("/", 1)[1])
+    assert copy is not None and copy.name.endswith(".heic.jpg") and copy.exists()
+    names, hashes = service._photo_files_in_use()
+    service.photos.sweep(names, hashes, older_than_seconds=-1, named=service.sightings.names_photo)
+    assert copy.exists()
