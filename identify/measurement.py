@@ -61,13 +61,14 @@ class Neighbourhood:
 
 
 def in_label_space(data: EvaluationData) -> tuple[EvaluationData, SpeciesNames]:
-    """The data as the service names it: every label (classes, queries, references) replaced by the label that
-    stands for its taxon, so a query folder `Gallus gallus` and the model's class `cock` are one species."""
+    """The data as the service names it: every label (classes, queries, references) replaced by the species it
+    stands for (identify.taxonomy.species_key), so a query folder `Gallus_gallus` and the model's class `cock`
+    are one species, `Gallus gallus`; its `taxa` know those species names too (truths and roll-ups look them up)."""
     names = SpeciesNames(data.classes, data.taxa)
     canonical = names.canonical
     served = replace(data, classes=names.classes, query_labels=[canonical(label) for label in data.query_labels],
-                     reference_labels=[canonical(label) for label in data.reference_labels])
-    return served, SpeciesNames(served.classes, data.taxa)
+                     reference_labels=[canonical(label) for label in data.reference_labels], taxa=names.taxa)
+    return served, SpeciesNames(served.classes, served.taxa)
 
 
 def prior_of(records: list[tuple[str, float, float, Any]]) -> PriorModel:
