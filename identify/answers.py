@@ -41,6 +41,9 @@ REASON_WORDS = {
     "thin_support": "Too few different reference photos back the answer.",
     "named_species_unreferenced": "The model names a species with too few reference photos to compare with.",
     "classifier_names_another": "The model strongly names another species.",
+    "classifier_does_not_vouch": "The model knows this species but does not see it in the photo; only similar "
+                                 "reference photos point to it, as they would for a look-alike without any.",
+    "outside_species_spread": "The photo is less like this species' reference photos than its own birds are.",
     "risk_over_target": "Curators' checks show that answers like this one have been wrong more often than promised, "
                         "so none is called confident for now.",
     "calibration_stale": "The reference photos changed since the scores were last checked, so nothing is called "

@@ -24,6 +24,7 @@ out of the sequence beforehand (that depends on the scores alone, not on which a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -208,6 +209,7 @@ def fit_confidence(features: np.ndarray, correct: np.ndarray) -> Calibration:
                        intercept=round(float(model.intercept_[0]), 6))
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and asked of the same counts over and over when thresholds are swept
 def clopper_pearson_upper(errors: int, answered: int, confidence: float) -> float:
     """One-sided upper bound on an error rate after `errors` in `answered` trials (exact binomial)."""
     from scipy.stats import beta

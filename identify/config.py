@@ -33,6 +33,8 @@ class FusionConfig:
     same_photo_similarity: float = 0.97  # a reference this close is the query's own photo, not more evidence
     unreferenced_vote: float = 0.25  # the classifier's favourite at this, with no references: not confident
     contradicting_vote: float = 0.5  # the classifier's favourite at this, another species: not confident
+    vouch_vote: float = 0.0  # a class of the classifier given less than this by it: not confident (0: off)
+    spread_quantile: float = 0.0  # nearer the species' own references than this share of its photos (0: off)
     target_error: float = 0.05  # evaluate chooses confident_score so that confident answers err at most this often
     risk_confidence: float = 0.9  # ... with this confidence
 
@@ -50,6 +52,8 @@ class FusionConfig:
             (-1.0 <= self.same_photo_similarity <= 1.0, "same_photo_similarity must lie in [-1, 1]"),
             (0.0 <= self.unreferenced_vote <= 1.0, "unreferenced_vote must lie in [0, 1]"),
             (0.0 <= self.contradicting_vote <= 1.01, "contradicting_vote must lie in [0, 1.01]"),
+            (0.0 <= self.vouch_vote <= 1.0, "vouch_vote must lie in [0, 1]"),
+            (0.0 <= self.spread_quantile < 1.0, "spread_quantile must lie in [0, 1)"),
             (0.0 < self.target_error < 1.0, "target_error must lie in (0, 1)"),
             (0.0 < self.risk_confidence < 1.0, "risk_confidence must lie in (0, 1)"),
         ]
@@ -202,6 +206,12 @@ SETTING_DOCS: dict[str, str] = {
                          "neighbours could not have spoken for it",
     "contradicting_vote": "the classifier's favourite at or above this share, another species than the answer, keeps it "
                           "from confident (reason `classifier_names_another`; 1.01: off)",
+    "vouch_vote": "an answer that is one of the classifier's classes, given less than this share by it, is not "
+                  "confident (reason `classifier_does_not_vouch`; 0: off); `evaluate --write-config` chooses it by "
+                  "leave-one-species-out over the references",
+    "spread_quantile": "an answer whose nearest reference is less similar than this share of its species' own "
+                       "photos are to theirs is not confident (reason `outside_species_spread`; 0: off); "
+                       "`evaluate --write-config` chooses it by leave-one-species-out over the references",
     "target_error": "the error `evaluate` allows among confident answers",
     "risk_confidence": "the confidence of that bound",
     "model": "the model the web app serves (birder name or `.pt`)",

@@ -28,6 +28,7 @@ import numpy as np
 
 from identify.calibration import (Calibration, FittedOn, RiskControl, choose_threshold, fit_confidence, fit_isotonic,
                                   fit_temperature)
+from identify.conditions import conditions
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, NEEDS_REVIEW, NO_MATCH, Neighbour
 from identify.measurement import (
@@ -41,6 +42,7 @@ from identify.measurement import (
     coverage_risk,
     decide_rows,
     evidence_features,
+    under_rules,
     expected_calibration_error,
     fused_matrix,
     in_label_space,
@@ -52,11 +54,12 @@ from identify.measurement import (
     top_k_accuracy,
 )
 from identify.prior import PriorModel
-from identify.risk import (group_controls, group_report, open_set_answers, open_set_block, open_set_species,
-                           with_group_thresholds)
-from identify.scoring import SpeciesNames, answer
+from identify.risk import (confident_under, group_controls, group_report, leave_one_species_out, open_set_answers,
+                           open_set_block, open_set_species, with_group_thresholds)
+from identify.scoring import PLACED, SpeciesNames, answer
 from identify.splits import query_groups, separable, split_queries
-from identify.tuning import KS, NO_MATCH_RIGHT_AT_MOST, best_of, choose_no_match, cross_validated, no_match_share, sweep_hits
+from identify.tuning import (KS, NO_MATCH_RIGHT_AT_MOST, best_of, choose_no_match, choose_open_set_rules, cross_validated,
+                            no_match_share, sweep_hits)
 from identify.vectors.plan import exact_knn
 
 CLOSE_REFERENCES = 5  # "a new species with five or more close references": of its own among the 10 nearest
@@ -78,6 +81,7 @@ class Evaluation:
     curve: dict[str, Any]
     decisions: dict[str, float]  # shares of confident / needs_review / no_match, error among confident
     no_match: dict[str, Any]  # the no_match thresholds, how they were chosen, what they said on the test split
+    open_set_rules: dict[str, Any]  # the open-set rules, chosen by leave-one-species-out (identify.tuning)
     selective: dict[str, Any]
     prior: dict[str, Any]
     views: dict[str, Any]
@@ -86,6 +90,7 @@ class Evaluation:
     open_set: dict[str, Any]
     rollup: dict[str, Any]
     ablation: list[dict[str, Any]]
+    conditions: dict[str, dict[str, Any]]  # photo_alone, with_place (identify.conditions)
     calibration_block: dict[str, Any] = field(default_factory=dict)
     sweep: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
@@ -95,13 +100,15 @@ class Evaluation:
         return {
             "kind": self.kind, "description": self.description, "queries": self.queries,
             "references": self.references, "held_out": self.held_out, "split": self.split,
+            **self.conditions,
             "config": {"weight_knn": self.config.weight_knn, "k": self.config.k, "temperature": self.config.temperature,
                        "confident_score": self.config.confident_score},
             "accuracy": self.accuracy, "ece": self.ece, "calibration": self.calibration_block,
             "selective": self.selective, "prior": self.prior, "views": self.views,
             "new_species": self.new_species, "known_species": self.known_species, "open_set": self.open_set,
             "rollup": self.rollup,
-            "ablation": self.ablation, "decisions": self.decisions, "no_match": self.no_match, "reliability": self.reliability,
+            "ablation": self.ablation, "decisions": self.decisions, "no_match": self.no_match,
+            "open_set_rules": self.open_set_rules, "reliability": self.reliability,
             "coverage_risk": self.curve, "sweep": self.sweep, "best": self.best,
         }
 
@@ -134,8 +141,9 @@ def _selective_for(scores_cal: np.ndarray, correct_cal: np.ndarray, scores_test:
 
 
 def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True, calibration_method: str = "confidence",
-             seed: int = 0) -> Evaluation:
-    """Every number of the report (see the module for which split each comes from)."""
+             seed: int = 0, choose_rules: bool = True) -> Evaluation:
+    """Every number of the report (see the module for which split each comes from); `choose_rules` False keeps
+    the open-set rules as given (to measure what choosing them does)."""
     data, _ = in_label_space(data)
     ks = tuple(k for k in KS if k <= len(data.reference_labels)) or (len(data.reference_labels),)
     hood = neighbourhood(data, max(max(ks), config.k, 10))
@@ -168,6 +176,11 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     knn = knn_matrix(space, hood, config.k, config.temperature)
     fused = fused_matrix(space, knn, config.weight_knn)
     calibration = fit_calibration(calibration_method if held_out else "none", data, hood, space, fused, tune, config)
+    left_out = leave_one_species_out(data, config, calibration) if held_out else []
+    rules: dict[str, Any] = {"chosen_on": "given: too few queries to hold any out" if not held_out else "given"}
+    if held_out and choose_rules:  # on the photo alone, before the thresholds: they are chosen for the decision with these rules
+        config, rules = choose_open_set_rules(config, data, decide_rows(data, hood, tune, config, calibration),
+                                              left_out)
     # The thresholds are chosen as the service will decide: with the prior in place where queries have a place
     # and occurrences are known (with it, a threshold chosen without it lost coverage and bound nothing).
     # Answers with and without a place are other scores: each kind gets its own thresholds (identify.risk).
@@ -175,14 +188,19 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     on_cal = decide_rows(data, hood, cal, config, calibration)
     control = choose_threshold(on_cal.top, on_cal.correct, on_cal.eligible, config.target_error, config.risk_confidence)
     controls = group_controls(on_cal, config) if held_out else {}
-    if held_out and prior is not None:
-        controls |= group_controls(decide_rows(data, hood, cal, config, calibration, prior), config)
+    if held_out and prior is not None:  # the answers with a place get their own; those without keep the above
+        placed = group_controls(decide_rows(data, hood, cal, config, calibration, prior), config)
+        controls |= {group: control for group, control in placed.items() if group.endswith(PLACED)}
     if held_out:
         config = config.replace(confident_score=control.threshold)
         calibration = replace(with_group_thresholds(calibration, controls), target_error=config.target_error,
                               fitted_on=FittedOn.of_counts(Counter(data.reference_labels), prior is not None),
                               fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tested = decide_rows(data, hood, test, config, calibration, prior)
+    if left_out and "photos" in rules:  # the left-out species' photos under the thresholds as chosen
+        leaked = sum(int(confident_under(under_rules(asked, decided, config), controls, config.confident_score).sum())
+                     for asked, decided in left_out)
+        rules |= {"served_confident": leaked, "served_confident_share": leaked / rules["photos"]}
 
     truth = space.truth[test]
     accuracy = {name: {"top1": top_k_accuracy(scores[test], truth, 1), "top5": top_k_accuracy(scores[test], truth, 5)}
@@ -202,10 +220,12 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
         reliability={"before": bins_before, "after": bins_after}, curve=coverage_risk(tested.top, tested.correct),
         decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised},
         no_match=_no_match_block(tested, config, defaults, held_out),
+        open_set_rules=rules,
         selective={**control.to_dict(), "coverage": _share(confident), "realised_error": realised,
                    "groups": group_report(data, tested, config, calibration, controls)},
         prior=_prior_block(data, hood, test, config, calibration, tested, prior, controls),
         open_set=open_set_block(data, test, config, calibration, seed, prior),
+        conditions=conditions(data, hood, test, config, calibration, seed, prior),
         views=_views_block(data, test, config, calibration),
         new_species=_new_species(data, space, hood, tested, confident),
         known_species=_known_species(space, tested, confident),

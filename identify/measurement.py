@@ -17,7 +17,9 @@ from identify.calibration import Calibration, FittedOn, clopper_pearson_upper
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, Neighbour, confidence_features, decide, fuse
 from identify.observation import Place
+from identify.openset import contains, own_spread, spread_floor, support_of
 from identify.prior import PriorModel
+from identify.rollup import roll_up
 from identify.scoring import Answer, SpeciesNames, answer
 from identify.taxonomy import Taxon
 from identify.vectors.plan import exact_knn
@@ -50,6 +52,7 @@ class EvaluationData:
     query_paths: list[str] | None = None  # where each query came from (queries.csv names it)
     query_groups: list[str | None] | None = None  # the individual or source of each query: split as one
     reference_probabilities: np.ndarray | None = None  # (references, classes): the classifier on each reference
+    reference_groups: list[str | None] | None = None  # the individual or source of each reference
 
 
 @dataclass
@@ -206,20 +209,90 @@ def evidence_features(data: EvaluationData, hood: Neighbourhood, rows: np.ndarra
     return np.array(features).reshape(len(rows), -1), np.array(correct, dtype=bool)
 
 
+def spread_of(data: EvaluationData, config: FusionConfig) -> dict[str, list[float]] | None:
+    """Each species' own spread over the references (identify.openset), when the spread rule is on."""
+    if config.spread_quantile <= 0.0:
+        return None
+    groups = data.reference_groups or [None] * len(data.reference_labels)
+    return own_spread(data.reference_embeddings, data.reference_labels, groups)
+
+
 def decide_rows(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray, config: FusionConfig,
                 calibration: Calibration, prior: PriorModel | None = None) -> Decided:
     """Each query answered by identify.scoring.answer, the service's own decision function, with its place when
     a prior is given."""
     names = SpeciesNames(data.classes, data.taxa)
     counts = dict(Counter(data.reference_labels))
-    anywhere = replace(config, confident_score=0.0)
-    answers, eligible, rollup_correct = [], [], []
+    floors = spread_of(data, config)
+    answers = []
     for row in rows:
         neighbours = _neighbours(data, hood, row, config.k)
         place = data.query_places[row] if prior is not None and data.query_places is not None else None
-        decided = answer(data.probabilities[row], neighbours, names, config, calibration, prior, place,
-                         reference_counts=counts)
-        answers.append(decided)
+        answers.append(answer(data.probabilities[row], neighbours, names, config, calibration, prior, place,
+                              reference_counts=counts, spread_floors=floors))
+    return _decided(data, rows, answers, config)
+
+
+def under_rules(data: EvaluationData, decided: Decided, config: FusionConfig) -> Decided:
+    """The same answers decided again under other open-set rules (identify.openset) and thresholds: the scores
+    and rankings do not depend on them, so nothing is fused again (what choosing the rules sweeps over)."""
+    counts = SpeciesNames(data.classes, data.taxa).counts(dict(Counter(data.reference_labels)))
+    floors = spread_of(data, config)
+    answers = []
+    for a in decided.answers:
+        support = support_of(a.ranking, a.votes, counts, config, floors)
+        decision = decide(a.ranking, a.votes, replace(config, confident_score=a.threshold), support.reasons(config))
+        rollup = roll_up(a.ranking, config.confident_score) if decision.decision != CONFIDENT else None
+        answers.append(replace(a, support=support, decision=decision, rollup=rollup))
+    return _decided(data, decided.rows, answers, config)
+
+
+@dataclass
+class RuleEvidence:
+    """What the swept open-set rules (identify.openset: vouch_vote, contradicting_vote, spread_quantile) read of
+    each answer, so that choosing them decides nothing again: per answer whether the other rules let it be
+    confident, the classifier's share for another favourite and for the answer, the nearest reference of the
+    answer and its species' spread."""
+
+    decided: Decided
+    others_allow: np.ndarray  # confident at a threshold of 0 with the swept rules off
+    favourite: np.ndarray  # the classifier's favourite's share when it is another species (else -1)
+    vouch: np.ndarray  # the classifier's share for the answer, where it could name it (else 2: never too low)
+    nearest: np.ndarray  # the answer's nearest reference among the voters (-2: none)
+    species: list[str]
+    spread: dict[str, list[float]]
+
+    @classmethod
+    def of(cls, data: EvaluationData, decided: Decided, config: FusionConfig) -> "RuleEvidence":
+        off = config.replace(vouch_vote=0.0, contradicting_vote=1.01, spread_quantile=0.0)
+        base = under_rules(data, decided, off)
+        favourite, vouch, nearest, species = [], [], [], []
+        for a in base.answers:
+            top = a.top
+            liked = max(a.ranking, key=lambda s: s.classifier) if a.ranking else None
+            coarser = top is None or liked is None or contains(liked, top)
+            favourite.append(liked.classifier if not coarser and liked.name != top.name else -1.0)  # type: ignore[union-attr]
+            vouch.append(top.classifier if not coarser and top.in_classes else 2.0)  # type: ignore[union-attr]
+            nearest.append(a.support.nearest if a.support.nearest is not None else -2.0)
+            species.append(top.name if top else "")
+        groups = data.reference_groups or [None] * len(data.reference_labels)
+        return cls(base, base.eligible, np.array(favourite), np.array(vouch), np.array(nearest), species,
+                   own_spread(data.reference_embeddings, data.reference_labels, groups))
+
+    def under(self, config: FusionConfig) -> Decided:
+        """The answers' eligibility under `config`'s swept rules (the decisions themselves are not redone)."""
+        allowed = self.others_allow & (self.favourite < config.contradicting_vote) & (self.vouch >= config.vouch_vote)
+        if config.spread_quantile > 0.0:
+            floors = {name: spread_floor(self.spread, name, config.spread_quantile) for name in set(self.species)}
+            floor = np.array([floors[name] if floors[name] is not None else -2.0 for name in self.species])
+            allowed &= self.nearest >= floor
+        return replace(self.decided, eligible=allowed)
+
+
+def _decided(data: EvaluationData, rows: np.ndarray, answers: list[Answer], config: FusionConfig) -> Decided:
+    anywhere = replace(config, confident_score=0.0)
+    eligible, rollup_correct = [], []
+    for decided, row in zip(answers, rows, strict=True):
         # confident at a threshold of 0: nothing but the score stood in the way (what the threshold controls);
         # the ranking does not depend on the threshold, so only the decision is made again
         eligible.append(decide(decided.ranking, decided.votes, anywhere,

@@ -105,12 +105,14 @@ def answer_groups(ranking: Sequence[RankedSpecies], votes: Sequence[Neighbour], 
 def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: SpeciesNames, config: FusionConfig,
            calibration: Calibration, prior: PriorModel | None = None, place: Place | None = None,
            group_name: GroupName | None = None, reference_counts: Mapping[str, int] | None = None,
-           stale: bool = False, over_target: frozenset[str] = frozenset()) -> Answer:
+           stale: bool = False, over_target: frozenset[str] = frozenset(),
+           spread_floors: Mapping[str, Sequence[float]] | None = None) -> Answer:
     """The answer to one observation (see the module). `probabilities` are over `names.classes`; `neighbours`
     are nearest first, under any label of their taxon; `reference_counts`: references per label of the searched
     set (None: unknown); `stale`: the calibration no longer describes the references served (CalibrationState),
     so nothing is confident until `evaluate` is run again; `over_target`: risk groups whose live audit shows their
-    error past the target (identify.audit): nothing in them is confident either."""
+    error past the target (identify.audit): nothing in them is confident either; `spread_floors`: per species
+    its references' own spread (identify.openset.own_spread; None: the spread rule is off)."""
     votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in neighbours]
     fused = fuse(names.classes, probabilities, votes, config)
     ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, calibration, votes)]
@@ -119,7 +121,7 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
     else:
         place = None
     counts = names.counts(reference_counts) if reference_counts is not None else None
-    support = support_of(ranking, votes, counts, config)
+    support = support_of(ranking, votes, counts, config, spread_floors)
     groups = answer_groups(ranking, votes, config.k, placed=place is not None)
     own = calibration.threshold_for(groups)
     threshold = own if own is not None else config.confident_score

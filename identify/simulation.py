@@ -7,7 +7,17 @@ everywhere; their fusion can be (Jia et al. 2021).
 
 Some species are new: not classes of the classifier, present only as references (a rarity a curator has
 added). For their photos the classifier can only spread its probability over the classes it has, leaning
-towards the look-alike when that one is a class."""
+towards the look-alike when that one is a class.
+
+It is made not to be easy, as the world is not (these defaults are fixed, not tuned to the service):
+- **Individuals**: every photo, reference or query, is one of three of one bird (PHOTOS_PER_INDIVIDUAL); a
+  bird varies about its species' centre and its photos about the bird, the two spreads adding up to SPREAD.
+  Queries and references name their bird (`query_groups`, `reference_groups`), so splits hold birds out whole.
+- **Look-alikes share ranges**: each species lives in four 1.5-degree boxes for 26 weeks of the year; a
+  look-alike pair shares `overlap` of its boxes and of its weeks (OVERLAP, half), so where and when both live
+  the place cannot tell them apart, and elsewhere it can.
+- **Many uploads have no place**: NO_PLACE of the queried birds (40 %) carry none, and are answered on the
+  photo alone."""
 
 from __future__ import annotations
 
@@ -21,10 +31,18 @@ from identify.taxonomy import Taxon
 
 LOOKALIKE = 0.7  # distance between the centres of a look-alike pair, before normalising
 SPREAD = 0.35  # typical distance of a photo from its species' centre
+# Of a photo from its bird (the bird's own from the centre makes up the rest): photos of one bird stay under the
+# service's same-photo similarity (0.97) to each other, as other photos of it are, not copies of one.
+PHOTO_SPREAD = 0.6 * SPREAD
+PHOTOS_PER_INDIVIDUAL = 3
 PAIRS_PER_FAMILY = 3
-# Range centres (lat, lon): the Levant, the Balkans, France, the Baltic. Look-alikes live in different ones.
+# Region centres (lat, lon): the Levant, the Balkans, France, the Baltic. Each is four boxes of 1.5 degrees.
 REGIONS = ((31.5, 35.0), (42.0, 22.0), (46.5, 2.5), (56.0, 14.0))
-SUMMER = (14, 38)  # ISO weeks of the summer visitors; the others stay all year
+BOX = 1.5
+BOXES_PER_SPECIES = 4
+SEASON_WEEKS = 26  # of the 52: every species is present half of the year
+OVERLAP = 0.5  # the share of its range boxes and season weeks a look-alike pair shares
+NO_PLACE = 0.4  # the share of queried birds whose photos carry no place
 RECORDS_PER_SPECIES = 150
 VIEWS = 3  # photos of each queried bird, for measuring how a sighting's photos are pooled
 
@@ -40,47 +58,82 @@ def simulated_taxa(names: list[str]) -> dict[str, Taxon]:
     return taxa
 
 
-def _when(rng: np.random.Generator, summer: bool) -> date:
-    first, last = SUMMER if summer else (1, 52)
-    return date.fromisocalendar(2026, int(rng.integers(first, last + 1)), 3) + timedelta(days=int(rng.integers(0, 3)))
-
-
-def _where(rng: np.random.Generator, region: int) -> tuple[float, float]:
+def _boxes(region: int) -> list[tuple[float, float]]:
+    """The four box centres of a region."""
     lat, lon = REGIONS[region]
-    return lat + float(rng.uniform(-1.5, 1.5)), lon + float(rng.uniform(-1.5, 1.5))
+    half = BOX / 2
+    return [(lat + dy, lon + dx) for dy in (-half, half) for dx in (-half, half)]
 
 
-def _geography(rng: np.random.Generator, taxa: dict[str, Taxon], names: list[str], query_labels: np.ndarray):
-    """Each species a range (one region; the two of a look-alike pair in different ones) and a season (every
-    other pair are summer visitors); each query a place and date in its species' range; recorded occurrences
-    drawn the same way, and an uninformative set spread evenly over every region and week."""
-    region = {i: (i // 2 + i % 2) % len(REGIONS) for i in range(len(names))}
-    summer = {i: (i // 2) % 2 == 1 for i in range(len(names))}
-    places = [Place(*_where(rng, region[int(label)]), _when(rng, summer[int(label)])) for label in query_labels]
+def ranges(species: int, overlap: float) -> tuple[list[list[tuple[float, float]]], list[list[int]]]:
+    """Each species' boxes and weeks (see the module). The first of a pair lives in its region's four boxes and
+    a 26-week season starting where its pair's number puts it; the second shares `overlap` of those boxes (the
+    rest in another region) and its season starts (1 - overlap) of a season later."""
+    shared = round(overlap * BOXES_PER_SPECIES)
+    shift = round((1.0 - overlap) * SEASON_WEEKS)
+    boxes, weeks = [], []
+    for i in range(species):
+        pair, second = divmod(i, 2)
+        home, away = pair % len(REGIONS), (pair + 1) % len(REGIONS)
+        boxes.append(_boxes(home) if not second else _boxes(home)[:shared] + _boxes(away)[shared:])
+        start = (13 * pair + (shift if second else 0)) % 52
+        weeks.append([(start + w) % 52 + 1 for w in range(SEASON_WEEKS)])
+    return boxes, weeks
+
+
+def _sighted(rng: np.random.Generator, boxes: list[tuple[float, float]], weeks: list[int]) -> tuple[float, float, date]:
+    """A place and date within a range: a box, a point in it, a week of the season."""
+    lat, lon = boxes[int(rng.integers(0, len(boxes)))]
+    half = BOX / 2
+    week = weeks[int(rng.integers(0, len(weeks)))]
+    when = date.fromisocalendar(2026, week, 3) + timedelta(days=int(rng.integers(0, 3)))
+    return lat + float(rng.uniform(-half, half)), lon + float(rng.uniform(-half, half)), when
+
+
+def _geography(rng: np.random.Generator, taxa: dict[str, Taxon], names: list[str], individual_labels: np.ndarray,
+               overlap: float):
+    """A place and date for each queried bird in its species' range (none for NO_PLACE of them); recorded
+    occurrences drawn the same way, and an uninformative set spread evenly over every box and week."""
+    boxes, weeks = ranges(len(names), overlap)
+    everywhere = [box for region in range(len(REGIONS)) for box in _boxes(region)]
+    places: list[Place | None] = []
+    for label in individual_labels:
+        lat, lon, when = _sighted(rng, boxes[int(label)], weeks[int(label)])
+        places.append(Place(lat, lon, when) if rng.random() >= NO_PLACE else None)
     records, uninformative = [], []
     for i, name in enumerate(names):
         for _ in range(RECORDS_PER_SPECIES):
-            records.append((taxa[name].scientific_name, *_where(rng, region[i]), _when(rng, summer[i])))
-            uninformative.append((taxa[name].scientific_name, *_where(rng, int(rng.integers(0, len(REGIONS)))),
-                                  _when(rng, False)))
+            records.append((taxa[name].scientific_name, *_sighted(rng, boxes[i], weeks[i])))
+            uninformative.append((taxa[name].scientific_name, *_sighted(rng, everywhere, list(range(1, 53)))))
     return places, records, uninformative
 
 
+def _individuals(count: int) -> np.ndarray:
+    """The bird each of `count` photos of one species shows: three photos a bird (the last may have fewer)."""
+    return np.arange(count) // PHOTOS_PER_INDIVIDUAL
+
+
 def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20, queries_per_species: int = 100,
-             dim: int = 64, weak_species: int = 6, new_species: int = 4) -> EvaluationData:
+             dim: int = 64, weak_species: int = 6, new_species: int = 4, overlap: float = OVERLAP) -> EvaluationData:
+    """The simulated world of `seed` (see the module), its references and its labelled queries."""
     rng = np.random.default_rng(seed)
     names = [f"Species_{i:02d}" for i in range(species)]
     centres = rng.normal(size=(species, dim))
     centres[1::2] = centres[0::2] + LOOKALIKE * rng.normal(size=(species // 2, dim)) / np.sqrt(dim)  # pairs
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    bird_spread = np.sqrt(SPREAD ** 2 - PHOTO_SPREAD ** 2) / np.sqrt(dim)
 
-    def sample(per: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = np.repeat(np.arange(species), per)
-        points = centres[labels] + rng.normal(scale=SPREAD / np.sqrt(dim), size=(len(labels), dim))
-        return points, labels
+    def sample(per: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Photos of `per` a species, three of each bird: the points, labels, bird of each photo, and the birds."""
+        birds_per = int(_individuals(per)[-1]) + 1
+        bird_labels = np.repeat(np.arange(species), birds_per)
+        birds = centres[bird_labels] + rng.normal(scale=bird_spread, size=(len(bird_labels), dim))
+        bird_of = (np.arange(species)[:, None] * birds_per + _individuals(per)[None, :]).ravel()
+        points = birds[bird_of] + rng.normal(scale=PHOTO_SPREAD / np.sqrt(dim), size=(len(bird_of), dim))
+        return points, bird_labels[bird_of], bird_of, birds
 
-    references, reference_labels = sample(references_per_species)
-    queries, query_labels = sample(queries_per_species)
+    references, reference_labels, reference_birds, _ = sample(references_per_species)
+    queries, query_labels, query_birds, birds = sample(queries_per_species)
     new = set(rng.choice(species, size=new_species, replace=False).tolist())
     known = [i for i in range(species) if i not in new]
     weak = set(rng.choice(known, size=min(weak_species, len(known)), replace=False).tolist())
@@ -100,13 +153,13 @@ def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20,
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
     probabilities = classifier(query_labels)
-    # More photos of each queried bird: the same bird (its point), seen again with fresh noise.
-    view_embeddings = queries[:, None, :] + rng.normal(scale=0.5 * SPREAD / np.sqrt(dim), size=(len(queries), VIEWS - 1, dim))
+    # More photos of each queried photo's bird, for pooling: the same bird seen again with fresh noise.
+    view_embeddings = birds[query_birds][:, None, :] + rng.normal(
+        scale=PHOTO_SPREAD / np.sqrt(dim), size=(len(queries), VIEWS - 1, dim))
     view_probabilities = np.stack([classifier(query_labels) for _ in range(VIEWS - 1)], axis=1)
     taxa = simulated_taxa(names)
-    places, records, uninformative = _geography(rng, taxa, names, query_labels)
-    # What the classifier says of each reference photo (the health check reads it), drawn last: every figure
-    # above comes from the same draws as before it existed.
+    bird_places, records, uninformative = _geography(rng, taxa, names, np.repeat(np.arange(species), len(birds) // species),
+                                                     overlap)
     reference_probabilities = classifier(reference_labels)
     return EvaluationData(
         classes=[names[i] for i in known], probabilities=probabilities, query_embeddings=queries,
@@ -114,12 +167,16 @@ def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20,
         reference_labels=[names[i] for i in reference_labels], kind="simulation",
         description=(f"seeded simulation (seed {seed}): {species} species in look-alike pairs (each pair a genus), "
                      f"{dim}-d clusters, {references_per_species} references and {queries_per_species} queries per "
-                     f"species; the classifier is weak on {len(weak)} species and knows {len(known)}: "
-                     f"{new_species} are new, present only as references; each species lives in one of "
-                     f"{len(REGIONS)} regions (look-alikes in different ones), half of them in summer only, with "
-                     f"{RECORDS_PER_SPECIES} occurrence records each; {VIEWS} photos of each queried bird"),
+                     f"species, {PHOTOS_PER_INDIVIDUAL} photos of each bird; the classifier is weak on {len(weak)} "
+                     f"species and knows {len(known)}: {new_species} are new, present only as references; each "
+                     f"species lives in {BOXES_PER_SPECIES} boxes of {BOX:g} degrees for {SEASON_WEEKS} weeks a "
+                     f"year, look-alikes sharing {overlap:.0%} of both, with {RECORDS_PER_SPECIES} occurrence records "
+                     f"each; {NO_PLACE:.0%} of the queried birds have no place; {VIEWS} photos of each queried bird"),
         taxa=taxa,
-        query_places=places, occurrences=records, uninformative_occurrences=uninformative,
+        query_places=[bird_places[bird] for bird in query_birds], occurrences=records,
+        uninformative_occurrences=uninformative,
         view_probabilities=view_probabilities, view_embeddings=view_embeddings,
+        query_groups=[f"bird {bird}" for bird in query_birds],
+        reference_groups=[f"bird {bird}" for bird in reference_birds],
         reference_probabilities=reference_probabilities,
     )

@@ -1,5 +1,5 @@
 """Choosing the fusion's settings on the tuning split: lambda, k and T (a vectorised sweep of the fused top-1),
-and the `no_match` thresholds.
+the `no_match` thresholds, and the open-set rules.
 
 `no_match` says "nothing here looks like it": the nearest reference is far and the classifier unsure. Said of a
 query whose top-1 was right, it hides a right answer (with the shipped defaults, about half of the demo model's
@@ -10,7 +10,15 @@ tuning split as it is, and the tuning split's queries of a few species whose ref
 under which the top-1 is right for at most NO_MATCH_RIGHT_AT_MOST of the queries `no_match` is said of (by the
 Clopper-Pearson upper bound at `risk_confidence`: a few lucky tuning queries do not move the rule), the one
 saying it of the most; among equals, the one nearest the thresholds evaluate was given (where the tuning
-queries cannot tell pairs apart, as when none is far from every reference, the configured rule stands)."""
+queries cannot tell pairs apart, as when none is far from every reference, the configured rule stands).
+
+The open-set rules (identify.openset: `vouch_vote`, `contradicting_vote`, `spread_quantile`) are chosen by
+leave-one-species-out over the references (identify.risk.leave_one_species_out), on the photo alone: for each
+setting of the grid the thresholds are chosen on the tuning split as the calibration split will choose them,
+and the setting kept is the one answering the most tuning queries `confident` among those under which the
+Clopper-Pearson upper bound (at `risk_confidence`) on the share of the left-out species' photos answered
+`confident` stays at most `target_error`. Where none does, the one with the lowest bound, and the report says
+the open set is not bounded."""
 
 from __future__ import annotations
 
@@ -20,7 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import beta
 
-from identify.measurement import Decided, LabelSpace, Neighbourhood, fused_matrix, knn_matrix
+from identify.calibration import choose_threshold, clopper_pearson_upper
+from identify.config import FusionConfig
+from identify.measurement import Decided, EvaluationData, LabelSpace, Neighbourhood, RuleEvidence, fused_matrix, knn_matrix
 
 LAMBDAS = tuple(round(x, 1) for x in np.linspace(0.0, 1.0, 11))
 KS = (1, 5, 10, 20, 50)
@@ -29,6 +39,11 @@ FOLDS = 5
 NO_MATCH_RIGHT_AT_MOST = 0.1  # of the queries `no_match` is said of, at most this share had the right top-1
 NO_MATCH_SIMILARITIES = tuple(round(x, 2) for x in np.arange(0.0, 1.0001, 0.05))
 NO_MATCH_CLASSIFIER = tuple(round(x, 2) for x in np.arange(0.05, 0.9501, 0.05))
+VOUCH_VOTES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+CONTRADICTING_VOTES = (0.3, 0.5, 1.01)
+# The spread rule is measured here but not yet swept: the service can apply it only once it knows which
+# references are one individual (leave-one-individual-out), which the reference records do not hold yet.
+SPREAD_QUANTILES = (0.0,)
 
 
 # ---- choosing lambda, k and T ---------------------------------------------------------------------------------
@@ -102,3 +117,42 @@ def choose_no_match(given: tuple[float, float], confidence: float, *answered: De
     most = count[honest].max()
     pairs = [(float(sims[i]), float(clfs[j])) for i, j in np.argwhere(honest & (count == most))]
     return min(pairs, key=lambda pair: (abs(pair[0] - given[0]) + abs(pair[1] - given[1]), pair))
+
+
+
+# ---- choosing the open-set rules ------------------------------------------------------------------------------
+def _thresholds(tuned: Decided, config: FusionConfig) -> tuple[dict[str, Any], float]:
+    """The group thresholds and the pooled one, chosen on `tuned` as the calibration split will choose them."""
+    from identify.risk import group_controls
+
+    pooled = choose_threshold(tuned.top, tuned.correct, tuned.eligible, config.target_error, config.risk_confidence)
+    return group_controls(tuned, config), pooled.threshold
+
+
+def choose_open_set_rules(config: FusionConfig, data: EvaluationData, tuning: Decided,
+                          left_out: list[tuple[EvaluationData, Decided]]) -> tuple[FusionConfig, dict[str, Any]]:
+    """`config` with the open-set rules chosen (see the module), and what they were chosen on."""
+    from identify.risk import confident_under
+
+    if not left_out:
+        return config, {"chosen_on": "given: no classifier outputs of the references to leave species out with"}
+    photos = sum(len(decided.rows) for _, decided in left_out)
+    tune_evidence = RuleEvidence.of(data, tuning, config)
+    left_evidence = [RuleEvidence.of(asked, decided, config) for asked, decided in left_out]
+    results = []
+    for vouch, contradicting, spread in itertools.product(VOUCH_VOTES, CONTRADICTING_VOTES, SPREAD_QUANTILES):
+        setting = config.replace(vouch_vote=vouch, contradicting_vote=contradicting, spread_quantile=spread)
+        tuned = tune_evidence.under(setting)
+        controls, pooled = _thresholds(tuned, setting)
+        covered = int(confident_under(tuned, controls, pooled).sum())
+        leaked = sum(int(confident_under(evidence.under(setting), controls, pooled).sum()) for evidence in left_evidence)
+        bound = clopper_pearson_upper(leaked, photos, config.risk_confidence)
+        results.append((bound <= config.target_error, covered, -bound, -vouch, contradicting, -spread, leaked, setting))
+    bounded, covered, bound, _, _, _, leaked, chosen = max(
+        results, key=lambda r: (r[0], r[1], r[2], r[3], r[4], r[5]) if r[0] else (r[0], r[2], r[1], r[3], r[4], r[5]))
+    return chosen, {"chosen_on": "leave-one-species-out over the references, photo alone; thresholds on the tuning split",
+                    "vouch_vote": chosen.vouch_vote, "contradicting_vote": chosen.contradicting_vote,
+                    "spread_quantile": chosen.spread_quantile, "species": len(left_out), "photos": photos,
+                    "confident": leaked, "confident_share": leaked / photos if photos else 0.0,
+                    "upper_bound": -bound, "bounded": bounded, "tuning_confident": covered,
+                    "settings_tried": len(results)}

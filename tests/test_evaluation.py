@@ -124,7 +124,16 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
     # the truths were looked up under the folder labels while the answers named species by scientific name)
     assert summary["rollup"]["rolled_up_share"] > 0 and summary["rollup"]["correct_share"] > 0.9
     prior, views = summary["prior"], summary["views"]
-    assert prior["top1_with"] > prior["top1_without"] + 0.05  # look-alikes live in different ranges
+    # photo alone first, then with a place; look-alikes share half their range and season, so the place helps
+    # where it can tell them apart
+    assert list(summary)[list(summary).index("photo_alone") + 1] == "with_place"
+    alone, placed = summary["photo_alone"], summary["with_place"]
+    assert alone["queries"] == summary["split"]["test"] and 0.5 < placed["queries"] / alone["queries"] < 0.7
+    assert placed["top1"] > placed["top1_photo_alone"] + 0.01
+    for condition in (alone, placed):
+        assert {"selective", "open_set", "ranks"} <= condition.keys() and condition["open_set"]["measured"]
+        assert sum(condition["ranks"][rank]["answered"] for rank in ("species", "genus", "family", "order", "none")) \
+            == condition["queries"]
     assert prior["uninformative_change_points"] <= 1.0  # seed 0; an even spread of records changes ~nothing
     assert views["views"] == 3 and views["top1_pooled"] > views["top1_one_photo"]
     assert [row["method"] for row in summary["ablation"]] == [
@@ -145,7 +154,7 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
 
 def test_write_config_refuses_what_it_could_not_check(data_dir, tmp_path, monkeypatch):
     """Two queries cannot be split: nothing is written rather than settings tuned on what reports them."""
-    monkeypatch.setattr("identify.simulation.simulate", lambda seed, references_per_species: hand_case())
+    monkeypatch.setattr("identify.simulation.simulate", lambda seed, references_per_species, overlap: hand_case())
     result = CliRunner().invoke(main, ["evaluate", "--simulate", "--write-config", "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "error: too_few_queries:" in result.stderr
     assert not (data_dir / "identify.toml").exists()

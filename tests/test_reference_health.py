@@ -43,12 +43,16 @@ def test_near_copies_under_two_species_and_thin_species_are_listed():
 
 def test_on_the_simulation_with_five_percent_look_alike_mislabels():
     """Measured, not the goal (>= 0.8 / 0.8): the simulation's look-alike references are as close to each other
-    as to their own (the leave-one-out nearest crosses the pair about half the time), so neighbours cannot tell
-    such a mislabel; the classifier can, for the species it knows. Seed 0: precision 0.28, recall 0.65 with the
-    classifier; 0.09 / 0.55 from the neighbours alone."""
+    as to their own (the leave-one-out nearest crosses the pair about half the time), and a mislabelled bird's
+    other photos carry the same wrong label, so neighbours cannot tell such a mislabel; the classifier can, for
+    the species it knows. Seed 0, 7 of 140 birds (21 photos) mislabelled: precision 0.35, recall 0.57 with the
+    classifier; 0.12 / 0.10 from the neighbours alone."""
     data = simulate(0)
     labels, names = list(data.reference_labels), sorted(set(data.reference_labels))
-    flipped = set(np.random.default_rng(100).choice(len(labels), size=len(labels) // 20, replace=False).tolist())
+    # a curator's slip files a bird's photos together: whole birds mislabelled, so its other photos cannot tell
+    birds = sorted(set(data.reference_groups))
+    wrong = set(np.random.default_rng(100).choice(birds, size=len(birds) // 20, replace=False).tolist())
+    flipped = {i for i, bird in enumerate(data.reference_groups) if bird in wrong}
     noisy = [names[names.index(label) ^ 1] if i in flipped else label for i, label in enumerate(labels)]
     ids = [str(i) for i in range(len(labels))]
     both = check_references(ids, data.reference_embeddings, noisy, classifier=data.reference_probabilities,

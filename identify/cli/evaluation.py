@@ -40,6 +40,9 @@ def _embedded_photos(model: str, network: str | None, references: Path, queries:
         classes=backbone.identity.classes, probabilities=asked.probabilities, query_embeddings=asked.embeddings,
         query_labels=[query_sources[p].species for p in asked.positions], reference_embeddings=refs.embeddings,
         reference_labels=[reference_sources[p].species for p in refs.positions], kind="labelled photos",
+        # the classifier on each reference, from the same forward pass: leaving species out reads it
+        reference_probabilities=refs.probabilities,
+        reference_groups=[reference_sources[p].group for p in refs.positions],
         query_paths=[str(query_sources[p].path) for p in asked.positions],
         query_groups=[query_sources[p].group for p in asked.positions],
         # where and when each query was seen (the manifest's lat, lon, observed_at): answered with the
@@ -115,6 +118,9 @@ def _reviewed_sightings(settings, model: str, network: str | None, batch_size: i
               help="Answer the queries on the photo alone, as uploads without a place (no prior).")
 @click.option("--sim-references", default=20, show_default=True, type=click.IntRange(min=1),
               help="References per species in the simulation (to measure a calibration after the gallery grows).")
+@click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="The share of their range boxes and season weeks the simulation's look-alike pairs share "
+                   "(0: the place always tells them apart; 1: never).")
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: <data dir>/evaluation].")
 @click.option("--write-config", is_flag=True,
               help="Store the chosen λ, k, T, the calibration and the confident threshold in <data dir>/identify.toml.")
@@ -130,8 +136,8 @@ def _reviewed_sightings(settings, model: str, network: str | None, batch_size: i
 @json_option
 @reports_errors
 def evaluate(model: str | None, network: str | None, references: Path | None, queries: Path | None, simulate: bool,
-             from_reviews: bool, ignore_location: bool, seed: int, sim_references: int, out: Path | None, write_config: bool, check_stored: bool,
-             calibration_method: str,
+             from_reviews: bool, ignore_location: bool, seed: int, sim_references: int, overlap: float,
+             out: Path | None, write_config: bool, check_stored: bool, calibration_method: str,
              target_error: float | None, batch_size: int, workers: int | None, json_output: bool) -> None:
     """Measure quality on labelled queries, as the service decides: classifier, kNN and fusion accuracy, λ, k
     and T chosen on a tuning split, calibration, a confident threshold with a stated risk, new species and
@@ -150,7 +156,7 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
     if check_stored and write_config:
         raise IdentifyError("bad_arguments", "--check measures the stored configuration; --write-config replaces it")
     if simulate:
-        data = simulated(seed, references_per_species=sim_references)
+        data = simulated(seed, references_per_species=sim_references, overlap=overlap)
     elif from_reviews:
         data = _reviewed_sightings(settings, model, network, batch_size, workers, not json_output)  # type: ignore[arg-type]
     else:
@@ -170,7 +176,8 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
                                 "check settings on separate splits; nothing was written")
         chosen = {key: getattr(result.config, key) for key in ("weight_knn", "k", "temperature", "confident_score",
                                                               "target_error", "risk_confidence",
-                                                              "no_match_similarity", "no_match_classifier")}
+                                                              "no_match_similarity", "no_match_classifier", "vouch_vote",
+                                                              "contradicting_vote", "spread_quantile")}
         path = write_fusion_settings(settings.data_dir, chosen, result.calibration)
         click.echo(f"wrote {chosen} and the {result.calibration.method} calibration to {path}", err=json_output)
     if json_output:
@@ -179,7 +186,6 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
     for name, values in result.accuracy.items():
         click.echo(f"{name:<11} top-1 {values['top1']:.3f}  top-5 {values['top5']:.3f}")
     settled, selective = result.config, result.selective
-    placed = result.prior.get("measured")
     click.echo(f"chosen λ={settled.weight_knn:g} k={settled.k} T={settled.temperature:g}; ECE "
                f"{result.calibration_block['ece_before']:.3f} -> {result.calibration_block['ece_after']:.3f} "
                f"({result.calibration.method}); pooled threshold {settled.confident_score:g} (the photo alone)")
@@ -189,16 +195,29 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
                f"no_match below similarity {rule['similarity']:g} with the classifier below {rule['classifier']:g} "
                f"(test: said of {rule['test']['share']:.1%}, {rule['test']['top1_right']} of {rule['test']['said']} "
                "with the right top-1)")
-    click.echo(f"as served{' (with place and season)' if placed else ''}: coverage {selective['coverage']:.1%}, "
-               f"error {selective['realised_error']:.1%} among confident (target {selective['target_error']:.0%})")
+    for name, words in (("photo_alone", "the photo alone"), ("with_place", "with place and season")):
+        condition = result.conditions[name]
+        if not condition["measured"]:
+            continue
+        chosen, open_set, ranks = condition["selective"], condition["open_set"], condition["ranks"]["any"]
+        click.echo(f"{words} ({condition['queries']} queries): top-1 {condition['top1']:.3f}; confident "
+                   f"{chosen['coverage']:.1%}, error {chosen['realised_error']:.1%} (bound {chosen['upper_bound']:.1%}; "
+                   f"target {chosen['target_error']:.0%}); open set "
+                   + (f"{open_set['confident_share']:.1%} confident" if open_set.get("measured") else "not measured")
+                   + f"; answered at some rank {ranks['share']:.1%}, error {ranks['error']:.1%}")
+        _echo_groups(chosen["groups"], {}, f"{words}, ")
+    rules = result.open_set_rules
+    if "photos" in rules:
+        click.echo(f"open-set rules by leave-one-species-out ({rules['species']} species, {rules['photos']} reference "
+                   f"photos): vouch_vote {rules['vouch_vote']:g}, contradicting_vote {rules['contradicting_vote']:g}; "
+                   f"{rules['served_confident_share']:.1%} of the left-out photos confident"
+                   + ("" if rules["bounded"] else " (not bounded: no setting kept the bound)"))
+    click.echo(f"as served (each query with its place, if any): coverage {selective['coverage']:.1%}, error "
+               f"{selective['realised_error']:.1%} among confident")
     if result.prior.get("measured"):
         prior = result.prior
-        click.echo(f"the photo alone (no place): coverage {prior['coverage_without']:.1%}, error "
-                   f"{prior['error_without']:.1%}; an uninformative prior with the same thresholds: coverage "
-                   f"{prior['coverage_uninformative']:.1%}, error {prior['error_uninformative']:.1%}")
-    if placed:
-        _echo_groups(result.prior["groups_without"], {}, "photo alone, ")
-    _echo_groups(selective["groups"], result.open_set, "as served, " if placed else "")
+        click.echo(f"an uninformative prior with the same thresholds: coverage {prior['coverage_uninformative']:.1%}, "
+                   f"error {prior['error_uninformative']:.1%}")
     click.echo(f"report: {report}")
 
 
