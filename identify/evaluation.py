@@ -95,6 +95,7 @@ class Evaluation:
     sweep: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
     answers: list[dict[str, Any]] = field(default_factory=list)  # one per test query: queries.csv
+    shift: dict[str, Any] = field(default_factory=dict)  # the simulation's: identify.shift (empty: not measured)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +111,7 @@ class Evaluation:
             "ablation": self.ablation, "decisions": self.decisions, "no_match": self.no_match,
             "open_set_rules": self.open_set_rules, "reliability": self.reliability,
             "coverage_risk": self.curve, "sweep": self.sweep, "best": self.best,
+            **({"shift": self.shift} if self.shift else {}),
         }
 
 

@@ -124,6 +124,52 @@ def _prior_and_views(result: Evaluation) -> list[str]:
     return lines
 
 
+def _conditions(result: Evaluation) -> list[str]:
+    """The photo alone first, then with a place: the figures side by side."""
+    measured = [(name, c) for name, c in (("the photo alone", result.conditions["photo_alone"]),
+                                          ("with place and season", result.conditions["with_place"])) if c["measured"]]
+    lines = ["## The photo alone, and with a place", "",
+             "Every test query answered on its photos alone (as an upload without a place), and those with a place "
+             "answered with it. Answered at some rank: the species when confident, else the roll-up's taxon.", "",
+             "| condition | queries | top-1 | confident | error among confident (bound) | open set confident | "
+             "answered at some rank (error) |", "|---|---|---|---|---|---|---|"]
+    for name, c in measured:
+        chosen, open_set, ranks = c["selective"], c["open_set"], c["ranks"]["any"]
+        lines.append(f"| {name} | {c['queries']} | {c['top1']:.3f} | {chosen['coverage']:.1%} | "
+                     f"{chosen['realised_error']:.1%} ({chosen['upper_bound']:.3f}) | "
+                     + (f"{open_set['confident_share']:.1%}" if open_set.get("measured") else "not measured")
+                     + f" | {ranks['share']:.1%} ({ranks['error']:.1%}) |")
+    rules = result.open_set_rules
+    if "photos" in rules:
+        lines += ["", f"Open-set rules chosen by leave-one-species-out over the references ({rules['species']} "
+                  f"species, {rules['photos']} reference photos): vouch_vote {rules['vouch_vote']:g}, "
+                  f"contradicting_vote {rules['contradicting_vote']:g}; {rules['served_confident_share']:.1%} of the "
+                  "left-out photos confident as served."]
+    return lines + [""]
+
+
+def _shift(shift: dict) -> list[str]:  # type: ignore[type-arg]
+    """When the references move after the fit: as fitted, and re-certified (identify.shift)."""
+    if not shift:
+        return []
+    lines = ["## Shift", "", f"{shift['world']}.", "",
+             "| change | as fitted: confident, error (state shown) | re-certified: confident, error |",
+             "|---|---|---|"]
+    rows = [(f"references {a} -> {b} a species", g) for (a, b), g in
+            ((tuple(g["references_per_species"]), g) for g in shift["growth"])]
+    rows.append((f"{shift['mislabels']['share_of_birds']:.0%} of the reference birds mislabelled as their look-alike",
+                 shift["mislabels"]))
+    for name, g in rows:
+        before, after = g["as_fitted"], g["recertified"]
+        lines.append(f"| {name} | {before['coverage']:.1%}, {before['error']:.1%} ({before['state']}) | "
+                     f"{after['coverage']:.1%}, {after['error']:.1%} |")
+    moved = shift["place_overlap"]
+    lines += ["", f"With a place: {moved['moved_share']:.0%} of the queries moved into their look-alike's range: "
+              f"error among confident {moved['as_fitted']['error']:.1%} -> {moved['moved']['error']:.1%} "
+              f"(coverage {moved['as_fitted']['coverage']:.1%} -> {moved['moved']['coverage']:.1%}).", ""]
+    return lines
+
+
 def _no_match_line(rule: dict) -> str:  # type: ignore[type-arg]
     chosen, given = rule["test"], rule["given"]
     return (f"- No match: said when the nearest reference is below {rule['similarity']:g} and the classifier below "
@@ -160,6 +206,7 @@ def _markdown(result: Evaluation, plots: list[str]) -> str:
         "", "Labels of one taxon count as one species, as in served answers; `queries.csv` lists every test "
         "query's answer.",
         "",
+        *_conditions(result),
         "## Ablation", "",
         "Each part added in turn. Every threshold is chosen on the calibration split for the same target error; "
         "*useful answers* are confident right species, plus right genera, families or orders for the roll-up. A "
@@ -184,6 +231,7 @@ def _markdown(result: Evaluation, plots: list[str]) -> str:
         f"{new['with_close_references']} with five or more of their own references among the ten nearest, "
         f"{new['close_confident_and_correct']:.1%} are confident and right.", "",
         *_risk_and_open_set(result),
+        *_shift(result.shift),
         *_prior_and_views(result),
         "## Roll-up", "",
         f"{roll['uncertain']} test queries are not confident; {roll['rolled_up_share']:.1%} of them roll up "

@@ -121,7 +121,7 @@ def choose_no_match(given: tuple[float, float], confidence: float, *answered: De
 
 
 # ---- choosing the open-set rules ------------------------------------------------------------------------------
-def _thresholds(tuned: Decided, config: FusionConfig) -> tuple[dict[str, Any], float]:
+def thresholds_on(tuned: Decided, config: FusionConfig) -> tuple[dict[str, Any], float]:
     """The group thresholds and the pooled one, chosen on `tuned` as the calibration split will choose them."""
     from identify.risk import group_controls
 
@@ -143,7 +143,7 @@ def choose_open_set_rules(config: FusionConfig, data: EvaluationData, tuning: De
     for vouch, contradicting, spread in itertools.product(VOUCH_VOTES, CONTRADICTING_VOTES, SPREAD_QUANTILES):
         setting = config.replace(vouch_vote=vouch, contradicting_vote=contradicting, spread_quantile=spread)
         tuned = tune_evidence.under(setting)
-        controls, pooled = _thresholds(tuned, setting)
+        controls, pooled = thresholds_on(tuned, setting)
         covered = int(confident_under(tuned, controls, pooled).sum())
         leaked = sum(int(confident_under(evidence.under(setting), controls, pooled).sum()) for evidence in left_evidence)
         bound = clopper_pearson_upper(leaked, photos, config.risk_confidence)

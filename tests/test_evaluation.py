@@ -134,6 +134,12 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
         assert {"selective", "open_set", "ranks"} <= condition.keys() and condition["open_set"]["measured"]
         assert sum(condition["ranks"][rank]["answered"] for rank in ("species", "genus", "family", "order", "none")) \
             == condition["queries"]
+    # the shift block: growth in one world, mislabels and moved places, each as fitted and re-certified
+    shift = summary["shift"]
+    assert [step["references_per_species"] for step in shift["growth"]] == [[2, 3], [5, 7], [20, 30], [5, 20]]
+    for step in [*shift["growth"], shift["mislabels"]]:
+        assert step["as_fitted"]["state"] in ("current", "stale") and step["recertified"]["state"] == "current"
+    assert {"as_fitted", "moved"} <= shift["place_overlap"].keys()
     assert prior["uninformative_change_points"] <= 1.0  # seed 0; an even spread of records changes ~nothing
     assert views["views"] == 3 and views["top1_pooled"] > views["top1_one_photo"]
     assert [row["method"] for row in summary["ablation"]] == [
@@ -142,6 +148,8 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
                                                "reliability.png", "sweep.png"}
     report = (out / "report.md").read_text()
     assert "**Data: simulation.**" in report and "## Ablation" in report and "| + roll-up |" in report
+    assert report.index("## The photo alone, and with a place") < report.index("## Ablation")
+    assert "## Shift" in report and "| references 5 -> 20 a species |" in report
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == summary["accuracy"]
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     settings = load_settings()
@@ -155,7 +163,7 @@ def test_evaluate_simulation_writes_report_plots_json_and_config(data_dir, tmp_p
 def test_write_config_refuses_what_it_could_not_check(data_dir, tmp_path, monkeypatch):
     """Two queries cannot be split: nothing is written rather than settings tuned on what reports them."""
     monkeypatch.setattr("identify.simulation.simulate", lambda seed, references_per_species, overlap: hand_case())
-    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--write-config", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--no-shift", "--write-config", "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "error: too_few_queries:" in result.stderr
     assert not (data_dir / "identify.toml").exists()
     assert "too few to hold any out" in (tmp_path / "r" / "report.md").read_text()
@@ -203,7 +211,7 @@ def test_evaluate_measures_what_the_stored_settings_serve_on_the_simulation(data
     from identify.scoring import SpeciesNames, answer
 
     out = tmp_path / "report"
-    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--seed", "3", "--out", str(out), "--write-config"])
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--no-shift", "--seed", "3", "--out", str(out), "--write-config"])
     assert result.exit_code == 0, result.output
     stored = load_settings()
     data, _ = in_label_space(simulate(3))
@@ -263,7 +271,7 @@ def test_evaluate_measures_what_predict_serves_on_the_demo_photos(tmp_path, monk
 def test_evaluate_check_measures_the_stored_threshold_without_refitting(data_dir, tmp_path):
     """--write-config on seed 0, then --check on seed 7: seed 0's threshold is the one measured, with its error
     bound, per group; nothing is written. (Before, evaluate on seed 7 refitted and reported its own 0.905.)"""
-    assert CliRunner().invoke(main, ["evaluate", "--simulate", "--seed", "0", "--write-config",
+    assert CliRunner().invoke(main, ["evaluate", "--simulate", "--no-shift", "--seed", "0", "--write-config",
                                      "--out", str(tmp_path / "fit")]).exit_code == 0
     written = load_settings().fusion.confident_score
     before = (data_dir / "identify.toml").read_text()

@@ -136,7 +136,7 @@ def test_the_open_set_rules_keep_a_missing_species_from_confident_answers():
 
 def test_write_config_stores_the_chosen_no_match_thresholds(tmp_path, monkeypatch):
     monkeypatch.setenv("IDENTIFY_DATA_DIR", str(tmp_path))
-    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--json", "--write-config", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--no-shift", "--json", "--write-config", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     rule = json.loads(result.output.strip().splitlines()[-1])["no_match"]
     fusion = load_settings({"IDENTIFY_DATA_DIR": str(tmp_path)}).fusion

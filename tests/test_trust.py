@@ -119,7 +119,7 @@ def test_evaluate_reports_risk_per_group_and_the_open_set(tmp_path, monkeypatch)
     """The issue's acceptance line: per-group `selective` figures and an `open_set` block, and the thresholds
     --write-config stores are the ones the report used."""
     monkeypatch.setenv("IDENTIFY_DATA_DIR", str(tmp_path))
-    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--json", "--write-config", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--no-shift", "--json", "--write-config", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     groups = report["selective"]["groups"]  # as served: the simulation's queries have a place, the prior applies

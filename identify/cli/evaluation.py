@@ -121,6 +121,10 @@ def _reviewed_sightings(settings, model: str, network: str | None, batch_size: i
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="The share of their range boxes and season weeks the simulation's look-alike pairs share "
                    "(0: the place always tells them apart; 1: never).")
+@click.option("--shift/--no-shift", default=True, show_default=True,
+              help="With --simulate: also measure the threshold after the gallery grows, after look-alike "
+                   "mislabels and with places moved, as fitted and re-certified (the report's shift block; "
+                   "about half a minute).")
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: <data dir>/evaluation].")
 @click.option("--write-config", is_flag=True,
               help="Store the chosen λ, k, T, the calibration and the confident threshold in <data dir>/identify.toml.")
@@ -137,7 +141,7 @@ def _reviewed_sightings(settings, model: str, network: str | None, batch_size: i
 @reports_errors
 def evaluate(model: str | None, network: str | None, references: Path | None, queries: Path | None, simulate: bool,
              from_reviews: bool, ignore_location: bool, seed: int, sim_references: int, overlap: float,
-             out: Path | None, write_config: bool, check_stored: bool, calibration_method: str,
+             shift: bool, out: Path | None, write_config: bool, check_stored: bool, calibration_method: str,
              target_error: float | None, batch_size: int, workers: int | None, json_output: bool) -> None:
     """Measure quality on labelled queries, as the service decides: classifier, kNN and fusion accuracy, λ, k
     and T chosen on a tuning split, calibration, a confident threshold with a stated risk, new species and
@@ -167,8 +171,12 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
     if check_stored:
         _check_stored(settings, data, out, target_error, json_output)
         return
-    result = measure(data, settings.fusion.replace(target_error=target_error), calibration_method=calibration_method,
-                     seed=seed)
+    fusion = settings.fusion.replace(target_error=target_error)
+    result = measure(data, fusion, calibration_method=calibration_method, seed=seed)
+    if simulate and shift:
+        from identify.shift import shift_block
+
+        result.shift = shift_block(seed, fusion, overlap)
     report = write_report(result, out or settings.data_dir / "evaluation")
     if write_config:
         if not result.held_out:
@@ -212,6 +220,16 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
                    f"photos): vouch_vote {rules['vouch_vote']:g}, contradicting_vote {rules['contradicting_vote']:g}; "
                    f"{rules['served_confident_share']:.1%} of the left-out photos confident"
                    + ("" if rules["bounded"] else " (not bounded: no setting kept the bound)"))
+    for step in result.shift.get("growth", []):
+        before, after = step["as_fitted"], step["recertified"]
+        click.echo(f"shift: references {step['references_per_species'][0]} -> {step['references_per_species'][1]} a "
+                   f"species: as fitted {before['coverage']:.1%} confident, error {before['error']:.1%} "
+                   f"({before['state']}); re-certified {after['coverage']:.1%}, error {after['error']:.1%}")
+    if result.shift:
+        wrong = result.shift["mislabels"]
+        click.echo(f"shift: 5 % of reference birds mislabelled: as fitted error {wrong['as_fitted']['error']:.1%} "
+                   f"({wrong['as_fitted']['state']}); re-certified {wrong['recertified']['coverage']:.1%} confident, "
+                   f"error {wrong['recertified']['error']:.1%}")
     click.echo(f"as served (each query with its place, if any): coverage {selective['coverage']:.1%}, error "
                f"{selective['realised_error']:.1%} among confident")
     if result.prior.get("measured"):
