@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from identify.audit import clopper_pearson_lower, figures
+from identify.audit import clopper_pearson_lower, confidence_sequence, figures
 from identify.calibration import Calibration, FittedOn, clopper_pearson_upper
 from identify.config import FusionConfig
 from identify.schema import Sighting
@@ -26,31 +26,40 @@ SHARP = FusionConfig(k=5, temperature=0.001, weight_knn=0.9, confident_score=0.3
 SERVED = FittedOn(18, 3, 6.0, False)  # the `birds` index of the tests: 3 species, 6 references each
 
 
-def test_the_bounds_are_clopper_pearson_and_cover_the_true_error():
+def test_the_bounds_are_a_confidence_sequence_and_say_how_many_audits_decide():
     assert clopper_pearson_lower(0, 50, 0.9) == 0.0 and clopper_pearson_upper(0, 0, 0.9) == 1.0
-    assert clopper_pearson_lower(5, 100, 0.9) < 0.05 < clopper_pearson_upper(5, 100, 0.9)
+    assert confidence_sequence(0, 0, 0.9) == (0.0, 1.0)
+    lower, upper = confidence_sequence(5, 100, 0.9)
+    assert lower < 0.05 < upper
+    # wider than one look's exact interval: the price of holding at every look
+    assert upper > clopper_pearson_upper(5, 100, 0.9) and lower < clopper_pearson_lower(5, 100, 0.9)
     stopped = figures(20, 100, 0.05, 0.9)
-    assert stopped.lower_bound > 0.05 and stopped.over_target and stopped.error == 0.2
+    assert stopped.lower_bound > 0.05 and stopped.over_target and stopped.error == 0.2 and stopped.to_decide == 0
+    unsure = figures(0, 50, 0.05, 0.9)
+    assert not unsure.over_target and unsure.upper_bound > 0.05 and unsure.to_decide is not None
+    certified = figures(0, 50 + unsure.to_decide, 0.05, 0.9)  # that many more without an error: decided
+    assert certified.upper_bound <= 0.05 and certified.to_decide == 0
+    assert figures(0, 49 + unsure.to_decide, 0.05, 0.9).upper_bound > 0.05  # and not one fewer
+    assert figures(5, 100, 0.05, 0.9).to_decide is None  # exactly at the target: no number of audits decides
+
+
+@pytest.mark.slow  # 300 simulated seasons at each of four error rates
+def test_the_bound_holds_at_every_look_and_a_doubled_error_is_stopped():
+    """Looking after every 10 audits up to 400 (the issue's test: a Clopper-Pearson upper bound held at every
+    look in 70-81 % of seasons): the confidence sequence's upper bound holds at every look in at least 90 % of
+    seasons at each error rate; a deployment at the target is almost never stopped, one at twice the target is
+    stopped within 400 audits in most seasons (docs/how-to/evaluate.md gives the measured figures)."""
     rng = np.random.default_rng(0)
-    for true_error in (0.02, 0.05, 0.10):  # 2,000 seasons of 200 audits each
-        wrong = rng.binomial(200, true_error, size=2000)
-        covered = np.mean([clopper_pearson_upper(int(w), 200, 0.9) >= true_error for w in wrong])
-        assert covered >= 0.9, (true_error, covered)
-        false_stops = np.mean([clopper_pearson_lower(int(w), 200, 0.9) > 0.05 for w in wrong])
-        assert true_error > 0.05 or false_stops <= 0.1  # at or under the target: a stop is rare (<= 10 %)
-
-
-@pytest.mark.slow  # 300 simulated seasons
-def test_a_doubled_error_is_caught_within_a_stated_number_of_audits():
-    """At twice the target (10 % wrong), the lower bound passes 5 % within 250 audits in 90 % of seasons
-    (measured: 160; docs/how-to/evaluate.md states it)."""
-    rng = np.random.default_rng(1)
-    caught_at = []
-    for _ in range(300):
-        wrong = np.cumsum(rng.random(400) < 0.10)
-        caught = next((n for n in range(10, 401, 10) if clopper_pearson_lower(int(wrong[n - 1]), n, 0.9) > 0.05), 401)
-        caught_at.append(caught)
-    assert np.quantile(caught_at, 0.9) <= 250, np.quantile(caught_at, 0.9)
+    looks = range(10, 401, 10)
+    for true_error, stop_at_most, stop_at_least in ((0.02, 0.0, 0.0), (0.05, 0.02, 0.0), (0.10, 1.0, 0.75)):
+        held, stopped = 0, 0
+        for _ in range(300):
+            wrong = np.cumsum(rng.random(400) < true_error)
+            bounds = [confidence_sequence(int(wrong[n - 1]), n, 0.9) for n in looks]
+            held += all(upper >= true_error for _, upper in bounds)
+            stopped += any(lower > 0.05 for lower, _ in bounds)
+        assert held / 300 >= 0.9, (true_error, held)
+        assert stop_at_least <= stopped / 300 <= stop_at_most, (true_error, stopped)
 
 
 def post(client, data: bytes):  # type: ignore[no-untyped-def]
@@ -106,7 +115,7 @@ def test_no_audit_when_the_share_is_zero(make_service, web_settings):
 @pytest.mark.slow  # 36 uploads and 20 reviews through the service
 def test_a_simulated_season(make_service, web_settings):
     """Uploads of known species, every confident one audited, curators answering with the truth: the running
-    error and its bound are the Clopper-Pearson figures of what they found. When audits show the error past the
+    error and its bounds are the confidence sequence's of what they found. When audits show the error past the
     target, nothing is confident (risk_over_target). Then the references grow by curators' promotions: the
     calibration is flagged stale and nothing is confident either."""
     service, client, headers = audited_service(make_service, web_settings)
@@ -124,7 +133,7 @@ def test_a_simulated_season(make_service, web_settings):
         wrong += named["status"] == "corrected"
     summary = client.get("/api/v1/status", headers=headers).get_json()["audit"]["groups"]["all"]
     assert (summary["audited"], summary["wrong"]) == (len(audits), wrong)
-    assert summary["upper_bound"] == clopper_pearson_upper(wrong, len(audits), 0.9)
+    assert (summary["lower_bound"], summary["upper_bound"]) == confidence_sequence(wrong, len(audits), 0.9)
     assert summary["upper_bound"] >= wrong / len(audits) >= summary["lower_bound"]
     next_answer = post(client, jpeg_bytes(species_photo(1, 90))).get_json()
     if summary["over_target"]:  # the random model errs often: the audit stops confident answers

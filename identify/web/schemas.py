@@ -367,9 +367,12 @@ class AuditFigures(Schema):
     audited: int = Field(description="Audits a curator has named (rejected ones left out)")
     wrong: int
     error: float
-    upper_bound: float = Field(description="Clopper-Pearson, at risk_confidence: what may be published")
+    upper_bound: float = Field(description="Anytime-valid (a confidence sequence, holding however often it is "
+                                           "read), at risk_confidence: what may be published")
     lower_bound: float = Field(description="Past the target: confident answers in the group are stopped")
     over_target: bool
+    to_decide: int | None = Field(description="More audits that would decide the group at its observed error rate "
+                                              "(0: decided; null: the rate is at the target, or past a million)")
 
 
 class AuditSummary(Schema):
