@@ -17,7 +17,7 @@ from identify.calibration import Calibration, FittedOn, clopper_pearson_upper
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, Neighbour, confidence_features, decide, fuse
 from identify.observation import Place
-from identify.openset import contains, own_spread, spread_floor, support_of
+from identify.openset import own_spread, support_of
 from identify.prior import PriorModel
 from identify.rollup import roll_up
 from identify.scoring import Answer, SpeciesNames, answer
@@ -245,48 +245,6 @@ def under_rules(data: EvaluationData, decided: Decided, config: FusionConfig) ->
         rollup = roll_up(a.ranking, config.confident_score) if decision.decision != CONFIDENT else None
         answers.append(replace(a, support=support, decision=decision, rollup=rollup))
     return _decided(data, decided.rows, answers, config)
-
-
-@dataclass
-class RuleEvidence:
-    """What the swept open-set rules (identify.openset: vouch_vote, contradicting_vote, spread_quantile) read of
-    each answer, so that choosing them decides nothing again: per answer whether the other rules let it be
-    confident, the classifier's share for another favourite and for the answer, the nearest reference of the
-    answer and its species' spread."""
-
-    decided: Decided
-    others_allow: np.ndarray  # confident at a threshold of 0 with the swept rules off
-    favourite: np.ndarray  # the classifier's favourite's share when it is another species (else -1)
-    vouch: np.ndarray  # the classifier's share for the answer, where it could name it (else 2: never too low)
-    nearest: np.ndarray  # the answer's nearest reference among the voters (-2: none)
-    species: list[str]
-    spread: dict[str, list[float]]
-
-    @classmethod
-    def of(cls, data: EvaluationData, decided: Decided, config: FusionConfig) -> "RuleEvidence":
-        off = config.replace(vouch_vote=0.0, contradicting_vote=1.01, spread_quantile=0.0)
-        base = under_rules(data, decided, off)
-        favourite, vouch, nearest, species = [], [], [], []
-        for a in base.answers:
-            top = a.top
-            liked = max(a.ranking, key=lambda s: s.classifier) if a.ranking else None
-            coarser = top is None or liked is None or contains(liked, top)
-            favourite.append(liked.classifier if not coarser and liked.name != top.name else -1.0)  # type: ignore[union-attr]
-            vouch.append(top.classifier if not coarser and top.in_classes else 2.0)  # type: ignore[union-attr]
-            nearest.append(a.support.nearest if a.support.nearest is not None else -2.0)
-            species.append(top.name if top else "")
-        groups = data.reference_groups or [None] * len(data.reference_labels)
-        return cls(base, base.eligible, np.array(favourite), np.array(vouch), np.array(nearest), species,
-                   own_spread(data.reference_embeddings, data.reference_labels, groups))
-
-    def under(self, config: FusionConfig) -> Decided:
-        """The answers' eligibility under `config`'s swept rules (the decisions themselves are not redone)."""
-        allowed = self.others_allow & (self.favourite < config.contradicting_vote) & (self.vouch >= config.vouch_vote)
-        if config.spread_quantile > 0.0:
-            floors = {name: spread_floor(self.spread, name, config.spread_quantile) for name in set(self.species)}
-            floor = np.array([floors[name] if floors[name] is not None else -2.0 for name in self.species])
-            allowed &= self.nearest >= floor
-        return replace(self.decided, eligible=allowed)
 
 
 def _decided(data: EvaluationData, rows: np.ndarray, answers: list[Answer], config: FusionConfig) -> Decided:
