@@ -56,6 +56,12 @@ class Certification:
                 "calibration": self.calibration.to_dict(), "figures": self.figures}
 
 
+def kept_output(data: EvaluationData) -> np.ndarray:
+    """Which references kept the classifier's output (NaN: recorded before outputs were kept)."""
+    assert data.reference_probabilities is not None
+    return np.isfinite(data.reference_probabilities).all(axis=1)
+
+
 def reference_groups(data: EvaluationData, same_photo_similarity: float) -> np.ndarray:
     """The individual of each reference: its declared one, joined with its near-duplicates."""
     groups, _ = query_groups(data.reference_embeddings, data.reference_groups, same_photo_similarity)
@@ -112,11 +118,11 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
     if data.reference_probabilities is None:
         raise ValueError("re-certification needs the classifier's output on every reference")
     groups = reference_groups(data, config.same_photo_similarity)
-    if len(set(groups.tolist())) < MIN_GROUPS:
+    if len(set(groups[kept_output(data)].tolist())) < MIN_GROUPS:
         return _nothing_certified(config, calibration, data, "too few individuals among the references")
     asked, hood = leave_group_out(data, groups, max(config.k, 1))
     left_out = leave_one_species_out(data, config, calibration)
-    everything = np.arange(len(groups))
+    everything = np.flatnonzero(kept_output(data))  # references recorded without the classifier's output: searched only
     reviewed = np.arange(len(data.query_labels))
     searched = neighbourhood(data, max(config.k, 1)) if len(reviewed) else None
 
@@ -138,7 +144,7 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
                              "contradicting_vote": config.contradicting_vote}
     certifying = everything
     if bound > config.target_error:  # the given rules no longer hold the open set: choose them again
-        fit, certifying = _halves(groups, seed)
+        fit, certifying = (np.intersect1d(half, everything) for half in _halves(groups, seed))
         config, rules = choose_open_set_rules(config, asked, decide_rows(asked, hood, fit, config, calibration),
                                               left_out)
         controls, pooled = thresholds(config, certifying)

@@ -12,6 +12,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from identify.certifications import Certifications
 from identify.audit import Audits, AuditSummary
 from identify.config import FusionConfig, Settings
 from identify.curators import Curators
@@ -82,6 +83,10 @@ class Parts:
     @cached_property
     def audits(self) -> Audits:
         return Audits(self.store)
+
+    @cached_property
+    def certifications(self) -> Certifications:
+        return Certifications(self.store, self.references)
 
     def audit_summary(self) -> AuditSummary:
         """The live audit since the calibration was fitted, held to the settings' target, as SQL has it now."""

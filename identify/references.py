@@ -23,7 +23,7 @@ from identify.framing import Crop
 from identify.observation import WhereAndWhen
 from identify.schema import Embedding, Index, IndexMember, ReferenceChange, ReferenceImage, Species
 from identify.schema import Taxon as TaxonRow
-from identify.storage import IN_CHUNK, Store, rows_to_arrays
+from identify.storage import IN_CHUNK, Store, packed_probabilities, rows_to_arrays
 from identify.taxonomy import Taxon, Taxonomy, species_key
 
 
@@ -44,6 +44,8 @@ class NewReference:
     license: str | None = None  # a licence name or URL (dcterms:license)
     sighting_id: int | None = None  # promoted from this sighting by a curator
     crop: Crop | None = None  # the part of the photo its embedding was taken from
+    probabilities: np.ndarray | bytes | None = None  # the classifier's output from the same forward pass
+    individual: str | None = None  # the bird or source it shows (a manifest's group, a sub-folder, a sighting)
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ class References:
                 file_sha256=ref.file_sha256, path=ref.path, species_id=species_id, label=ref.species,
                 lat=ref.where.lat, lon=ref.where.lon,
                 observed_at=ref.where.observed_at, source=ref.source, sighting_id=ref.sighting_id,
-                creator=ref.creator, license=ref.license,
+                creator=ref.creator, license=ref.license, individual=ref.individual,
                 crop=ref.crop.to_dict() if ref.crop is not None else None), ["file_sha256"])
             row = session.scalars(select(ReferenceImage).where(ReferenceImage.file_sha256 == ref.file_sha256)
                                   .execution_options(populate_existing=True)).one()
@@ -237,7 +239,8 @@ class References:
                                     f"labelled {held.name if held else '?'}: relabel that reference instead", 409)
             vector = ref.vector if isinstance(ref.vector, bytes) else \
                 np.ascontiguousarray(ref.vector, dtype=np.float32).tobytes()
-            _insert_if_absent(session, Embedding, dict(reference_id=row.id, model_id=model_id, vector=vector),
+            _insert_if_absent(session, Embedding, dict(reference_id=row.id, model_id=model_id, vector=vector,
+                                                       probabilities=packed_probabilities(ref.probabilities)),
                               ["reference_id", "model_id"])
             self._add_member(session, index_id, row.id)
             ids.append(row.id)

@@ -134,7 +134,7 @@ class Reviews:
         return ReviewOutcome(self.sightings.get(request.sighting_id), public_id, awaiting, alone)
 
     def recrop(self, sighting_id: int, version: int, curator_id: int, note: str | None, answer: dict[str, Any],
-               photos: Sequence[tuple[Any, Framing]]) -> SightingRecord:
+               photos: Sequence[tuple[Any, Framing, Any]]) -> SightingRecord:
         """Store the answer to a curator's re-crop (identified again by the caller) if the sighting is still
         open and at `version`; the review trail says who re-cropped it. It stays in the queue: a crop is a
         better look, not an answer."""
@@ -243,5 +243,5 @@ class Reviews:
             file_sha256=photo.photo_sha256, path=str(self.photos.photo_path(photo.photo_name)), species=label,
             vector=photo.embedding, where=WhereAndWhen.stored(sighting.lat, sighting.lon, sighting.observed_at),
             source=f"sighting {sighting.id}", sighting_id=sighting.id,
-            crop=Crop.of(photo.crop),
+            crop=Crop.of(photo.crop), probabilities=photo.probabilities, individual=f"sighting {sighting.id}",
         ) for photo in photos])[0]

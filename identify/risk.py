@@ -159,9 +159,10 @@ def leave_one_species_out(data: EvaluationData, config: FusionConfig,
     labels = np.array(data.reference_labels)
     groups = data.reference_groups or [None] * len(labels)
     out = []
+    answerable = np.isfinite(data.reference_probabilities).all(axis=1)  # NaN: no output kept, searched only
     for species in sorted(set(data.reference_labels)):
-        mine, kept = labels == species, labels != species
-        if not kept.any():
+        mine, kept = (labels == species) & answerable, labels != species
+        if not kept.any() or not mine.any():
             continue
         asked = replace(
             data, query_embeddings=data.reference_embeddings[mine], probabilities=data.reference_probabilities[mine],

@@ -21,7 +21,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy import Index as Index_  # the `Index` below is the table of published indexes
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from identify.rules import MAX_NAME, MAX_SOURCE
@@ -143,6 +145,9 @@ class ReferenceImage(Base):
     # dcterms:license (a name or URL); `source` and `observed_at` are dcterms:source and dcterms:created.
     creator: Mapped[Optional[str]] = mapped_column(String(MAX_NAME))
     license: Mapped[Optional[str]] = mapped_column(String(MAX_SOURCE))
+    # the bird or source it shows (a manifest's group, a sub-folder, "sighting N"): held out whole when the
+    # references certify the thresholds (identify.certify)
+    individual: Mapped[Optional[str]] = mapped_column(String(MAX_SOURCE))
     sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sightings.id"))  # promoted by a curator
     # The part of the photo its embedding was taken from ({x, y, w, h}, fractions; None: the whole photo)
     crop: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
@@ -191,6 +196,8 @@ class Embedding(Base):
     reference_id: Mapped[int] = mapped_column(ForeignKey("reference_images.id"))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    # the classifier's output from the same forward pass (float16 over the model's classes; None: not kept)
+    probabilities: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -261,6 +268,7 @@ class SightingPhoto(Base):
     photo_sha256: Mapped[str] = mapped_column(String(64), index=True)
     photo_name: Mapped[str] = mapped_column(String(80))
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # of what the model looked at: the crop, if any
+    probabilities: Mapped[Optional[bytes]] = mapped_column(LargeBinary)  # the classifier's, same pass (float16)
     # The bird in the frame (identify.framing): the crop the forward pass used ({x, y, w, h}; None: the whole
     # photo), whose it was (user, detector, curator), and every bird a detector found ([{box, score, label}]).
     crop: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
@@ -339,3 +347,28 @@ class OccurrenceImport(Base):
     records: Mapped[int]
     imported: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Certification(Base):
+    """One re-certification of a model's index (identify.certifications owns it): its state, progress, the
+    reference set it was fitted for, and what it decided. At most one runs per model and index (a unique index
+    over the running ones, seen by every worker and host)."""
+
+    __tablename__ = "certifications"
+    __table_args__ = (
+        Index_("ix_certifications_model_index", "model_id", "index_name", "status"),
+        Index_("uq_certifications_running", "model_id", "index_name", unique=True,
+               sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'")),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    index_name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # running, done, failed, abandoned
+    reference_state: Mapped[str] = mapped_column(String(100))  # identify.certifications.ReferenceState
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    stage: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # identify.certify.Certification.to_dict()
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))

@@ -23,7 +23,7 @@ from identify.observation import WhereAndWhen
 from identify.references import References, taxon_of_row
 from identify.schema import Curator, Model, Prediction, Review, Sighting, SightingPhoto, Species
 from identify.schema import Taxon as TaxonRow
-from identify.storage import IN_CHUNK, Store, key_of_public_id, rows_to_arrays
+from identify.storage import IN_CHUNK, Store, key_of_public_id, packed_probabilities, rows_to_arrays
 from identify.taxonomy import Taxon
 
 
@@ -35,6 +35,7 @@ class PhotoOfSighting:
     name: str  # the stored file's generated name
     embedding: np.ndarray | None = None  # its own, as the network gave it (None when read back for display)
     framing: Framing | None = None  # how the model looked at it: crop, whose, what a detector found
+    probabilities: np.ndarray | None = None  # the classifier's, from the same forward pass (kept for promotion)
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,12 @@ def observed_of(sighting: Sighting) -> ObservedTime | None:
     return ObservedTime(utc, sighting.observed_offset, sighting.observed_zone)  # type: ignore[arg-type]
 
 
-def _photo_values(embedding: np.ndarray | None, framing: Framing | None) -> dict[str, Any]:
+def _photo_values(embedding: np.ndarray | None, framing: Framing | None,
+                  probabilities: np.ndarray | None = None) -> dict[str, Any]:
     """A sighting photo's columns of what the model looked at."""
     framing = framing or Framing()
     return {"embedding": np.ascontiguousarray(embedding, dtype=np.float32).tobytes(),
+            "probabilities": packed_probabilities(probabilities),
             "crop": framing.crop.to_dict() if framing.crop is not None else None, "crop_source": framing.source,
             "detections": [d.to_dict() for d in framing.detections] or None}
 
@@ -176,7 +179,7 @@ class SightingStore:
             session.flush()
             session.execute(insert(SightingPhoto), [
                 {"sighting_id": sighting.id, "position": position, "photo_sha256": photo.sha256,
-                 "photo_name": photo.name, **_photo_values(photo.embedding, photo.framing)}
+                 "photo_name": photo.name, **_photo_values(photo.embedding, photo.framing, photo.probabilities)}
                 for position, photo in enumerate(new.photos)])
             self._insert_predictions(session, sighting.id, new.predictions)
             return sighting.id, sighting.public_id
@@ -199,9 +202,9 @@ class SightingStore:
             session.execute(insert(Prediction), rows)  # one executemany, not one ORM object per row
 
     def replace_answer(self, session: Session, sighting_id: int, version: int, answer: dict[str, Any],
-                       photos: Sequence[tuple[np.ndarray, Framing]]) -> bool:
+                       photos: Sequence[tuple[np.ndarray, Framing, np.ndarray | None]]) -> bool:
         """In the caller's transaction: a new answer for an open sighting looked at again (a curator's
-        re-crop: `answer` as identify.uploads gives it, each photo's new embedding and framing), and the next
+        re-crop: `answer` as identify.uploads gives it, each photo's new embedding, framing and classifier output), and the next
         version, only if it is still at `version`. False if it was not."""
         values = self._answer_values(session, **answer)
         changed = session.execute(
@@ -210,10 +213,11 @@ class SightingStore:
         ).rowcount  # type: ignore[attr-defined]
         if changed != 1:
             return False
-        for position, (embedding, framing) in enumerate(photos):
+        for position, (embedding, framing, probabilities) in enumerate(photos):
             session.execute(update(SightingPhoto)
                             .where(SightingPhoto.sighting_id == sighting_id, SightingPhoto.position == position)
-                            .values(**_photo_values(embedding, framing)).execution_options(synchronize_session=False))
+                            .values(**_photo_values(embedding, framing, probabilities))
+                            .execution_options(synchronize_session=False))
         session.execute(delete(Prediction).where(Prediction.sighting_id == sighting_id))
         self._insert_predictions(session, sighting_id, answer["predictions"])
         return True

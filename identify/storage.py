@@ -109,6 +109,18 @@ def rows_to_arrays(rows: list[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, vectors
 
 
+def packed_probabilities(probabilities: np.ndarray | bytes | None) -> bytes | None:
+    """The classifier's output as stored beside an embedding: float16 (half the bytes; three significant
+    digits are more than a threshold reads)."""
+    if probabilities is None or isinstance(probabilities, bytes):
+        return probabilities
+    return np.ascontiguousarray(probabilities, dtype=np.float16).tobytes()
+
+
+def unpacked_probabilities(stored: bytes | None) -> np.ndarray | None:
+    return None if stored is None else np.frombuffer(stored, dtype=np.float16).astype(np.float32)
+
+
 class Store:
     """The queries of the system of record, each in its own transaction."""
 

@@ -133,7 +133,7 @@ class UploadPipeline:
                 for photo in read:
                     stored.append(svc.photos.save(photo.data, photo.format, photo.sha256))
                 sighting_id, public_id = svc.sightings.add(NewSighting(
-                    photos=[PhotoOfSighting(p.sha256, p.name, e.embedding, f)
+                    photos=[PhotoOfSighting(p.sha256, p.name, e.embedding, f, e.probabilities)
                             for p, e, f in zip(stored, evidence, framing, strict=True)],
                     model_id=svc.model_id, **self._answer_columns(result),
                     where=where, coordinate_uncertainty_m=fields.coordinate_uncertainty_m if fields.given.located
@@ -198,4 +198,4 @@ class UploadPipeline:
         result = svc.identifier.explain(pool_evidence(evidence), place, svc.audit_summary().over_target)
         # Similar sightings keep the first embedding until the next snapshot (their index adds, never replaces).
         return reviewed(record.id, version, curator_id, note, self._answer_columns(result),
-                        [(e.embedding, f) for e, f in zip(evidence, framing, strict=True)])
+                        [(e.embedding, f, e.probabilities) for e, f in zip(evidence, framing, strict=True)])

@@ -69,8 +69,9 @@ class BuildOptions:
     memory_budget: int | None = None  # bytes the published index may take; past it, IVF-PQ
 
 
-def _write(writer: EmbeddingWriter, chosen: list[tuple[ReferenceSource, str]], embeddings: np.ndarray) -> int:
-    writer.write([source for source, _ in chosen], [sha for _, sha in chosen], embeddings)
+def _write(writer: EmbeddingWriter, chosen: list[tuple[ReferenceSource, str]], embeddings: np.ndarray,
+           probabilities: np.ndarray) -> int:
+    writer.write([source for source, _ in chosen], [sha for _, sha in chosen], embeddings, probabilities)
     return len(chosen)
 
 
@@ -147,7 +148,7 @@ class IndexBuilder:
                     output = self.backbone.forward_decoded(batch.tensors)
                     chosen = [pending[p] for p in batch.positions]
                     self.report.embedded += in_flight.result() if in_flight else 0
-                    in_flight = writes.submit(_write, writer, chosen, output.embeddings)
+                    in_flight = writes.submit(_write, writer, chosen, output.embeddings, output.probabilities)
                 bar.update(len(batch.positions) + len(batch.failures))
             self.report.embedded += in_flight.result() if in_flight else 0
 

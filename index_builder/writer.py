@@ -18,8 +18,10 @@ class EmbeddingWriter:
         self.index_id = index_id
         self.model_id = model_id
 
-    def write(self, sources: Sequence[ReferenceSource], hashes: Sequence[str], vectors: np.ndarray) -> list[int]:
-        """Returns the reference ids, in the order given."""
+    def write(self, sources: Sequence[ReferenceSource], hashes: Sequence[str], vectors: np.ndarray,
+              probabilities: np.ndarray | None = None) -> list[int]:
+        """Returns the reference ids, in the order given. `probabilities`: the classifier's output from the same
+        forward pass, kept beside each embedding (re-certification reads it)."""
         references = [
             NewReference(
                 file_sha256=sha,
@@ -31,7 +33,9 @@ class EmbeddingWriter:
                 creator=source.creator,
                 license=source.license,
                 crop=source.crop,
+                probabilities=probabilities[row] if probabilities is not None else None,
+                individual=source.group,
             )
-            for source, sha, vector in zip(sources, hashes, vectors, strict=True)
+            for row, (source, sha, vector) in enumerate(zip(sources, hashes, vectors, strict=True))
         ]
         return self.references.add_batch(self.index_id, self.model_id, references)

@@ -75,3 +75,192 @@ def test_mislabels_relabel_whole_birds_as_their_look_alike():
     assert all(int(a[-2:]) ^ 1 == int(b[-2:]) for a, b, _ in changed)
     assert all(sum(g == bird for g in data.reference_groups) == sum(1 for *_, g in changed if g == bird)
                for bird in birds)  # every photo of a mislabelled bird
+
+
+# ---- what re-certification reads: kept beside every embedding ----------------------------------------------
+def test_a_build_keeps_the_classifiers_output_and_the_individual_of_each_reference(
+        tmp_path, tiny_checkpoint, tiny_backbone, web_settings):
+    from sqlalchemy import select
+
+    from identify.schema import Embedding, ReferenceImage
+    from identify.storage import make_engine, unpacked_probabilities
+    from tests.conftest import SPECIES, build_reference_index, make_species_folder
+
+    folder = make_species_folder(tmp_path / "refs", SPECIES, per=2)
+    ringed = folder / SPECIES[0] / "ringed_17"  # a sub-folder: one bird
+    ringed.mkdir()
+    for photo in sorted((folder / SPECIES[0]).glob("*.jpg")):
+        photo.rename(ringed / photo.name)
+    build_reference_index(web_settings, tiny_backbone, folder, "kept")
+    engine = make_engine(web_settings.database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(ReferenceImage.label, ReferenceImage.individual, ReferenceImage.path,
+                                         Embedding.probabilities)
+                                  .join(Embedding, Embedding.reference_id == ReferenceImage.id)).all()
+    engine.dispose()
+    assert len(rows) == 2 * len(SPECIES)
+    for label, individual, path, stored in rows:
+        probabilities = unpacked_probabilities(stored)
+        assert probabilities is not None and probabilities.shape == (len(tiny_backbone.identity.classes),)
+        assert abs(float(probabilities.sum()) - 1.0) < 0.01  # float16: three digits
+        assert individual == (f"{SPECIES[0]}/ringed_17" if label == SPECIES[0] else None), path
+    # the same forward pass: the kept output is what the model says of the photo now
+    from PIL import Image
+
+    label, _, path, stored = rows[0]
+    output = tiny_backbone.forward(tiny_backbone.batch([Image.open(path).convert("RGB")]))
+    assert np.allclose(unpacked_probabilities(stored), output.probabilities[0], atol=2e-3)
+
+
+def test_a_promoted_sighting_keeps_its_photos_output_and_is_its_own_individual(make_service, token):
+    from sqlalchemy import select
+
+    from identify.schema import Embedding, ReferenceImage, Sighting, SightingPhoto
+    from identify.storage import key_of_public_id, unpacked_probabilities
+    from identify.web import create_app
+    from tests.conftest import jpeg_bytes, species_photo
+    from tests.test_curation import bearer, post
+
+    service = make_service()
+    client = create_app(service.settings, service).test_client()
+    answer = post(client, jpeg_bytes(species_photo(1, 77))).get_json()
+    reviewed = client.post(f"/api/v1/sightings/{answer['sighting_id']}/review", headers=bearer(token),
+                           json={"action": "correct", "species": "Hooded Crow", "version": 1,
+                                 "add_as_reference": True})
+    assert reviewed.status_code == 200, reviewed.get_json()
+    sighting = key_of_public_id(service.store.sessions, Sighting, answer["sighting_id"], "no_sighting", "sighting")
+    with service.store.session() as session:
+        photo = session.scalars(select(SightingPhoto.probabilities).where(SightingPhoto.sighting_id == sighting)).one()
+        reference = session.execute(select(ReferenceImage.individual, Embedding.probabilities)
+                                    .join(Embedding, Embedding.reference_id == ReferenceImage.id)
+                                    .where(ReferenceImage.sighting_id == sighting)).one()
+    assert photo is not None and reference.probabilities == photo
+    assert reference.individual == f"sighting {sighting}"
+    assert unpacked_probabilities(photo).shape == (len(service.backbone.identity.classes),)
+
+
+# ---- the job: one at a time across workers, its result in SQL -----------------------------------------------
+def simulated_deployment(database_url: str, seed: int = 0):  # type: ignore[no-untyped-def]
+    """The simulation's references recorded as a deployment's: a model row, an index, every reference with its
+    embedding, the classifier's output and its bird, through the reference set's one way in."""
+    from identify.certifications import Certifications
+    from identify.identity import ModelIdentity
+    from identify.references import NewReference, References
+    from identify.storage import Store, make_engine, upgrade_database
+
+    data = simulate(seed)
+    engine = make_engine(database_url)
+    upgrade_database(engine)
+    store = Store(engine)
+    identity = ModelIdentity("simulated", "simulated", f"{seed:064d}", list(data.classes), {}, {}, (64, 64),
+                             data.reference_embeddings.shape[1])
+    model_id = store.register_model(identity)
+    index_id = store.open_index("simulated", model_id)
+    references = References(store)
+    references.add_batch(index_id, model_id, [
+        NewReference(f"{row:064x}", f"/nowhere/{row}.jpg", label, data.reference_embeddings[row].astype(np.float32),
+                     probabilities=data.reference_probabilities[row], individual=data.reference_groups[row])
+        for row, label in enumerate(data.reference_labels)])
+    return data, engine, Certifications(store, references), model_id, index_id
+
+
+def test_one_certification_runs_at_a_time_across_workers(database_url):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from identify.certifications import Certifications, ReferenceState
+    from identify.references import References
+    from identify.schema import Certification, utcnow
+    from identify.storage import Store, make_engine
+
+    _, engine, first, model_id, index_id = simulated_deployment(database_url)
+    other_engine = make_engine(database_url)  # another worker or host: its own connections
+    second = Certifications(Store(other_engine), References(Store(other_engine)))
+    state = first.reference_state(index_id)
+    assert state == ReferenceState(0, state.newest, 400) and str(ReferenceState.parse(str(state))) == str(state)
+    running = first.start(model_id, "simulated", state)
+    assert running is not None and second.start(model_id, "simulated", state) is None  # refused while it runs
+    first.report(running, 0.5, "halfway")
+    assert second.latest(model_id, "simulated", status="running").stage == "halfway"
+    # its worker dies: two minutes without a heartbeat and the next one takes over
+    with engine.begin() as connection:
+        connection.execute(update(Certification).where(Certification.id == running)
+                           .values(heartbeat_at=utcnow() - timedelta(minutes=3)))
+    taken = second.start(model_id, "simulated", state)
+    assert taken is not None and taken != running
+    assert first.latest(model_id, "simulated", status="abandoned").id == running
+    second.finish(taken, {"figures": {}})
+    assert first.latest(model_id, "simulated").id == taken  # done
+    engine.dispose()
+    other_engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_certification_read_back_from_sql_is_the_one_made_in_memory(database_url):
+    """What the job reads (references, their kept classifier outputs and birds) certifies what the same data
+    certifies in memory: the same groups held back or certified, thresholds within the float16 rounding."""
+    from identify.certifications import recertify
+
+    data, engine, certifications, model_id, index_id = simulated_deployment(database_url)
+    fitted = evaluate(data, FusionConfig(), seed=0)
+    stages: list[str] = []
+    record = recertify(certifications, model_id, "simulated", index_id, list(data.classes), 64, fitted.config,
+                       fitted.calibration, None, lambda fraction, stage: stages.append(stage))
+    assert record is not None and record.status == "done" and record.progress == 1.0 and len(stages) == 2
+    assert record.reference_state == certifications.reference_state(index_id)
+    in_memory = certify(replace(data, query_embeddings=np.zeros((0, 64)), probabilities=np.zeros((0, 16)),
+                                query_labels=[], query_places=None, query_groups=None, view_embeddings=None,
+                                view_probabilities=None), fitted.config, fitted.calibration)
+    figures = record.result["figures"]
+    assert figures["references"] == 400 and figures["individuals"] == 140 and figures["reviewed"] == 0
+    assert {g: f["threshold"] for g, f in figures["groups"].items()} == pytest.approx(
+        {g: f["threshold"] for g, f in in_memory.figures["groups"].items()}, abs=0.011)
+    config, calibration = record.served(fitted.config, fitted.calibration)
+    assert calibration.thresholds and config.vouch_vote == in_memory.config.vouch_vote
+    engine.dispose()
+
+
+def test_identify_certify_from_the_command_line(data_dir, refs, tiny_backbone):
+    """The birds index is too little to certify anything: the job records that every group is held back (no
+    threshold keeps a 5 % bound on a dozen answers); while another runs, it exits 4 and changes nothing."""
+    import json
+
+    from click.testing import CliRunner
+
+    from identify.cli import main
+    from identify.config import load_settings
+    from tests.conftest import build_reference_index
+
+    settings = load_settings()
+    build_reference_index(settings, tiny_backbone, refs, "birds")
+    done = CliRunner().invoke(main, ["certify", "--index", "birds", "--json"])
+    assert done.exit_code == 0, done.output
+    record = json.loads(done.stdout)
+    figures = record["figures"]
+    assert record["status"] == "done" and figures["references"] == len(list(refs.rglob("*.jpg")))
+    assert figures["groups"] and all(g["threshold"] > 1.0 for g in figures["groups"].values())
+    plain = CliRunner().invoke(main, ["certify", "--index", "birds"])
+    assert plain.exit_code == 0 and "reviewed sightings" in plain.stdout and ">= 1.01" in plain.stdout
+    from identify.certifications import ReferenceState
+    from identify.parts import Parts
+
+    parts = Parts(settings)
+    assert parts.certifications.start(1, "birds", ReferenceState(0, 0, 0)) is not None  # another worker's
+    busy = CliRunner().invoke(main, ["certify", "--index", "birds", "--json"])
+    assert busy.exit_code == 4 and json.loads(busy.stdout)["running"]["stage"] == "starting"
+    missing = CliRunner().invoke(main, ["certify", "--index", "nothing"])
+    assert missing.exit_code == 1 and "unknown_index" in missing.stderr
+
+
+def test_references_recorded_before_outputs_were_kept_are_searched_not_asked():
+    data = simulate(2)
+    fitted = evaluate(data, FusionConfig(), seed=2)
+    older = data.reference_probabilities.copy()
+    older[::4] = np.nan  # a quarter recorded before this round
+    certified = certify(replace(data, reference_probabilities=older, query_embeddings=np.zeros((0, 64)),
+                                probabilities=np.zeros((0, 16)), query_labels=[], query_places=None,
+                                query_groups=None, view_embeddings=None, view_probabilities=None),
+                        fitted.config, fitted.calibration)
+    assert certified.figures["references"] == 400 and certified.figures["certifying"] <= 300
+    assert certified.figures["open_set"]["photos"] == 300

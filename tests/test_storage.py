@@ -29,7 +29,7 @@ def store(database_url):
 def test_migrations_create_exactly_the_models_schema_and_go_back(database_url):
     engine = make_engine(database_url)
     upgrade_database(engine)
-    assert current_revision(engine) == "0017"
+    assert current_revision(engine) == "0018"
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     upgrade_database(engine)  # idempotent

@@ -283,3 +283,54 @@ def _check_stored(settings, data, out: Path | None, target_error: float | None, 
         click.echo(f"answers: {table}")
     if not checked.within_target:
         sys.exit(3)
+
+
+@main.command()
+@click.option("--index", "index_name", help="The index to certify [default: IDENTIFY_INDEX].")
+@json_option
+@reports_errors
+def certify(index_name: str | None, json_output: bool) -> None:
+    """Fit the confident thresholds again from what this deployment holds that is labelled: its references (each
+    answered without its own individual, each species without its own references) and the sightings curators
+    confirmed or corrected, with the calibrator and λ, k, T that evaluate stored. One runs at a time across
+    every worker and host: exits 4 when another is running. Writes nothing to identify.toml: the result is a
+    row of SQL (identify.certifications)."""
+    from sqlalchemy import select
+
+    from identify.certifications import recertify
+    from identify.schema import Index, Model
+
+    settings = _settings()
+    parts = _parts(settings)
+    name = index_name or settings.service.index
+    with parts.store.session() as session:
+        found = session.execute(select(Index.id, Model.id, Model.classes, Model.embedding_dim)
+                                .join(Model, Model.id == Index.model_id).where(Index.name == name)).first()
+    if found is None:
+        raise IdentifyError("unknown_index", f"no index named {name!r}: build it first", 404)
+    index_id, model_id, classes, dim = found
+
+    def said(fraction: float, stage: str) -> None:
+        if not json_output:
+            click.echo(f"{fraction:4.0%} {stage}", err=True)
+
+    record = recertify(parts.certifications, model_id, name, index_id, list(classes), dim, settings.fusion,
+                       settings.calibration, parts.prior(), said)
+    if record is None:
+        running = parts.certifications.latest(model_id, name, status="running")
+        click.echo(json.dumps({"running": running.to_dict() if running else None}) if json_output else
+                   f"another certification of {name} is running ({running.stage if running else '?'}); nothing done")
+        sys.exit(4)
+    if json_output:
+        click.echo(json.dumps(record.to_dict()))
+        return
+    figures = (record.result or {}).get("figures", {})
+    if "nothing_certified" in figures:
+        click.echo(f"certification {record.id} of {name}: nothing certified ({figures['nothing_certified']}); "
+                   "answers are held back until there is more to go on")
+        return
+    click.echo(f"certification {record.id} of {name}: {figures['references']} references of "
+               f"{figures['individuals']} individuals and {figures['reviewed']} reviewed sightings, in "
+               f"{figures['seconds']:.1f} s; pooled threshold {figures['pooled']:g}; "
+               + "; ".join(f"{group} >= {g['threshold']:g} ({g['errors']} wrong of {g['answered']})"
+                           for group, g in figures["groups"].items()))
