@@ -85,7 +85,9 @@ class FittedOn:
 class CalibrationState:
     """What a stored calibration is worth for the references served now."""
 
-    state: str  # uncalibrated (no evaluate has checked a threshold), current, or stale (the references moved)
+    # uncalibrated (no evaluate has checked a threshold), current, recertifying (the references changed since the
+    # newest certification: identify.certifications), or stale (no certification, and the references moved)
+    state: str
     reasons: tuple[str, ...] = ()  # what moved, when stale
 
     @property

@@ -14,6 +14,9 @@ from SQL and writes one row, so a job run again after a kill starts afresh and l
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -22,7 +25,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from identify.calibration import Calibration
+from identify.calibration import Calibration, CalibrationState
 from identify.config import FusionConfig
 from identify.measurement import EvaluationData
 from identify.observation import Place
@@ -32,6 +35,7 @@ from identify.schema import Certification, Embedding, IndexMember, ReferenceChan
 from identify.schema import SightingPhoto, Species, utcnow
 from identify.storage import Store
 
+logger = logging.getLogger("identify.certifications")
 STALE_HEARTBEAT = timedelta(minutes=2)
 RUNNING, DONE, FAILED, ABANDONED = "running", "done", "failed", "abandoned"
 
@@ -112,6 +116,26 @@ class Certifications:
         with self.store.session() as session:
             row = session.scalars(query.order_by(Certification.id.desc()).limit(1)).first()
             return _record(row) if row is not None else None
+
+    def newest_done(self, model_id: int, index_name: str) -> int | None:
+        """The id of the newest finished certification of the model's index: one indexed look-up, cheap enough
+        to read on every answer."""
+        with self.store.session() as session:
+            return session.scalar(select(func.max(Certification.id)).where(
+                Certification.model_id == model_id, Certification.index_name == index_name,
+                Certification.status == DONE))
+
+    def touched_since(self, index_id: int, state: ReferenceState) -> set[str]:
+        """The species (labels) whose references changed since `state`: members added after its newest, and
+        every change after its newest change, from and to."""
+        with self.store.session() as session:
+            added = select(ReferenceImage.species_id).join(IndexMember, IndexMember.reference_id == ReferenceImage.id)\
+                .where(IndexMember.index_id == index_id, ReferenceImage.id > state.newest)
+            moved = [species for pair in session.execute(
+                select(ReferenceChange.from_species_id, ReferenceChange.to_species_id)
+                .where(ReferenceChange.id > state.change)) for species in pair if species is not None]
+            ids = set(session.scalars(added)) | set(moved)
+            return set(session.scalars(select(Species.name).where(Species.id.in_(ids)))) if ids else set()
 
     def start(self, model_id: int, index_name: str, state: ReferenceState) -> int | None:
         """A running row for this job, or None when another worker or host is running one."""
@@ -222,3 +246,91 @@ def recertify(certifications: Certifications, model_id: int, index_name: str, in
     return certifications.latest(model_id, index_name, status=None)
 
 
+
+
+@dataclass(frozen=True)
+class Served:
+    """What an identifier serves of its index's certifications now."""
+
+    config: FusionConfig
+    calibration: Calibration
+    held_back: frozenset[str]  # species labels whose references changed since the certification served
+    state: CalibrationState | None  # None: no certification yet, the stored calibration's own state applies
+    behind: bool  # the references moved since the newest certification: a job should run
+
+
+RETRY = 30.0  # seconds between tries to start a job in one process
+
+
+class Following:
+    """An identifier's view of its index's certifications, read from SQL so every worker and host agrees: the
+    newest finished certification's thresholds and rules, and the species whose references changed since the
+    reference set it was fitted for (added, relabelled from or to, retired, restored, merged): those are still
+    named first but held back from `confident` until a certification covers them. With `start_jobs`, a process
+    that sees the references ahead of the newest certification starts one in a thread (the SQL row keeps it to
+    one at a time across workers and hosts); only a deployment whose calibration states a risk is certified."""
+
+    def __init__(self, certifications: Certifications, model_id: int, index_name: str, index_id: int,
+                 classes: list[str], dim: int, config: FusionConfig, calibration: Calibration,
+                 prior: Callable[[], PriorModel | None], start_jobs: bool = False) -> None:
+        self.certifications = certifications
+        self.model_id, self.index_name, self.index_id = model_id, index_name, index_id
+        self.classes, self.dim = classes, dim
+        self.config, self.calibration, self.prior = config, calibration, prior
+        self.start_jobs = start_jobs and calibration.risk_bounded
+        self._known: tuple[Any, Served] | None = None
+        self._lock = threading.Lock()
+        self._job: threading.Thread | None = None
+        self._tried = float("-inf")
+        self.retry = RETRY  # seconds between tries in this process
+
+    def served(self, stamp: Any) -> Served:
+        """As of now; `stamp` moves whenever the index's size or changes move (worked out again only then, or
+        when a newer certification has finished)."""
+        newest = self.certifications.newest_done(self.model_id, self.index_name)
+        known = self._known
+        if known is not None and known[0] == (stamp, newest):
+            served = known[1]
+        else:
+            served = self._work_out(newest)
+            self._known = ((stamp, newest), served)
+        if served.behind:
+            self._start()
+        return served
+
+    def _work_out(self, newest: int | None) -> Served:
+        state = self.certifications.reference_state(self.index_id)
+        record = self.certifications.latest(self.model_id, self.index_name) if newest is not None else None
+        if record is None or record.result is None:
+            return Served(self.config, self.calibration, frozenset(), None, True)
+        config, calibration = record.served(self.config, self.calibration)
+        if record.reference_state == state:
+            return Served(config, calibration, frozenset(), CalibrationState("current"), False)
+        touched = frozenset(self.certifications.touched_since(self.index_id, record.reference_state))
+        why = (f"{len(touched)} species' references changed since certification {record.id}; being checked",)
+        return Served(config, calibration, touched, CalibrationState("recertifying", why), True)
+
+    def _start(self) -> None:
+        if not self.start_jobs:
+            return
+        with self._lock:
+            if (self._job is not None and self._job.is_alive()) or time.monotonic() - self._tried < self.retry:
+                return
+            self._tried = time.monotonic()
+            self._job = threading.Thread(target=self.run, name="recertify", daemon=True)
+            self._job.start()
+
+    def run(self) -> CertificationRecord | None:
+        """One re-certification now, in this thread (None: another worker or host is running one)."""
+        try:
+            return recertify(self.certifications, self.model_id, self.index_name, self.index_id, self.classes,
+                             self.dim, self.config, self.calibration, self.prior())
+        except Exception:  # noqa: BLE001 - recorded in its row; the thresholds served stay as they were
+            logger.exception("re-certification of %s failed", self.index_name)
+            return None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the job this process started (if any) has finished."""
+        job = self._job
+        if job is not None:
+            job.join(timeout)

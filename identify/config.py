@@ -141,6 +141,10 @@ class ServiceConfig:
     # Without a crop or a detector: also look at centre crops and pool them with the whole photo (measured in
     # BENCHMARKS.md: framing; off unless it helps the model served).
     auto_crop: bool = False
+    # When the references move past the newest certification, certify them again in the background (a
+    # calibrated deployment only). Off: only `identify certify` does, and the species a change touched stay held
+    # back until someone runs it.
+    auto_certify: bool = True
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.max_batch < 1 or self.refresh_seconds < 0:
@@ -248,6 +252,9 @@ SETTING_DOCS: dict[str, str] = {
     "detector_classes": "the detector's class labels that count as a bird (comma-separated)",
     "detector_threshold": "the score a detected box needs to count",
     "auto_crop": "without a crop or a detector, pool centre crops with the whole photo (BENCHMARKS.md: framing)",
+    "auto_certify": "when the references change, re-certify the thresholds in the background from the deployment's "
+                    "labelled data (`identify certify`; a calibrated deployment only); the species the change "
+                    "touched are held back from confident until it finishes",
     "audit_share": "the share of confident answers drawn at random into the review queue as blind audits "
                    "(identify.audit: the deployment's own error among confident answers, with its bound)",
 }

@@ -27,6 +27,7 @@ __all__ = ["Evidence", "Identification", "Identifier", "NeighbourInfo", "Species
 
 if TYPE_CHECKING:
     from identify.backbone import Backbone
+    from identify.certifications import Following, Served
 
 TOP_SPECIES = 5
 REFERENCE_CACHE_SIZE = 200_000
@@ -103,9 +104,12 @@ def pool_evidence(photos: Sequence[Evidence]) -> Evidence:
 class Identifier:
     def __init__(self, backbone: "Backbone", index: Any, references: References, config: FusionConfig,
                  calibration: Calibration | None = None,
-                 count_references: Callable[[], dict[str, int]] | None = None) -> None:
+                 count_references: Callable[[], dict[str, int]] | None = None,
+                 following: "Following | None" = None) -> None:
         """`count_references`: references per species of the searched set, read again whenever the index's
-        size changes (None: unknown, and the open-set rule of identify.openset is off)."""
+        size changes (None: unknown, and the open-set rule of identify.openset is off); `following`: the index's
+        certifications (identify.certifications), whose thresholds, once there is one, are served instead of
+        `config`'s and `calibration`'s."""
         self.backbone = backbone
         self.index = index  # a LiveIndex, checked against the model when it was opened
         self.references = references
@@ -117,6 +121,7 @@ class Identifier:
         self._known: dict[int, ReferenceInfo] = {}
         self._stamp = 0
         self.count_references = count_references
+        self.following = following
         # (index size, change stamp, counts, state)
         self._counts: tuple[int, int, dict[str, int], CalibrationState] | None = None
         self.names = self._load_names()
@@ -173,10 +178,20 @@ class Identifier:
         return self.count_references() if self.count_references is not None else {}
 
     def calibration_state(self) -> CalibrationState:
-        """The stored calibration against the references searched now: current, stale or uncalibrated."""
+        """What the thresholds served are worth for the references searched now: certified (`current`), being
+        certified again after a change (`recertifying`), or the stored calibration's own state."""
+        served = self.served()
+        if served is not None and served.state is not None:
+            return served.state
         if self.count_references is None:
             return self.calibration.state(None)
         return self._counted()[3]
+
+    def served(self) -> "Served | None":
+        """The index's certifications as of now (None: not followed)."""
+        if self.following is None:
+            return None
+        return self.following.served((self.index.count, getattr(self.index, "stamp", 0)))
 
     def _counted(self) -> tuple[int, int, dict[str, int], CalibrationState]:
         """Counts and the calibration's state, worked out again only when the index's size or the reference
@@ -195,10 +210,14 @@ class Identifier:
         for this answer (nothing held here between answers)."""
         names = self.names
         votes = [Neighbour(n.reference_id, n.species, n.similarity) for n in evidence.neighbours]
+        served = self.served()
+        config, calibration = (served.config, served.calibration) if served and served.state else \
+            (self.config, self.calibration)
+        held_back = frozenset(names.canonical(label) for label in served.held_back) if served else frozenset()
         state, counts = self.calibration_state(), self.reference_counts()
-        decided = answer(evidence.probabilities, votes, names, self.config, self.calibration, self.prior, place,
+        decided = answer(evidence.probabilities, votes, names, config, calibration, self.prior, place,
                          self.references.taxonomy.group_name, counts, state.stale,
-                         over_target)
+                         over_target, held_back=held_back)
         return Identification(
             species=decided.ranking[:TOP_SPECIES],
             rollup=decided.rollup,

@@ -166,16 +166,25 @@ class Parts:
         return FollowingIndex(indexes_dir, index_name, open_live, refresh_seconds)
 
     def identifier(self, backbone: "Backbone", index_name: str, config: FusionConfig | None = None,
-                   refresh_seconds: float = 0, with_prior: bool = True) -> "Identifier":
+                   refresh_seconds: float = 0, with_prior: bool = True, start_jobs: bool = False) -> "Identifier":
         """The service's identifier: this model over the live reference set, fused and calibrated by the
-        settings (or `config`), with the prior unless place is left out."""
+        settings (or `config`) or, once there is one, by the index's newest certification, with the prior unless
+        place is left out. `start_jobs`: this process starts a re-certification when the references move past
+        the newest one (a server does; a command that answers and exits does not)."""
+        from identify.certifications import Following
         from identify.identifier import Identifier
 
         model_id = self.register(backbone)
         live = self.reference_index(backbone, model_id, index_name, refresh_seconds)
-        identifier = Identifier(backbone, live, self.references, config or self.settings.fusion,
-                                self.settings.calibration,
+        fusion = config or self.settings.fusion
+        with self.store.session() as session:
+            index_id = self.references.index_of(session, index_name, model_id)
+        identifier = Identifier(backbone, live, self.references, fusion, self.settings.calibration,
                                 lambda: self.references.species_counts(index_name, model_id))
+        identifier.following = Following(
+            self.certifications, model_id, index_name, index_id, list(backbone.identity.classes),
+            backbone.identity.embedding_dim, fusion, self.settings.calibration, lambda: identifier.prior,
+            start_jobs=start_jobs)
         if with_prior:
             identifier.prior = self.prior()
         return identifier

@@ -70,6 +70,7 @@ class Answer:
 
 
 CALIBRATION_STALE = "calibration_stale"
+RECERTIFYING = "recertifying"  # the answer's species had its references changed since the thresholds were certified
 RISK_OVER_TARGET = "risk_over_target"
 KNOWN, NEW, CONTESTED, ALL = "known", "new", "contested", "all"
 RISK_GROUPS = (KNOWN, NEW, CONTESTED)
@@ -106,13 +107,16 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
            calibration: Calibration, prior: PriorModel | None = None, place: Place | None = None,
            group_name: GroupName | None = None, reference_counts: Mapping[str, int] | None = None,
            stale: bool = False, over_target: frozenset[str] = frozenset(),
-           spread_floors: Mapping[str, Sequence[float]] | None = None) -> Answer:
+           spread_floors: Mapping[str, Sequence[float]] | None = None,
+           held_back: frozenset[str] = frozenset()) -> Answer:
     """The answer to one observation (see the module). `probabilities` are over `names.classes`; `neighbours`
     are nearest first, under any label of their taxon; `reference_counts`: references per label of the searched
     set (None: unknown); `stale`: the calibration no longer describes the references served (CalibrationState),
     so nothing is confident until `evaluate` is run again; `over_target`: risk groups whose live audit shows their
     error past the target (identify.audit): nothing in them is confident either; `spread_floors`: per species
-    its references' own spread (identify.openset.own_spread; None: the spread rule is off)."""
+    its references' own spread (identify.openset.own_spread; None: the spread rule is off); `held_back`: species
+    whose references changed since the thresholds were certified (identify.certifications): named, not
+    confident, until a certification covers them."""
     votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in neighbours]
     fused = fuse(names.classes, probabilities, votes, config)
     ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, calibration, votes)]
@@ -126,7 +130,9 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
     own = calibration.threshold_for(groups)
     threshold = own if own is not None else config.confident_score
     audited_over = bool(over_target & {*groups, ALL})
+    recertifying = bool(ranking) and ranking[0].name in held_back
     blockers = (*support.reasons(config), *((CALIBRATION_STALE,) if stale else ()),
+                *((RECERTIFYING,) if recertifying else ()),
                 *((RISK_OVER_TARGET,) if audited_over else ()))
     decision = decide(ranking, votes, replace(config, confident_score=threshold), blockers)
     rollup = roll_up(ranking, config.confident_score, group_name) if decision.decision != CONFIDENT else None

@@ -98,7 +98,8 @@ class IdentificationService:
         self.index_name = settings.service.index
         self.model_id = parts.register(backbone)
         self.references.link_taxa()  # labels recorded before taxa existed, or by an older release
-        self.identifier = parts.identifier(backbone, self.index_name, refresh_seconds=self.limits.refresh_seconds)
+        self.identifier = parts.identifier(backbone, self.index_name, refresh_seconds=self.limits.refresh_seconds,
+                                           start_jobs=settings.service.auto_certify)
         self.reference_index = self.identifier.index
         identity = backbone.identity
         # The transform, forward pass and search run batched in one thread; decoding and fusion run in the

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -264,3 +266,74 @@ def test_references_recorded_before_outputs_were_kept_are_searched_not_asked():
                         fitted.config, fitted.calibration)
     assert certified.figures["references"] == 400 and certified.figures["certifying"] <= 300
     assert certified.figures["open_set"]["photos"] == 300
+
+
+# ---- the service follows the certifications, in two workers ------------------------------------------------
+def test_changed_species_are_held_back_until_recertified_then_served_new_thresholds(make_service, web_settings,
+                                                                                  token):
+    """A calibrated deployment, two workers. The first certification runs by itself; then a curator promotes a
+    sighting, relabels one reference and retires another while a re-certification cannot start (another host
+    holds the job): the species those changes touched are still named first but held back (`recertifying`), in
+    both workers, the others not; once the job runs, both workers serve its thresholds and hold nothing back."""
+    from identify.calibration import Calibration, FittedOn
+    from identify.certifications import ReferenceState
+    from identify.web import create_app
+    from tests.conftest import jpeg_bytes, species_photo
+    from tests.test_curation import bearer, post
+
+    calibrated = dataclasses.replace(web_settings, calibration=Calibration(target_error=0.05,
+                                                                           fitted_on=FittedOn(18, 3, 6.0, False)))
+    services = [make_service(calibrated), make_service(calibrated)]
+    clients = [create_app(s.settings, s).test_client() for s in services]
+    following = [s.identifier.following for s in services]
+    for f in following:
+        f.retry = 0.0  # try again at once (a server waits RETRY seconds between tries)
+    # no certification yet: the stored calibration's own state is served, and a job starts
+    assert clients[0].get("/api/v1/status").get_json()["calibration"]["state"] == "current"
+    following[0].wait(60)
+    following[1].wait(60)
+    first = following[0].certifications.latest(following[0].model_id, "birds")
+    assert first is not None and first.status == "done"
+    for client in clients:
+        assert client.get("/api/v1/status").get_json()["calibration"]["state"] == "current"
+    # another host holds the job: nothing can re-certify while the curator changes the references
+    held = following[0].certifications.start(following[0].model_id, "birds", ReferenceState(0, 0, 0))
+    assert held is not None
+    sighting = post(clients[0], jpeg_bytes(species_photo(0, 61))).get_json()
+    promoted = clients[0].post(f"/api/v1/sightings/{sighting['sighting_id']}/review", headers=bearer(token),
+                               json={"action": "correct", "species": "Corvus cornix", "version": 1,
+                                     "add_as_reference": True})
+    assert promoted.status_code == 200, promoted.get_json()
+    listed = clients[0].get("/api/v1/references?species=Columba%20livia", headers=bearer(token)).get_json()["items"]
+    retired = clients[0].post(f"/api/v1/references/{listed[0]['id']}/retire", headers=bearer(token),
+                              json={"reason": "a blurred photo", "version": listed[0]["version"]})
+    assert retired.status_code == 200, retired.get_json()
+    time.sleep(1.1)  # the second worker follows SQL within its refresh interval
+    touched = {"Corvus cornix", "Columba livia"}
+    for client in clients:
+        status = client.get("/api/v1/status").get_json()["calibration"]
+        assert status["state"] == "recertifying", status
+        seen = set()
+        for number in range(6):
+            answer = post(client, jpeg_bytes(species_photo(number % 3, 90 + number))).get_json()
+            top = answer["species"][0]["name"]
+            assert ("recertifying" in answer["reasons"]) == (top in touched), (top, answer["reasons"])
+            assert top not in touched or answer["decision"] != "confident"
+            seen.add(top in touched)
+        assert seen == {True, False}  # answers of touched species held back, of the others not
+    # the other host's job ends (its row abandoned); the next answer starts one here
+    following[0].certifications.fail(held, "the other host stopped")
+    post(clients[0], jpeg_bytes(species_photo(0, 95)))
+    following[0].wait(60)
+    newest = following[0].certifications.latest(following[0].model_id, "birds")
+    assert newest is not None and newest.id > first.id
+    assert newest.reference_state == following[0].certifications.reference_state(following[0].index_id)
+    for service, client in zip(services, clients, strict=True):
+        assert client.get("/api/v1/status").get_json()["calibration"]["state"] == "current"
+        answer = post(client, jpeg_bytes(species_photo(1, 97))).get_json()
+        assert "recertifying" not in answer["reasons"]
+        served = service.identifier.served()
+        assert served.calibration.thresholds == newest.served(service.identifier.config,
+                                                              service.identifier.calibration)[1].thresholds
+    for f in following:
+        f.wait(60)  # nothing left running when the database goes

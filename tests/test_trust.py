@@ -214,7 +214,10 @@ def test_a_stale_calibration_answers_nothing_confident_and_says_so(make_service,
     answers = {}
     for name, fitted in (("current", FittedOn(18, 3, 6.0, False)), ("stale", FittedOn(300, 3, 100.0, False))):
         calibration = Calibration(target_error=0.05, fitted_on=fitted)
-        service = make_service(dataclasses.replace(web_settings, fusion=sharp, calibration=calibration))
+        # the stored calibration as it is: no re-certification of the references (identify.certifications)
+        by_hand = dataclasses.replace(web_settings.service, auto_certify=False)
+        service = make_service(dataclasses.replace(web_settings, fusion=sharp, calibration=calibration,
+                                                   service=by_hand))
         client = create_app(service=service).test_client()
         answers[name] = post(client, photo).get_json()
         status = client.get("/api/v1/status").get_json()

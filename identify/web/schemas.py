@@ -201,10 +201,14 @@ class Place(Schema):
 
 
 class CalibrationState(Schema):
-    state: Literal["uncalibrated", "current", "stale"] = Field(
-        description="stale: the references served moved beyond the documented bound from those the calibration was "
-                    "fitted on, and nothing is confident until `identify evaluate --write-config` is run again")
-    reasons: list[str] = Field(description="What moved, when stale")
+    state: Literal["uncalibrated", "current", "recertifying", "stale"] = Field(
+        description="current: the thresholds were certified for the references served (by the newest "
+                    "re-certification, or by `evaluate --write-config`); recertifying: the references changed since "
+                    "the newest certification, the species they touched are held back until the next one finishes; "
+                    "stale (no certification yet): the references moved beyond the documented bound from those the "
+                    "calibration was fitted on, and nothing is confident until `identify evaluate --write-config` "
+                    "is run again")
+    reasons: list[str] = Field(description="What moved, when recertifying or stale")
 
 
 class Box(Schema):
