@@ -46,6 +46,8 @@ REASON_WORDS = {
     "outside_species_spread": "The photo is less like this species' reference photos than its own birds are.",
     "risk_over_target": "Curators' checks show that answers like this one have been wrong more often than promised, "
                         "so none is called confident for now.",
+    "new_here": "This species is new here: only reference photos curators added know it, and answers naming it "
+                "are not called confident until enough of them have been checked. A curator will check this one.",
     "recertifying": "New or changed reference photos of this species are being checked; until then its answers "
                     "are not called confident.",
     "calibration_stale": "The reference photos changed since the scores were last checked, so nothing is called "

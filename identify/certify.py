@@ -19,6 +19,7 @@ certified on the others. Pure: arrays in, a Certification out; the job that runs
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -27,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from identify.calibration import Calibration, FittedOn, RiskControl, clopper_pearson_upper
+from identify.calibration import THRESHOLD_GRID, Calibration, FittedOn, RiskControl, clopper_pearson_upper
 from identify.config import FusionConfig
 from identify.measurement import (Decided, EvaluationData, Neighbourhood, decide_rows, in_label_space, neighbourhood,
                                   served_prior, under_rules)
 from identify.risk import confident_under, group_controls, leave_one_species_out, with_group_thresholds
-from identify.scoring import PLACED
+from identify.scoring import PLACED, SPECIES_GROUP
 from identify.splits import query_groups
 from identify.tuning import choose_open_set_rules, thresholds_on
 from identify.vectors.plan import exact_knn
@@ -131,6 +132,10 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
         if searched is not None:  # reviewed sightings: on the photo alone with the references, and with a place
             answered = joined(answered, decide_rows(data, searched, reviewed, config, calibration))
         controls, pooled = thresholds_on(answered, config)
+        # a new species' own threshold comes from its sequential bound alone (earned), not from one look's
+        controls = {g: c for g, c in controls.items()
+                    if not (g.startswith(SPECIES_GROUP) and g.removeprefix(SPECIES_GROUP) not in data.classes)}
+        controls |= earned(answered, data.classes, config)
         placed = [row for row in reviewed if data.query_places and data.query_places[row] is not None]
         prior = served_prior(data)
         if placed and prior is not None:
@@ -158,6 +163,48 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
         "certifying": int(len(certifying)), "open_set_rules": rules,
         "open_set": {"photos": photos, "confident": leaked, "upper_bound": bound, "bounded": bound <= config.target_error},
         "pooled": pooled, "groups": _group_figures(controls), "seconds": round(time.perf_counter() - started, 3)})
+
+
+def earned(answered: Decided, classes: list[str], config: FusionConfig) -> dict[str, RiskControl]:
+    """New species (outside the classifier's classes) that have earned confidence, each with its own threshold:
+    over the answers naming it that nothing but the score kept from `confident`, the thresholds of the grid are
+    tested from the highest down (fixed-sequence, as identify.calibration.choose_threshold) with the
+    anytime-valid confidence sequence of identify.audit in place of a one-look bound, since a species is
+    certified again at every change (many looks at its growing evidence); the lowest that keeps the upper bound
+    at the target is its threshold. One that has not earned any stays under its coarse group's, which holds it
+    back while `new` cannot be certified as a whole."""
+    from identify.audit import confidence_sequence
+
+    known = set(classes)
+    fewest = fewest_for_sequence(config.target_error, config.risk_confidence)
+    out = {}
+    for species in sorted({a.top.name for a in answered.answers if a.top is not None} - known):
+        mine = np.array([a.top is not None and a.top.name == species for a in answered.answers]) & answered.eligible
+        scores, right = answered.top[mine], answered.correct[mine]
+        chosen = None
+        for threshold in sorted(THRESHOLD_GRID, reverse=True):
+            kept = scores >= threshold
+            wrong, count = int((kept & ~right).sum()), int(kept.sum())
+            if count < fewest:
+                continue  # too few for any bound to pass (the scores alone say so): not in the sequence
+            upper = confidence_sequence(wrong, count, config.risk_confidence)[1]
+            if upper > config.target_error:
+                break
+            chosen = RiskControl(config.target_error, config.risk_confidence, threshold, count, wrong, upper)
+        if chosen is not None:
+            out[SPECIES_GROUP + species] = chosen
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def fewest_for_sequence(target: float, confidence: float) -> int:
+    """The fewest answers, none wrong, whose confidence-sequence upper bound reaches `target` (102 at 5 %, 90 %)."""
+    from identify.audit import confidence_sequence
+
+    count = 1
+    while confidence_sequence(0, count, confidence)[1] > target:
+        count += 1
+    return count
 
 
 def joined(first: Decided, second: Decided) -> Decided:

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from identify.calibration import Calibration
+from identify.calibration import NOTHING_CONFIDENT, Calibration
 from identify.config import FusionConfig
 from identify.fusion import CONFIDENT, Decision, Neighbour, RankedSpecies, calibrated, decide, fuse, with_prior
 from identify.observation import Place
@@ -70,6 +70,7 @@ class Answer:
 
 
 CALIBRATION_STALE = "calibration_stale"
+NEW_HERE = "new_here"  # a species only references know that has not yet earned confidence (identify.certify)
 RECERTIFYING = "recertifying"  # the answer's species had its references changed since the thresholds were certified
 RISK_OVER_TARGET = "risk_over_target"
 KNOWN, NEW, CONTESTED, ALL = "known", "new", "contested", "all"
@@ -131,8 +132,11 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
     threshold = own if own is not None else config.confident_score
     audited_over = bool(over_target & {*groups, ALL})
     recertifying = bool(ranking) and ranking[0].name in held_back
+    # a species only references know, in a deployment that has not certified it: named, and said to be new here
+    unearned = bool(ranking) and not ranking[0].in_classes and calibration.risk_bounded and \
+        threshold >= NOTHING_CONFIDENT
     blockers = (*support.reasons(config), *((CALIBRATION_STALE,) if stale else ()),
-                *((RECERTIFYING,) if recertifying else ()),
+                *((RECERTIFYING,) if recertifying else ()), *((NEW_HERE,) if unearned else ()),
                 *((RISK_OVER_TARGET,) if audited_over else ()))
     decision = decide(ranking, votes, replace(config, confident_score=threshold), blockers)
     rollup = roll_up(ranking, config.confident_score, group_name) if decision.decision != CONFIDENT else None

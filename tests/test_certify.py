@@ -337,3 +337,74 @@ def test_changed_species_are_held_back_until_recertified_then_served_new_thresho
                                                               service.identifier.calibration)[1].thresholds
     for f in following:
         f.wait(60)  # nothing left running when the database goes
+
+
+# ---- new species earn confidence ------------------------------------------------------------------------------
+def test_a_new_species_is_named_and_said_new_here_until_it_has_earned_confidence():
+    """A species only references know, in a calibrated deployment: named first, held back with `new_here` while
+    the `new` group cannot be certified; confident once a certification gives the species its own threshold."""
+    from identify.calibration import Calibration
+    from identify.fusion import CONFIDENT, Neighbour
+    from identify.scoring import SpeciesNames, answer
+
+    names = SpeciesNames(["Passer domesticus", "Corvus cornix"], {})
+    probabilities = np.array([0.55, 0.45])  # the classifier cannot name the hoopoe: it hesitates between its own
+    neighbours = [Neighbour(i, "Upupa epops", 0.95 - 0.01 * i) for i in range(6)]
+    config = FusionConfig(min_margin=0.0, contradicting_vote=1.01)
+    counts = {"Upupa epops": 6, "Passer domesticus": 20, "Corvus cornix": 20}
+    held = answer(probabilities, neighbours, names, config,
+                  Calibration(target_error=0.05, thresholds=(("new", 1.01),)), reference_counts=counts)
+    assert held.top.name == "Upupa epops" and held.decision.decision != CONFIDENT
+    assert "new_here" in held.decision.reasons
+    earned = answer(probabilities, neighbours, names, config,
+                    Calibration(target_error=0.05, thresholds=(("new", 1.01), ("species:Upupa epops", 0.3))),
+                    reference_counts=counts)
+    assert earned.decision.decision == CONFIDENT and earned.threshold == 0.3
+    # an uncalibrated deployment states no risk: its threshold decides, and nothing is said of earning
+    plain = answer(probabilities, neighbours, names, config, Calibration(), reference_counts=counts)
+    assert "new_here" not in plain.decision.reasons
+
+
+def with_a_new_species(data, references: int, reviewed: int, seed: int = 5):  # type: ignore[no-untyped-def]
+    """`data` (references only) with a species the classifier cannot name, unlike every other (its own corner of
+    the space), photographed as birds of three photos: `references` of its photos as references, `reviewed` more
+    as reviewed sightings (the queries)."""
+    rng = np.random.default_rng(seed)
+    dim = data.reference_embeddings.shape[1]
+    centre = rng.normal(size=dim)
+    centre /= np.linalg.norm(centre)
+
+    def photos(count: int) -> np.ndarray:
+        birds = centre + rng.normal(scale=0.28 / np.sqrt(dim), size=((count + 2) // 3, dim))
+        return np.repeat(birds, 3, axis=0)[:count] + rng.normal(scale=0.2 / np.sqrt(dim), size=(count, dim))
+
+    def unsure(count: int) -> np.ndarray:  # none of its classes: the classifier spreads itself thin
+        logits = rng.normal(scale=0.5, size=(count, len(data.classes)))
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    return replace(
+        data, reference_embeddings=np.concatenate([data.reference_embeddings, photos(references)]),
+        reference_labels=data.reference_labels + ["Upupa epops"] * references,
+        reference_probabilities=np.concatenate([data.reference_probabilities, unsure(references)]),
+        reference_groups=data.reference_groups + [f"hoopoe {i // 3}" for i in range(references)],
+        query_embeddings=photos(reviewed), probabilities=unsure(reviewed), query_labels=["Upupa epops"] * reviewed,
+        query_places=None, query_groups=None, query_paths=None, view_embeddings=None, view_probabilities=None)
+
+
+@pytest.mark.slow
+def test_a_new_species_earns_confidence_from_its_own_evidence():
+    """A species only references know: with a dozen references it has not earned confidence (its answers are
+    too few for the confidence sequence to bound); once curators have confirmed enough answers naming it, it has
+    its own threshold, with the sequence's bound under the target; the species the classifier knows are
+    certified as before."""
+    from identify.audit import confidence_sequence
+
+    world = simulate(0)
+    fitted = evaluate(world, FusionConfig(), seed=0)
+    for reviewed, earning in ((0, False), (20, False), (150, True)):
+        certified = certify(with_a_new_species(world, 12, reviewed), fitted.config, fitted.calibration)
+        own = certified.figures["groups"].get("species:Upupa epops")
+        assert (own is not None) == earning, (reviewed, own)
+        if own is not None:
+            assert own["answered"] >= 102 and own["upper_bound"] <= 0.05
+            assert own["upper_bound"] == pytest.approx(confidence_sequence(own["errors"], own["answered"], 0.9)[1])
