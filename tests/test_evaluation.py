@@ -287,3 +287,31 @@ def test_evaluate_check_measures_the_stored_threshold_without_refitting(data_dir
     assert len(_queries_csv(tmp_path / "check" / "queries.csv")) == 2000
     both = CliRunner().invoke(main, ["evaluate", "--simulate", "--check", "--write-config"])
     assert both.exit_code == 1 and "bad_arguments" in both.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [4, 13])
+def test_the_goals_of_confidence_on_the_photo_alone(seed, data_dir):
+    """Issue 36's goals through `identify evaluate --simulate --json`, on the photo alone and with the default
+    place overlap: error among confident at most 5 % in every group with 20 or more confident answers and 10 % in
+    every species with 10 or more; the open set at most 5 %; answered at some rank for 75 % or more at 5 % error
+    at most; after every growth step and after 5 % mislabels, at most 5 % wrong or held back once re-certified,
+    and never over 5 % while the state says current. (The coverage goals, 40 % photo alone and 60 % with a
+    place, are missed: docs/how-to/evaluate.md gives by how much; the audit's goal is tests/test_audit.py's.)"""
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--seed", str(seed), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in ("photo_alone", "with_place"):
+        condition = summary[name]
+        groups = condition["selective"]["groups"]
+        for group, figures in groups["by_answer"].items():
+            assert figures["confident"] < 20 or figures["realised_error"] <= 0.05, (name, group, figures)
+        for species, figures in groups["species"].items():
+            assert figures["confident"] < 10 or figures["realised_error"] <= 0.10, (name, species, figures)
+        assert condition["open_set"]["measured"] and condition["open_set"]["confident_share"] <= 0.05
+        assert condition["ranks"]["any"]["share"] >= 0.75 and condition["ranks"]["any"]["error"] <= 0.05
+    shift = summary["shift"]
+    for step in [*shift["growth"], shift["mislabels"]]:
+        fitted, certified = step["as_fitted"], step["recertified"]
+        assert fitted["state"] != "current" or fitted["error"] <= 0.05, step
+        assert certified["confident"] < 20 or certified["error"] <= 0.05, step
