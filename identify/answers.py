@@ -48,6 +48,8 @@ REASON_WORDS = {
                         "so none is called confident for now.",
     "new_here": "This species is new here: only reference photos curators added know it, and answers naming it "
                 "are not called confident until enough of them have been checked. A curator will check this one.",
+    "place_changes_answer": "Where and when it was seen changes the answer from what the photo alone shows, and "
+                            "answers with a place have not yet been checked here, so a curator will look.",
     "recertifying": "New or changed reference photos of this species are being checked; until then its answers "
                     "are not called confident.",
     "calibration_stale": "The reference photos changed since the scores were last checked, so nothing is called "

@@ -71,6 +71,7 @@ class Answer:
 
 CALIBRATION_STALE = "calibration_stale"
 NEW_HERE = "new_here"  # a species only references know that has not yet earned confidence (identify.certify)
+PLACE_CHANGES_ANSWER = "place_changes_answer"  # the place moved the answer, and no threshold was certified with one
 RECERTIFYING = "recertifying"  # the answer's species had its references changed since the thresholds were certified
 RISK_OVER_TARGET = "risk_over_target"
 KNOWN, NEW, CONTESTED, ALL = "known", "new", "contested", "all"
@@ -120,14 +121,19 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
     confident, until a certification covers them."""
     votes = [Neighbour(n.reference_id, names.canonical(n.species), n.similarity) for n in neighbours]
     fused = fuse(names.classes, probabilities, votes, config)
-    ranking = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, calibration, votes)]
+    ranking = alone = [s.with_taxon(names.taxa.get(s.name)) for s in calibrated(fused, calibration, votes)]
     if place is not None and prior is not None and not prior.empty:
         ranking = with_prior(ranking, prior.at(place, (s.taxon.scientific_name for s in ranking if s.taxon)), FLOOR)
     else:
         place = None
+    # An answer the prior shaped is decided under thresholds certified with a place; where a calibration has
+    # none (certified from references, which carry no place), under the photo alone's, and only where the place
+    # leaves the answer as the photo gave it (a place never makes an uncertified answer confident).
+    placed_certified = any(group.endswith(PLACED) for group, _ in calibration.thresholds)
+    judged = alone if place is not None and calibration.risk_bounded and not placed_certified else ranking
     counts = names.counts(reference_counts) if reference_counts is not None else None
-    support = support_of(ranking, votes, counts, config, spread_floors)
-    groups = answer_groups(ranking, votes, config.k, placed=place is not None)
+    support = support_of(judged, votes, counts, config, spread_floors)
+    groups = answer_groups(judged, votes, config.k, placed=place is not None and judged is ranking)
     own = calibration.threshold_for(groups)
     threshold = own if own is not None else config.confident_score
     audited_over = bool(over_target & {*groups, ALL})
@@ -135,12 +141,14 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
     # a species only references know, in a deployment that has not certified it: named, and said to be new here
     unearned = bool(ranking) and not ranking[0].in_classes and calibration.risk_bounded and \
         threshold >= NOTHING_CONFIDENT
+    moved = judged is not ranking and bool(ranking) and (ranking[0].name != judged[0].name or
+                                                         ranking[0].expected_here is False)
     blockers = (*support.reasons(config), *((CALIBRATION_STALE,) if stale else ()),
                 *((RECERTIFYING,) if recertifying else ()), *((NEW_HERE,) if unearned else ()),
-                *((RISK_OVER_TARGET,) if audited_over else ()))
-    decision = decide(ranking, votes, replace(config, confident_score=threshold), blockers)
+                *((PLACE_CHANGES_ANSWER,) if moved else ()), *((RISK_OVER_TARGET,) if audited_over else ()))
+    decision = decide(judged, votes, replace(config, confident_score=threshold), blockers)
     rollup = roll_up(ranking, config.confident_score, group_name) if decision.decision != CONFIDENT else None
-    # Bounded: fitted by evaluate, still current, and for an answer the prior shaped, thresholds chosen with it.
-    bounded = calibration.risk_bounded and not stale and (place is None or any(
-        group.endswith(PLACED) for group, _ in calibration.thresholds))
+    # Bounded: fitted by evaluate or certified, still current (with a place: under thresholds chosen with one, or
+    # the photo alone's where the place did not change the answer).
+    bounded = calibration.risk_bounded and not stale
     return Answer(ranking, decision, rollup, place, votes, support, bounded, groups, threshold)

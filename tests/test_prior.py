@@ -206,3 +206,49 @@ def test_uploads_use_the_place_and_confirmed_sightings_become_records(service, c
     assert upload(**at_place, ignore_location="true")["place"] is None
     page = client.get(f"/sightings/{second['sighting_id']}").get_data(as_text=True)
     assert "Here and now" in page and "unusual" in page
+
+
+def test_without_thresholds_certified_with_a_place_a_place_never_makes_an_answer_confident():
+    """A calibration certified on the photo alone (re-certified from references, which carry no place): an answer
+    the place leaves as the photo gave it is decided under the photo alone's threshold; one the place changes
+    goes to a curator (`place_changes_answer`), however high its score with the place."""
+    from datetime import date
+
+    import numpy as np
+
+    from identify.calibration import Calibration
+    from identify.config import FusionConfig
+    from identify.fusion import CONFIDENT, Neighbour
+    from identify.measurement import prior_of
+    from identify.observation import Place
+    from identify.scoring import SpeciesNames, answer
+    from identify.taxonomy import Taxon
+
+    def taxon(name: str) -> Taxon:
+        return Taxon(name, None, "species", name.split()[0], "Passeridae", "Passeriformes", "test", "0")
+
+    names = SpeciesNames(["Passer domesticus", "Passer italiae"],
+                         {"Passer domesticus": taxon("Passer domesticus"), "Passer italiae": taxon("Passer italiae")})
+    probabilities = np.array([0.7, 0.3])
+    neighbours = [Neighbour(i, "Passer domesticus" if i < 4 else "Passer italiae", 0.9 - 0.01 * i) for i in range(6)]
+    config = FusionConfig(min_margin=0.0, k=6)
+    certified = Calibration(target_error=0.05, thresholds=(("known", 0.5),))  # no `+place` threshold
+    counts = {"Passer domesticus": 10, "Passer italiae": 10}
+    rome = Place(41.9, 12.5, date(2026, 5, 10))
+    here = [("Passer italiae", 41.9 + d, 12.5 + d, date(2026, 5, 10)) for d in np.linspace(-0.2, 0.2, 200)]
+    both = here + [("Passer domesticus", 41.9 + d, 12.5 + d, date(2026, 5, 10)) for d in np.linspace(-0.2, 0.2, 200)]
+    alone = answer(probabilities, neighbours, names, config, certified, reference_counts=counts)
+    assert alone.top.name == "Passer domesticus" and alone.decision.decision == CONFIDENT
+    agreeing = answer(probabilities, neighbours, names, config, certified, prior_of(both), rome,
+                      reference_counts=counts)
+    assert agreeing.top.name == "Passer domesticus" and agreeing.decision.decision == CONFIDENT
+    assert agreeing.threshold == 0.5 and agreeing.risk_bounded  # the photo alone's certificate
+    flipped = answer(probabilities, neighbours, names, config, certified, prior_of(here), rome,
+                     reference_counts=counts)
+    assert flipped.top.name == "Passer italiae" and flipped.decision.decision != CONFIDENT
+    assert "place_changes_answer" in flipped.decision.reasons
+    # thresholds certified with a place decide such answers themselves, as before
+    with_place = Calibration(target_error=0.05, thresholds=(("known", 0.5), ("known+place", 0.3)))
+    decided = answer(probabilities, neighbours, names, config, with_place, prior_of(here), rome,
+                     reference_counts=counts)
+    assert "place_changes_answer" not in decided.decision.reasons and decided.groups[-1] == "all+place"
