@@ -177,10 +177,11 @@ class Identifier:
         """References per species label as SQL has them this moment (a curator's review asks, not an answer)."""
         return self.count_references() if self.count_references is not None else {}
 
-    def calibration_state(self) -> CalibrationState:
+    def calibration_state(self, served: "Served | None" = None) -> CalibrationState:
         """What the thresholds served are worth for the references searched now: certified (`current`), being
-        certified again after a change (`recertifying`), or the stored calibration's own state."""
-        served = self.served()
+        certified again after a change (`recertifying`), or the stored calibration's own state. `served`: as
+        already read for this answer (else read now)."""
+        served = served or self.served()
         if served is not None and served.state is not None:
             return served.state
         if self.count_references is None:
@@ -214,7 +215,7 @@ class Identifier:
         config, calibration = (served.config, served.calibration) if served and served.state else \
             (self.config, self.calibration)
         held_back = frozenset(names.canonical(label) for label in served.held_back) if served else frozenset()
-        state, counts = self.calibration_state(), self.reference_counts()
+        state, counts = self.calibration_state(served), self.reference_counts()
         decided = answer(evidence.probabilities, votes, names, config, calibration, self.prior, place,
                          self.references.taxonomy.group_name, counts, state.stale,
                          over_target, held_back=held_back)
