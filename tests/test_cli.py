@@ -17,8 +17,8 @@ def test_help_lists_every_subcommand():
 
 def test_db_upgrade_current_downgrade(data_dir):
     assert "empty" in run("db", "current").output
-    assert run("db", "upgrade").output.strip() == "database at revision 0017"
-    assert run("db", "current").output.strip() == "0017"
+    assert run("db", "upgrade").output.strip() == "database at revision 0018"
+    assert run("db", "current").output.strip() == "0018"
     assert run("db", "downgrade", "base").output.strip() == "database at revision base (empty)"
 
 
