@@ -99,6 +99,9 @@ CODES: dict[str, Code] = {
     "mapping_not_found": Code(None, "no mapping file at that path"),
     "too_few_queries": Code(None, "`evaluate --write-config` with too few queries to choose and check on separate "
                                   "splits (nothing is written)"),
+    "certification_failed": Code(None, "`identify certify` could not finish (its row in `certifications` says why: "
+                                     "more references than it certifies in memory, or an error); the thresholds "
+                                     "served stay as they were"),
     "bad_config": Code(None, "a setting out of range, or an identify.toml that is not valid TOML"),
     "bad_arguments": Code(None, "command-line options that do not go together"),
     # ---- faults: worth a retry ----

@@ -408,3 +408,20 @@ def test_a_new_species_earns_confidence_from_its_own_evidence():
         if own is not None:
             assert own["answered"] >= 102 and own["upper_bound"] <= 0.05
             assert own["upper_bound"] == pytest.approx(confidence_sequence(own["errors"], own["answered"], 0.9)[1])
+
+
+def test_a_reference_set_too_big_to_certify_in_memory_is_refused_not_run(data_dir, refs, tiny_backbone, monkeypatch):
+    """Past MOST_REFERENCES the job would take a worker's memory (20,000 references of 400 species ran out of
+    24 GiB here): it records why it did not run, the command says so, and the thresholds served stay."""
+    from click.testing import CliRunner
+
+    import identify.certifications as certifications
+    from identify.cli import main
+    from identify.config import load_settings
+    from tests.conftest import build_reference_index
+
+    build_reference_index(load_settings(), tiny_backbone, refs, "birds")
+    monkeypatch.setattr(certifications, "MOST_REFERENCES", 5)
+    refused = CliRunner().invoke(main, ["certify", "--index", "birds"])
+    assert refused.exit_code == 1 and "error: certification_failed:" in refused.stderr
+    assert "more than this version certifies in memory (5)" in refused.stderr

@@ -321,6 +321,8 @@ def certify(index_name: str | None, json_output: bool) -> None:
         click.echo(json.dumps({"running": running.to_dict() if running else None}) if json_output else
                    f"another certification of {name} is running ({running.stage if running else '?'}); nothing done")
         sys.exit(4)
+    if record.status != "done":
+        raise IdentifyError("certification_failed", f"certification {record.id} of {name} failed: {record.error}")
     if json_output:
         click.echo(json.dumps(record.to_dict()))
         return
