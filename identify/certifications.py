@@ -26,14 +26,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from identify.calibration import Calibration, CalibrationState
-from identify.config import FusionConfig
+from identify.config import CERTIFIED_SETTINGS, FusionConfig
 from identify.measurement import EvaluationData
-from identify.observation import Place
+from identify.observation import WhereAndWhen
 from identify.prior import PriorModel
 from identify.references import ACTIVE, References
 from identify.schema import Certification, Embedding, IndexMember, ReferenceChange, ReferenceImage, Sighting
 from identify.schema import SightingPhoto, Species, utcnow
-from identify.storage import Store
+from identify.storage import Store, rows_to_arrays, unpacked_probabilities
 
 logger = logging.getLogger("identify.certifications")
 STALE_HEARTBEAT = timedelta(minutes=2)
@@ -79,8 +79,7 @@ class CertificationRecord:
         decided = self.result["config"]
         table = self.result["calibration"]
         thresholds = tuple(sorted((str(group), float(value)) for group, value in table["thresholds"].items()))
-        return (config.replace(**{key: decided[key] for key in ("confident_score", "vouch_vote",
-                                                                "contradicting_vote", "spread_quantile")}),
+        return (config.replace(**{key: decided[key] for key in CERTIFIED_SETTINGS}),
                 dataclasses.replace(calibration, coefficients=tuple(table["coefficients"]),
                                     intercept=float(table["intercept"]), thresholds=thresholds,
                                     target_error=table.get("target_error"), fitted_at=table.get("fitted_at")))
@@ -183,7 +182,8 @@ class Certifications:
         cover photo, their place)."""
         with self.store.session() as session:
             rows = session.execute(
-                select(Embedding.vector, Embedding.probabilities, Species.name, ReferenceImage.individual)
+                select(Embedding.reference_id, Embedding.vector, Embedding.probabilities, Species.name,
+                       ReferenceImage.individual)
                 .join(IndexMember, IndexMember.reference_id == Embedding.reference_id)
                 .join(ReferenceImage, ReferenceImage.id == Embedding.reference_id)
                 .join(Species, Species.id == ReferenceImage.species_id)
@@ -192,32 +192,28 @@ class Certifications:
                 .order_by(Embedding.reference_id)).all()
             promoted = select(ReferenceImage.sighting_id).where(ReferenceImage.sighting_id.is_not(None))
             reviewed = session.execute(
-                select(SightingPhoto.embedding, SightingPhoto.probabilities, Species.name, Sighting.lat, Sighting.lon,
-                       Sighting.observed_at)
+                select(Sighting.id, SightingPhoto.embedding, SightingPhoto.probabilities, Species.name, Sighting.lat,
+                       Sighting.lon, Sighting.observed_at)
                 .join(Sighting, Sighting.id == SightingPhoto.sighting_id)
                 .join(Species, Species.id == Sighting.species_id)
                 .where(Sighting.model_id == model_id, Sighting.status.in_(("confirmed", "corrected")),
                        SightingPhoto.position == 0, SightingPhoto.probabilities.is_not(None),
                        Sighting.id.not_in(promoted))
                 .order_by(Sighting.id)).all()
-        taxa = self.references.taxonomy.resolve_all({*classes, *(r[2] for r in rows), *(r[2] for r in reviewed)})
+        taxa = self.references.taxonomy.resolve_all({*classes, *(r[3] for r in rows), *(r[3] for r in reviewed)})
+        unknown = np.full(len(classes), np.nan, dtype=np.float32)  # recorded before outputs were kept
 
-        def vectors(stored: list[Any]) -> np.ndarray:
-            return np.frombuffer(b"".join(stored), dtype=np.float32).reshape(len(stored), dim)
-
-        def outputs(stored: list[Any]) -> np.ndarray:  # NaN where none was kept (recorded before they were)
-            unknown = np.full(len(classes), np.nan, dtype=np.float32)
-            unpacked = [np.frombuffer(p, dtype=np.float16).astype(np.float32) if p is not None else unknown
-                        for p in stored]
-            return np.stack(unpacked) if unpacked else np.zeros((0, len(classes)), dtype=np.float32)
+        def outputs(stored: list[Any]) -> np.ndarray:
+            unpacked = [unpacked_probabilities(p) for p in stored]
+            return np.stack([p if p is not None else unknown for p in unpacked]) if unpacked else \
+                np.zeros((0, len(classes)), dtype=np.float32)
 
         return EvaluationData(
-            classes=list(classes), probabilities=outputs([r[1] for r in reviewed]),
-            query_embeddings=vectors([r[0] for r in reviewed]), query_labels=[r[2] for r in reviewed],
-            reference_embeddings=vectors([r[0] for r in rows]), reference_labels=[r[2] for r in rows],
-            reference_probabilities=outputs([r[1] for r in rows]), reference_groups=[r[3] for r in rows],
-            query_places=[Place(lat, lon, when) if lat is not None and lon is not None and when is not None
-                          else None for *_, lat, lon, when in reviewed],
+            classes=list(classes), probabilities=outputs([r[2] for r in reviewed]),
+            query_embeddings=rows_to_arrays([r[:2] for r in reviewed], dim)[1], query_labels=[r[3] for r in reviewed],
+            reference_embeddings=rows_to_arrays([r[:2] for r in rows], dim)[1], reference_labels=[r[3] for r in rows],
+            reference_probabilities=outputs([r[2] for r in rows]), reference_groups=[r[4] for r in rows],
+            query_places=[WhereAndWhen.stored(lat, lon, when).place() for *_, lat, lon, when in reviewed],
             prior_model=prior, kind="the deployment's own labelled data", taxa=taxa)
 
 
@@ -225,9 +221,13 @@ def recertify(certifications: Certifications, model_id: int, index_name: str, in
               dim: int, config: FusionConfig, calibration: Calibration, prior: PriorModel | None,
               progress: Callable[[float, str], None] | None = None) -> CertificationRecord | None:
     """Run one re-certification of the model's index (see the module); None when another is running."""
-    from identify.certify import certify
+    from identify.certify import certify  # torch-free, but heavy: only a job needs it
 
     state = certifications.reference_state(index_id)
+    last = certifications.latest(model_id, index_name, status=None)
+    if state.members > MOST_REFERENCES and last is not None and last.status == FAILED and \
+            last.reference_state == state:
+        return last  # refused for this very reference set already: one row says so, not one per try
     running = certifications.start(model_id, index_name, state)
     if running is None:
         return None
@@ -252,8 +252,6 @@ def recertify(certifications: Certifications, model_id: int, index_name: str, in
         certifications.fail(running, f"{type(exc).__name__}: {exc}")
         raise
     return certifications.latest(model_id, index_name, status=None)
-
-
 
 
 @dataclass(frozen=True)
@@ -307,12 +305,11 @@ class Following:
         return served
 
     def _work_out(self, newest: int | None) -> Served:
-        state = self.certifications.reference_state(self.index_id)
         record = self.certifications.latest(self.model_id, self.index_name) if newest is not None else None
         if record is None or record.result is None:
             return Served(self.config, self.calibration, frozenset(), None, True)
         config, calibration = record.served(self.config, self.calibration)
-        if record.reference_state == state:
+        if record.reference_state == self.certifications.reference_state(self.index_id):
             return Served(config, calibration, frozenset(), CalibrationState("current"), False)
         touched = frozenset(self.certifications.touched_since(self.index_id, record.reference_state))
         why = (f"{len(touched)} species' references changed since certification {record.id}; being checked",)

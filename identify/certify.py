@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from identify.calibration import THRESHOLD_GRID, Calibration, FittedOn, RiskControl, clopper_pearson_upper
-from identify.config import FusionConfig
+from identify.calibration import NOTHING_CONFIDENT, THRESHOLD_GRID, Calibration, FittedOn, RiskControl, clopper_pearson_upper
+from identify.config import CERTIFIED_SETTINGS, FusionConfig
 from identify.measurement import (Decided, EvaluationData, Neighbourhood, decide_rows, in_label_space, neighbourhood,
                                   served_prior, under_rules)
 from identify.risk import confident_under, group_controls, leave_one_species_out, with_group_thresholds
@@ -51,9 +51,8 @@ class Certification:
     figures: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": {key: getattr(self.config, key) for key in (
-                    "confident_score", "vouch_vote", "contradicting_vote", "spread_quantile", "target_error",
-                    "risk_confidence")},
+        return {"config": {key: getattr(self.config, key)
+                           for key in (*CERTIFIED_SETTINGS, "target_error", "risk_confidence")},
                 "calibration": self.calibration.to_dict(), "figures": self.figures}
 
 
@@ -224,8 +223,6 @@ def _group_figures(controls: dict[str, RiskControl]) -> dict[str, dict[str, Any]
 def _nothing_certified(config: FusionConfig, calibration: Calibration, data: EvaluationData,
                        why: str) -> Certification:
     """A certification that certifies nothing: every answer held back until there is more to go on."""
-    from identify.calibration import NOTHING_CONFIDENT
-
     held = replace(calibration, thresholds=(), target_error=config.target_error,
                    fitted_on=FittedOn.of_counts(Counter(data.reference_labels), False),
                    fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))

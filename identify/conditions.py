@@ -57,7 +57,12 @@ def condition_block(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray,
     photo alone), and the open set under the same condition."""
     if len(rows) == 0:
         return {"measured": False, "queries": 0}
-    decided = decide_rows(data, hood, rows, config, calibration, prior)
+    return _figures(data, decide_rows(data, hood, rows, config, calibration, prior), config, calibration, seed, prior)
+
+
+def _figures(data: EvaluationData, decided: Decided, config: FusionConfig, calibration: Calibration, seed: int,
+             prior: PriorModel | None) -> dict[str, Any]:
+    rows = decided.rows
     confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
     errors = int((confident & ~decided.correct).sum())
     return {
@@ -75,11 +80,14 @@ def condition_block(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray,
 def conditions(data: EvaluationData, hood: Neighbourhood, test: np.ndarray, config: FusionConfig,
                calibration: Calibration, seed: int, prior: PriorModel | None) -> dict[str, dict[str, Any]]:
     """`photo_alone` and `with_place` (see the module); `with_place` is not measured without a prior."""
-    alone = condition_block(data, hood, test, config, calibration, seed)
+    if len(test) == 0:
+        return {"photo_alone": {"measured": False, "queries": 0}, "with_place": {"measured": False, "queries": 0}}
+    decided_alone = decide_rows(data, hood, test, config, calibration)
+    alone = _figures(data, decided_alone, config, calibration, seed, None)
     if prior is None:
         return {"photo_alone": alone, "with_place": {"measured": False, "queries": 0}}
     placed = placed_rows(data, test)
     with_place = condition_block(data, hood, placed, config, calibration, seed, prior)
     if with_place["measured"]:  # what the place adds: the same queries' top-1 on their photos alone
-        with_place["top1_photo_alone"] = _share(decide_rows(data, hood, placed, config, calibration).correct)
+        with_place["top1_photo_alone"] = _share(decided_alone.correct[np.isin(decided_alone.rows, placed)])
     return {"photo_alone": alone, "with_place": with_place}

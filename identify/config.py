@@ -66,6 +66,10 @@ class FusionConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+# What a re-certification decides of the fusion settings (identify.certify); the rest stay as evaluate chose them.
+CERTIFIED_SETTINGS = ("confident_score", "vouch_vote", "contradicting_vote", "spread_quantile")
+
+
 # new_species: the species has no reference yet; first_record: the answer was never recorded at the place in
 # its season (by the occurrences and confirmed sightings); all: every review that teaches.
 SECOND_OPINIONS = ("new_species", "first_record", "all")
