@@ -121,8 +121,8 @@ class Certifications:
             return _record(row) if row is not None else None
 
     def newest_done(self, model_id: int, index_name: str) -> int | None:
-        """The id of the newest finished certification of the model's index: one indexed look-up, cheap enough
-        to read on every answer."""
+        """The id of the newest finished certification of the model's index (one indexed look-up; a worker asks
+        once per refresh interval)."""
         with self.store.session() as session:
             return session.scalar(select(func.max(Certification.id)).where(
                 Certification.model_id == model_id, Certification.index_name == index_name,
@@ -278,7 +278,8 @@ class Following:
 
     def __init__(self, certifications: Certifications, model_id: int, index_name: str, index_id: int,
                  classes: list[str], dim: int, config: FusionConfig, calibration: Calibration,
-                 prior: Callable[[], PriorModel | None], start_jobs: bool = False) -> None:
+                 prior: Callable[[], PriorModel | None], start_jobs: bool = False,
+                 refresh_seconds: float = 0.0) -> None:
         self.certifications = certifications
         self.model_id, self.index_name, self.index_id = model_id, index_name, index_id
         self.classes, self.dim = classes, dim
@@ -289,11 +290,15 @@ class Following:
         self._job: threading.Thread | None = None
         self._tried = float("-inf")
         self.retry = RETRY  # seconds between tries in this process
+        # How often SQL is asked for a newer certification: as often as the worker follows the references (the
+        # live index's refresh interval), not on every answer.
+        self.refresh_seconds = refresh_seconds
+        self._newest: tuple[float, int | None] | None = None  # (when asked, newest finished id)
 
     def served(self, stamp: Any) -> Served:
         """As of now; `stamp` moves whenever the index's size or changes move (worked out again only then, or
         when a newer certification has finished)."""
-        newest = self.certifications.newest_done(self.model_id, self.index_name)
+        newest = self._newest_done()
         known = self._known
         if known is not None and known[0] == (stamp, newest):
             served = known[1]
@@ -303,6 +308,14 @@ class Following:
         if served.behind:
             self._start()
         return served
+
+    def _newest_done(self) -> int | None:
+        asked = self._newest
+        now = time.monotonic()
+        if asked is None or now - asked[0] >= self.refresh_seconds:
+            asked = (now, self.certifications.newest_done(self.model_id, self.index_name))
+            self._newest = asked
+        return asked[1]
 
     def _work_out(self, newest: int | None) -> Served:
         record = self.certifications.latest(self.model_id, self.index_name) if newest is not None else None

@@ -184,7 +184,7 @@ class Parts:
         identifier.following = Following(
             self.certifications, model_id, index_name, index_id, list(backbone.identity.classes),
             backbone.identity.embedding_dim, fusion, self.settings.calibration, lambda: identifier.prior,
-            start_jobs=start_jobs)
+            start_jobs=start_jobs, refresh_seconds=refresh_seconds)
         if with_prior:
             identifier.prior = self.prior()
         return identifier
