@@ -111,6 +111,7 @@ def identification_json(result: Identification, link: NeighbourLink) -> dict[str
         "reasons": list(result.decision.reasons),
         "uncertainty": round(result.decision.uncertainty, 6),
         "species": ranking_json(result.species),
+        "rank": result.rank,
         "rollup": result.rollup.to_dict() if result.rollup is not None else None,
         "neighbours": neighbours_json(result.neighbours, link),
         "model": {"name": result.model_name, "sha256": result.model_sha256},

@@ -13,7 +13,7 @@ certifies the `+place` thresholds):
 The calibrator, λ, k, T and `no_match` stay as `evaluate` fitted them on its own queries (so every reference
 can certify: nothing else is fitted on them). The thresholds, pooled and per group, are chosen on the
 references' leave-individual-out answers by Learn-then-Test (identify.calibration.choose_threshold,
-identify.risk.group_controls), and the open-set share is measured on the left-out species under them; where it
+identify.risk.group_controls; then each rank's, identify.risk.rank_controls), and the open-set share is measured on the left-out species under them; where it
 is over the target the rules are chosen again (identify.tuning) on some of the individuals and the thresholds
 certified on the others. Pure: arrays in, a Certification out; the job that runs it owns the SQL."""
 
@@ -32,7 +32,8 @@ from identify.calibration import NOTHING_CONFIDENT, THRESHOLD_GRID, Calibration,
 from identify.config import CERTIFIED_SETTINGS, FusionConfig
 from identify.measurement import (Decided, EvaluationData, Neighbourhood, decide_rows, in_label_space, neighbourhood,
                                   served_prior, under_rules)
-from identify.risk import confident_under, group_controls, leave_one_species_out, with_group_thresholds
+from identify.risk import (confident_under, group_controls, leave_one_species_out, rank_controls, rank_open_set,
+                           wider_open_set, with_group_thresholds)
 from identify.scoring import PLACED, SPECIES_GROUP
 from identify.splits import query_groups
 from identify.tuning import choose_open_set_rules, thresholds_on
@@ -122,6 +123,7 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
         return _nothing_certified(config, calibration, data, "too few individuals among the references")
     asked, hood = leave_group_out(data, groups, max(config.k, 1))
     left_out = leave_one_species_out(data, config, calibration)
+    wider = wider_open_set(data, config, calibration)  # genera and families left out: for the ranks' thresholds
     everything = np.flatnonzero(kept_output(data))  # references recorded without the classifier's output: searched only
     reviewed = np.arange(len(data.query_labels))
     searched = neighbourhood(data, max(config.k, 1)) if len(reviewed) else None
@@ -135,6 +137,8 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
         controls = {g: c for g, c in controls.items()
                     if not (g.startswith(SPECIES_GROUP) and g.removeprefix(SPECIES_GROUP) not in data.classes)}
         controls |= earned(answered, data.classes, config)
+        left = rank_open_set(left_out, config, controls, pooled, wider)
+        controls |= rank_controls(answered, confident_under(answered, controls, pooled), config, open_set=left)
         placed = [row for row in reviewed if data.query_places and data.query_places[row] is not None]
         prior = served_prior(data)
         if placed and prior is not None:
@@ -208,11 +212,13 @@ def fewest_for_sequence(target: float, confidence: float) -> int:
 
 def joined(first: Decided, second: Decided) -> Decided:
     """Two sets of answers as one (for choosing thresholds: their rows mean nothing together)."""
-    return Decided(np.concatenate([first.rows, second.rows]), np.concatenate([first.fused_top, second.fused_top]),
-                   np.concatenate([first.top, second.top]), np.concatenate([first.correct, second.correct]),
-                   first.decisions + second.decisions, np.concatenate([first.eligible, second.eligible]),
-                   first.rollup_taxa + second.rollup_taxa, first.rollup_ranks + second.rollup_ranks,
-                   np.concatenate([first.rollup_correct, second.rollup_correct]), first.answers + second.answers)
+    def both(name: str) -> Any:
+        return np.concatenate([getattr(first, name), getattr(second, name)])
+
+    return Decided(both("rows"), both("fused_top"), both("top"), both("correct"), first.decisions + second.decisions,
+                   both("eligible"), first.rollup_taxa + second.rollup_taxa, first.rollup_ranks + second.rollup_ranks,
+                   both("rollup_correct"), first.answers + second.answers, both("rollup_certified"),
+                   both("rank_scores"), both("rank_right"))
 
 
 def _group_figures(controls: dict[str, RiskControl]) -> dict[str, dict[str, Any]]:

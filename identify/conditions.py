@@ -6,8 +6,8 @@ certified only with a place is no answer for them.
 
 Each gives the selective figures (coverage, error among confident with its upper bound, per group and per true
 species), the open set (species the classifier knows whose references are withheld) and the answers by rank
-(species when confident, else the roll-up's genus, family or order, else none), with the error at the rank
-answered: a genus is right when the truth's genus is it."""
+(species when confident, else the genus, family or order whose own threshold holds, else none), with the error
+at the rank answered: a genus is right when the truth's genus is it."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from identify.calibration import Calibration, clopper_pearson_upper
+from identify.calibration import NOTHING_CONFIDENT, Calibration, clopper_pearson_upper
 from identify.config import FusionConfig
-from identify.fusion import CONFIDENT
 from identify.measurement import Decided, EvaluationData, Neighbourhood, _error_among, _share, decide_rows
 from identify.prior import PriorModel
 from identify.risk import group_report, open_set_block
-from identify.rollup import RANKS
+from identify.rollup import RANK_GROUP, RANKS
 
 
 def placed_rows(data: EvaluationData, rows: np.ndarray) -> np.ndarray:
@@ -30,18 +29,23 @@ def placed_rows(data: EvaluationData, rows: np.ndarray) -> np.ndarray:
     return np.array([row for row in rows if row < len(places) and places[row] is not None], dtype=int)
 
 
-def rank_block(data: EvaluationData, decided: Decided, confidence: float) -> dict[str, Any]:
-    """Each query answered at one rank: the species when confident, else the roll-up's taxon, else none; the
-    share answered at each rank and the error there, and at any rank together."""
-    confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
-    ranks = np.array(["species" if sure else (rank or "none")
-                      for sure, rank in zip(confident, decided.rollup_ranks, strict=True)])
-    right = np.where(confident, decided.correct, decided.rollup_correct)
+def rank_block(decided: Decided, confidence: float, calibration: Calibration) -> dict[str, Any]:
+    """Each query answered at one rank: the species when confident, else the rank that holds (a roll-up
+    certified by its rank's own threshold, identify.risk.rank_controls), else none; the share answered at each
+    rank and the error there (a genus is right when the truth's genus is it), with its upper bound, and at any
+    rank together; each rank with the threshold it was certified with (null: none certified)."""
+    ranks, right = decided.answered_ranks()
+    certified = dict(calibration.thresholds)
     block: dict[str, Any] = {}
     for rank in ("species", *RANKS):
         at = ranks == rank
-        block[rank] = {"answered": int(at.sum()), "share": _share(at), "errors": int((at & ~right).sum()),
-                       "error": _error_among(at, right)}
+        errors = int((at & ~right).sum())
+        threshold = certified.get(RANK_GROUP + rank)  # on the photo alone's scores, with a place too
+        block[rank] = {"answered": int(at.sum()), "share": _share(at), "errors": errors,
+                       **({} if rank == "species" else
+                          {"threshold": threshold if threshold is not None and threshold < NOTHING_CONFIDENT else None}),
+                       "error": _error_among(at, right),
+                       "upper_bound": clopper_pearson_upper(errors, int(at.sum()), confidence)}
     answered = ranks != "none"
     errors = int((answered & ~right).sum())
     block["any"] = {"answered": int(answered.sum()), "share": _share(answered), "errors": errors,
@@ -63,7 +67,7 @@ def condition_block(data: EvaluationData, hood: Neighbourhood, rows: np.ndarray,
 def _figures(data: EvaluationData, decided: Decided, config: FusionConfig, calibration: Calibration, seed: int,
              prior: PriorModel | None) -> dict[str, Any]:
     rows = decided.rows
-    confident = np.array([d == CONFIDENT for d in decided.decisions], dtype=bool)
+    confident = decided.species_confident
     errors = int((confident & ~decided.correct).sum())
     return {
         "measured": True, "queries": int(len(rows)), "top1": _share(decided.correct),
@@ -73,7 +77,7 @@ def _figures(data: EvaluationData, decided: Decided, config: FusionConfig, calib
                       "target_error": config.target_error,
                       "groups": group_report(data, decided, config, calibration)},
         "open_set": open_set_block(data, rows, config, calibration, seed, prior),
-        "ranks": rank_block(data, decided, config.risk_confidence),
+        "ranks": rank_block(decided, config.risk_confidence, calibration),
     }
 
 

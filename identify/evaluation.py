@@ -55,7 +55,8 @@ from identify.measurement import (
 )
 from identify.prior import PriorModel
 from identify.risk import (confident_under, group_controls, group_report, leave_one_species_out, open_set_answers,
-                           open_set_block, open_set_species, with_group_thresholds)
+                           open_set_block, open_set_species, rank_controls, rank_open_set,
+                           wider_open_set, with_group_thresholds)
 from identify.scoring import PLACED, SpeciesNames, answer
 from identify.splits import query_groups, separable, split_queries
 from identify.tuning import (KS, NO_MATCH_RIGHT_AT_MOST, best_of, choose_no_match, choose_open_set_rules, cross_validated,
@@ -190,9 +191,12 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     on_cal = decide_rows(data, hood, cal, config, calibration)
     control = choose_threshold(on_cal.top, on_cal.correct, on_cal.eligible, config.target_error, config.risk_confidence)
     controls = group_controls(on_cal, config) if held_out else {}
-    if held_out and prior is not None:  # the answers with a place get their own; those without keep the above
-        placed = group_controls(decide_rows(data, hood, cal, config, calibration, prior), config)
-        controls |= {group: control for group, control in placed.items() if group.endswith(PLACED)}
+    on_place = decide_rows(data, hood, cal, config, calibration, prior) if held_out and prior is not None else None
+    if on_place is not None:  # the answers with a place get their own; those without keep the above
+        controls |= {group: c for group, c in group_controls(on_place, config).items() if group.endswith(PLACED)}
+    if held_out:  # then each rank's, on the answers the species' thresholds leave (identify.risk.rank_controls)
+        left = rank_open_set(left_out, config, controls, control.threshold, wider_open_set(data, config, calibration))
+        controls |= rank_controls(on_cal, confident_under(on_cal, controls, control.threshold), config, open_set=left)
     if held_out:
         config = config.replace(confident_score=control.threshold)
         calibration = replace(with_group_thresholds(calibration, controls), target_error=config.target_error,
@@ -220,7 +224,8 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
         split={"tuning": len(tune), "calibration": len(cal), "test": len(test), **grouping},
         accuracy=accuracy, ece={"fusion": ece_before, "calibrated": ece_after, "classifier": classifier_ece},
         reliability={"before": bins_before, "after": bins_after}, curve=coverage_risk(tested.top, tested.correct),
-        decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised},
+        decisions={**share, "review_rate": share[NEEDS_REVIEW] + share[NO_MATCH], "error_when_confident": realised,
+                   "confident_at_higher_rank": _share(tested.rollup_certified)},
         no_match=_no_match_block(tested, config, defaults, held_out),
         open_set_rules=rules,
         selective={**control.to_dict(), "coverage": _share(confident), "realised_error": realised,

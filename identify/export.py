@@ -26,9 +26,11 @@ from sqlalchemy import select
 from identify.errors import IdentifyError
 from identify.metadata import as_utc, generalised
 from identify.references import taxon_of_row
+from identify.rollup import rank_taxon
 from identify.schema import Curator, Model, Prediction, Review, Sighting, Species
 from identify.schema import Taxon as TaxonRow
 from identify.sightings import observed_of
+from identify.taxonomy import Taxon
 from identify.storage import Store
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
@@ -89,11 +91,18 @@ def export_rows(store: Store, status: str) -> list[ExportRow]:
             .where(Review.action.in_(("confirm", "correct"))).order_by(Review.id))}  # the last one wins
         tops = {sighting_id: score for sighting_id, score in session.execute(
             select(Prediction.sighting_id, Prediction.score).where(Prediction.rank == 1))}
-    return [ExportRow(s.id, s.status, label, taxon_of_row(taxon), observed_of(s), s.lat, s.lon, s.observer, s.note,
+    return [ExportRow(s.id, s.status, *_answered(s, label, taxon_of_row(taxon)), observed_of(s), s.lat, s.lon, s.observer, s.note,
                       s.photo_name, model_name, model_sha256, s.decision, tops.get(s.id),
                       reviewed.get(s.id, (None, None))[0], as_utc(reviewed.get(s.id, (None, None))[1]),
                       as_utc(s.created_at), bool(s.hide_location), s.coordinate_uncertainty_m)  # type: ignore[arg-type]
             for s, label, taxon, model_name, model_sha256 in rows]
+
+
+def _answered(sighting: Sighting, label: str, taxon: Taxon | None) -> tuple[str, Taxon | None]:
+    """(label, taxon) a sighting is recorded as: an open one confident only at a higher rank as that taxon
+    (taxonRank genus, family or order), else its species."""
+    ranked = rank_taxon(sighting.rollup) if sighting.status == "open" and sighting.decision == "confident" else None
+    return (ranked.scientific_name, ranked) if ranked is not None else (label, taxon)
 
 
 def installation_id(data_dir: Path) -> uuid.UUID:

@@ -20,8 +20,8 @@ from identify.fusion import Decision, Neighbour, RankedSpecies
 from identify.observation import Place
 from identify.prior import PriorModel
 from identify.references import ReferenceInfo, References
-from identify.rollup import RollUp
-from identify.scoring import SpeciesNames, answer
+from identify.rollup import RANK_GROUP, RollUp
+from identify.scoring import SpeciesNames, answer, answered_rank
 
 __all__ = ["Evidence", "Identification", "Identifier", "NeighbourInfo", "SpeciesNames", "pool_evidence"]
 
@@ -69,7 +69,7 @@ class Identification:
     model_name: str
     model_sha256: str
     forward_seconds: float = 0.0  # the model's forward pass of the batch this photo was in (Server-Timing)
-    rollup: RollUp | None = None  # when no species is confident: the lowest taxon sure enough
+    rollup: RollUp | None = None  # when the species is not confident: the rank that holds, else a suggestion
     place: Place | None = None  # the place and date whose prior shaped the answer (None: the photo's alone)
     same_photo_as: int | None = None  # a reference that is this very photo (identify.openset)
     risk_bounded: bool = False  # its threshold bounds the error of answers like it (identify.scoring.Answer)
@@ -77,8 +77,17 @@ class Identification:
     groups: tuple[str, ...] = ()  # its risk groups, most specific first (identify.scoring.answer_groups)
 
     @property
+    def rank(self) -> str | None:
+        """The rank it is confident at (species, genus, family, order); None when not confident."""
+        return answered_rank(str(self.decision.decision), self.rollup)
+
+    @property
     def risk_group(self) -> str | None:
-        """The coarse group (known, new, contested; +place) whose audits it counts in."""
+        """The coarse group (known, new, contested; +place) whose audits it counts in; for an answer confident
+        at a higher rank, that rank's (`rank:genus`): it is not audited as a species answer, and waits in the
+        review queue for a curator to name the species."""
+        if self.rank not in (None, "species") and self.rollup is not None:
+            return RANK_GROUP + self.rollup.rank
         return self.groups[-2] if len(self.groups) >= 2 else None
 
 

@@ -15,11 +15,11 @@ import numpy as np
 
 from identify.calibration import Calibration, FittedOn, clopper_pearson_upper
 from identify.config import FusionConfig
-from identify.fusion import CONFIDENT, Neighbour, confidence_features, decide, fuse
+from identify.fusion import CONFIDENT, NEEDS_REVIEW, Neighbour, confidence_features, decide, fuse
 from identify.observation import Place
 from identify.openset import own_spread, support_of
 from identify.prior import PriorModel
-from identify.rollup import roll_up
+from identify.rollup import RANKS, roll_up
 from identify.scoring import Answer, SpeciesNames, answer
 from identify.taxonomy import Taxon
 from identify.vectors.plan import exact_knn
@@ -177,7 +177,9 @@ def coverage_risk(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list
 @dataclass
 class Decided:
     """Per query of a split, through identify.fusion: top-1 fused and calibrated scores, right or not, the
-    decision, whether only the threshold stood in the way, and the roll-up."""
+    decision on the species (an answer confident only at a higher rank is `needs_review` here), whether only the
+    threshold stood in the way, the roll-up, and the best taxon's summed score at each rank and whether it is
+    the truth's (what a rank's threshold is chosen on: identify.risk.rank_controls)."""
 
     rows: np.ndarray
     fused_top: np.ndarray
@@ -189,6 +191,21 @@ class Decided:
     rollup_ranks: list[str | None]
     rollup_correct: np.ndarray
     answers: list[Answer]  # as identify.scoring.answer gave them: what the service would have answered
+    rollup_certified: np.ndarray  # confident at the roll-up's rank (identify.rollup.certified_rank)
+    rank_scores: np.ndarray  # [query, rank of RANKS]: the best taxon's summed score (-1: no taxon at that rank)
+    rank_right: np.ndarray  # [query, rank of RANKS]: that taxon is the truth's
+
+    @property
+    def species_confident(self) -> np.ndarray:
+        return np.array([d == CONFIDENT for d in self.decisions], dtype=bool)
+
+    def answered_ranks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rank each query was answered at (species, genus, family, order, none) and whether it was right
+        there."""
+        confident = self.species_confident
+        ranks = np.array(["species" if sure else (rank if rank and certified else "none") for sure, rank, certified
+                          in zip(confident, self.rollup_ranks, self.rollup_certified, strict=True)])
+        return ranks, np.where(confident, self.correct, self.rollup_correct & self.rollup_certified)
 
 
 def _neighbours(data: EvaluationData, hood: Neighbourhood, row: int, k: int) -> list[Neighbour]:
@@ -243,7 +260,7 @@ def under_rules(data: EvaluationData, decided: Decided, config: FusionConfig) ->
         support = support_of(a.ranking, a.votes, counts, config, floors)
         decision = decide(a.ranking, a.votes, replace(config, confident_score=a.threshold), support.reasons(config))
         rollup = roll_up(a.ranking, config.confident_score) if decision.decision != CONFIDENT else None
-        answers.append(replace(a, support=support, decision=decision, rollup=rollup))
+        answers.append(replace(a, support=support, decision=decision, rollup=rollup))  # species only: no rank
     return _decided(data, decided.rows, answers, config)
 
 
@@ -258,14 +275,21 @@ def _decided(data: EvaluationData, rows: np.ndarray, answers: list[Answer], conf
         rolled, truth = decided.rollup, data.taxa.get(data.query_labels[row])
         rollup_correct.append(bool(rolled and truth and getattr(truth, rolled.rank) == rolled.scientific_name))
     tops = [a.top for a in answers]
+    truths = [data.taxa.get(data.query_labels[row]) for row in rows]
+    rank_scores = np.array([[t.score if t is not None else -1.0 for t in a.by_rank] or [-1.0] * len(RANKS)
+                            for a in answers]).reshape(len(answers), len(RANKS))
+    rank_right = np.array([[t is not None and truth is not None and getattr(truth, rank) == t.scientific_name
+                            for rank, t in zip(RANKS, a.by_rank or (None,) * len(RANKS), strict=True)]
+                           for a, truth in zip(answers, truths, strict=True)], dtype=bool).reshape(len(answers), len(RANKS))
     return Decided(
         rows, np.array([t.fused if t and t.fused is not None else (t.score if t else 0.0) for t in tops]),
         np.array([t.score if t else 0.0 for t in tops]),
         np.array([t is not None and t.name == data.query_labels[row] for t, row in zip(tops, rows, strict=True)],
                  dtype=bool),
-        [str(a.decision.decision) for a in answers], np.array(eligible, dtype=bool),
-        [a.rollup.scientific_name if a.rollup else None for a in answers],
-        [a.rollup.rank if a.rollup else None for a in answers], np.array(rollup_correct, dtype=bool), answers)
+        [str(a.decision.decision) if a.rank in (None, "species") else str(NEEDS_REVIEW) for a in answers],
+        np.array(eligible, dtype=bool), [a.rollup.scientific_name if a.rollup else None for a in answers],
+        [a.rollup.rank if a.rollup else None for a in answers], np.array(rollup_correct, dtype=bool), answers,
+        np.array([bool(a.rollup and a.rollup.certified) for a in answers], dtype=bool), rank_scores, rank_right)
 
 
 def served_accuracy(data: EvaluationData, decided: Decided) -> dict[str, float]:

@@ -130,7 +130,8 @@ def _conditions(result: Evaluation) -> list[str]:
                                           ("with place and season", result.conditions["with_place"])) if c["measured"]]
     lines = ["## The photo alone, and with a place", "",
              "Every test query answered on its photos alone (as an upload without a place), and those with a place "
-             "answered with it. Answered at some rank: the species when confident, else the roll-up's taxon.", "",
+             "answered with it. Answered at some rank: the species when confident, else the most specific genus, "
+             "family or order whose own threshold holds (the table after this one).", "",
              "| condition | queries | top-1 | confident | error among confident (bound) | open set confident | "
              "answered at some rank (error) |", "|---|---|---|---|---|---|---|"]
     for name, c in measured:
@@ -139,6 +140,16 @@ def _conditions(result: Evaluation) -> list[str]:
                      f"{chosen['realised_error']:.1%} ({chosen['upper_bound']:.3f}) | "
                      + (f"{open_set['confident_share']:.1%}" if open_set.get("measured") else "not measured")
                      + f" | {ranks['share']:.1%} ({ranks['error']:.1%}) |")
+    lines += ["", "Answered at each rank (the species when confident, else the rank that holds; a genus is right "
+              "when the truth's genus is it):", "",
+              "| condition | rank | threshold | answered | error (bound) |", "|---|---|---|---|---|"]
+    for name, c in measured:
+        for rank in ("species", "genus", "family", "order"):
+            at = c["ranks"][rank]
+            threshold = "species' own" if rank == "species" else (
+                f"{at['threshold']:.3f}" if at.get("threshold") is not None else "none certified")
+            lines.append(f"| {name} | {rank} | {threshold} | {at['share']:.1%} | {at['error']:.1%} "
+                         f"({at['upper_bound']:.3f}) |")
     rules = result.open_set_rules
     if "photos" in rules:
         lines += ["", f"Open-set rules chosen by leave-one-species-out over the references ({rules['species']} "

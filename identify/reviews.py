@@ -25,6 +25,7 @@ from identify.observation import WhereAndWhen
 from identify.photos import PhotoStore
 from identify.reference_records import ReferenceRecords, SecondOpinion
 from identify.references import ACTIVE, NewReference, References
+from identify.rollup import RANK_GROUP
 from identify.schema import ReferenceImage, Review, Sighting, SightingPhoto, Species
 from identify.sightings import SightingRecord, SightingStore
 from identify.storage import Store
@@ -71,9 +72,11 @@ class Reviews:
         self.records = records
 
     def queue(self, page: int, per_page: int) -> tuple[list[SightingRecord], int]:
-        """Open sightings that are not confident: audits (identify.audit) first, then answers awaiting a second
-        curator, then the most uncertain; (one page, total)."""
-        where = (((Sighting.status == "open") & (Sighting.decision.in_(UNCERTAIN) | Sighting.audit))
+        """Open sightings that are not confident at species (those confident only at a higher rank too, for a
+        curator to name the species): audits (identify.audit) first, then answers awaiting a second curator, then
+        the most uncertain; (one page, total)."""
+        where = (((Sighting.status == "open") & (Sighting.decision.in_(UNCERTAIN) | Sighting.audit
+                                                 | Sighting.risk_group.like(RANK_GROUP + "%")))
                  | (Sighting.status == AWAITING),)
         with self.sessions() as session:
             total = session.scalar(select(func.count()).select_from(Sighting).where(*where)) or 0

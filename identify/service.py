@@ -21,7 +21,6 @@ from identify.config import Settings
 from identify.audit import AuditSummary
 from identify.errors import IdentifyError
 from identify.framing import Crop
-from identify.fusion import CONFIDENT
 from identify.identifier import Identification, NeighbourInfo
 from identify.observation import WhereAndWhen, decode_image, read_photo_file
 from identify.parts import Parts
@@ -143,8 +142,9 @@ class IdentificationService:
         return self.uploads.identify(photos, fields)
 
     def _drawn_for_audit(self, result: Identification) -> bool:
-        """A confident answer joins the review queue as a blind audit with probability `audit_share`."""
-        return result.decision.decision == CONFIDENT and _AUDIT_DRAW.random() < self.limits.audit_share
+        """A confident species answer joins the review queue as a blind audit with probability `audit_share` (one
+        confident at a higher rank is in the queue already: the audit measures the species' bound)."""
+        return result.rank == "species" and _AUDIT_DRAW.random() < self.limits.audit_share
 
     def audit_summary(self) -> AuditSummary:
         """The live audit since the calibration was fitted (identify.audit), as SQL has it on this request:

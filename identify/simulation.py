@@ -1,7 +1,8 @@
 """A seeded simulation with known ground truth, for measuring fusion where no labelled bird photos can be had.
 
-Species are clusters of unit vectors. Pairs of species lie close together (look-alikes, and congeners: each
-pair is a genus, three pairs a family), so the neighbours confuse them; the classifier tells look-alikes apart
+Species are clusters of unit vectors. Pairs of species lie close together (look-alikes: most pairs a genus,
+every third pair two genera of one family, as look-alikes often are; three pairs a family), so the neighbours
+confuse them; the classifier tells look-alikes apart
 but is weak on a set of other species, where it often names a wrong one. Neither part alone is right
 everywhere; their fusion can be (Jia et al. 2021).
 
@@ -36,6 +37,10 @@ SPREAD = 0.35  # typical distance of a photo from its species' centre
 PHOTO_SPREAD = 0.6 * SPREAD
 PHOTOS_PER_INDIVIDUAL = 3
 PAIRS_PER_FAMILY = 3
+# Every this-many-th look-alike pair is two genera of one family (a warbler of one genus taken for one of
+# another): a genus answer is not right merely because the look-alike was confused.
+CROSS_GENUS_EVERY = 3
+FAMILIES_PER_ORDER = 3  # (one order for every bird would make an order's answer right by construction)
 # Region centres (lat, lon): the Levant, the Balkans, France, the Baltic. Each is four boxes of 1.5 degrees.
 REGIONS = ((31.5, 35.0), (42.0, 22.0), (46.5, 2.5), (56.0, 14.0))
 BOX = 1.5
@@ -48,13 +53,16 @@ VIEWS = 3  # photos of each queried bird, for measuring how a sighting's photos 
 
 
 def simulated_taxa(names: list[str]) -> dict[str, Taxon]:
-    """A made-up taxonomy: species 2i and 2i+1 (a look-alike pair) share a genus, three pairs a family."""
+    """A made-up taxonomy: species 2i and 2i+1 (a look-alike pair) share a genus, except every
+    CROSS_GENUS_EVERY-th pair, whose two are in two genera; three pairs a family, three families an order."""
     taxa = {}
     for i, name in enumerate(names):
         pair = i // 2
-        genus = f"Simgenus{pair:02d}"
+        split = pair % CROSS_GENUS_EVERY == CROSS_GENUS_EVERY - 1
+        genus = f"Simgenus{pair:02d}" + ("ab"[i % 2] if split else "")
         taxa[name] = Taxon(f"{genus} species{i:02d}", f"Simulated bird {i}", "species", genus,
-                           f"Simfamily{pair // PAIRS_PER_FAMILY}idae", "Simuliformes", "simulation", "0")
+                           f"Simfamily{pair // PAIRS_PER_FAMILY}idae",
+                           f"Simorder{pair // (PAIRS_PER_FAMILY * FAMILIES_PER_ORDER)}iformes", "simulation", "0")
     return taxa
 
 
@@ -165,7 +173,7 @@ def simulate(seed: int = 0, species: int = 20, references_per_species: int = 20,
         classes=[names[i] for i in known], probabilities=probabilities, query_embeddings=queries,
         query_labels=[names[i] for i in query_labels], reference_embeddings=references,
         reference_labels=[names[i] for i in reference_labels], kind="simulation",
-        description=(f"seeded simulation (seed {seed}): {species} species in look-alike pairs (each pair a genus), "
+        description=(f"seeded simulation (seed {seed}): {species} species in look-alike pairs (a genus each, every third two genera of one family), "
                      f"{dim}-d clusters, {references_per_species} references and {queries_per_species} queries per "
                      f"species, {PHOTOS_PER_INDIVIDUAL} photos of each bird; the classifier is weak on {len(weak)} "
                      f"species and knows {len(known)}: {new_species} are new, present only as references; each "

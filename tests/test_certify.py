@@ -211,9 +211,10 @@ def test_a_certification_read_back_from_sql_is_the_one_made_in_memory(database_u
                        fitted.calibration, None, lambda fraction, stage: stages.append(stage))
     assert record is not None and record.status == "done" and record.progress == 1.0 and len(stages) == 2
     assert record.reference_state == certifications.reference_state(index_id)
+    # the simulation's made-up taxa are no bird taxonomy's: the deployment knows none of them, so no rank
     in_memory = certify(replace(data, query_embeddings=np.zeros((0, 64)), probabilities=np.zeros((0, 16)),
                                 query_labels=[], query_places=None, query_groups=None, view_embeddings=None,
-                                view_probabilities=None), fitted.config, fitted.calibration)
+                                view_probabilities=None, taxa={}), fitted.config, fitted.calibration)
     figures = record.result["figures"]
     assert figures["references"] == 400 and figures["individuals"] == 140 and figures["reviewed"] == 0
     assert {g: f["threshold"] for g, f in figures["groups"].items()} == pytest.approx(

@@ -158,3 +158,83 @@ def test_when_no_threshold_keeps_the_risk_not_even_a_certain_score_is_confident(
     assert decide(certain, votes(("a", 0.99)), config).decision == NEEDS_REVIEW
     scores, right = np.ones(50), np.ones(50, dtype=bool)
     assert choose_threshold(scores, right, right, 0.05).threshold == NOTHING_CONFIDENT  # 50 < MIN_ANSWERED
+
+
+# ---- the rank that holds (issue 36) ----------------------------------------------------------------------------
+SPARROW_TAXA = {"House": _taxon("Passer domesticus", "Passer", "Passeridae"),
+                "Spanish": _taxon("Passer hispaniolensis", "Passer", "Passeridae"),
+                "Robin": Taxon("Erithacus rubecula", None, "species", "Erithacus", "Muscicapidae", "Passeriformes",
+                               "test", "0")}
+
+
+def _two_sparrows(calibration: Calibration, **kwargs):
+    """Two sparrows the evidence cannot tell apart: neither species clears 0.8, their genus does."""
+    from identify.scoring import SpeciesNames, answer
+
+    names = SpeciesNames(["House", "Spanish", "Robin"], SPARROW_TAXA)
+    neighbours = votes(("House", 0.9), ("Spanish", 0.9), ("House", 0.88), ("Spanish", 0.88))
+    config = FusionConfig(weight_knn=0.5, k=4, temperature=1.0, confident_score=0.8, min_margin=0.0)
+    return answer(np.array([0.48, 0.48, 0.04]), neighbours, names, config, calibration,
+                  group_name=lambda rank, name: {"Passer": "sparrow"}.get(name), **kwargs)
+
+
+def test_an_answer_is_confident_at_the_most_specific_rank_whose_own_threshold_holds():
+    certified = Calibration(thresholds=(("rank:genus", 0.9), ("rank:family", 0.3)), target_error=0.05)
+    sparrows = _two_sparrows(certified)
+    assert sparrows.decision.decision == CONFIDENT and sparrows.rank == "genus"
+    assert "low_score" in sparrows.decision.reasons  # why not at species, kept for the page
+    rolled = sparrows.rollup
+    assert rolled is not None and rolled.certified and (rolled.scientific_name, rolled.family) == ("Passer", "Passeridae")
+    assert rolled.text == "A sparrow (genus Passer)"
+    assert set(rolled.members) == {"Passer domesticus", "Passer hispaniolensis"}  # species keys, one per species
+    # the genus not certified (too few answers to bound it): the family, whose own threshold holds
+    family = _two_sparrows(Calibration(thresholds=(("rank:genus", NOTHING_CONFIDENT), ("rank:family", 0.3)),
+                                       target_error=0.05))
+    assert family.rank == "family" and family.rollup is not None and family.rollup.scientific_name == "Passeridae"
+    # a genus threshold the sum does not reach: not the genus
+    assert _two_sparrows(Calibration(thresholds=(("rank:genus", 0.999),), target_error=0.05)).rank is None
+
+
+def test_no_rank_is_confident_where_its_bound_is_not_known_to_hold():
+    thresholds = (("rank:genus", 0.9),)
+    # uncalibrated: no rank certified; the roll-up is a suggestion, and the answer waits for a curator
+    plain = _two_sparrows(Calibration(thresholds=thresholds))
+    assert plain.decision.decision == NEEDS_REVIEW and plain.rank is None
+    assert plain.rollup is not None and not plain.rollup.certified and plain.rollup.text.startswith("Probably")
+    certified = Calibration(thresholds=thresholds, target_error=0.05)
+    assert _two_sparrows(certified, stale=True).rank is None  # the references moved since
+    # a member's references changed since the thresholds were certified: not certified against them yet
+    assert _two_sparrows(certified, held_back=frozenset({"Passer hispaniolensis"})).rank is None
+    # the live audit stopped the species' group: nothing in it is confident, at any rank
+    assert _two_sparrows(certified, over_target=frozenset({"known"})).rank is None
+
+
+def test_a_rank_threshold_is_not_tested_below_where_the_left_out_species_go_wrong():
+    """Rank thresholds on the calibration answers alone would certify the genus at the bottom of the grid; the
+    left-out species' photos answered wrong at genus (their look-alike is of another genus) raise it."""
+    from types import SimpleNamespace
+
+    from identify.risk import RankEvidence, rank_controls
+
+    rng = np.random.default_rng(0)
+    config = FusionConfig(target_error=0.05, risk_confidence=0.9)
+
+    def answers(scores: np.ndarray, right: np.ndarray) -> SimpleNamespace:
+        n = len(scores)
+        return SimpleNamespace(decisions=[NEEDS_REVIEW] * n, answers=[SimpleNamespace(groups=("known", "all"))] * n,
+                               rank_scores=np.stack([scores, np.ones(n), np.ones(n)], axis=1),
+                               rank_right=np.stack([right, np.ones(n, dtype=bool), np.ones(n, dtype=bool)], axis=1),
+                               rows=np.arange(n))
+
+    calibration_answers = answers(rng.uniform(0.5, 1.0, 400), np.ones(400, dtype=bool))
+    alone = rank_controls(calibration_answers, np.zeros(400, dtype=bool), config)
+    assert alone["rank:genus"].threshold == 0.3  # every calibration answer right at genus: the grid's bottom
+    # 300 left-out photos: those scored under 0.9 at genus are wrong there
+    scores = np.linspace(0.5, 1.0, 300)
+    left = answers(scores, scores >= 0.9)
+    raised = rank_controls(calibration_answers, np.zeros(400, dtype=bool), config,
+                           open_set=[RankEvidence.of(left)])  # type: ignore[arg-type]
+    wrong_under = int(((scores >= raised["rank:genus"].threshold) & (scores < 0.9)).sum())
+    assert raised["rank:genus"].threshold > 0.8 and clopper_pearson_upper(wrong_under, 300, 0.9) <= 0.05
+    # what the genus leaves reaches the family, whose own threshold takes it
+    assert raised["rank:family"].threshold < NOTHING_CONFIDENT

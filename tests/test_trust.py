@@ -133,10 +133,13 @@ def test_evaluate_reports_risk_per_group_and_the_open_set(tmp_path, monkeypatch)
     assert report["prior"]["thresholds_chosen_with_prior"]
     open_set = report["open_set"]
     assert open_set["measured"] and open_set["queries"] > 0 and 0.0 <= open_set["confident_share"] <= 1.0
-    stored = load_settings({"IDENTIFY_DATA_DIR": str(tmp_path)}).calibration.thresholds
+    stored = dict(load_settings({"IDENTIFY_DATA_DIR": str(tmp_path)}).calibration.thresholds)
     own = {name: g["threshold"] for name, g in [*groups["by_answer"].items(), *alone["by_answer"].items()]
            if g["threshold_from"] == "own"}
-    assert dict(stored) == own
+    assert {group: t for group, t in stored.items() if not group.startswith("rank:")} == own
+    ranks = report["photo_alone"]["ranks"]  # and each rank's, as the report states it (none: 1.01 stored)
+    assert {group.removeprefix("rank:"): t if t < 1.01 else None for group, t in stored.items()
+            if group.startswith("rank:")} == {rank: ranks[rank]["threshold"] for rank in ("genus", "family", "order")}
 
 
 # ---- through the service -------------------------------------------------------------------------------------------
@@ -253,3 +256,45 @@ def test_a_classifier_naming_the_answers_genus_agrees_with_it():
                                                                        genus="Pteroglossus"))
     assert support_of([ranking[0], other], neighbours, {"Ramphastos sulfuratus": 3}, LOOSE).reasons(LOOSE) == \
         ("named_species_unreferenced",)
+
+
+def test_an_answer_confident_only_at_a_higher_rank_says_so_everywhere(make_service, web_settings, tmp_path,
+                                                                       monkeypatch):
+    """Issue 36, deliverable 4, through the service: no species threshold can be met (1.01), the genus's is.
+    The answer is `confident` with the rank beside it; the API, the page, the sightings list and Darwin Core
+    name the genus; the sighting waits in the review queue for the species and is not drawn as a species audit."""
+    from identify.web import create_app
+
+    sharp = dataclasses.replace(LOOSE, temperature=0.001, weight_knn=0.9, contradicting_vote=1.01, min_support=1)
+    calibration = Calibration(target_error=0.05, thresholds=(
+        ("known", 1.01), ("rank:genus", 0.3), ("rank:family", 0.3), ("rank:order", 0.3)))
+    every_one_audited = dataclasses.replace(web_settings.service, auto_certify=False, audit_share=1.0)
+    service = make_service(dataclasses.replace(web_settings, fusion=sharp, calibration=calibration,
+                                               service=every_one_audited))
+    client = create_app(service=service).test_client()
+    body = post(client, jpeg_bytes(species_photo(0, 9))).get_json()  # a new drawing of the House Sparrow
+    assert body["species"][0]["name"] == "Passer domesticus"
+    assert body["decision"] == "confident" and body["rank"] == "genus", body["reasons"]
+    assert "low_score" in body["reasons"]  # what held the species back
+    assert body["rollup"]["certified"] and body["rollup"]["scientific_name"] == "Passer"
+    assert body["answer_label"] == "Passer" and "genus Passer" in body["answer"]
+
+    summary = client.get(f"/api/v1/sightings/{body['sighting_id']}").get_json()
+    assert summary["rank"] == "genus" and summary["answer_taxon"]["rank"] == "genus"
+    assert summary["answer_taxon"]["family"] == "Passeridae" and not summary["audit"]
+    page = client.get(body["url"]).get_data(as_text=True)
+    assert "Sure of the genus, not of the species" in page and "genus <i class=\"sci\">Passer</i>" in page
+    assert "Confident of the genus" in client.get("/sightings").get_data(as_text=True)
+    curator = service.curators.create("bo", "correct horse battery", replace=True)
+    queue = client.get("/api/v1/review/queue", headers={"Authorization": f"Bearer {curator}"}).get_json()
+    assert body["sighting_id"] in [item["sighting_id"] for item in queue["items"]]
+
+    monkeypatch.setenv("IDENTIFY_DATA_DIR", str(service.settings.data_dir))
+    monkeypatch.setenv("IDENTIFY_DATABASE_URL", service.settings.database_url)
+    out = tmp_path / "all.csv"
+    assert CliRunner().invoke(main, ["export", "--format", "csv", "--status", "all", "--out", str(out)]).exit_code == 0
+    import csv
+
+    (row,) = list(csv.DictReader(out.open()))
+    assert (row["scientificName"], row["taxonRank"], row["genus"], row["family"], row["order"]) == (
+        "Passer", "genus", "Passer", "Passeridae", "Passeriformes")

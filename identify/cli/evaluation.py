@@ -212,7 +212,9 @@ def evaluate(model: str | None, network: str | None, references: Path | None, qu
                    f"{chosen['coverage']:.1%}, error {chosen['realised_error']:.1%} (bound {chosen['upper_bound']:.1%}; "
                    f"target {chosen['target_error']:.0%}); open set "
                    + (f"{open_set['confident_share']:.1%} confident" if open_set.get("measured") else "not measured")
-                   + f"; answered at some rank {ranks['share']:.1%}, error {ranks['error']:.1%}")
+                   + f"; answered at some rank {ranks['share']:.1%}, error {ranks['error']:.1%} ("
+                   + ", ".join(f"{rank} {condition['ranks'][rank]['share']:.1%}" for rank in ("species", "genus",
+                                                                                             "family", "order")) + ")")
         _echo_groups(chosen["groups"], {}, f"{words}, ")
     rules = result.open_set_rules
     if "photos" in rules:

@@ -31,18 +31,19 @@ def _identification_text(photo: str, result: dict[str, Any]) -> str:
     """For people: the decision and its reasons in words, species by the naming rule (the codes and labels stay
     in --json)."""
     from identify.answers import DECISION_WORDS, reason_words
+    from identify.rollup import RollUp
 
     named = {s["name"]: _species_text(s) for s in result["species"]}
-    lines = [f"{photo}: {DECISION_WORDS[result['decision']]}"]
+    rolled = RollUp(**{**result["rollup"], "members": tuple(result["rollup"]["members"])}) if result.get("rollup") else None
+    at_rank = f" at {rolled.rank} rank: {rolled.text}" if rolled is not None and rolled.certified else ""
+    lines = [f"{photo}: {DECISION_WORDS[result['decision']]}{at_rank}"]
     lines += [f"  {reason}" for reason in reason_words(result["reasons"])]
     lines.append(f"  {'species':<44} {'score':>7} {'model':>7} {'similar':>7}")
     for s in result["species"]:
         lines.append(f"  {_species_text(s)[:44]:<44} {s['score']:7.3f} {s['classifier']:7.3f} {s['knn']:7.3f}")
-    if result.get("rollup"):
-        from identify.rollup import RollUp
-
-        rolled = RollUp(**{**result["rollup"], "members": tuple(result["rollup"]["members"])})
-        lines.append(f"  {rolled.text}: the species is uncertain")
+    if rolled is not None:
+        lines.append(f"  {rolled.text}: " + ("confident at this rank; the species could not be certified"
+                                            if rolled.certified else "the species is uncertain"))
     lines.append("  nearest reference photos:")
     for n in result["neighbours"][:5]:
         species = named.get(n["name"], n["name"])

@@ -10,6 +10,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from identify.answers import DECISION_WORDS, REASON_WORDS, STATUS_WORDS, display_name, name_parts, reason_words
 from identify.errors import IdentifyError
 from identify.framing import parse_crop
+from identify.rollup import rank_taxon
 from identify.taxonomy import Taxon
 from identify.web import views
 from identify.web.auth import current_curator, keep_private, local_path, login_required, service
@@ -42,6 +43,10 @@ def wording() -> dict[str, Any]:
 def one_line(record: Any, neighbours: list[Any], agreeing: int) -> str:
     """Why the answer is what it is, in one sentence a birder reads (the numbers are behind "details")."""
     reasons = reason_words(record.reasons)
+    ranked = rank_taxon(record.rollup) if record.decision == "confident" else None
+    if ranked is not None:  # confident at a higher rank: what held the species back, first
+        return (f"Sure of the {ranked.rank}, not of the species: " + (reasons[0][:1].lower() + reasons[0][1:]
+                if reasons else "the species' own bound does not hold.") + " A curator will name the species.")
     if record.decision == "confident":
         if not neighbours:
             return "The model is sure, and nothing held the answer back."

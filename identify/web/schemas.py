@@ -172,12 +172,17 @@ class RankedSpecies(Schema):
 
 
 class RollUp(Schema):
-    """When no species is confident: the lowest taxon whose members' scores sum to the confident threshold."""
+    """When the species is not confident: the most specific taxon whose members' summed score clears its rank's
+    certified threshold (`certified`: the answer is confident at this rank), else, where no rank is certified,
+    the lowest whose sum clears the species' threshold (a suggestion for the curator)."""
     rank: Literal["genus", "family", "order"]
     scientific_name: str
     common_name: Optional[str]
     score: float
     members: list[str]
+    certified: bool = Field(False, description="Confident at this rank: its own risk-controlled threshold holds")
+    family: Optional[str] = Field(None, description="The family above it (a genus)")
+    order: Optional[str] = Field(None, description="The order above it (a genus or family)")
 
 
 class Neighbour(Schema):
@@ -244,14 +249,19 @@ class FramedPhoto(Schema):
 class Identification(Schema):
     sighting_id: str = Field(description="A random token (SQL keys are never shown)")
     url: str
-    answer: Optional[str] = Field(description="What the page's heading names: the top species' display name "
-                                  "(null for no_match)")
-    answer_label: Optional[str] = Field(description="The top species' label as the model or references have it")
+    answer: Optional[str] = Field(description="What the page's heading names: the top species' display name, or "
+                                  "the taxon of the rank it is confident at (null for no_match)")
+    answer_label: Optional[str] = Field(description="The top species' label as the model or references have it, or "
+                                        "the scientific name of the taxon it is confident at")
     photos: list[FramedPhoto] = Field(description="Each photo, in upload order, with how the model looked at it")
     decision: Literal["confident", "needs_review", "no_match"]
     reasons: list[str]
     uncertainty: float
     species: list[RankedSpecies] = Field(max_length=5)
+    rank: Optional[Literal["species", "genus", "family", "order"]] = Field(
+        description="The rank the answer is confident at: species, or a higher one when the species could not be "
+                    "certified and that rank's bound holds (then `answer` names that taxon and `rollup` says more); "
+                    "null when not confident")
     rollup: Optional[RollUp]
     neighbours: list[Neighbour]
     model: Model
@@ -277,6 +287,10 @@ class SightingSummary(Schema):
                                   "names it (null: rejected, or an open no_match)")
     answer_label: Optional[str] = Field(description="The current answer's label (model class or reference species)")
     answer_taxon: Optional[Taxon]
+    rank: Optional[Literal["species", "genus", "family", "order"]] = Field(
+        None, description="The rank the answer names: open, the rank it is confident at (a higher one when the "
+                          "species could not be certified); reviewed, the curator's taxon's; null when open and "
+                          "not confident, or rejected")
     version: int
     lat: Optional[float]
     lon: Optional[float]

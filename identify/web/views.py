@@ -14,6 +14,7 @@ from identify.answers import neighbours_json as answer_neighbours_json
 from identify.answers import display_name, ranking_json, taxon_json
 from identify.framing import Crop, Framing
 from identify.places import place_name
+from identify.rollup import rank_taxon
 from identify.identifier import NeighbourInfo
 from identify.reference_records import ReferenceRecord
 from identify.service import SimilarSighting
@@ -21,7 +22,7 @@ from identify.uploads import Identified
 from identify.sighting_search import SightingFilters
 from identify.sightings import ReviewRecord, SightingRecord
 from identify.metadata import generalised
-from identify.taxonomy import Suggestion
+from identify.taxonomy import Suggestion, Taxon
 from identify.web.auth import current_curator_or_none
 
 
@@ -67,11 +68,29 @@ def location_json(record: SightingRecord) -> dict[str, Any]:
             "place": place_name(lat, lon, exact=False)}
 
 
+def answered_as(record: SightingRecord) -> tuple[str | None, Taxon | None]:
+    """(label, taxon) a sighting is answered as now: an open one confident only at a higher rank by that taxon
+    ("genus Sylvia"), else by its species (the model's top, or the curator's)."""
+    ranked = rank_taxon(record.rollup) if record.status == "open" and record.decision == "confident" else None
+    return (ranked.scientific_name, ranked) if ranked is not None else (record.species, record.taxon)
+
+
+def answered_rank(record: SightingRecord) -> str | None:
+    """The rank an open sighting is confident at (species, or the rank that holds), the rank of a curator's
+    taxon once reviewed; None when open and not confident, or rejected."""
+    if record.status == "rejected":
+        return None
+    label, taxon = answered_as(record)
+    if record.status == "open" and record.decision != "confident":
+        return None
+    return taxon.rank if taxon is not None and taxon.rank != "subspecies" else ("species" if label else None)
+
+
 def answer_name(record: SightingRecord) -> str | None:
     """What a sighting is called now, as its page's heading names it (None: rejected, or no match yet)."""
     if record.species is None or (record.status == "open" and record.decision == "no_match"):
         return None
-    return display_name(record.species, record.taxon)
+    return display_name(*answered_as(record))
 
 
 def framed_photo_json(name: str, sha256: str, framing: Framing | None) -> dict[str, Any]:
@@ -94,9 +113,12 @@ def identification_json(identified: Identified) -> dict[str, Any]:
     result, sighting_id = identified.result, identified.public_id
     top = result.species[0] if result.species else None
     named = top is not None and result.decision.decision != "no_match"
+    ranked = rank_taxon(result.rollup.to_dict()) if result.rollup is not None else None
+    label, taxon = (ranked.scientific_name, ranked) if ranked is not None else \
+        ((top.name, top.taxon) if named and top else (None, None))
     return {"sighting_id": sighting_id, "url": url_for("pages.sighting", sighting_id=sighting_id),
-            "answer": display_name(top.name, top.taxon) if named and top else None,
-            "answer_label": top.name if named and top else None,
+            "answer": display_name(label, taxon) if label else None,
+            "answer_label": label,
             **answer_json(result, thumbnail_link),
             "photos": [framed_photo_json(p.name, p.sha256, f)
                        for p, f in zip(identified.photos, identified.framing, strict=True)]}
@@ -130,8 +152,9 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
         "uncertainty": round(record.uncertainty, 6),
         "status": record.status,
         "answer": answer_name(record),
-        "answer_label": record.species,
-        "answer_taxon": taxon_json(record.taxon),
+        "answer_label": answered_as(record)[0],
+        "answer_taxon": taxon_json(answered_as(record)[1]),
+        "rank": answered_rank(record),
         "version": record.version,
         "top": ranking_json(record.predictions[:1]),
         **location_json(record),
@@ -143,7 +166,7 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
         "audit": record.audit,
     }
     if blind:
-        summary |= {"answer": None, "answer_label": None, "answer_taxon": None, "top": []}
+        summary |= {"answer": None, "answer_label": None, "answer_taxon": None, "rank": None, "top": []}
     return summary
 
 
