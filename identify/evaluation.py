@@ -148,7 +148,10 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     """Every number of the report (see the module for which split each comes from); `choose_rules` False keeps
     the open-set rules as given (to measure what choosing them does)."""
     data, _ = in_label_space(data)
-    ks = tuple(k for k in KS if k <= len(data.reference_labels)) or (len(data.reference_labels),)
+    # A k under min_support can never back an answer with enough distinct references: on near-copies (the demo's
+    # photos) k = 1 has the best top-1, and with it nothing at all could be confident.
+    ks = tuple(k for k in KS if config.min_support <= k <= len(data.reference_labels)) or \
+        (len(data.reference_labels),)
     hood = neighbourhood(data, max(max(ks), config.k, 10))
     space = LabelSpace.of(data)
     everything = np.arange(len(data.query_labels))

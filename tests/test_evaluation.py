@@ -323,3 +323,13 @@ def test_the_goals_of_confidence_on_the_photo_alone(seed, data_dir):
         fitted, certified = step["as_fitted"], step["recertified"]
         assert fitted["state"] != "current" or fitted["error"] <= 0.05, step
         assert certified["confident"] < 20 or certified["error"] <= 0.05, step
+
+
+def test_the_sweep_never_chooses_fewer_neighbours_than_an_answer_needs():
+    """Issue 36: on the demo's photos (near-copies of their references) k = 1 had the best top-1, and with one
+    voter no answer can have `min_support` distinct references: nothing at all was confident. The sweep keeps
+    to k >= min_support."""
+    data = simulate(0, species=10, references_per_species=10, queries_per_species=20)
+    for support in (2, 20):
+        chosen = evaluate(data, FusionConfig(min_support=support), seed=0, choose_rules=False).config
+        assert chosen.k >= support, (support, chosen.k)
