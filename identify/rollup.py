@@ -19,7 +19,7 @@ from identify.fusion import RankedSpecies
 from identify.taxonomy import Taxon
 
 RANKS = ("genus", "family", "order")
-RANK_GROUP = "rank:"  # a rank's threshold is kept with the species' groups: "rank:genus", "rank:genus+place"
+RANK_GROUP = "rank:"  # a rank's threshold is kept with the species' groups: "rank:genus" (photo alone only)
 GroupName = Callable[[str, str], "str | None"]  # (rank, scientific name) -> "sparrow", or None
 RankThreshold = Callable[[str], "float | None"]  # rank -> its certified threshold, or None: not certified
 
