@@ -53,12 +53,13 @@ def test_the_hand_computed_case():
     # margin. That classifier and neighbours disagree on both only explains.
     thin = evaluate(hand_case(), FusionConfig(k=2, temperature=1.0, weight_knn=0.5, min_support=1))
     assert thin.decisions["needs_review"] == 0.5 and thin.decisions["confident"] == 0.5
-    # With two references only k=1 is swept. There lambda in {0.2, 0.3, 0.4} gets both right; the tie goes to
-    # the one closest to an even mix.
-    assert {row["k"] for row in result.sweep} == {1}
-    assert result.best == {"weight_knn": 0.4, "k": 1, "temperature": 1.0, "top1": 1.0}
-    right = {row["weight_knn"] for row in result.sweep if row["top1"] == 1.0}
-    assert right == {0.2, 0.3, 0.4}
+    # With two references and min_support 2 only k=2 is swept (k=1 could never back an answer with two
+    # references). At T=1, q0 is right when 0.4622 lambda > 0.2 (1 - lambda), lambda > 0.302, and q1 when
+    # 0.8 - 0.8996 lambda > 0, lambda < 0.889: lambda in {0.4, ..., 0.8}; the tie goes to an even mix.
+    assert {row["k"] for row in result.sweep} == {2}
+    assert result.best == {"weight_knn": 0.5, "k": 2, "temperature": 1.0, "top1": 1.0}
+    right = {row["weight_knn"] for row in result.sweep if row["top1"] == 1.0 and row["temperature"] == 1.0}
+    assert right == {0.4, 0.5, 0.6, 0.7, 0.8}
 
 
 def test_calibration_and_coverage_risk_by_hand():
