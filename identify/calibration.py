@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -249,22 +249,26 @@ def fewest_testable(target_error: float, confidence: float) -> int:
     return int(np.ceil(np.log(1.0 - confidence) / np.log(1.0 - target_error) - 1e-9))
 
 
+UpperBound = Callable[[int, int, float], float]  # (errors, answered, confidence) -> the upper bound on the error
+
+
 def choose_threshold(top_scores: np.ndarray, correct: np.ndarray, eligible: np.ndarray, target_error: float,
                      confidence: float = 0.9, grid: Sequence[float] = THRESHOLD_GRID,
-                     min_answered: int = MIN_ANSWERED) -> RiskControl:
+                     min_answered: int = MIN_ANSWERED, upper: UpperBound | None = None) -> RiskControl:
     """The lowest threshold reached by fixed-sequence testing from the top of the grid (see the module): each
     threshold t answers the eligible queries scored >= t, and passes when the Clopper–Pearson bound at
     `confidence` on their error stays under `target_error`.
 
     `eligible` says which queries the decision's other rules (no match, margin) let be confident at all, so the
-    risk is bounded for the decision as the service makes it."""
+    risk is bounded for the decision as the service makes it. `upper`: another upper bound in place of
+    Clopper–Pearson's (identify.certify.earned: the audit's anytime-valid confidence sequence)."""
     rows, chosen = [], None
     for threshold in sorted(grid, reverse=True):
         answered = eligible & (top_scores >= threshold)
         n, e = int(answered.sum()), int((answered & ~correct).sum())
         if n < min_answered:
             continue  # too few to test: not in the sequence
-        bound = clopper_pearson_upper(e, n, confidence)
+        bound = (upper or clopper_pearson_upper)(e, n, confidence)
         rows.append({"threshold": float(threshold), "answered": n, "errors": e, "upper_bound": bound})
         if bound > target_error:
             break

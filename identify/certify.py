@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from identify.calibration import NOTHING_CONFIDENT, THRESHOLD_GRID, Calibration, FittedOn, RiskControl, clopper_pearson_upper
+from identify.calibration import (NOTHING_CONFIDENT, Calibration, FittedOn, RiskControl, choose_threshold,
+                                  clopper_pearson_upper)
 from identify.config import CERTIFIED_SETTINGS, FusionConfig
 from identify.measurement import (Decided, EvaluationData, Neighbourhood, decide_rows, in_label_space, neighbourhood,
-                                  served_prior, under_rules)
-from identify.risk import (confident_under, group_controls, leave_one_species_out, rank_controls, rank_open_set,
-                           wider_open_set, with_group_thresholds)
+                                  served_prior)
+from identify.risk import (confident_under, group_controls, leave_one_species_out, left_out_answers, rank_controls,
+                           rank_open_set, wider_open_set, with_group_thresholds)
 from identify.scoring import PLACED, SPECIES_GROUP
 from identify.splits import query_groups
 from identify.tuning import choose_open_set_rules, thresholds_on
@@ -98,13 +99,11 @@ def _halves(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[mask], rows[~mask]
 
 
-def open_set_share(left_out: list[tuple[EvaluationData, Decided]], config: FusionConfig,
-                   controls: dict[str, RiskControl], pooled: float) -> tuple[int, int, float]:
-    """(left-out photos confident, left-out photos, the Clopper-Pearson upper bound on the share) under these
-    rules and thresholds."""
-    leaked = sum(int(confident_under(under_rules(asked, decided, config), controls, pooled).sum())
-                 for asked, decided in left_out)
-    photos = sum(len(decided.rows) for _, decided in left_out)
+def open_set_share(left: list[tuple[Decided, np.ndarray]], config: FusionConfig) -> tuple[int, int, float]:
+    """(left-out photos confident, left-out photos, the Clopper-Pearson upper bound on the share), from the
+    left-out species' answers under the rules and thresholds (identify.risk.left_out_answers)."""
+    leaked = sum(int(confident.sum()) for _, confident in left)
+    photos = sum(len(decided.rows) for decided, _ in left)
     return leaked, photos, clopper_pearson_upper(leaked, photos, config.risk_confidence)
 
 
@@ -128,7 +127,8 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
     reviewed = np.arange(len(data.query_labels))
     searched = neighbourhood(data, max(config.k, 1)) if len(reviewed) else None
 
-    def thresholds(config: FusionConfig, rows: np.ndarray) -> tuple[dict[str, RiskControl], float]:
+    def thresholds(config: FusionConfig, rows: np.ndarray) -> tuple[dict[str, RiskControl], float,
+                                                                   list[tuple[Decided, np.ndarray]]]:
         answered = decide_rows(asked, hood, rows, config, calibration)
         if searched is not None:  # reviewed sightings: on the photo alone with the references, and with a place
             answered = joined(answered, decide_rows(data, searched, reviewed, config, calibration))
@@ -137,17 +137,18 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
         controls = {g: c for g, c in controls.items()
                     if not (g.startswith(SPECIES_GROUP) and g.removeprefix(SPECIES_GROUP) not in data.classes)}
         controls |= earned(answered, data.classes, config)
-        left = rank_open_set(left_out, config, controls, pooled, wider)
-        controls |= rank_controls(answered, confident_under(answered, controls, pooled), config, open_set=left)
+        left = left_out_answers(left_out, config, controls, pooled)  # the open set under them, for what follows
+        controls |= rank_controls(answered, confident_under(answered, controls, pooled), config,
+                                  open_set=rank_open_set(left, wider))
         placed = [row for row in reviewed if data.query_places and data.query_places[row] is not None]
         prior = served_prior(data)
         if placed and prior is not None:
             on_place = decide_rows(data, searched, np.array(placed), config, calibration, prior)  # type: ignore[arg-type]
             controls |= {g: c for g, c in group_controls(on_place, config).items() if g.endswith(PLACED)}
-        return controls, pooled
+        return controls, pooled, left
 
-    controls, pooled = thresholds(config, everything)
-    leaked, photos, bound = open_set_share(left_out, config, controls, pooled)
+    controls, pooled, left = thresholds(config, everything)
+    leaked, photos, bound = open_set_share(left, config)
     rules: dict[str, Any] = {"chosen_on": "given", "vouch_vote": config.vouch_vote,
                              "contradicting_vote": config.contradicting_vote}
     certifying = everything
@@ -155,8 +156,8 @@ def certify(data: EvaluationData, config: FusionConfig, calibration: Calibration
         fit, certifying = (np.intersect1d(half, everything) for half in _halves(groups, seed))
         config, rules = choose_open_set_rules(config, asked, decide_rows(asked, hood, fit, config, calibration),
                                               left_out)
-        controls, pooled = thresholds(config, certifying)
-        leaked, photos, bound = open_set_share(left_out, config, controls, pooled)
+        controls, pooled, left = thresholds(config, certifying)
+        leaked, photos, bound = open_set_share(left, config)
     config = config.replace(confident_score=pooled)
     certified = replace(with_group_thresholds(calibration, controls), target_error=config.target_error,
                         fitted_on=FittedOn.of_counts(Counter(data.reference_labels), False),
@@ -182,19 +183,12 @@ def earned(answered: Decided, classes: list[str], config: FusionConfig) -> dict[
     fewest = fewest_for_sequence(config.target_error, config.risk_confidence)
     out = {}
     for species in sorted({a.top.name for a in answered.answers if a.top is not None} - known):
-        mine = np.array([a.top is not None and a.top.name == species for a in answered.answers]) & answered.eligible
-        scores, right = answered.top[mine], answered.correct[mine]
-        chosen = None
-        for threshold in sorted(THRESHOLD_GRID, reverse=True):
-            kept = scores >= threshold
-            wrong, count = int((kept & ~right).sum()), int(kept.sum())
-            if count < fewest:
-                continue  # too few for any bound to pass (the scores alone say so): not in the sequence
-            upper = confidence_sequence(wrong, count, config.risk_confidence)[1]
-            if upper > config.target_error:
-                break
-            chosen = RiskControl(config.target_error, config.risk_confidence, threshold, count, wrong, upper)
-        if chosen is not None:
+        mine = np.array([a.top is not None and a.top.name == species for a in answered.answers])
+        # fewer than `fewest` answered: no bound can pass (the scores alone say so), not in the sequence
+        chosen = choose_threshold(answered.top, answered.correct, mine & answered.eligible, config.target_error,
+                                  config.risk_confidence, min_answered=fewest,
+                                  upper=lambda wrong, count, level: confidence_sequence(wrong, count, level)[1])
+        if chosen.threshold < NOTHING_CONFIDENT:
             out[SPECIES_GROUP + species] = chosen
     return out
 

@@ -42,7 +42,6 @@ from identify.measurement import (
     coverage_risk,
     decide_rows,
     evidence_features,
-    under_rules,
     expected_calibration_error,
     fused_matrix,
     in_label_space,
@@ -56,7 +55,7 @@ from identify.measurement import (
 from identify.prior import PriorModel
 from identify.risk import (confident_under, group_controls, group_report, leave_one_species_out, open_set_answers,
                            open_set_block, open_set_species, rank_controls, rank_open_set,
-                           wider_open_set, with_group_thresholds)
+                           wider_open_set, with_group_thresholds, left_out_answers)
 from identify.scoring import PLACED, SpeciesNames, answer
 from identify.splits import query_groups, separable, split_queries
 from identify.tuning import (KS, NO_MATCH_RIGHT_AT_MOST, best_of, choose_no_match, choose_open_set_rules, cross_validated,
@@ -197,9 +196,11 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
     on_place = decide_rows(data, hood, cal, config, calibration, prior) if held_out and prior is not None else None
     if on_place is not None:  # the answers with a place get their own; those without keep the above
         controls |= {group: c for group, c in group_controls(on_place, config).items() if group.endswith(PLACED)}
+    # the left-out species' photos under the rules and thresholds as chosen (for the ranks, and the report)
+    left = left_out_answers(left_out, config, controls, control.threshold)
     if held_out:  # then each rank's, on the answers the species' thresholds leave (identify.risk.rank_controls)
-        left = rank_open_set(left_out, config, controls, control.threshold, wider_open_set(data, config, calibration))
-        controls |= rank_controls(on_cal, confident_under(on_cal, controls, control.threshold), config, open_set=left)
+        controls |= rank_controls(on_cal, confident_under(on_cal, controls, control.threshold), config,
+                                  open_set=rank_open_set(left, wider_open_set(data, config, calibration)))
     if held_out:
         config = config.replace(confident_score=control.threshold)
         calibration = replace(with_group_thresholds(calibration, controls), target_error=config.target_error,
@@ -207,8 +208,7 @@ def evaluate(data: EvaluationData, config: FusionConfig, run_sweep: bool = True,
                               fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tested = decide_rows(data, hood, test, config, calibration, prior)
     if left_out and "photos" in rules:  # the left-out species' photos under the thresholds as chosen
-        leaked = sum(int(confident_under(under_rules(asked, decided, config), controls, config.confident_score).sum())
-                     for asked, decided in left_out)
+        leaked = sum(int(confident.sum()) for _, confident in left)
         rules |= {"served_confident": leaked, "served_confident_share": leaked / rules["photos"]}
 
     truth = space.truth[test]

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from identify.errors import IdentifyError
 from identify.metadata import as_utc, generalised
 from identify.references import taxon_of_row
-from identify.rollup import rank_taxon
+from identify.rollup import answered_taxon
 from identify.schema import Curator, Model, Prediction, Review, Sighting, Species
 from identify.schema import Taxon as TaxonRow
 from identify.sightings import observed_of
@@ -101,7 +101,7 @@ def export_rows(store: Store, status: str) -> list[ExportRow]:
 def _answered(sighting: Sighting, label: str, taxon: Taxon | None) -> tuple[str, Taxon | None]:
     """(label, taxon) a sighting is recorded as: an open one confident only at a higher rank as that taxon
     (taxonRank genus, family or order), else its species."""
-    ranked = rank_taxon(sighting.rollup) if sighting.status == "open" and sighting.decision == "confident" else None
+    ranked = answered_taxon(sighting.status, sighting.decision, sighting.rollup)
     return (ranked.scientific_name, ranked) if ranked is not None else (label, taxon)
 
 

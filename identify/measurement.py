@@ -20,7 +20,7 @@ from identify.observation import Place
 from identify.openset import own_spread, support_of
 from identify.prior import PriorModel
 from identify.rollup import RANKS, roll_up
-from identify.scoring import Answer, SpeciesNames, answer
+from identify.scoring import Answer, SpeciesNames, answer, ranks_of
 from identify.taxonomy import Taxon
 from identify.vectors.plan import exact_knn
 
@@ -265,6 +265,8 @@ def under_rules(data: EvaluationData, decided: Decided, config: FusionConfig) ->
 
 
 def _decided(data: EvaluationData, rows: np.ndarray, answers: list[Answer], config: FusionConfig) -> Decided:
+    # every answer's best taxon per rank, worked out once and kept with it (answers decided again keep them)
+    answers = [a if a.by_rank else replace(a, by_rank=ranks_of(a.alone)) for a in answers]
     anywhere = replace(config, confident_score=0.0)
     eligible, rollup_correct = [], []
     for decided, row in zip(answers, rows, strict=True):
@@ -276,10 +278,10 @@ def _decided(data: EvaluationData, rows: np.ndarray, answers: list[Answer], conf
         rollup_correct.append(bool(rolled and truth and getattr(truth, rolled.rank) == rolled.scientific_name))
     tops = [a.top for a in answers]
     truths = [data.taxa.get(data.query_labels[row]) for row in rows]
-    rank_scores = np.array([[t.score if t is not None else -1.0 for t in a.by_rank] or [-1.0] * len(RANKS)
+    rank_scores = np.array([[t.score if t is not None else -1.0 for t in a.by_rank]
                             for a in answers]).reshape(len(answers), len(RANKS))
     rank_right = np.array([[t is not None and truth is not None and getattr(truth, rank) == t.scientific_name
-                            for rank, t in zip(RANKS, a.by_rank or (None,) * len(RANKS), strict=True)]
+                            for rank, t in zip(RANKS, a.by_rank, strict=True)]
                            for a, truth in zip(answers, truths, strict=True)], dtype=bool).reshape(len(answers), len(RANKS))
     return Decided(
         rows, np.array([t.fused if t and t.fused is not None else (t.score if t else 0.0) for t in tops]),

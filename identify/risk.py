@@ -122,14 +122,13 @@ def rank_controls(on_calibration: Decided, species_confident: np.ndarray, config
     return controls
 
 
-def rank_open_set(species_left_out: list[tuple[EvaluationData, Decided]], config: FusionConfig,
-                  controls: dict[str, RiskControl], pooled: float, wider: Sequence[RankEvidence]) -> list[RankEvidence]:
+def rank_open_set(species_left_out: list[tuple[Decided, np.ndarray]],
+                  wider: Sequence[RankEvidence]) -> list[RankEvidence]:
     """The open set a rank must hold against, from the deployment's references: each species left out (its
-    photos under `config`'s open-set rules and these thresholds, so those confident at species are not the
-    ranks' to answer), and `wider` (wider_open_set: genera and families left out whole)."""
-    species = RankEvidence.joined([RankEvidence.of(ruled, confident) for ruled, confident
-                                   in left_out_answers(species_left_out, config, controls, pooled)])
-    return [species, *wider]
+    photos as left_out_answers gives them, so those confident at species are not the ranks' to answer), and
+    `wider` (wider_open_set: genera and families left out whole)."""
+    return [RankEvidence.joined([RankEvidence.of(ruled, confident) for ruled, confident in species_left_out]),
+            *wider]
 
 
 def wider_open_set(data: EvaluationData, config: FusionConfig, calibration: Calibration) -> list[RankEvidence]:

@@ -104,3 +104,9 @@ def rank_taxon(rollup: Mapping[str, Any] | None) -> Taxon | None:
     return Taxon(name, None, rank, name if rank == "genus" else None,
                  name if rank == "family" else rollup.get("family"), name if rank == "order" else rollup.get("order"),
                  "", "")
+
+
+def answered_taxon(status: str, decision: str, rollup: Mapping[str, Any] | None) -> Taxon | None:
+    """The taxon a stored sighting is answered as when that is above species: open, confident, and its roll-up
+    certified; None otherwise (it is answered as its species). What pages, lists and Darwin Core name."""
+    return rank_taxon(rollup) if status == "open" and decision == "confident" else None

@@ -11,7 +11,7 @@ and a class "House sparrow" are the same answer, named `Passer domesticus`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -65,8 +65,11 @@ class Answer:
     risk_bounded: bool  # its threshold was chosen, for answers like it, to bound the error (and still holds)
     groups: tuple[str, ...]  # the risk groups of the answer, most specific first (answer_groups)
     threshold: float  # the confident threshold it was held to: its group's own, else the pooled one
-    # the best taxon at each of identify.rollup.RANKS (None: no taxon there) on the photo alone's ranking: what
-    # a rank's threshold is held against
+    # the ranking on the photo alone's evidence (the same list as `ranking` without a place): what a rank's
+    # threshold is held against
+    alone: list[RankedSpecies] = field(default_factory=list)
+    # its best taxon at each of identify.rollup.RANKS (None: no taxon there), once worked out (ranks_of):
+    # the service works them out only where a rank may answer; evaluate for every answer
     by_rank: tuple[RollUp | None, ...] = ()
 
     @property
@@ -170,8 +173,10 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
     # A rank is certified on the photo alone's scores, with or without a place: its open-set floor is measured
     # on the references (which carry no place), and a prior can lift a wrong family's sum in the place where
     # both live (measured: 10 % of the open set wrong at family with place, where the photo alone held 4 %).
-    rollup, by_rank = None, tuple(best_taxon(alone, rank) for rank in RANKS)
+    rollup: RollUp | None = None
+    by_rank: tuple[RollUp | None, ...] = ()
     if decision.decision == NEEDS_REVIEW and bounded and not audited_over:
+        by_rank = ranks_of(alone)
         rollup = certified_rank(by_rank, lambda rank: _rank_threshold(calibration, rank), group_name)
         if rollup is not None and held_back & set(rollup.members):
             rollup = None  # a species the change touched is among its members: not certified against it yet
@@ -179,10 +184,15 @@ def answer(probabilities: np.ndarray, neighbours: Sequence[Neighbour], names: Sp
             decision = Decision(CONFIDENT, decision.reasons, decision.uncertainty)
     if rollup is None and decision.decision != CONFIDENT:
         rollup = roll_up(ranking, config.confident_score, group_name)
-    return Answer(ranking, decision, rollup, place, votes, support, bounded, groups, threshold, by_rank)
+    return Answer(ranking, decision, rollup, place, votes, support, bounded, groups, threshold, alone, by_rank)
+
+
+def ranks_of(ranking: Sequence[RankedSpecies]) -> tuple[RollUp | None, ...]:
+    """The best taxon at each of identify.rollup.RANKS (a pass over the whole ranking each)."""
+    return tuple(best_taxon(ranking, rank) for rank in RANKS)
 
 
 def _rank_threshold(calibration: Calibration, rank: str) -> float | None:
     """A rank's certified threshold, None where that rank certified none."""
-    threshold = dict(calibration.thresholds).get(RANK_GROUP + rank)
+    threshold = calibration.threshold_for((RANK_GROUP + rank,))
     return threshold if threshold is not None and threshold < NOTHING_CONFIDENT else None

@@ -14,7 +14,7 @@ from identify.answers import neighbours_json as answer_neighbours_json
 from identify.answers import display_name, ranking_json, taxon_json
 from identify.framing import Crop, Framing
 from identify.places import place_name
-from identify.rollup import rank_taxon
+from identify.rollup import answered_taxon, rank_taxon
 from identify.identifier import NeighbourInfo
 from identify.reference_records import ReferenceRecord
 from identify.service import SimilarSighting
@@ -71,26 +71,28 @@ def location_json(record: SightingRecord) -> dict[str, Any]:
 def answered_as(record: SightingRecord) -> tuple[str | None, Taxon | None]:
     """(label, taxon) a sighting is answered as now: an open one confident only at a higher rank by that taxon
     ("genus Sylvia"), else by its species (the model's top, or the curator's)."""
-    ranked = rank_taxon(record.rollup) if record.status == "open" and record.decision == "confident" else None
+    ranked = answered_taxon(record.status, record.decision, record.rollup)
     return (ranked.scientific_name, ranked) if ranked is not None else (record.species, record.taxon)
 
 
-def answered_rank(record: SightingRecord) -> str | None:
+Answered = tuple[str | None, Taxon | None]  # answered_as's (label, taxon)
+
+
+def answered_rank(record: SightingRecord, answered: Answered | None = None) -> str | None:
     """The rank an open sighting is confident at (species, or the rank that holds), the rank of a curator's
-    taxon once reviewed; None when open and not confident, or rejected."""
-    if record.status == "rejected":
+    taxon once reviewed; None when open and not confident, or rejected. `answered`: answered_as's, if known."""
+    if record.status == "rejected" or (record.status == "open" and record.decision != "confident"):
         return None
-    label, taxon = answered_as(record)
-    if record.status == "open" and record.decision != "confident":
-        return None
+    label, taxon = answered or answered_as(record)
     return taxon.rank if taxon is not None and taxon.rank != "subspecies" else ("species" if label else None)
 
 
-def answer_name(record: SightingRecord) -> str | None:
-    """What a sighting is called now, as its page's heading names it (None: rejected, or no match yet)."""
+def answer_name(record: SightingRecord, answered: Answered | None = None) -> str | None:
+    """What a sighting is called now, as its page's heading names it (None: rejected, or no match yet).
+    `answered`: answered_as's, if known."""
     if record.species is None or (record.status == "open" and record.decision == "no_match"):
         return None
-    return display_name(*answered_as(record))
+    return display_name(*(answered or answered_as(record)))
 
 
 def framed_photo_json(name: str, sha256: str, framing: Framing | None) -> dict[str, Any]:
@@ -142,6 +144,7 @@ def cover_crop(record: SightingRecord) -> Crop | None:
 def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[str, Any]:
     """What lists (queue, similar sightings) show of a sighting; `blind` (an audit in the queue): not the model's
     answer, so the curator names the bird unswayed."""
+    answered = answered_as(record)
     summary = {
         "sighting_id": record.public_id,
         "url": url_for("pages.sighting", sighting_id=record.public_id),
@@ -151,10 +154,10 @@ def sighting_summary_json(record: SightingRecord, blind: bool = False) -> dict[s
         "decision": record.decision,
         "uncertainty": round(record.uncertainty, 6),
         "status": record.status,
-        "answer": answer_name(record),
-        "answer_label": answered_as(record)[0],
-        "answer_taxon": taxon_json(answered_as(record)[1]),
-        "rank": answered_rank(record),
+        "answer": answer_name(record, answered),
+        "answer_label": answered[0],
+        "answer_taxon": taxon_json(answered[1]),
+        "rank": answered_rank(record, answered),
         "version": record.version,
         "top": ranking_json(record.predictions[:1]),
         **location_json(record),
